@@ -1,0 +1,99 @@
+"""ComputeManager: runs, reboots and terminates instances on one host.
+
+Each method re-reads the record and acts only if the state is the one it expects; the
+state change itself is a compare-and-set (common.instances.transition). So a message
+delivered twice, late, or after the instance was terminated does nothing, and a spawn
+that finishes after a terminate destroys the domain it just made rather than leaving an
+orphan.
+"""
+
+from __future__ import annotations
+
+from common import instances, keys, lifecycle
+from common.effects import Destroy, DomainSpec, Reboot, SAdd, Spawn, ZIncrBy
+from common.errors import HypervisorError, NotFound
+
+
+class ComputeManager:
+    rpc_methods = frozenset({"run_instance", "terminate_instance", "reboot_instance"})
+
+    def __init__(self, host: str, network_manager):
+        self.host = host
+        self.network = network_manager
+
+    def init_host(self):
+        """Make this host known to the simple scheduler with nothing claimed yet."""
+        yield ZIncrBy(keys.COMPUTE_CORES, 0, self.host)
+
+    def run_instance(self, context, instance_id: str):
+        record = yield from instances.get(instance_id)
+        if record is None:
+            raise NotFound(f"no instance {instance_id}")
+        if record["state"] != lifecycle.SCHEDULING:
+            return  # redelivered, late, or terminated before it got here
+        placed = record.get("host", "")
+        if placed and placed != self.host:
+            return  # the scheduler sent it elsewhere
+        extra = (SAdd(keys.node_instances(self.host), (instance_id,)),)
+        if not placed:  # no scheduler: this host claims its cores now (2010 queue mode)
+            extra += (ZIncrBy(keys.COMPUTE_CORES, int(record["vcpus"]), self.host),)
+        if (yield from instances.transition(record, "claim", {"host": self.host}, extra)) is None:
+            return
+        record = {**record, "host": self.host, "state": lifecycle.SPAWNING}
+        if (yield from instances.transition(record, "launch")) is None:
+            return  # terminated meanwhile; terminate_instance cleans up
+        record["state"] = lifecycle.LAUNCHING
+        try:
+            yield Spawn(domain_spec(record))
+        except HypervisorError as e:
+            if (yield from instances.fail(record, f"spawn failed: {e}")):
+                yield from self.network.deallocate_fixed_ip(record.get("fixed_ip", ""), instance_id)
+            return
+        launched = yield from instances.transition(record, "boot")
+        if launched is None:
+            # Terminated or timed out while booting: never leave a domain without a record.
+            yield Destroy(domain_name(record))
+
+    def terminate_instance(self, context, instance_id: str):
+        record = yield from instances.get(instance_id)
+        if record is None:
+            raise NotFound(f"no instance {instance_id}")
+        if record["state"] != lifecycle.SHUTTING_DOWN:
+            return  # already deleted, or not asked to shut down
+        yield Destroy(domain_name(record))
+        if (yield from instances.finish_delete(record)):
+            yield from self.network.deallocate_fixed_ip(record.get("fixed_ip", ""), instance_id)
+
+    def reboot_instance(self, context, instance_id: str):
+        record = yield from instances.get(instance_id)
+        if record is None:
+            raise NotFound(f"no instance {instance_id}")
+        if record["state"] != lifecycle.RUNNING or record.get("host") != self.host:
+            return
+        if (yield from instances.transition(record, "reboot")) is None:
+            return
+        record = {**record, "state": lifecycle.REBOOTING}
+        try:
+            yield Reboot(domain_name(record))
+        except HypervisorError as e:
+            if (yield from instances.fail(record, f"reboot failed: {e}")):
+                yield Destroy(domain_name(record))
+                yield from self.network.deallocate_fixed_ip(record.get("fixed_ip", ""), instance_id)
+            return
+        yield from instances.transition(record, "rebooted")
+
+
+def domain_name(record: dict) -> str:
+    return record["id"]
+
+
+def domain_spec(record: dict) -> DomainSpec:
+    return DomainSpec(
+        name=domain_name(record),
+        vcpus=int(record["vcpus"]),
+        memory_mb=int(record["memory_mb"]),
+        disk_gb=int(record.get("disk_gb", 0) or 0),
+        mac_address=record.get("mac_address", ""),
+        bridge=record.get("bridge", ""),
+        image_id=record.get("image_id", ""),
+    )

@@ -1,0 +1,450 @@
+"""The effect vocabulary: every remote round trip a manager makes, as a value.
+
+Theory of operation
+-------------------
+A manager method is a generator. Each ``yield`` hands a runner one effect from this
+module; the runner performs it (SimPy model in ``sim/``, real service in ``real/``) and
+sends the result back, or throws the error in at the ``yield``. One effect is one round
+trip because that is where the real system can interleave, time out or crash, so it is
+where the simulation must be able to. Composition is ``yield from``.
+
+Effects do nothing themselves. Each docstring says what the runner does, what it may
+raise into the manager, and whether performing it twice is the same as once
+(idempotent), which tells a caller whether a retry is safe.
+
+Every store effect carries a Redis ``command`` name and its ``args``: a runner performs
+it as that one command, so the effect sequence is also the command log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+
+# ---------------------------------------------------------------------------
+# Store: one effect per Redis command.  All may raise StoreUnavailable.
+
+
+@dataclass(frozen=True)
+class StoreCommand:
+    """Base of the store effects; ``args`` is what follows the command name."""
+
+    command: ClassVar[str] = ""
+
+    @property
+    def args(self) -> tuple:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Get(StoreCommand):
+    """GET key -> str or None. Idempotent."""
+
+    command: ClassVar[str] = "GET"
+    key: str
+
+    @property
+    def args(self):
+        return (self.key,)
+
+
+@dataclass(frozen=True)
+class SetNX(StoreCommand):
+    """SETNX key value -> True when this call set it. Idempotent in effect."""
+
+    command: ClassVar[str] = "SETNX"
+    key: str
+    value: str
+
+    @property
+    def args(self):
+        return (self.key, self.value)
+
+
+@dataclass(frozen=True)
+class Del(StoreCommand):
+    """DEL keys... -> how many existed. Idempotent."""
+
+    command: ClassVar[str] = "DEL"
+    keys: tuple[str, ...]
+
+    @property
+    def args(self):
+        return self.keys
+
+
+@dataclass(frozen=True)
+class HGet(StoreCommand):
+    """HGET key field -> str or None. Idempotent."""
+
+    command: ClassVar[str] = "HGET"
+    key: str
+    field: str
+
+    @property
+    def args(self):
+        return (self.key, self.field)
+
+
+@dataclass(frozen=True)
+class HGetAll(StoreCommand):
+    """HGETALL key -> dict of str (empty when the key is missing). Idempotent."""
+
+    command: ClassVar[str] = "HGETALL"
+    key: str
+
+    @property
+    def args(self):
+        return (self.key,)
+
+
+@dataclass(frozen=True)
+class HSet(StoreCommand):
+    """HSET key field value [field value ...] -> fields added. Idempotent."""
+
+    command: ClassVar[str] = "HSET"
+    key: str
+    mapping: Mapping[str, str]
+
+    @property
+    def args(self):
+        flat = []
+        for k, v in self.mapping.items():
+            flat += (k, v)
+        return (self.key, *flat)
+
+
+@dataclass(frozen=True)
+class HIncrBy(StoreCommand):
+    """HINCRBY key field amount -> the new value. Not idempotent."""
+
+    command: ClassVar[str] = "HINCRBY"
+    key: str
+    field: str
+    amount: int
+
+    @property
+    def args(self):
+        return (self.key, self.field, self.amount)
+
+
+@dataclass(frozen=True)
+class SAdd(StoreCommand):
+    """SADD key members... -> how many were new. Idempotent."""
+
+    command: ClassVar[str] = "SADD"
+    key: str
+    members: tuple[str, ...]
+
+    @property
+    def args(self):
+        return (self.key, *self.members)
+
+
+@dataclass(frozen=True)
+class SRem(StoreCommand):
+    """SREM key members... -> how many were removed. Idempotent."""
+
+    command: ClassVar[str] = "SREM"
+    key: str
+    members: tuple[str, ...]
+
+    @property
+    def args(self):
+        return (self.key, *self.members)
+
+
+@dataclass(frozen=True)
+class SMembers(StoreCommand):
+    """SMEMBERS key -> set of str. Idempotent."""
+
+    command: ClassVar[str] = "SMEMBERS"
+    key: str
+
+    @property
+    def args(self):
+        return (self.key,)
+
+
+@dataclass(frozen=True)
+class SCard(StoreCommand):
+    """SCARD key -> int. Idempotent."""
+
+    command: ClassVar[str] = "SCARD"
+    key: str
+
+    @property
+    def args(self):
+        return (self.key,)
+
+
+@dataclass(frozen=True)
+class SPop(StoreCommand):
+    """SPOP key -> one member removed atomically, or None when empty. Not idempotent:
+    each call takes a different member, which is why pools are drained this way."""
+
+    command: ClassVar[str] = "SPOP"
+    key: str
+
+    @property
+    def args(self):
+        return (self.key,)
+
+
+@dataclass(frozen=True)
+class ZAdd(StoreCommand):
+    """ZADD key score member [score member ...] -> how many were new. Idempotent."""
+
+    command: ClassVar[str] = "ZADD"
+    key: str
+    mapping: Mapping[str, float]
+
+    @property
+    def args(self):
+        flat = []
+        for member, score in self.mapping.items():
+            flat += (score, member)
+        return (self.key, *flat)
+
+
+@dataclass(frozen=True)
+class ZIncrBy(StoreCommand):
+    """ZINCRBY key amount member -> the new score. Not idempotent."""
+
+    command: ClassVar[str] = "ZINCRBY"
+    key: str
+    amount: float
+    member: str
+
+    @property
+    def args(self):
+        return (self.key, self.amount, self.member)
+
+
+@dataclass(frozen=True)
+class ZRem(StoreCommand):
+    """ZREM key members... -> how many were removed. Idempotent."""
+
+    command: ClassVar[str] = "ZREM"
+    key: str
+    members: tuple[str, ...]
+
+    @property
+    def args(self):
+        return (self.key, *self.members)
+
+
+@dataclass(frozen=True)
+class ZScore(StoreCommand):
+    """ZSCORE key member -> float or None. Idempotent."""
+
+    command: ClassVar[str] = "ZSCORE"
+    key: str
+    member: str
+
+    @property
+    def args(self):
+        return (self.key, self.member)
+
+
+@dataclass(frozen=True)
+class ZRangeByScore(StoreCommand):
+    """ZRANGEBYSCORE key min max WITHSCORES [LIMIT 0 count] -> [(member, score)],
+    lowest score first. Idempotent. ``min``/``max`` take Redis syntax ("-inf", "(5")."""
+
+    command: ClassVar[str] = "ZRANGEBYSCORE"
+    key: str
+    min: str
+    max: str
+    count: int | None = None
+
+    @property
+    def args(self):
+        limit = ("LIMIT", 0, self.count) if self.count is not None else ()
+        return (self.key, self.min, self.max, "WITHSCORES", *limit)
+
+
+@dataclass(frozen=True)
+class RPush(StoreCommand):
+    """RPUSH key values... -> the new length. Not idempotent (appends again)."""
+
+    command: ClassVar[str] = "RPUSH"
+    key: str
+    values: tuple[str, ...]
+
+    @property
+    def args(self):
+        return (self.key, *self.values)
+
+
+@dataclass(frozen=True)
+class LRange(StoreCommand):
+    """LRANGE key start stop -> list of str. Idempotent."""
+
+    command: ClassVar[str] = "LRANGE"
+    key: str
+    start: int = 0
+    stop: int = -1
+
+    @property
+    def args(self):
+        return (self.key, self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A precondition: hash ``key`` has ``field`` equal to ``expected`` (None = absent)."""
+
+    key: str
+    field: str
+    expected: str | None
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """Run ``ops`` atomically, only if every guard holds at that instant.
+
+    Returns the list of the ops' results, or None when a guard failed (nothing was
+    written). This is the compare-and-set that keeps a late or redelivered message from
+    moving state backwards. Real runner: one Lua script; sim runner: the commands run at
+    one instant of virtual time. Idempotent only if its ops are.
+    """
+
+    ops: tuple[StoreCommand, ...]
+    guards: tuple[Guard, ...] = ()
+
+
+# ---------------------------------------------------------------------------
+# RPC
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Publish ``method(**args)`` to ``topic`` and do not wait.
+
+    Returns None once the broker has routed it. Raises Unroutable when no queue is bound
+    to the topic (published mandatory), StoreUnavailable-like transport errors as
+    Unroutable too. Not idempotent: the receiver sees it once per cast.
+    """
+
+    topic: str
+    method: str
+    args: Mapping[str, Any]
+    context: Any = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """Publish ``method(**args)`` to ``topic`` and wait for the reply.
+
+    Returns the callee's return value. Raises RemoteError when the callee raised,
+    RpcTimeout when no reply came within ``timeout`` seconds (the callee may still have
+    run: callers must make the outcome safe either way; 2010 had no timeout, we do), and
+    Unroutable when no queue is bound. A reply arriving after the timeout is dropped.
+    """
+
+    topic: str
+    method: str
+    args: Mapping[str, Any]
+    context: Any = None
+    timeout: float = 30.0
+
+
+# ---------------------------------------------------------------------------
+# Hypervisor: performed on the hypervisor of the service running the generator.
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """What a hypervisor needs to build a domain."""
+
+    name: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int = 0
+    mac_address: str = ""
+    bridge: str = ""
+    image_id: str = ""
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """Define and boot a domain; returns once it is running.
+
+    Raises HypervisorError (InsufficientMemory when it does not fit); on failure no
+    partial domain is left behind. Not idempotent: a second spawn of the same name
+    raises HypervisorError("domain exists").
+    """
+
+    spec: DomainSpec
+
+
+@dataclass(frozen=True)
+class Destroy:
+    """Stop and undefine a domain. Returns True if it existed, False if it was already
+    gone (which is success). Idempotent."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Reboot:
+    """Restart a domain; returns once it is running again. Raises HypervisorError when
+    the domain does not exist. Idempotent in outcome."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class GetInfo:
+    """-> dict(state, vcpus, memory_mb) of a domain, or None when it does not exist.
+    Idempotent."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ListDomains:
+    """-> sorted tuple of the domain names on this hypervisor. Idempotent."""
+
+
+# ---------------------------------------------------------------------------
+# Time, identity, randomness, observation: effects too, so a run is a function of
+# scenario, seed and commit.
+
+
+@dataclass(frozen=True)
+class Now:
+    """-> the current time in seconds (virtual in sim). Never raises."""
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait ``seconds``. Never raises."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class NewId:
+    """-> a fresh id ``<prefix>-`` plus 8 base-36 characters, unique within the run.
+    Never raises."""
+
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Choose:
+    """-> one of ``options``, drawn from the component's seeded stream. Raises
+    ValueError when ``options`` is empty."""
+
+    options: tuple
+
+
+@dataclass(frozen=True)
+class Record:
+    """Hand ``event`` (a frozen dataclass) to the run's recorder. Takes no time, never
+    raises; it is how managers report what a store snapshot cannot show."""
+
+    event: Any = field(default=None)

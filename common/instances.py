@@ -1,0 +1,121 @@
+"""Instance records in the store, and the one way to change their state."""
+
+from __future__ import annotations
+
+from common import keys, lifecycle
+from common.effects import (
+    Guard,
+    HGetAll,
+    HIncrBy,
+    HSet,
+    Now,
+    Record,
+    RPush,
+    SAdd,
+    SRem,
+    StoreCommand,
+    Transaction,
+    ZAdd,
+    ZIncrBy,
+    ZRem,
+)
+from common.events import InstanceStateChanged
+
+#: States in which the instance's host has its vCPUs counted in ``compute:cores``.
+CLAIMS_CORES = frozenset(
+    {lifecycle.SCHEDULING, lifecycle.SPAWNING, lifecycle.LAUNCHING, lifecycle.RUNNING, lifecycle.REBOOTING}
+)
+
+
+def get(instance_id: str):
+    """-> the record as a dict, or None when there is none."""
+    record = yield HGetAll(keys.instance(instance_id))
+    return record or None
+
+
+def create(record: dict, now: float, deadline: float):
+    """Write a new record in state ``scheduling`` with its index entries, atomically;
+    ``deadline`` is when the build timeout reaper may fail it if it has not settled.
+
+    Returns False (and writes nothing) when the id is taken.
+    """
+    instance_id = record["id"]
+    fields = {**record, "state": lifecycle.SCHEDULING, "created_at": repr(now), "updated_at": repr(now)}
+    done = yield Transaction(
+        ops=(
+            HSet(keys.instance(instance_id), fields),
+            RPush(keys.transitions(instance_id), (lifecycle.encode_transition(None, lifecycle.SCHEDULING, now),)),
+            SAdd(keys.INSTANCES, (instance_id,)),
+            SAdd(keys.project_instances(record["project_id"]), (instance_id,)),
+            ZAdd(keys.BUILDING, {instance_id: deadline}),
+        ),
+        guards=(Guard(keys.instance(instance_id), "state", None),),
+    )
+    if done is None:
+        return False
+    yield Record(InstanceStateChanged(instance_id, None, lifecycle.SCHEDULING, now))
+    return True
+
+
+def release_cores_ops(record: dict, current: str) -> tuple[StoreCommand, ...]:
+    """The store ops that give back the vCPUs an instance claims on its host, if any."""
+    if record.get("host") and current in CLAIMS_CORES:
+        return (ZIncrBy(keys.COMPUTE_CORES, -int(record["vcpus"]), record["host"]),)
+    return ()
+
+
+def transition(record: dict, event: str, fields: dict | None = None, extra_ops: tuple = ()):
+    """Move ``record`` (as last read) by ``event``, compare-and-set on its state.
+
+    Returns the new state, or None when the event is not legal from the state read or
+    the state moved on since it was read; nothing is written then, so a late or
+    duplicate message cannot move an instance backwards. ``extra_ops`` commit in the
+    same transaction (index and resource bookkeeping).
+    """
+    instance_id = record["id"]
+    current = record["state"]
+    dst = lifecycle.target(event, current)
+    if dst is None:
+        return None
+    now = yield Now()
+    if dst in lifecycle.SETTLED:
+        extra_ops = (*extra_ops, ZRem(keys.BUILDING, (instance_id,)))
+    done = yield Transaction(
+        ops=(
+            HSet(keys.instance(instance_id), {"state": dst, "updated_at": repr(now), **(fields or {})}),
+            RPush(keys.transitions(instance_id), (lifecycle.encode_transition(current, dst, now),)),
+            *extra_ops,
+        ),
+        guards=(Guard(keys.instance(instance_id), "state", current),),
+    )
+    if done is None:
+        return None
+    host = (fields or {}).get("host", record.get("host", ""))
+    yield Record(InstanceStateChanged(instance_id, current, dst, now, host))
+    return dst
+
+
+def fail(record: dict, reason: str):
+    """Move to ``error`` with ``reason``, giving back the host's vCPUs in the same step.
+
+    The fixed address is released by the caller (network manager), which is idempotent.
+    Returns True when this call made the change.
+    """
+    dst = yield from transition(
+        record, "fail", {"error": reason}, release_cores_ops(record, record["state"])
+    )
+    return dst is not None
+
+
+def finish_delete(record: dict):
+    """``shutting_down`` -> ``deleted``: drop the live index entries and the quota use."""
+    instance_id = record["id"]
+    ops = (
+        SRem(keys.project_instances(record["project_id"]), (instance_id,)),
+        HIncrBy(keys.project_usage(record["project_id"]), "instances", -1),
+        HIncrBy(keys.project_usage(record["project_id"]), "cores", -int(record["vcpus"])),
+    )
+    if record.get("host"):
+        ops += (SRem(keys.node_instances(record["host"]), (instance_id,)),)
+    dst = yield from transition(record, "destroyed", extra_ops=ops)
+    return dst is not None

@@ -1,0 +1,360 @@
+"""The invariants I1-I6 (DESIGN.md, "Invariants") as pure checks over a state snapshot.
+
+A :class:`Snapshot` is a dump of the store plus what the hypervisors and the message
+queues report at one moment; the checks read nothing else, so the same code audits a
+simulated run and a real one. Each check returns a :class:`Verdict` whose violations
+name the instance, address, host or queue at fault, in sorted (deterministic) order.
+
+Which instances count as "live" for addresses is ``lifecycle.HOLDS_RESOURCES``: a
+record in ``error`` or ``deleted`` keeps its old ``fixed_ip`` field, but no longer holds
+that address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from common import keys, lifecycle
+
+#: At most this many violations are listed per verdict; the rest are counted.
+MAX_VIOLATIONS = 20
+
+_INSTANCE_PREFIX = "instance:"
+_IP_PREFIX = "ip:"
+_IP_SUFFIX = ":instances"
+_FIXEDIP_PREFIX = "fixedip:"
+
+#: Record states that must have a domain on their host (I3).
+_NEEDS_DOMAIN = frozenset({lifecycle.RUNNING, lifecycle.REBOOTING})
+#: Record states whose domain, if any, is an orphan (I3).
+_NO_DOMAIN = frozenset({lifecycle.DELETED, lifecycle.ERROR})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the checks look at, taken at time ``now``."""
+
+    now: float  # seconds, same clock as the times in the store
+    build_timeout: float  # seconds
+    store: Mapping[str, object]  # key -> str | dict | set | list | zset dict
+    domains: Mapping[str, Mapping[str, str]]  # host -> {domain name -> state}
+    queues: Mapping[str, Mapping[str, int]]  # queue -> {"ready": n, "unacked": n}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one invariant check."""
+
+    name: str  # "I1".."I6"
+    title: str
+    ok: bool
+    violations: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _members(store: Mapping[str, object], key: str) -> frozenset[str]:
+    """A set (or the members of a zset) as a frozenset; missing -> empty."""
+    value = store.get(key)
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset({value})
+    if isinstance(value, Mapping):
+        return frozenset(value.keys())
+    return frozenset(value)  # type: ignore[arg-type]
+
+
+def _hash(store: Mapping[str, object], key: str) -> dict[str, str] | None:
+    """A hash as a dict; None when missing or empty (Redis has no empty hashes)."""
+    value = store.get(key)
+    if isinstance(value, Mapping) and value:
+        return dict(value)
+    return None
+
+
+def _list(store: Mapping[str, object], key: str) -> list[str]:
+    value = store.get(key)
+    if value is None or isinstance(value, (str, Mapping)):
+        return []
+    return list(value)  # type: ignore[arg-type]
+
+
+def _records(s: Snapshot) -> dict[str, dict[str, str] | None]:
+    """Every indexed instance id -> its record (None when the hash is missing), sorted."""
+    return {iid: _hash(s.store, keys.instance(iid)) for iid in sorted(_members(s.store, keys.INSTANCES))}
+
+
+def _holding(records: Mapping[str, dict[str, str] | None]) -> dict[str, dict[str, str]]:
+    """The records whose state holds resources (their fixed address among them)."""
+    return {
+        iid: rec
+        for iid, rec in records.items()
+        if rec is not None and rec.get("state") in lifecycle.HOLDS_RESOURCES
+    }
+
+
+def _verdict(name: str, title: str, violations: list[str]) -> Verdict:
+    shown = violations[:MAX_VIOLATIONS]
+    if len(violations) > MAX_VIOLATIONS:
+        shown.append(f"... and {len(violations) - MAX_VIOLATIONS} more")
+    return Verdict(name=name, title=title, ok=not violations, violations=tuple(shown))
+
+
+def _names(ids: Iterable[str]) -> str:
+    return ", ".join(sorted(ids))
+
+
+def _parse_time(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def i1_unique_addresses(s: Snapshot) -> Verdict:
+    """I1: no address is bound to two live (resource-holding) instances."""
+    holding = _holding(_records(s))
+    by_address: dict[str, list[str]] = {}
+    for iid, rec in holding.items():
+        address = rec.get("fixed_ip", "")
+        if address:
+            by_address.setdefault(address, []).append(iid)
+    violations = [
+        f"address {address} is the fixed_ip of {len(ids)} live instances: {_names(ids)}"
+        for address, ids in sorted(by_address.items())
+        if len(ids) > 1
+    ]
+    for key in sorted(s.store):
+        if not (key.startswith(_IP_PREFIX) and key.endswith(_IP_SUFFIX)):
+            continue
+        address = key[len(_IP_PREFIX) : -len(_IP_SUFFIX)]
+        live = _members(s.store, key) & holding.keys()
+        if len(live) > 1:
+            violations.append(f"address {address}: {key} names {len(live)} live instances: {_names(live)}")
+    return _verdict("I1", "no address bound to two live instances", violations)
+
+
+def _network_of(rec: Mapping[str, str], nids: list[str], pools: Mapping[str, frozenset[str]]) -> str | None:
+    """The network an instance's address belongs to: its ``network_id`` field, else the
+    only network, else the network whose pool contains the address."""
+    nid = rec.get("network_id", "")
+    if nid:
+        return nid
+    if len(nids) == 1:
+        return nids[0]
+    address = rec.get("fixed_ip", "")
+    owners = [n for n in nids if address in pools[n]]
+    return owners[0] if len(owners) == 1 else None
+
+
+def i2_allocated_matches_live(s: Snapshot) -> Verdict:
+    """I2: the addresses handed out on each network are exactly those of live instances,
+    and free + handed out == the network's address pool."""
+    holding = _holding(_records(s))
+    nids = sorted(_members(s.store, keys.NETWORKS))
+    pools = {nid: _members(s.store, keys.network_addresses(nid)) for nid in nids}
+    violations: list[str] = []
+
+    # address -> live instance ids holding it, per network
+    held: dict[str, dict[str, list[str]]] = {nid: {} for nid in nids}
+    for iid, rec in holding.items():
+        address = rec.get("fixed_ip", "")
+        if not address:
+            continue
+        nid = _network_of(rec, nids, pools)
+        if nid not in held:
+            violations.append(
+                f"instance {iid} holds {address} on unknown network {rec.get('network_id', '')!r}"
+            )
+            continue
+        held[nid].setdefault(address, []).append(iid)
+
+    # fixedip:<a> hashes, by the network they belong to
+    fixedip_hashes: dict[str, list[str]] = {nid: [] for nid in nids}
+    for key in sorted(s.store):
+        if not key.startswith(_FIXEDIP_PREFIX):
+            continue
+        address = key[len(_FIXEDIP_PREFIX) :]
+        h = _hash(s.store, key) or {}
+        nid = h.get("network_id", "")
+        if nid not in fixedip_hashes:
+            owners = [n for n in nids if address in pools[n]]
+            nid = owners[0] if len(owners) == 1 else ""
+        if nid in fixedip_hashes:
+            fixedip_hashes[nid].append(address)
+        else:
+            violations.append(f"{key} belongs to no known network")
+
+    for nid in nids:
+        pool = pools[nid]
+        free = _members(s.store, keys.available(nid))
+        handed = _members(s.store, keys.network_fixedips(nid))
+        holders = held[nid]
+        for address in sorted(handed - holders.keys()):
+            violations.append(f"network {nid}: {address} is handed out but no live instance holds it")
+        for address in sorted(holders.keys() - handed):
+            violations.append(
+                f"network {nid}: {address} is held by {_names(holders[address])} but not handed out"
+            )
+        for address in sorted(holders):
+            h = _hash(s.store, keys.fixedip(address))
+            if h is None:
+                violations.append(
+                    f"network {nid}: {address} is held by {_names(holders[address])} but has no fixedip record"
+                )
+        for address in fixedip_hashes[nid]:
+            owner = (_hash(s.store, keys.fixedip(address)) or {}).get("instance_id", "")
+            if owner not in holders.get(address, ()):
+                actual = _names(holders.get(address, ())) or "no live instance"
+                violations.append(
+                    f"network {nid}: fixedip:{address} names instance {owner or '(none)'!s}"
+                    f" but {address} is held by {actual}"
+                )
+        for address in sorted(free & handed):
+            violations.append(f"network {nid}: {address} is both free and handed out")
+        for address in sorted(pool - free - handed):
+            violations.append(f"network {nid}: {address} leaked (neither free nor handed out)")
+        for address in sorted((free | handed) - pool):
+            where = "free" if address in free else "handed out"
+            violations.append(f"network {nid}: {address} is {where} but not in the network's addresses")
+    return _verdict("I2", "allocated addresses match live instances", violations)
+
+
+def i3_domains_match_records(s: Snapshot) -> Verdict:
+    """I3: every hypervisor domain has a live record on its host, and every running
+    record a domain."""
+    violations: list[str] = []
+    for host in sorted(s.domains):
+        for name in sorted(s.domains[host]):
+            rec = _hash(s.store, keys.instance(name))
+            if rec is None:
+                violations.append(f"domain {name} on host {host} has no instance record")
+            elif rec.get("state") in _NO_DOMAIN:
+                violations.append(f"orphan domain {name} on host {host}: its instance is {rec.get('state')}")
+            elif rec.get("host", "") != host:
+                violations.append(
+                    f"domain {name} is on host {host} but its record says host {rec.get('host', '')!r}"
+                )
+    for iid, rec in _records(s).items():
+        if rec is None or rec.get("state") not in _NEEDS_DOMAIN:
+            continue
+        host = rec.get("host", "")
+        if iid not in s.domains.get(host, {}):
+            violations.append(f"instance {iid} is {rec.get('state')} but has no domain on host {host!r}")
+    return _verdict("I3", "hypervisor domains match instance records", violations)
+
+
+def _last_change(s: Snapshot, iid: str, rec: Mapping[str, str]) -> float | None:
+    """When the instance last changed state: its last transition, else ``updated_at``."""
+    history = _list(s.store, keys.transitions(iid))
+    if history:
+        try:
+            return lifecycle.decode_transition(history[-1])[2]
+        except ValueError:
+            pass
+    return _parse_time(rec.get("updated_at"))
+
+
+def i4_no_stuck_transitions(s: Snapshot) -> Verdict:
+    """I4: no instance has stayed in a transitional state longer than the build timeout."""
+    violations: list[str] = []
+    deadline = s.now - s.build_timeout
+    for iid, rec in _records(s).items():
+        if rec is None or rec.get("state") not in lifecycle.TRANSITIONAL:
+            continue
+        since = _last_change(s, iid, rec)
+        if since is None:
+            violations.append(f"instance {iid} is {rec['state']} with no recorded transition time")
+        elif since < deadline:
+            violations.append(
+                f"instance {iid} stuck in {rec['state']} for {s.now - since:.3f}s"
+                f" (build timeout {s.build_timeout:g}s)"
+            )
+    return _verdict("I4", "no instance stuck in a transitional state", violations)
+
+
+def i5_requests_settled(s: Snapshot) -> Verdict:
+    """I5: at the end of a run every instance is settled and every queue is drained."""
+    violations = [
+        f"instance {iid} ended in {rec.get('state', '')!r}, not a final state"
+        for iid, rec in _records(s).items()
+        if rec is not None and rec.get("state") not in lifecycle.SETTLED
+    ]
+    for queue in sorted(s.queues):
+        counts = s.queues[queue]
+        ready, unacked = counts.get("ready", 0), counts.get("unacked", 0)
+        if ready or unacked:
+            violations.append(f"queue {queue} not drained: ready={ready} unacked={unacked}")
+    return _verdict("I5", "every accepted request settled", violations)
+
+
+def i6_legal_transitions(s: Snapshot) -> Verdict:
+    """I6: every recorded transition history is a legal path ending in the current state."""
+    violations: list[str] = []
+    records = _records(s)
+    for iid, rec in records.items():
+        if rec is None:
+            violations.append(f"index names a missing record {keys.instance(iid)}")
+            continue
+        history = _list(s.store, keys.transitions(iid))
+        if not history:
+            violations.append(f"instance {iid} has no transition history")
+            continue
+        steps: list[tuple[str | None, str, float]] = []
+        for k, entry in enumerate(history):
+            try:
+                steps.append(lifecycle.decode_transition(entry))
+            except ValueError:
+                violations.append(f"instance {iid}: transition {k} is undecodable: {entry!r}")
+        if len(steps) != len(history):
+            continue
+        src0, dst0, _ = steps[0]
+        if (src0, dst0) != (None, lifecycle.SCHEDULING):
+            violations.append(f"instance {iid}: first transition {history[0]!r} is not a creation")
+        for k, (src, dst, at) in enumerate(steps):
+            if (src, dst) not in lifecycle.LEGAL:
+                violations.append(f"instance {iid}: illegal transition {k} {src or '(none)'} -> {dst}")
+            if k == 0:
+                continue
+            prev_src, prev_dst, prev_at = steps[k - 1]
+            if src != prev_dst:
+                violations.append(
+                    f"instance {iid}: transition {k} starts from {src or '(none)'}"
+                    f" but transition {k - 1} ended in {prev_dst}"
+                )
+            if at < prev_at:
+                violations.append(f"instance {iid}: transition {k} at {at!r} is earlier than {prev_at!r}")
+        last = steps[-1][1]
+        if last != rec.get("state", ""):
+            violations.append(
+                f"instance {iid}: state is {rec.get('state', '')!r} but its history ends in {last!r}"
+            )
+    for key in sorted(s.store):
+        if not key.startswith(_INSTANCE_PREFIX):
+            continue
+        iid = key[len(_INSTANCE_PREFIX) :]
+        if ":" in iid or iid in records or _hash(s.store, key) is None:
+            continue
+        violations.append(f"record {key} is missing from the {keys.INSTANCES} index")
+    return _verdict("I6", "every lifecycle transition is legal", violations)
+
+
+CHECKS = (
+    i1_unique_addresses,
+    i2_allocated_matches_live,
+    i3_domains_match_records,
+    i4_no_stuck_transitions,
+    i5_requests_settled,
+    i6_legal_transitions,
+)
+
+
+def check_all(snapshot: Snapshot) -> list[Verdict]:
+    """Run I1..I6, in order."""
+    return [check(snapshot) for check in CHECKS]

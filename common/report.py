@@ -1,0 +1,186 @@
+"""Turn a finished run into rows and a summary. Pure: the runners write the files.
+
+The instance table is read from the store snapshot, not from anything the sim alone
+keeps, so a real run yields the same table from its Redis.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+from common import keys, lifecycle
+
+INSTANCE_COLUMNS = (
+    "id", "project_id", "instance_type", "vcpus", "host", "fixed_ip", "state", "error",
+    "created_at", *(f"{s}_at" for s in lifecycle.STATES if s != lifecycle.SCHEDULING),
+    "time_to_running",
+)
+
+RPC_COLUMNS = (
+    "delivery_tag", "queue", "method", "msg_id", "published_at", "delivered_at",
+    "handled_at", "consumer", "redelivered", "outcome",
+)
+
+
+def percentile(values, q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of ``values``; None when empty."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def instance_rows(store: dict) -> list[dict]:
+    """One row per instance, from a store dump: when it first reached each state."""
+    rows = []
+    for instance_id in sorted(store.get(keys.INSTANCES, ())):
+        record = store.get(keys.instance(instance_id)) or {}
+        row = {column: "" for column in INSTANCE_COLUMNS}
+        for column in ("project_id", "instance_type", "vcpus", "host", "fixed_ip", "state", "error"):
+            row[column] = record.get(column, "")
+        row["id"] = instance_id
+        for entry in store.get(keys.transitions(instance_id), ()):
+            src, dst, at = lifecycle.decode_transition(entry)
+            column = "created_at" if src is None else f"{dst}_at"
+            if row.get(column, None) == "":
+                row[column] = at
+        if row["running_at"] != "" and row["created_at"] != "":
+            row["time_to_running"] = row["running_at"] - row["created_at"]
+        rows.append(row)
+    return rows
+
+
+def reason_group(reason: str) -> str:
+    """Fold an error message to its kind: ``spawn failed: domain i-1 ...`` -> ``spawn
+    failed``; ``no fixed address: NoMoreAddresses: ...`` keeps the exception name."""
+    head, sep, rest = reason.partition(": ")
+    if not sep:
+        return re.sub(r"\d+(\.\d+)?", "N", reason)
+    match = re.match(r"([A-Z][A-Za-z]+)(:|$)", rest)
+    return f"{head}: {match.group(1)}" if match else head
+
+
+def summarize(*, scenario, seed, mode, store, series, broker_stats, verdicts, fingerprint,
+              sim_time, effects, wall_seconds, rejected, extra=None) -> dict:
+    rows = instance_rows(store)
+    states = Counter(row["state"] for row in rows)
+    ttr = [row["time_to_running"] for row in rows if row["time_to_running"] != ""]
+    errors = Counter(reason_group(row["error"]) for row in rows if row["error"])
+    topics = {}
+    for queue, stats in sorted(broker_stats.items()):
+        topic = queue if "." not in queue else queue.split(".")[0] + ".<host>"
+        entry = topics.setdefault(topic, {"peak_depth": 0, "published": 0, "wait_p95_max": 0.0, "queues": 0})
+        entry["peak_depth"] = max(entry["peak_depth"], stats["peak_depth"])
+        entry["published"] += stats["published"]
+        entry["wait_p95_max"] = max(entry["wait_p95_max"], stats["wait_p95"] or 0.0)
+        entry["queues"] += 1
+    pools = {}
+    for t, metric, name, value in series:
+        if metric == "pool_size":
+            pools.setdefault(name, {})["size"] = value
+        elif metric == "pool_free":
+            pool = pools.setdefault(name, {})
+            pool["min_free"] = min(pool.get("min_free", value), value)
+            pool["free_at_end"] = value
+    for pool in pools.values():
+        pool["peak_used"] = pool.get("size", 0) - pool.get("min_free", 0)
+    launched = len(rows)
+    ever_errored = sum(1 for row in rows if row["error_at"] != "")
+    slo = slo_verdicts(scenario.slo, ttr, ever_errored, launched)
+    summary = {
+        "scenario": scenario.name,
+        "seed": seed,
+        "mode": mode,
+        "requests": {
+            "rejected": {f"{action} {code}": n for (action, code), n in sorted(rejected.items())},
+        },
+        "instances": {
+            "launched": launched,
+            "ever_errored": ever_errored,
+            **{state: states.get(state, 0) for state in lifecycle.STATES},
+            "errors_by_reason": dict(errors.most_common()),
+        },
+        "time_to_running": {
+            "count": len(ttr),
+            "p50": percentile(ttr, 50),
+            "p95": percentile(ttr, 95),
+            "p99": percentile(ttr, 99),
+            "max": max(ttr) if ttr else None,
+        },
+        "queues": topics,
+        "pools": pools,
+        "invariants": [
+            {"name": v.name, "title": v.title, "ok": v.ok, "violations": list(v.violations)} for v in verdicts
+        ],
+        "slo": slo,
+        "fingerprint": fingerprint,
+        "sim_time": sim_time,
+        "effects": effects,
+        "wall_seconds": wall_seconds,
+        "effects_per_wall_second": effects / wall_seconds if wall_seconds else None,
+        **(extra or {}),
+    }
+    summary["ok"] = all(v.ok for v in verdicts) and all(s["ok"] for s in slo)
+    return summary
+
+
+def slo_verdicts(slo, ttr, errored: int, launched: int) -> list[dict]:
+    out = []
+    for q in (50, 95, 99):
+        limit = getattr(slo, f"time_to_running_p{q}")
+        if limit is not None:
+            value = percentile(ttr, q)
+            out.append({"name": f"time_to_running_p{q}", "limit": limit, "value": value,
+                        "ok": value is not None and value <= limit})
+    if slo.max_error_fraction is not None:
+        value = errored / launched if launched else 0.0
+        out.append({"name": "error_fraction", "limit": slo.max_error_fraction, "value": value,
+                    "ok": value <= slo.max_error_fraction})
+    return out
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
+    """The summary as (section, label, value) rows for a terminal table."""
+    rows = []
+    add = lambda section, label, value: rows.append((section, label, value))  # noqa: E731
+    inst = summary["instances"]
+    add("instances", "launched", f"{inst['launched']:,}")
+    for state in (lifecycle.RUNNING, lifecycle.DELETED, lifecycle.ERROR):
+        add("instances", state, f"{inst[state]:,}")
+    unsettled = sum(inst[s] for s in lifecycle.TRANSITIONAL)
+    if unsettled:
+        add("instances", "unsettled", f"{unsettled:,}")
+    add("instances", "ever errored", f"{inst['ever_errored']:,}")
+    for reason, n in list(inst["errors_by_reason"].items())[:5]:
+        add("instances", f"  error: {reason}", f"{n:,}")
+    for name, n in summary["requests"]["rejected"].items():
+        add("requests", f"rejected {name}", f"{n:,}")
+    ttr = summary["time_to_running"]
+    for key, label in (("peak_host_vcpu_ratio", "peak vCPU claimed / host vCPUs"),
+                       ("hosts_ever_overcommitted", "hosts ever overcommitted")):
+        if key in summary:
+            value = summary[key]
+            add("hosts", label, f"{value:.2f}" if isinstance(value, float) else f"{value:,}")
+    for q in ("p50", "p95", "p99"):
+        add("time to running", q, "-" if ttr[q] is None else f"{ttr[q]:.1f} s")
+    for topic, q in summary["queues"].items():
+        add("queues", f"peak depth {topic}", f"{q['peak_depth']:,}")
+    for nid, pool in summary["pools"].items():
+        size = pool.get("size", 0)
+        used = pool.get("peak_used", 0)
+        share = f" ({used / size:.0%})" if size else ""
+        add("pools", f"{nid} peak used / size", f"{used:,} / {size:,}{share}")
+        add("pools", f"{nid} free at end", f"{pool.get('free_at_end', 0):,}")
+    for v in summary["invariants"]:
+        add("invariants", f"{v['name']} {v['title']}", "ok" if v["ok"] else f"FAILED ({len(v['violations'])})")
+    for s in summary["slo"]:
+        value = "-" if s["value"] is None else f"{s['value']:.3g}"
+        add("slo", f"{s['name']} <= {s['limit']:g}", f"{'ok' if s['ok'] else 'FAILED'} ({value})")
+    add("run", "simulated time", f"{summary['sim_time']:,.0f} s")
+    add("run", "effects", f"{summary['effects']:,}")
+    add("run", "wall time", f"{summary['wall_seconds']:.1f} s")
+    add("run", "trace fingerprint", summary["fingerprint"])
+    return rows

@@ -1,0 +1,293 @@
+"""The scenario schema: one YAML file drives a run in either mode.
+
+``parse(data, source)`` validates a mapping (already read from YAML) and returns a
+frozen ``Scenario``; every problem is reported as ``<source>: <field.path>: <what was
+expected>``. Defaults follow 2010 where 2010 had a flag for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from common import distributions
+from common.cloud import DEFAULT_INSTANCE_TYPES
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be run; ``problems`` lists one line per mistake."""
+
+    def __init__(self, source: str, problems):
+        problems = tuple(problems)
+        super().__init__(source, problems)
+        self.source = source
+        self.problems = problems
+
+    def __str__(self):
+        return "\n".join(f"{self.source}: {p}" for p in self.problems)
+
+
+def _distribution(value):
+    if isinstance(value, distributions.Distribution.__args__):
+        return value
+    return distributions.parse(value)
+
+
+Dist = Annotated[
+    distributions.Distribution,
+    PlainValidator(_distribution),
+    PlainSerializer(lambda d: d.to_spec()),
+]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Hosts(_Model):
+    count: PositiveInt
+    vcpus: PositiveInt = 16
+    memory_mb: PositiveInt = 65536
+    #: Messages one compute worker handles at once (2010 ran them concurrently).
+    workers: PositiveInt = 4
+
+
+class Network(_Model):
+    manager: Literal["flat"] = "flat"
+    fixed_range: str = "10.0.0.0/16"
+    bridge: str = "br100"
+    dns: str = "8.8.4.4"
+    #: Network workers competing on the ``network`` topic, and messages each handles at once.
+    hosts: PositiveInt = 1
+    workers: PositiveInt = 8
+
+    @field_validator("fixed_range")
+    @classmethod
+    def _cidr(cls, value):
+        try:
+            net = ipaddress.ip_network(value, strict=True)
+        except ValueError as e:
+            raise ValueError(f"expected a network in CIDR form such as 10.0.0.0/16 ({e})") from None
+        if net.num_addresses < 4:
+            raise ValueError("the network needs at least 4 addresses (network, gateway, one host, broadcast)")
+        if net.num_addresses > 1 << 20:
+            raise ValueError("networks larger than /12 are not supported (the pool is seeded address by address)")
+        return value
+
+
+class InstanceType(_Model):
+    vcpus: PositiveInt
+    memory_mb: PositiveInt
+    disk_gb: Annotated[int, Field(ge=0)] = 0
+
+
+class Quota(_Model):
+    instances: PositiveInt = 10
+    cores: PositiveInt = 20
+
+
+class Project(_Model):
+    id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    quota: Quota = Quota()
+
+
+class Cloud(_Model):
+    hosts: Hosts
+    network: Network = Network()
+    scheduler: Literal["queue", "chance", "simple"] = "simple"
+    #: The simple scheduler refuses a host past this many claimed vCPUs (default: the host's vCPUs).
+    max_cores: PositiveInt | None = None
+    #: Workers on the ``scheduler`` topic and messages each handles at once.
+    scheduler_workers: PositiveInt = 8
+    #: Concurrent API requests the API service serves.
+    api_workers: PositiveInt = 64
+    instance_types: dict[str, InstanceType] = Field(
+        default_factory=lambda: {k: InstanceType(**v) for k, v in DEFAULT_INSTANCE_TYPES.items()}
+    )
+    images: tuple[str, ...] = ("ami-tiny",)
+    projects: tuple[Project, ...] = (Project(id="demo"),)
+
+    @model_validator(mode="after")
+    def _unique_projects(self):
+        ids = [p.id for p in self.projects]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"project ids must be unique; repeated: {', '.join(duplicates)}")
+        if not self.projects:
+            raise ValueError("at least one project is needed")
+        return self
+
+
+class Hypervisor(_Model):
+    boot_time: Dist = distributions.LogNormal(median=20.0, p95=45.0)
+    destroy_time: Dist = distributions.Constant(1.0)
+    reboot_time: Dist = distributions.Constant(10.0)
+    spawn_failure_probability: Probability = 0.0
+
+
+class Timing(_Model):
+    #: One store round trip, one broker hop (publish to delivery, and a reply), one API request.
+    store: Dist = distributions.Constant(0.0005)
+    rpc: Dist = distributions.Constant(0.002)
+    api: Dist = distributions.Constant(0.01)
+    hypervisor: Hypervisor = Hypervisor()
+    report_interval: PositiveFloat = 10.0
+    service_down_time: PositiveFloat = 60.0
+    build_timeout: PositiveFloat = 600.0
+    periodic_interval: PositiveFloat = 60.0
+    network_call_timeout: PositiveFloat = 30.0
+    #: Effects whose drawn latency is zero run without a scheduling point: faster, but
+    #: they can no longer interleave (races between them become invisible).
+    inline_zero_latency: bool = True
+
+
+class Arrivals(_Model):
+    process: Literal["constant", "poisson"] = "poisson"
+    #: RunInstances requests per second.
+    rate: PositiveFloat
+
+
+class Workload(_Model):
+    arrivals: Arrivals
+    #: How many RunInstances requests the run makes in all.
+    requests: PositiveInt
+    instances_per_request: PositiveInt = 1
+    #: Relative weights of instance types; names must be in cloud.instance_types.
+    instance_types: dict[str, PositiveFloat] = Field(default_factory=lambda: {"m1.small": 1.0})
+    #: Relative weights of projects; default: all projects alike.
+    projects: dict[str, PositiveFloat] | None = None
+    #: Seconds from launch request to terminate request; null keeps instances forever.
+    lifetime: Dist | None = distributions.Exponential(600.0)
+    image: str | None = None
+
+
+class Slo(_Model):
+    time_to_running_p50: PositiveFloat | None = None
+    time_to_running_p95: PositiveFloat | None = None
+    time_to_running_p99: PositiveFloat | None = None
+    max_error_fraction: Probability | None = None
+
+
+class Metrics(_Model):
+    #: Simulated seconds between two samples of the time series.
+    interval: PositiveFloat = 10.0
+
+
+class Scenario(_Model):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    seed: Annotated[int, Field(ge=0)] = 0
+    cloud: Cloud
+    workload: Workload
+    timing: Timing = Timing()
+    slo: Slo = Slo()
+    metrics: Metrics = Metrics()
+    #: After the last request and the last lifetime, how long to wait for the cloud to settle.
+    drain_timeout: PositiveFloat = 1800.0
+
+    @model_validator(mode="after")
+    def _cross_references(self):
+        types = self.cloud.instance_types
+        unknown = sorted(set(self.workload.instance_types) - set(types))
+        if unknown:
+            raise ValueError(
+                f"workload.instance_types names {', '.join(unknown)}, not in cloud.instance_types "
+                f"({', '.join(sorted(types))})"
+            )
+        projects = {p.id for p in self.cloud.projects}
+        unknown = sorted(set(self.workload.projects or {}) - projects)
+        if unknown:
+            raise ValueError(f"workload.projects names {', '.join(unknown)}, not in cloud.projects")
+        if self.workload.image is not None and self.workload.image not in self.cloud.images:
+            raise ValueError(f"workload.image {self.workload.image!r} is not in cloud.images")
+        biggest = max(types[name].vcpus for name in self.workload.instance_types)
+        if biggest > self.max_cores:
+            raise ValueError(f"an instance type of {biggest} vCPUs can never fit under max_cores {self.max_cores}")
+        return self
+
+    @property
+    def max_cores(self) -> int:
+        return self.cloud.max_cores or self.cloud.hosts.vcpus
+
+
+def parse(data, source: str = "<scenario>") -> Scenario:
+    """Validate ``data`` (a mapping read from YAML); raises ScenarioError."""
+    if not isinstance(data, dict):
+        raise ScenarioError(source, [f"expected a mapping of sections at the top level, got {type(data).__name__}"])
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(source, [_describe(err) for err in e.errors()]) from None
+
+
+def with_overrides(scenario: Scenario, overrides: dict, source: str = "<overrides>") -> Scenario:
+    """A copy with fields changed by dotted path (``{"workload.requests": 500}``),
+    validated again; a path that names no field is a ScenarioError."""
+    data = scenario.model_dump(mode="python")
+    for path, value in overrides.items():
+        node = data
+        *parents, leaf = path.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ScenarioError(source, [f"{path}: no such field"])
+            node = node[part]
+        node[leaf] = value
+    return parse(data, source)
+
+
+def _describe(err: dict) -> str:
+    loc = [str(part) for part in err["loc"]]
+    path = ".".join(loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(Scenario, err["loc"][:-1])
+        allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
+        return f"{path}: unknown field (expected one of: {allowed})"
+    if kind == "missing":
+        return f"{path}: required field is missing"
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if "input" in err and kind not in ("model_type",) and not isinstance(err["input"], (dict, list)):
+        message += f" (got {err['input']!r})"
+    return f"{path}: {message}"
+
+
+def _model_at(model, loc):
+    """The pydantic model class found by following ``loc`` from ``model``."""
+    for part in loc:
+        if model is None:
+            return None
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            if isinstance(part, int) or not isinstance(part, str):
+                continue  # list index: stay on the item model found below
+            # dict value: the model of the values of the current dict field
+            continue
+        model = _inner_model(field.annotation)
+    return model
+
+
+def _inner_model(annotation):
+    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+        for inner in getattr(candidate, "__args__", ()):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+    return None

@@ -1,0 +1,87 @@
+"""Schedulers: which host runs an instance.
+
+``queue``  no scheduler at all: the API casts to the shared ``compute`` topic and the
+           first free worker takes it (the 2010 behaviour; it ignores load).
+``chance`` a random live host.
+``simple`` the live host with the fewest vCPUs claimed, refusing one that would go over
+           ``max_cores``.
+
+Both drivers claim the host's vCPUs in ``compute:cores`` with ZINCRBY and check the new
+total it returns, undoing it when over: reserve-then-verify is atomic without locks, so
+two scheduling decisions in flight cannot both take a host's last cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common import instances, keys, lifecycle, rpc, service
+from common.effects import Cast, Choose, Guard, HSet, Now, Transaction, ZIncrBy, ZRangeByScore
+
+QUEUE, CHANCE, SIMPLE = "queue", "chance", "simple"
+DRIVERS = (QUEUE, CHANCE, SIMPLE)
+
+#: Hosts the simple scheduler tries per decision before it gives up; beyond this the
+#: cloud is full for practical purposes and a quick NoValidHost beats a long scan.
+MAX_CANDIDATES = 16
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    driver: str = SIMPLE
+    max_cores: int = 16
+    service_down_time: float = 60.0
+
+
+class SchedulerManager:
+    rpc_methods = frozenset({"run_instance"})
+
+    def __init__(self, config: SchedulerConfig, network_manager):
+        self.config = config
+        self.network = network_manager
+
+    def run_instance(self, context, instance_id: str, topic: str = "compute"):
+        record = yield from instances.get(instance_id)
+        if record is None or record["state"] != lifecycle.SCHEDULING or record.get("host"):
+            return
+        vcpus = int(record["vcpus"])
+        if self.config.driver == CHANCE:
+            host = yield from self._chance(topic, vcpus)
+        else:
+            host = yield from self._simple(topic, vcpus)
+        if host is None:
+            if (yield from instances.fail(record, "no valid host: all live hosts are full or down")):
+                yield from self.network.deallocate_fixed_ip(record.get("fixed_ip", ""), instance_id)
+            return
+        now = yield Now()
+        placed = yield Transaction(
+            ops=(HSet(keys.instance(instance_id), {"host": host, "scheduled_at": repr(now)}),),
+            guards=(
+                Guard(keys.instance(instance_id), "state", lifecycle.SCHEDULING),
+                Guard(keys.instance(instance_id), "host", ""),
+            ),
+        )
+        if placed is None:  # terminated while we chose: give the cores back
+            yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)
+            return
+        yield Cast(rpc.host_topic(topic, host), "run_instance", {"instance_id": instance_id}, context)
+
+    def _chance(self, topic: str, vcpus: int):
+        hosts = yield from service.hosts_up(topic, self.config.service_down_time)
+        if not hosts:
+            return None
+        host = yield Choose(hosts)
+        yield ZIncrBy(keys.COMPUTE_CORES, vcpus, host)
+        return host
+
+    def _simple(self, topic: str, vcpus: int):
+        limit = self.config.max_cores
+        rows = yield ZRangeByScore(keys.COMPUTE_CORES, "-inf", repr(float(limit - vcpus)), MAX_CANDIDATES)
+        for host, _ in rows:
+            if not (yield from service.host_is_up(topic, host, self.config.service_down_time)):
+                continue
+            claimed = yield ZIncrBy(keys.COMPUTE_CORES, vcpus, host)
+            if claimed <= limit:
+                return host
+            yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)
+        return None

@@ -1,0 +1,1 @@
+"""The real runtime (RabbitMQ, Redis, libvirt, Linux networking): not built yet."""

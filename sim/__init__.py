@@ -1,0 +1,1 @@
+"""The SimPy runtime: virtual time, a broker model, fakeredis and a fake hypervisor."""

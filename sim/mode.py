@@ -1,0 +1,93 @@
+"""``run-scenario --mode sim``: load, simulate, write the run directory, print the summary."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from common import report
+from common.scenario import ScenarioError
+from sim import output
+from sim.run import simulate
+from sim.scenario_file import digest, load
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def run(args) -> int:
+    err = Console(stderr=True)
+    try:
+        scenario, raw = load(args.scenario)
+    except ScenarioError as e:
+        err.print(str(e), markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    seed = scenario.seed if args.seed is None else args.seed
+    if seed < 0:
+        err.print(f"run-scenario: --seed must not be negative, got {seed}")
+        return EXIT_BAD_INPUT
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-seed{seed}-{stamp}"
+    result = _simulate_with_progress(scenario, seed, err, enabled=not args.no_progress)
+    manifest = {
+        "scenario": scenario.name,
+        "scenario_path": str(args.scenario),
+        "scenario_hash": digest(raw),
+        "seed": seed,
+        "mode": "sim",
+        "git_commit": output.git_commit(Path(__file__).resolve().parent),
+        "versions": output.versions(),
+        "started_at": stamp,
+    }
+    output.write_run_dir(
+        out,
+        manifest=manifest,
+        summary=result.summary,
+        store=result.snapshot.store,
+        rpc_rows=result.recorder.rpc_rows,
+        series=result.recorder.series,
+    )
+    print_summary(Console(width=max(100, Console().width)), result.summary, out)
+    return EXIT_OK if result.summary["ok"] else EXIT_FAILED
+
+
+def _simulate_with_progress(scenario, seed, console, enabled: bool):
+    total = scenario.workload.requests
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} requests settled"),
+        TextColumn("sim t={task.fields[sim_time]:,.0f} s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, disable=not enabled, transient=False) as progress:
+        task = progress.add_task(scenario.name, total=total, sim_time=0.0)
+
+        def update(issued, finished, sim_time):
+            progress.update(task, completed=finished, sim_time=sim_time)
+
+        result = simulate(scenario, seed, progress=update)
+        progress.update(task, completed=total, sim_time=result.summary["sim_time"])
+    return result
+
+
+def print_summary(console, summary, out):
+    table = Table(title=f"{summary['scenario']} · seed {summary['seed']} · {summary['mode']}", show_lines=False)
+    table.add_column("section", style="dim")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    previous = None
+    for section, label, value in report.summary_rows(summary):
+        style = "red" if "FAILED" in value else None
+        table.add_row(section if section != previous else "", label, value, style=style)
+        previous = section
+    console.print(table)
+    for v in summary["invariants"]:
+        for line in v["violations"][:5]:
+            console.print(f"[red]{v['name']}[/red] {line}", highlight=False)
+    verdict = "[green]all invariants and SLOs hold[/green]" if summary["ok"] else "[red]FAILED[/red]"
+    console.print(f"{verdict} · run directory: {out}")

@@ -1,0 +1,190 @@
+"""Build a simulated cloud from a scenario, run it to quiescence and audit it."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import simpy
+
+from common import invariants, network, report, scheduler, service
+from common.cloud import CloudConfig, CloudController, Quota
+from common.compute import ComputeManager
+from common.context import SYSTEM
+from common.network import FlatManager, FlatNetwork
+from sim.broker import Broker
+from sim.hypervisor import FakeHypervisor
+from sim.recorder import Recorder
+from sim.runtime import SimRuntime, stream
+from sim.services import SimService, periodic
+from sim.store import SimStore
+from sim.workload import Workload
+
+#: Simulated seconds between two checks for quiescence while draining.
+DRAIN_POLL = 5.0
+
+#: Simulated seconds between two progress reports.
+PROGRESS_STEP = 20.0
+
+
+class SimApi:
+    """The API service: bounded concurrent requests, each paying the API latency."""
+
+    def __init__(self, runtime, cloud, workers, latency, rng):
+        self.runtime = runtime
+        self.cloud = cloud
+        self.slots = simpy.Resource(runtime.env, capacity=workers)
+        self.latency = latency
+        self.rng = rng
+        self.agent = runtime.agent("api")
+
+    def request(self, work):
+        with self.slots.request() as slot:
+            yield slot
+            yield self.runtime.env.timeout(self.latency.sample(self.rng))
+            return (yield from self.runtime.drive(self.agent, work))
+
+
+@dataclass
+class SimResult:
+    scenario: object
+    seed: int
+    recorder: Recorder
+    verdicts: list
+    summary: dict
+    snapshot: object
+    broker_stats: dict
+    wall_seconds: float
+
+
+class Simulation:
+    def __init__(self, scenario, seed: int):
+        self.scenario = scenario
+        self.seed = seed
+        random.seed(seed)  # fakeredis's SPOP draws from the global stream
+        env = self.env = simpy.Environment()
+        timing = scenario.timing
+        self.recorder = Recorder()
+        self.store = SimStore()
+        rpc_rng = stream(seed, "latency/delivery")
+        self.broker = Broker(env, delivery_latency=lambda: timing.rpc.sample(rpc_rng))
+        self.runtime = SimRuntime(env, seed, self.store, self.broker, timing, self.recorder)
+        cloud = scenario.cloud
+        net = cloud.network
+        self.flat = FlatNetwork(network_id="flat", cidr=net.fixed_range, bridge=net.bridge, dns=net.dns)
+        self.network_size = len(network.pool_addresses(net.fixed_range))
+        quotas = {p.id: Quota(p.quota.instances, p.quota.cores) for p in cloud.projects}
+        self.cloud = CloudController(
+            CloudConfig(
+                scheduler=cloud.scheduler,
+                instance_types={k: v.model_dump() for k, v in cloud.instance_types.items()},
+                images=tuple(cloud.images),
+                quotas=quotas,
+                network_call_timeout=timing.network_call_timeout,
+                build_timeout=timing.build_timeout,
+            ),
+            FlatManager(self.flat),
+        )
+        self.hypervisors = []
+        self.services = []
+        width = len(str(cloud.hosts.count))
+        for i in range(cloud.hosts.count):
+            host = f"host{i + 1:0{width}d}"
+            hv = FakeHypervisor(env, host, cloud.hosts.vcpus, cloud.hosts.memory_mb, timing.hypervisor, stream(seed, f"hypervisor/{host}"))
+            self.hypervisors.append(hv)
+            manager = ComputeManager(host, FlatManager(self.flat, host))
+            self.services.append(SimService(self.runtime, "compute", host, manager, cloud.hosts.workers, hv))
+        for i in range(net.hosts):
+            host = f"net{i + 1}"
+            self.services.append(SimService(self.runtime, "network", host, FlatManager(self.flat, host), net.workers))
+        if cloud.scheduler != scheduler.QUEUE:
+            config = scheduler.SchedulerConfig(cloud.scheduler, scenario.max_cores, timing.service_down_time)
+            manager = scheduler.SchedulerManager(config, FlatManager(self.flat))
+            self.services.append(SimService(self.runtime, "scheduler", "sched1", manager, cloud.scheduler_workers))
+        self.api = SimApi(self.runtime, self.cloud, cloud.api_workers, timing.api, stream(seed, "latency/api"))
+        self.workload = Workload(self.runtime, self.api, scenario, stream(seed, "workload"))
+
+    def run(self, progress=None) -> SimResult:
+        started = time.perf_counter()
+        env, timing, runtime = self.env, self.scenario.timing, self.runtime
+        setup = env.process(self._setup())
+        env.run(until=setup)
+        beat_rng = stream(self.seed, "heartbeat-offsets")
+        for svc in self.services:
+            env.process(svc.heartbeat(timing.report_interval, beat_rng.uniform(0, timing.report_interval)))
+        env.process(periodic(runtime, self.api.agent, timing.periodic_interval, lambda: self.cloud.reap_stuck_builds(SYSTEM)))
+        env.process(
+            self.recorder.sampler(
+                env, self.scenario.metrics.interval, self.broker, self.store, {self.flat.network_id: self.network_size}, self.hypervisors
+            )
+        )
+        done = env.process(self._drive_to_quiescence())
+        while not done.triggered:
+            # Chunks only stop the loop to report; they never change what runs when.
+            env.run(until=env.any_of([done, env.timeout(PROGRESS_STEP)]))
+            if progress is not None:
+                progress(self.workload.issued, self.workload.finished, env.now)
+        self.recorder.sample(env.now, self.broker, self.store, {self.flat.network_id: self.network_size}, self.hypervisors)
+        snapshot = self.snapshot()
+        verdicts = invariants.check_all(snapshot)
+        wall = time.perf_counter() - started
+        broker_stats = self.broker.queue_stats()
+        summary = report.summarize(
+            scenario=self.scenario,
+            seed=self.seed,
+            mode="sim",
+            store=snapshot.store,
+            rejected=self.recorder.rejected,
+            series=self.recorder.series,
+            broker_stats=broker_stats,
+            verdicts=verdicts,
+            fingerprint=runtime.fingerprint,
+            sim_time=env.now,
+            effects=runtime.effects,
+            wall_seconds=wall,
+            extra={
+                "rpc_timeouts": self.recorder.timeouts,
+                "late_replies_dropped": runtime.late_replies,
+                "poison_messages": sum(s.poison for s in self.services),
+                "unroutable": self.broker.unroutable,
+                "store_commands": self.store.commands,
+                "peak_host_vcpu_ratio": max((h.peak_vcpu_ratio for h in self.hypervisors), default=0.0),
+                "hosts_ever_overcommitted": sum(1 for h in self.hypervisors if h.peak_vcpu_ratio > 1.0),
+            },
+        )
+        return SimResult(self.scenario, self.seed, self.recorder, verdicts, summary, snapshot, broker_stats, wall)
+
+    def _setup(self):
+        agent = self.runtime.agent("setup")
+        yield from self.runtime.drive(agent, self.cloud.network.create_network())
+        for svc in self.services:
+            if svc.topic == "compute":
+                yield from self.runtime.drive(svc.agent, svc.manager.init_host())
+            yield from self.runtime.drive(svc.agent, service.report_state(svc.topic, svc.host))
+
+    def _drive_to_quiescence(self):
+        env = self.env
+        yield env.process(self.workload.arrivals())
+        deadline = env.now + self.scenario.drain_timeout
+        while env.now < deadline and not self._quiet():
+            yield env.timeout(DRAIN_POLL)
+
+    def _quiet(self) -> bool:
+        if self.recorder.unsettled():
+            return False
+        return all(s["depth"] == 0 and s["unacked"] == 0 for s in self.broker.queue_stats().values())
+
+    def snapshot(self):
+        return invariants.Snapshot(
+            now=self.env.now,
+            build_timeout=self.scenario.timing.build_timeout,
+            store=self.store.dump(),
+            domains={h.host: {name: d.state for name, d in h.domains.items()} for h in self.hypervisors},
+            queues={q: {"ready": s["depth"], "unacked": s["unacked"]} for q, s in self.broker.queue_stats().items()},
+        )
+
+
+def simulate(scenario, seed: int | None = None, progress=None) -> SimResult:
+    seed = scenario.seed if seed is None else seed
+    return Simulation(scenario, seed).run(progress)
