@@ -20,16 +20,16 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def run(args) -> int:
-    err = Console(stderr=True)
     try:
         scenario, raw = load(args.scenario)
     except ScenarioError as e:
-        err.print(str(e), markup=False, highlight=False)
+        print(e, file=sys.stderr)
         return EXIT_BAD_INPUT
     seed = scenario.seed if args.seed is None else args.seed
     if seed < 0:
-        err.print(f"run-scenario: --seed must not be negative, got {seed}")
+        print(f"run-scenario: --seed must not be negative, got {seed}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    err = Console(stderr=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-seed{seed}-{stamp}"
     result = _simulate_with_progress(scenario, seed, err, enabled=not args.no_progress)
