@@ -74,6 +74,10 @@ class InsufficientMemory(HypervisorError):
     """The host has no memory left for the domain."""
 
 
+class NetworkDriverError(NovaError):
+    """A linux_net operation failed; the message names the command and its output."""
+
+
 class StoreUnavailable(NovaError):
     """The datastore could not be reached."""
 
