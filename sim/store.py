@@ -38,6 +38,19 @@ class SimStore:
                 return None
         return [self.execute(op) for op in tx.ops]
 
+    def ping(self) -> bool:
+        return True
+
+    def flush(self) -> int:
+        """Forget every key (a fresh server); returns how many there were."""
+        count = self.client.dbsize()
+        self.server = fakeredis.FakeServer()
+        self.client = fakeredis.FakeStrictRedis(server=self.server, decode_responses=True)
+        return count
+
+    def close(self) -> None:
+        pass
+
     def scard(self, key: str) -> int:
         """An instrumentation read: not a manager's effect, not counted."""
         return self.client.scard(key)

@@ -1,0 +1,393 @@
+"""The store contract: one set of test bodies, run against SimStore (fakeredis) and
+RedisStore (a live Redis), so the simulation's store answers exactly as the real one.
+
+A test asks for ``store`` (a fresh, empty store of the backend under test) or for
+``new_store`` (a factory of such stores). Real stores get a prefix of their own and are
+flushed after the test. Tests that only make sense for RedisStore say so in their name.
+"""
+
+import socket
+from uuid import uuid4
+
+import pytest
+from redis.exceptions import ResponseError
+
+from common import effects as fx
+from common.effects import Guard, Transaction
+from common.errors import StoreUnavailable
+from real.store import RedisStore
+from sim.store import SimStore
+
+
+def factory(kind, request):
+    """-> (make, cleanup): ``make()`` gives an empty store of ``kind``."""
+    made = []
+
+    def make():
+        if kind == "fake":
+            store = SimStore()
+        else:
+            url = request.getfixturevalue("redis_url")  # only here: the fake needs no Redis
+            store = RedisStore(url, prefix=f"novalab-test-{uuid4().hex}:")
+        made.append(store)
+        return store
+
+    def cleanup():
+        for store in made:
+            if isinstance(store, RedisStore):
+                store.flush()
+                store.close()
+
+    return make, cleanup
+
+
+@pytest.fixture(params=["fake", "real"])
+def new_store(request):
+    """A factory of empty stores of the backend under test; real ones are flushed after."""
+    make, cleanup = factory(request.param, request)
+    yield make
+    cleanup()
+
+
+@pytest.fixture
+def store(new_store):
+    return new_store()
+
+
+@pytest.fixture
+def new_real_store(request):
+    """A factory of empty RedisStores, each with a prefix of its own."""
+    make, cleanup = factory("real", request)
+    yield make
+    cleanup()
+
+
+@pytest.fixture
+def real_store(new_real_store):
+    return new_real_store()
+
+
+def shape(value):
+    """``value`` with its type at every level, so 1 != 1.0, True != 1, a tuple != a list."""
+    if isinstance(value, dict):
+        return ("dict", sorted((shape(k), shape(v)) for k, v in value.items()))
+    if isinstance(value, (set, frozenset)):
+        return (type(value).__name__, sorted(shape(v) for v in value))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [shape(v) for v in value])
+    return (type(value).__name__, value)
+
+
+def run_all(store, *commands):
+    return [store.execute(c) for c in commands]
+
+
+# ---------------------------------------------------------------------------
+# Every StoreCommand: (setup, command, exact result), checked by value and type.
+
+H = fx.HSet("h", {"a": "1", "b": "2"})
+Z = fx.ZAdd("z", {"x": 1, "y": 2.5})
+CASES = {
+    "get-missing": ((), fx.Get("k"), None),
+    "get": ((fx.SetNX("k", "v"),), fx.Get("k"), "v"),
+    "setnx-new": ((), fx.SetNX("k", "v"), True),
+    "setnx-taken": ((fx.SetNX("k", "v"),), fx.SetNX("k", "w"), False),
+    "del": ((fx.SetNX("a", "1"), H), fx.Del(("a", "h", "missing")), 2),
+    "hget": ((H,), fx.HGet("h", "a"), "1"),
+    "hget-missing-field": ((H,), fx.HGet("h", "zz"), None),
+    "hgetall": ((H,), fx.HGetAll("h"), {"a": "1", "b": "2"}),
+    "hgetall-missing": ((), fx.HGetAll("h"), {}),
+    "hset-new": ((), H, 2),
+    "hset-overwrite": ((H,), fx.HSet("h", {"a": "9", "c": "3"}), 1),
+    "hincrby-new": ((), fx.HIncrBy("h", "n", 3), 3),
+    "hincrby": ((H,), fx.HIncrBy("h", "b", -5), -3),
+    "sadd": ((), fx.SAdd("s", ("a", "b", "a")), 2),
+    "sadd-existing": ((fx.SAdd("s", ("a",)),), fx.SAdd("s", ("a", "b")), 1),
+    "srem": ((fx.SAdd("s", ("a", "b")),), fx.SRem("s", ("a", "zz")), 1),
+    "smembers": ((fx.SAdd("s", ("a", "b")),), fx.SMembers("s"), {"a", "b"}),
+    "smembers-missing": ((), fx.SMembers("s"), set()),
+    "scard": ((fx.SAdd("s", ("a", "b")),), fx.SCard("s"), 2),
+    "scard-missing": ((), fx.SCard("s"), 0),
+    "spop": ((fx.SAdd("s", ("only",)),), fx.SPop("s"), "only"),
+    "spop-missing": ((), fx.SPop("s"), None),
+    "zadd": ((), Z, 2),
+    "zadd-update": ((Z,), fx.ZAdd("z", {"x": 5, "w": 0}), 1),
+    "zincrby": ((Z,), fx.ZIncrBy("z", 1, "y"), 3.5),
+    "zincrby-new": ((), fx.ZIncrBy("z", 2, "m"), 2.0),
+    "zrem": ((Z,), fx.ZRem("z", ("x", "zz")), 1),
+    "zscore": ((Z,), fx.ZScore("z", "x"), 1.0),
+    "zscore-missing": ((Z,), fx.ZScore("z", "zz"), None),
+    "zrangebyscore": ((Z,), fx.ZRangeByScore("z", "-inf", "+inf"), [("x", 1.0), ("y", 2.5)]),
+    "zrangebyscore-missing": ((), fx.ZRangeByScore("z", "-inf", "+inf"), []),
+    "rpush": ((fx.RPush("l", ("a",)),), fx.RPush("l", ("b", "c")), 3),
+    "lrange": ((fx.RPush("l", ("a", "b", "c")),), fx.LRange("l"), ["a", "b", "c"]),
+    "lrange-slice": ((fx.RPush("l", ("a", "b", "c")),), fx.LRange("l", 1, 1), ["b"]),
+    "lrange-missing": ((), fx.LRange("l"), []),
+}
+
+
+def test_every_store_command_has_a_case():
+    """Each StoreCommand subclass in common.effects appears in CASES."""
+    covered = {type(command) for _, command, _ in CASES.values()}
+    assert set(fx.StoreCommand.__subclasses__()) <= covered
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_execute_result(store, name):
+    """execute() gives the same value of the same type on both backends."""
+    setup, command, expected = CASES[name]
+    run_all(store, *setup)
+    assert shape(store.execute(command)) == shape(expected)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_transaction_result(store, name):
+    """A command inside a transaction gives what execute() gives."""
+    setup, command, expected = CASES[name]
+    run_all(store, *setup)
+    assert shape(store.transaction(Transaction(ops=(command,)))) == shape([expected])
+
+
+# ---------------------------------------------------------------------------
+# Semantics the managers rely on.
+
+
+def test_spop_drains_a_set_then_gives_none(store):
+    """SPOP hands out every member once, then None, and the empty set is gone."""
+    store.execute(fx.SAdd("pool", ("10.0.0.2", "10.0.0.3", "10.0.0.4")))
+    popped = [store.execute(fx.SPop("pool")) for _ in range(4)]
+    assert set(popped[:3]) == {"10.0.0.2", "10.0.0.3", "10.0.0.4"} and popped[3] is None
+    assert store.dump() == {}
+
+
+def test_zrangebyscore_exclusive_bounds(store):
+    """'(x' excludes x at either end."""
+    store.execute(fx.ZAdd("z", {"a": 1, "b": 2, "c": 3, "d": 4}))
+    assert store.execute(fx.ZRangeByScore("z", "(1", "(4")) == [("b", 2.0), ("c", 3.0)]
+    assert store.execute(fx.ZRangeByScore("z", "-inf", "(2")) == [("a", 1.0)]
+
+
+def test_zrangebyscore_limit_count(store):
+    """count keeps the lowest-scored members, after the bounds are applied."""
+    store.execute(fx.ZAdd("z", {"a": 1, "b": 2, "c": 3, "d": 4}))
+    assert store.execute(fx.ZRangeByScore("z", "(1", "+inf", count=2)) == [("b", 2.0), ("c", 3.0)]
+
+
+def test_zrangebyscore_orders_ties_by_member(store):
+    """Equal scores come back in member order, whatever the insertion order."""
+    store.execute(fx.ZAdd("z", {"c": 1, "a": 1, "b": 1}))
+    assert [m for m, _ in store.execute(fx.ZRangeByScore("z", "-inf", "+inf"))] == ["a", "b", "c"]
+
+
+def test_zincrby_accumulates_floats_alike(store):
+    """ZINCRBY by 0.1 then 0.2 gives Python's 0.1 + 0.2 on both backends."""
+    store.execute(fx.ZIncrBy("z", 0.1, "m"))
+    assert store.execute(fx.ZIncrBy("z", 0.2, "m")) == 0.1 + 0.2
+
+
+def test_wrong_type_raises_response_error(store):
+    """A command on a key of another type raises redis-py's ResponseError."""
+    store.execute(fx.SetNX("k", "v"))
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        store.execute(fx.HGet("k", "f"))
+
+
+def test_non_ascii_values_round_trip(store):
+    """Non-ASCII strings survive execute() and the transaction script."""
+    store.transaction(Transaction(ops=(fx.HSet("h", {"name": "Zoë 日本"}),), guards=(Guard("h", "name", None),)))
+    assert store.execute(fx.HGet("h", "name")) == "Zoë 日本"
+    assert store.transaction(Transaction(ops=(), guards=(Guard("h", "name", "Zoë 日本"),))) == []
+
+
+# ---------------------------------------------------------------------------
+# Transactions: guards are a compare-and-set.
+
+SPAWNING = (fx.HSet("instance:i-1", {"state": "spawning"}), fx.SAdd("host:h1:instances", ("i-1",)))
+
+
+def test_transaction_runs_ops_when_every_guard_holds(store):
+    """All guards hold: the ops' results come back and their writes are visible."""
+    store.execute(fx.HSet("instance:i-1", {"state": "scheduling", "host": "h1"}))
+    guards = (Guard("instance:i-1", "state", "scheduling"), Guard("instance:i-1", "host", "h1"))
+    assert store.transaction(Transaction(ops=SPAWNING, guards=guards)) == [0, 1]
+    assert store.dump() == {"instance:i-1": {"state": "spawning", "host": "h1"}, "host:h1:instances": {"i-1"}}
+
+
+def test_transaction_writes_nothing_when_one_guard_fails(store):
+    """One failing guard among several: None, and the store is unchanged."""
+    store.execute(fx.HSet("instance:i-1", {"state": "running", "host": "h1"}))
+    before = store.dump()
+    guards = (Guard("instance:i-1", "host", "h1"), Guard("instance:i-1", "state", "scheduling"))
+    assert store.transaction(Transaction(ops=SPAWNING, guards=guards)) is None
+    assert store.dump() == before
+
+
+def test_guard_expecting_absent_field_holds_when_absent(store):
+    """expected=None holds on a missing field of a missing or existing hash."""
+    store.execute(fx.HSet("h", {"other": "x"}))
+    guards = (Guard("h", "lock", None), Guard("nothing", "lock", None))
+    assert store.transaction(Transaction(ops=(fx.HSet("h", {"lock": "me"}),), guards=guards)) == [1]
+
+
+def test_guard_expecting_absent_field_fails_when_present(store):
+    """expected=None fails when the field exists, even if it is empty."""
+    store.execute(fx.HSet("h", {"lock": ""}))
+    assert store.transaction(Transaction(ops=(fx.HSet("h", {"lock": "me"}),), guards=(Guard("h", "lock", None),))) is None
+    assert store.execute(fx.HGet("h", "lock")) == ""
+
+
+def test_transaction_without_guards_or_ops(store):
+    """No guards: the ops just run; no ops either: an empty list."""
+    assert store.transaction(Transaction(ops=(fx.RPush("l", ("a",)), fx.LRange("l")))) == [1, ["a"]]
+    assert store.transaction(Transaction(ops=())) == []
+
+
+def test_failing_op_keeps_the_writes_before_it(store):
+    """An op that fails raises ResponseError; the ops before it stay written (no rollback)."""
+    store.execute(fx.SetNX("k", "v"))
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        store.transaction(Transaction(ops=(fx.SAdd("s", ("a",)), fx.HSet("k", {"f": "1"}), fx.SAdd("t", ("b",)))))
+    assert store.dump() == {"k": "v", "s": {"a"}}
+
+
+def test_transaction_with_many_arguments(store):
+    """Ops with tens of thousands of arguments run in a transaction and report one result each."""
+    members = tuple(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(20_001))
+    keys = tuple(f"k{i}" for i in range(9_000))
+    run_all(store, *(fx.SetNX(k, "v") for k in keys[:10]))
+    ops = (fx.SAdd("pool", members), fx.RPush("l", members), fx.HSet("h", dict.fromkeys(members, "1")), fx.Del(keys))
+    assert store.transaction(Transaction(ops=ops)) == [20_001, 20_001, 20_001, 10]
+    assert store.execute(fx.SCard("pool")) == 20_001 and store.execute(fx.LRange("l", -1, -1)) == [members[-1]]
+
+
+def test_commands_are_counted_alike(store):
+    """``commands`` counts one per command and per guard checked, as SimStore does."""
+    store.execute(fx.HSet("h", {"a": "1"}))
+    store.transaction(Transaction(ops=(fx.Get("x"),), guards=(Guard("h", "a", "2"), Guard("h", "b", None))))
+    store.transaction(Transaction(ops=(fx.Get("x"), fx.Get("y")), guards=(Guard("h", "a", "1"),)))
+    store.scard("h-set")
+    assert store.commands == 1 + 1 + 3
+
+
+# ---------------------------------------------------------------------------
+# dump() and isolation.
+
+
+def test_dump_shapes(store):
+    """dump(): string -> str, hash -> dict, set -> set, list -> list, zset -> dict of float."""
+    run_all(store, fx.SetNX("s", "v"), fx.HSet("h", {"f": "1"}), fx.SAdd("set", ("a",)), fx.RPush("l", ("a", "b")), fx.ZAdd("z", {"m": 2}))
+    dump = store.dump()
+    assert dump == {"s": "v", "h": {"f": "1"}, "set": {"a"}, "l": ["a", "b"], "z": {"m": 2.0}}
+    assert shape(dump["z"]) == shape({"m": 2.0})
+
+
+def test_dump_of_an_empty_store(store):
+    """A new store dumps as {}."""
+    assert store.dump() == {}
+
+
+def test_stores_are_isolated(new_store):
+    """Two stores never see each other's keys (on Redis: two prefixes, one database)."""
+    a, b = new_store(), new_store()
+    a.execute(fx.SAdd("pool", ("10.0.0.2",)))
+    b.execute(fx.SAdd("pool", ("10.0.0.9",)))
+    assert a.dump() == {"pool": {"10.0.0.2"}} and b.dump() == {"pool": {"10.0.0.9"}}
+
+
+def test_real_flush_deletes_only_its_own_keys(new_real_store):
+    """flush() empties one prefix and leaves another store's keys alone."""
+    a, b = new_real_store(), new_real_store()
+    run_all(a, *(fx.SetNX(f"k{i}", "v") for i in range(1200)))
+    b.execute(fx.SetNX("k0", "mine"))
+    assert a.flush() == 1200 and a.dump() == {} and b.dump() == {"k0": "mine"}
+
+
+def test_real_every_key_argument_is_prefixed(real_store):
+    """Commands, DEL's keys and guard keys all address prefixed keys, and only those."""
+    raw = real_store.client
+    raw_key = f"novalab-test-{uuid4().hex}"  # the same name without the prefix
+    real_store.execute(fx.HSet(raw_key, {"state": "mine"}))
+    raw.hset(raw_key, "state", "not mine")
+    try:
+        assert real_store.transaction(Transaction(ops=(), guards=(Guard(raw_key, "state", "mine"),))) == []
+        assert real_store.execute(fx.Del((raw_key, "other"))) == 1
+        assert raw.hget(raw_key, "state") == "not mine" and raw.keys(real_store.prefix + "*") == []
+    finally:
+        raw.delete(raw_key)
+
+
+def test_real_transaction_survives_script_flush(real_store):
+    """After SCRIPT FLUSH (NOSCRIPT) the transaction is sent in full and still runs once."""
+    real_store.client.script_flush()
+    assert real_store.transaction(Transaction(ops=(fx.HIncrBy("h", "n", 1),))) == [1]
+    assert real_store.transaction(Transaction(ops=(fx.HIncrBy("h", "n", 1),))) == [2]
+
+
+def test_real_ping(real_store):
+    """ping() is True on a live Redis."""
+    assert real_store.ping() is True
+
+
+# ---------------------------------------------------------------------------
+# Failure: no Redis needed.
+
+CALLS = {
+    "ping": lambda s: s.ping(),
+    "execute": lambda s: s.execute(fx.SPop("pool")),
+    "transaction": lambda s: s.transaction(Transaction(ops=(fx.SPop("pool"),), guards=(Guard("h", "f", None),))),
+    "dump": lambda s: s.dump(),
+    "flush": lambda s: s.flush(),
+    "scard": lambda s: s.scard("pool"),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_real_closed_port_raises_store_unavailable(call):
+    """Every call on a RedisStore whose port is closed raises StoreUnavailable naming the URL."""
+    store = RedisStore("redis://127.0.0.1:1/0", socket_timeout=1.0)
+    with pytest.raises(StoreUnavailable, match="127.0.0.1:1"):
+        CALLS[call](store)
+
+
+def test_real_silent_server_is_reported_not_retried():
+    """A server that accepts but never answers: StoreUnavailable after one connection."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
+    accepted = []
+    try:
+        store = RedisStore(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", socket_timeout=0.2)
+        with pytest.raises(StoreUnavailable):
+            store.execute(fx.SPop("pool"))
+        listener.setblocking(False)
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except BlockingIOError:
+                break
+        assert len(accepted) == 1
+    finally:
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:6379", "redis://127.0.0.1:port/0", "redis://127.0.0.1/zero", "redis:///0", "redis://h/0?protocol=3"],
+)
+def test_real_bad_url_raises_value_error(url):
+    """A malformed URL is refused at construction with a message that quotes it."""
+    with pytest.raises(ValueError, match="invalid Redis URL"):
+        RedisStore(url)
+
+
+def test_real_bad_url_message_hides_the_password():
+    """The password of a bad URL does not appear in the error."""
+    with pytest.raises(ValueError) as caught:
+        RedisStore("redis://user:s3cret@127.0.0.1:port/0")
+    assert "s3cret" not in str(caught.value) and "user:***@" in str(caught.value)
+
+
+def test_real_empty_prefix_is_refused():
+    """An empty prefix would make flush() delete the whole database."""
+    with pytest.raises(ValueError, match="prefix"):
+        RedisStore(prefix="")
