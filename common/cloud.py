@@ -14,6 +14,8 @@ from common import instances, keys, lifecycle, rpc, scheduler
 from common.effects import (
     Call,
     Cast,
+    Guard,
+    HGet,
     HGetAll,
     HIncrBy,
     NewId,
@@ -27,11 +29,14 @@ from common.effects import (
 )
 from common.errors import (
     InvalidParameterValue,
+    NoMoreNetworks,
     NotFound,
+    NovaError,
     QuotaExceeded,
     RemoteError,
     RpcTimeout,
     Unroutable,
+    from_remote,
 )
 from common.events import RequestRejected
 
@@ -49,19 +54,19 @@ DEFAULT_INSTANCE_TYPES = {
 #: any quota we would configure, and a bound keeps one request's work finite.
 MAX_COUNT_PER_REQUEST = 1000
 
-#: Compare-and-set retries when an instance's state moves under a terminate; each retry
-#: re-reads, and a state that keeps moving this often means something else owns it.
-MAX_CAS_RETRIES = 3
-
 #: Overdue instances settled per reaper pass; the next pass takes the rest, so one pass
 #: never holds the API's worker for long.
 REAP_BATCH = 100
+
+#: Fresh ids drawn before giving up; 36**8 ids make even one collision very unlikely.
+MAX_ID_DRAWS = 3
 
 
 @dataclass(frozen=True)
 class Quota:
     instances: int = 10
     cores: int = 20
+    floating_ips: int = 10
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,15 @@ class CloudController:
         reservation_id = yield NewId("r")
         launched = []
         for index in range(count):
+            record = yield from self._create_record(context, image_id, instance_type, itype, reservation_id, index)
+            yield from self._address_and_dispatch(context, record)
+            launched.append(record["id"])
+        return {"reservation_id": reservation_id, "instances": launched}
+
+    def _create_record(self, context, image_id, instance_type, itype, reservation_id, index):
+        """Write a new ``scheduling`` record under a fresh id (ids are random, so a
+        taken one is drawn again, a bounded number of times)."""
+        for _ in range(MAX_ID_DRAWS):
             instance_id = yield NewId("i")
             record = {
                 "id": instance_id,
@@ -116,11 +130,9 @@ class CloudController:
                 "error": "",
             }
             now = yield Now()
-            yield from instances.create(record, now, now + self.config.build_timeout)
-            record["state"] = lifecycle.SCHEDULING
-            yield from self._address_and_dispatch(context, record)
-            launched.append(instance_id)
-        return {"reservation_id": reservation_id, "instances": launched}
+            if (yield from instances.create(record, now, now + self.config.build_timeout)):
+                return {**record, "state": lifecycle.SCHEDULING}
+        raise NovaError(f"no free instance id after {MAX_ID_DRAWS} draws")
 
     def _validate_run(self, image_id, instance_type, min_count, max_count):
         if instance_type not in self.config.instance_types:
@@ -156,20 +168,23 @@ class CloudController:
 
     def _address_and_dispatch(self, context, record):
         instance_id = record["id"]
+        timeout = self.config.network_call_timeout
         try:
-            yield Call(
+            network_id = yield from self.network.project_network(record["project_id"])
+            allocated = yield Call(
                 "network",
                 "allocate_fixed_ip",
-                {"instance_id": instance_id},
+                {"instance_id": instance_id, "network_id": network_id, "mac": record["mac_address"]},
                 context,
-                timeout=self.config.network_call_timeout,
+                timeout=timeout,
             )
-        except (RemoteError, RpcTimeout, Unroutable) as e:
+            if self.network.dhcp:
+                topic = yield from self.network.network_topic(network_id, context, timeout)
+                yield Cast(topic, "setup_fixed_ip", {"network_id": network_id, "address": allocated["address"]}, context)
+        except (RemoteError, RpcTimeout, Unroutable, NoMoreNetworks) as e:
             # The call may have run even though we gave up: failing the instance first
             # makes any late allocation refuse itself; then release what did land.
-            if (yield from instances.fail(record, f"no fixed address: {e}")):
-                latest = yield from instances.get(instance_id)
-                yield from self.network.deallocate_fixed_ip(latest.get("fixed_ip", ""), instance_id)
+            yield from self._fail_and_release(instance_id, f"no fixed address: {describe(e)}")
             return
         if self.config.scheduler == scheduler.QUEUE:
             topic, method, args = "compute", "run_instance", {"instance_id": instance_id}
@@ -178,9 +193,12 @@ class CloudController:
         try:
             yield Cast(topic, method, args, context)
         except Unroutable as e:
-            latest = yield from instances.get(instance_id)
-            if (yield from instances.fail(latest, f"cannot dispatch: {e}")):
-                yield from self.network.deallocate_fixed_ip(latest.get("fixed_ip", ""), instance_id)
+            yield from self._fail_and_release(instance_id, f"cannot dispatch: {e}")
+
+    def _fail_and_release(self, instance_id, reason):
+        failed = yield from instances.fail_latest(instance_id, reason)
+        if failed is not None:
+            yield from self.network.release_instance_address(failed)
 
     # -- TerminateInstances / RebootInstances / DescribeInstances -------------------
 
@@ -193,11 +211,13 @@ class CloudController:
         return list(instance_ids)
 
     def _terminate_one(self, context, record):
-        for _ in range(MAX_CAS_RETRIES):
+        for _ in range(instances.MAX_CAS_RETRIES):
             if record["state"] in (lifecycle.SHUTTING_DOWN, lifecycle.DELETED):
                 return
+            now = yield Now()
+            watch = ZAdd(keys.BUILDING, {record["id"]: now + self.config.build_timeout})  # until deleted
             moved = yield from instances.transition(
-                record, "terminate", extra_ops=instances.release_cores_ops(record, record["state"])
+                record, "terminate", extra_ops=(*instances.release_cores_ops(record, record["state"]), watch)
             )
             if moved:
                 break
@@ -207,10 +227,56 @@ class CloudController:
         yield from self._finish_terminate(context, {**record, "state": lifecycle.SHUTTING_DOWN})
 
     def _finish_terminate(self, context, record):
+        if record.get("floating_ip"):
+            host = yield HGet(keys.floatingip(record["floating_ip"]), "host")
+            if host:
+                yield Cast(rpc.host_topic("network", host), "disassociate_floating_ip",
+                           {"address": record["floating_ip"]}, context)
         if record.get("host"):
             yield Cast(rpc.host_topic("compute", record["host"]), "terminate_instance", {"instance_id": record["id"]}, context)
         elif (yield from instances.finish_delete(record)):  # never reached a host
-            yield from self.network.deallocate_fixed_ip(record.get("fixed_ip", ""), record["id"])
+            yield from self.network.release_instance_address(record)
+
+    # -- Addresses (floating) ------------------------------------------------------
+
+    def allocate_address(self, context):
+        """-> a floating address for the caller's project. Raises QuotaExceeded or
+        NoMoreAddresses (nothing reserved then)."""
+        quota = self.config.quotas.get(context.project_id, self.config.default_quota).floating_ips
+        try:
+            return (yield Call("network", "allocate_floating_ip",
+                               {"project_id": context.project_id, "quota": quota}, context,
+                               timeout=self.config.network_call_timeout))
+        except RemoteError as e:
+            raise from_remote(e) from None
+
+    def associate_address(self, context, address: str, instance_id: str):
+        return (yield from self._on_floating_host(context, address, "associate_floating_ip",
+                                                  {"address": address, "instance_id": instance_id}))
+
+    def disassociate_address(self, context, address: str):
+        return (yield from self._on_floating_host(context, address, "disassociate_floating_ip", {"address": address}))
+
+    def release_address(self, context, address: str):
+        return (yield from self._on_floating_host(context, address, "release_floating_ip", {"address": address}))
+
+    def describe_addresses(self, context):
+        found = []
+        for address in sorted((yield SMembers(keys.project_floatingips(context.project_id)))):
+            record = yield HGetAll(keys.floatingip(address))
+            if record:
+                found.append(record)
+        return found
+
+    def _on_floating_host(self, context, address, method, args):
+        record = yield HGetAll(keys.floatingip(address))
+        if not record or (record["project_id"] != context.project_id and not context.is_admin):
+            raise NotFound(f"address {address} is not allocated to project {context.project_id}")
+        try:
+            return (yield Call(rpc.host_topic("network", record["host"]), method, args, context,
+                               timeout=self.config.network_call_timeout))
+        except RemoteError as e:
+            raise from_remote(e) from None
 
     def reboot_instances(self, context, instance_ids):
         records = yield from self._owned(context, instance_ids)
@@ -251,16 +317,28 @@ class CloudController:
         touched = []
         for instance_id, _ in overdue:
             record = yield from instances.get(instance_id)
-            if record is None or record["state"] in lifecycle.SETTLED:
+            if record is None:
                 yield ZRem(keys.BUILDING, (instance_id,))
+                continue
+            if record["state"] in lifecycle.SETTLED:
+                # Guarded: a terminate landing meanwhile adds its own watch, keep it.
+                yield Transaction(
+                    ops=(ZRem(keys.BUILDING, (instance_id,)),),
+                    guards=(Guard(keys.instance(instance_id), "state", record["state"]),),
+                )
                 continue
             touched.append(instance_id)
             if record["state"] == lifecycle.SHUTTING_DOWN:
                 yield ZAdd(keys.BUILDING, {instance_id: now + self.config.build_timeout})
                 yield from self._finish_terminate(context, record)
-            elif (yield from instances.fail(record, f"build timed out after {self.config.build_timeout:g} s")):
-                yield from self.network.deallocate_fixed_ip(record.get("fixed_ip", ""), instance_id)
+            else:
+                yield from self._fail_and_release(instance_id, f"build timed out after {self.config.build_timeout:g} s")
         return touched
+
+
+def describe(error: Exception) -> str:
+    """``Type: message`` for an error (a RemoteError already reads that way)."""
+    return str(error) if isinstance(error, RemoteError) else f"{type(error).__name__}: {error}"
 
 
 def mac_address(instance_id: str) -> str:

@@ -10,20 +10,60 @@ orphan.
 from __future__ import annotations
 
 from common import instances, keys, lifecycle
-from common.effects import Destroy, DomainSpec, Reboot, SAdd, Spawn, ZIncrBy
-from common.errors import HypervisorError, NotFound
+from common.effects import Destroy, DomainSpec, GetInfo, ListDomains, Reboot, SAdd, SMembers, Spawn, ZIncrBy
+from common.errors import HypervisorError, NetworkDriverError, NotFound
 
 
 class ComputeManager:
-    rpc_methods = frozenset({"run_instance", "terminate_instance", "reboot_instance"})
+    rpc_methods = frozenset({"run_instance", "terminate_instance", "reboot_instance", "list_domains"})
 
     def __init__(self, host: str, network_manager):
         self.host = host
         self.network = network_manager
 
     def init_host(self):
-        """Make this host known to the simple scheduler with nothing claimed yet."""
+        """Start-up: register with the scheduler, then reconcile the store with the
+        hypervisor after a crash or restart.
+
+        Builds and reboots caught mid-way go to ``error`` with their address given back
+        (the message that drove them is gone); a terminate caught mid-way is finished;
+        a running record whose domain is gone goes to ``error``; a domain with no live
+        record is destroyed. Returns the ids it settled.
+        """
         yield ZIncrBy(keys.COMPUTE_CORES, 0, self.host)
+        domains = set((yield ListDomains()))
+        settled = []
+        for instance_id in sorted((yield SMembers(keys.node_instances(self.host)))):
+            record = yield from instances.get(instance_id)
+            if record is None or record.get("host") != self.host:
+                continue
+            state = record["state"]
+            if state == lifecycle.SHUTTING_DOWN:
+                yield from self.terminate_instance(None, instance_id)
+            elif state in (lifecycle.SPAWNING, lifecycle.LAUNCHING, lifecycle.REBOOTING, lifecycle.SCHEDULING):
+                if (yield from instances.fail(record, f"{self.host} restarted during {state}")):
+                    yield Destroy(domain_name(record))
+                    yield from self.network.release_instance_address(record)
+            elif state == lifecycle.RUNNING and domain_name(record) not in domains:
+                if (yield from instances.fail(record, f"domain lost on {self.host}", event="lost")):
+                    yield from self.network.release_instance_address(record)
+            else:
+                continue
+            settled.append(instance_id)
+        for name in sorted(domains):
+            record = yield from instances.get(name)
+            if record is None or record.get("host") != self.host or record["state"] in (lifecycle.DELETED, lifecycle.ERROR):
+                yield Destroy(name)
+        return settled
+
+    def list_domains(self, context):
+        """-> {domain name: state} on this host, for auditing (invariant I3)."""
+        found = {}
+        for name in (yield ListDomains()):
+            info = yield GetInfo(name)
+            if info is not None:
+                found[name] = info["state"]
+        return found
 
     def run_instance(self, context, instance_id: str):
         record = yield from instances.get(instance_id)
@@ -44,10 +84,11 @@ class ComputeManager:
             return  # terminated meanwhile; terminate_instance cleans up
         record["state"] = lifecycle.LAUNCHING
         try:
+            yield from self.network.setup_compute_network(record.get("network_id") or "flat")
             yield Spawn(domain_spec(record))
-        except HypervisorError as e:
+        except (HypervisorError, NetworkDriverError) as e:
             if (yield from instances.fail(record, f"spawn failed: {e}")):
-                yield from self.network.deallocate_fixed_ip(record.get("fixed_ip", ""), instance_id)
+                yield from self.network.release_instance_address(record)
             return
         launched = yield from instances.transition(record, "boot")
         if launched is None:
@@ -62,7 +103,7 @@ class ComputeManager:
             return  # already deleted, or not asked to shut down
         yield Destroy(domain_name(record))
         if (yield from instances.finish_delete(record)):
-            yield from self.network.deallocate_fixed_ip(record.get("fixed_ip", ""), instance_id)
+            yield from self.network.release_instance_address(record)
 
     def reboot_instance(self, context, instance_id: str):
         record = yield from instances.get(instance_id)
@@ -78,7 +119,7 @@ class ComputeManager:
         except HypervisorError as e:
             if (yield from instances.fail(record, f"reboot failed: {e}")):
                 yield Destroy(domain_name(record))
-                yield from self.network.deallocate_fixed_ip(record.get("fixed_ip", ""), instance_id)
+                yield from self.network.release_instance_address(record)
             return
         yield from instances.transition(record, "rebooted")
 

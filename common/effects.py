@@ -18,6 +18,7 @@ it as that one command, so the effect sequence is also the command log.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
@@ -113,6 +114,19 @@ class HSet(StoreCommand):
         for k, v in self.mapping.items():
             flat += (k, v)
         return (self.key, *flat)
+
+
+@dataclass(frozen=True)
+class HDel(StoreCommand):
+    """HDEL key fields... -> how many were removed. Idempotent."""
+
+    command: ClassVar[str] = "HDEL"
+    key: str
+    fields: tuple[str, ...]
+
+    @property
+    def args(self):
+        return (self.key, *self.fields)
 
 
 @dataclass(frozen=True)
@@ -442,7 +456,7 @@ class DhcpHost:
     address: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class UpdateDhcp:
     """Write the hosts file of the network on ``bridge`` (``mac,hostname.novalocal,ip``
     lines) and make its dnsmasq serve it: HUP a running one, start one otherwise.
@@ -453,6 +467,12 @@ class UpdateDhcp:
     dhcp_start: str
     hosts: tuple[DhcpHost, ...]
     lease_seconds: int = 120
+
+    def __repr__(self):
+        # The hosts file can hold thousands of lines: a trace line names a digest.
+        digest = zlib.crc32("\n".join(f"{h.mac},{h.hostname},{h.address}" for h in self.hosts).encode())
+        return (f"UpdateDhcp(bridge={self.bridge!r}, gateway={self.gateway!r}, "
+                f"dhcp_start={self.dhcp_start!r}, hosts=<{len(self.hosts)} lines {digest:08x}>)")
 
 
 @dataclass(frozen=True)

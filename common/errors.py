@@ -30,6 +30,12 @@ class NoMoreAddresses(NovaError):
     code = "InsufficientAddressCapacity"
 
 
+class NoMoreNetworks(NovaError):
+    """Every Vlan network is taken by a project."""
+
+    code = "InsufficientAddressCapacity"
+
+
 class NoValidHost(NovaError):
     """The scheduler found no live host with room."""
 
@@ -86,3 +92,15 @@ class StoreUnavailable(NovaError):
 
 class UseYieldFrom(TypeError):
     """A manager yielded a generator instead of delegating to it."""
+
+
+def from_remote(error: RemoteError) -> NovaError:
+    """The local error a RemoteError stands for, when it names one of ours (so the API
+    answers QuotaExceeded rather than a generic remote failure); else the error itself."""
+    cls = globals().get(error.exc_type)
+    if isinstance(cls, type) and issubclass(cls, NovaError) and cls is not RemoteError:
+        try:
+            return cls(error.value)
+        except TypeError:
+            return error
+    return error

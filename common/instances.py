@@ -27,6 +27,14 @@ CLAIMS_CORES = frozenset(
 )
 
 
+#: Fields whose value, as read, decides what a transition gives back.
+GUARDED_FIELDS = ("host", "fixed_ip")
+
+#: Re-reads a caller makes when the record keeps moving under it; past this something
+#: else owns the instance and the build-timeout reaper settles it.
+MAX_CAS_RETRIES = 3
+
+
 def get(instance_id: str):
     """-> the record as a dict, or None when there is none."""
     record = yield HGetAll(keys.instance(instance_id))
@@ -65,12 +73,14 @@ def release_cores_ops(record: dict, current: str) -> tuple[StoreCommand, ...]:
 
 
 def transition(record: dict, event: str, fields: dict | None = None, extra_ops: tuple = ()):
-    """Move ``record`` (as last read) by ``event``, compare-and-set on its state.
+    """Move ``record`` (as last read) by ``event``, compare-and-set on what was read.
 
-    Returns the new state, or None when the event is not legal from the state read or
-    the state moved on since it was read; nothing is written then, so a late or
-    duplicate message cannot move an instance backwards. ``extra_ops`` commit in the
-    same transaction (index and resource bookkeeping).
+    The guard covers the state and the fields that decide which resources a caller
+    gives back (``host``: claimed cores, ``fixed_ip``: the address), so bookkeeping
+    computed from the read can never be stale. Returns the new state, or None when the
+    event is not legal from the state read or the record moved on since it was read;
+    nothing is written then, so a late or duplicate message cannot move an instance
+    backwards. ``extra_ops`` commit in the same transaction.
     """
     instance_id = record["id"]
     current = record["state"]
@@ -86,7 +96,10 @@ def transition(record: dict, event: str, fields: dict | None = None, extra_ops: 
             RPush(keys.transitions(instance_id), (lifecycle.encode_transition(current, dst, now),)),
             *extra_ops,
         ),
-        guards=(Guard(keys.instance(instance_id), "state", current),),
+        guards=(
+            Guard(keys.instance(instance_id), "state", current),
+            *(Guard(keys.instance(instance_id), name, record[name]) for name in GUARDED_FIELDS if name in record),
+        ),
     )
     if done is None:
         return None
@@ -95,16 +108,31 @@ def transition(record: dict, event: str, fields: dict | None = None, extra_ops: 
     return dst
 
 
-def fail(record: dict, reason: str):
-    """Move to ``error`` with ``reason``, giving back the host's vCPUs in the same step.
+def fail(record: dict, reason: str, event: str = "fail"):
+    """Move to ``error`` with ``reason`` (by ``event``: ``fail`` for a build or reboot,
+    ``lost`` for a running instance whose domain is gone), giving back the host's vCPUs
+    in the same step.
 
     The fixed address is released by the caller (network manager), which is idempotent.
     Returns True when this call made the change.
     """
     dst = yield from transition(
-        record, "fail", {"error": reason}, release_cores_ops(record, record["state"])
+        record, event, {"error": reason}, release_cores_ops(record, record["state"])
     )
     return dst is not None
+
+
+def fail_latest(instance_id: str, reason: str):
+    """Read the record and fail it, re-reading when it moves under us (bounded).
+    Returns the record as it was failed (its ``fixed_ip`` is the one to release), or
+    None when it is no longer failable."""
+    for _ in range(MAX_CAS_RETRIES):
+        record = yield from get(instance_id)
+        if record is None or lifecycle.target("fail", record["state"]) is None:
+            return None
+        if (yield from fail(record, reason)):
+            return record
+    return None
 
 
 def finish_delete(record: dict):

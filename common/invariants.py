@@ -191,12 +191,18 @@ def i2_allocated_matches_live(s: Snapshot) -> Verdict:
         else:
             violations.append(f"{key} belongs to no known network")
 
+    # DHCP managers: an address released by its instance waits (state "deallocated",
+    # listed in the deallocated set) for its lease to end before it is free again.
+    waiting = _members(s.store, keys.DEALLOCATED)
     for nid in nids:
         pool = pools[nid]
         free = _members(s.store, keys.available(nid))
         handed = _members(s.store, keys.network_fixedips(nid))
         holders = held[nid]
         for address in sorted(handed - holders.keys()):
+            state = (_hash(s.store, keys.fixedip(address)) or {}).get("state", "")
+            if state == "deallocated" and address in waiting:
+                continue
             violations.append(f"network {nid}: {address} is handed out but no live instance holds it")
         for address in sorted(holders.keys() - handed):
             violations.append(
@@ -209,7 +215,10 @@ def i2_allocated_matches_live(s: Snapshot) -> Verdict:
                     f"network {nid}: {address} is held by {_names(holders[address])} but has no fixedip record"
                 )
         for address in fixedip_hashes[nid]:
-            owner = (_hash(s.store, keys.fixedip(address)) or {}).get("instance_id", "")
+            record = _hash(s.store, keys.fixedip(address)) or {}
+            owner = record.get("instance_id", "")
+            if record.get("state") == "deallocated" and address in waiting and address not in holders:
+                continue
             if owner not in holders.get(address, ()):
                 actual = _names(holders.get(address, ())) or "no live instance"
                 violations.append(
@@ -223,7 +232,58 @@ def i2_allocated_matches_live(s: Snapshot) -> Verdict:
         for address in sorted((free | handed) - pool):
             where = "free" if address in free else "handed out"
             violations.append(f"network {nid}: {address} is {where} but not in the network's addresses")
+    violations += _floating_violations(s, holding)
+    violations += _vlan_violations(s, nids)
     return _verdict("I2", "allocated addresses match live instances", violations)
+
+
+def _floating_violations(s: Snapshot, holding: dict) -> list[str]:
+    """Floating pools: free + allocated == all, disjoint; an association points at a
+    live instance that points back."""
+    out = []
+    allocated_by_host: dict[str, set] = {}
+    for key in sorted(k for k in s.store if k.startswith("floatingip:")):
+        record = _hash(s.store, key) or {}
+        address = key[len("floatingip:"):]
+        allocated_by_host.setdefault(record.get("host", ""), set()).add(address)
+        instance_id = record.get("instance_id", "")
+        if instance_id:
+            instance = holding.get(instance_id)
+            if instance is None:
+                out.append(f"floating {address} is associated with {instance_id}, which is not live")
+            elif instance.get("floating_ip") != address:
+                out.append(f"floating {address} is associated with {instance_id}, which names {instance.get('floating_ip')!r}")
+    for iid, rec in sorted(holding.items()):
+        address = rec.get("floating_ip")
+        if address and (_hash(s.store, keys.floatingip(address)) or {}).get("instance_id") != iid:
+            out.append(f"instance {iid} names floating {address}, which is not associated with it")
+    for host in sorted(_members(s.store, keys.FLOATING_HOSTS)):
+        every = _members(s.store, keys.floating_addresses(host))
+        free = _members(s.store, keys.floating_available(host))
+        taken = allocated_by_host.get(host, set())
+        for address in sorted(free & taken):
+            out.append(f"floating {address} on {host} is both free and allocated")
+        for address in sorted(every - free - taken):
+            out.append(f"floating {address} on {host} leaked (neither free nor allocated)")
+    return out
+
+
+def _vlan_violations(s: Snapshot, nids) -> list[str]:
+    """Vlan: a project has at most one network and a network at most one project."""
+    out = []
+    owners: dict[str, str] = {}
+    for key in sorted(k for k in s.store if k.startswith("project:") and k.endswith(":network")):
+        project = key[len("project:"):-len(":network")]
+        nid = s.store[key]
+        if nid in owners:
+            out.append(f"network {nid} serves both {owners[nid]} and {project}")
+        owners[nid] = project
+        recorded = (_hash(s.store, keys.network(nid)) or {}).get("project_id", "")
+        if recorded and recorded != project:
+            out.append(f"network {nid} records project {recorded!r} but {project} is associated with it")
+        if nid in _members(s.store, keys.FREE_NETWORKS):
+            out.append(f"network {nid} is associated with {project} and still free")
+    return out
 
 
 def i3_domains_match_records(s: Snapshot) -> Verdict:

@@ -20,6 +20,16 @@ key                                type    contents
                                            release
 ``network:<nid>:fixedips``         set     addresses handed out (association)
 ``fixedip:<address>``              hash    address, network_id, instance_id, state
+``network:<nid>:dhcphosts``        hash    address -> ``mac,hostname`` of its DHCP host line
+``networks:free``                  set     Vlan networks no project has yet
+``project:<pid>:network``          string  the Vlan network of a project (SETNX)
+``deallocated``                    zset    DHCP addresses released by their instance ->
+                                           when; reclaimed after the lease timeout
+``floating:hosts``                 set     network hosts that own floating addresses
+``floating:<host>:addresses``      set     every floating address of a host
+``floating:<host>:available``      set     its free floating addresses (SPOP)
+``floatingip:<address>``           hash    host, project_id, instance_id, fixed_ip
+``project:<pid>:floatingips``      set     floating addresses a project holds
 ``heartbeats:<topic>``             zset    host -> time of its last heartbeat
 ``compute:cores``                  zset    host -> vCPUs claimed by instances placed there
 ``building``                       zset    id -> build deadline, until the instance settles
@@ -33,6 +43,9 @@ INSTANCES = "instances"
 NETWORKS = "networks"
 COMPUTE_CORES = "compute:cores"
 BUILDING = "building"
+FREE_NETWORKS = "networks:free"
+DEALLOCATED = "deallocated"
+FLOATING_HOSTS = "floating:hosts"
 
 
 def instance(instance_id: str) -> str:
@@ -81,3 +94,27 @@ def fixedip(address: str) -> str:
 
 def heartbeats(topic: str) -> str:
     return f"heartbeats:{topic}"
+
+
+def network_dhcp_hosts(network_id: str) -> str:
+    return f"network:{network_id}:dhcphosts"
+
+
+def project_network(project_id: str) -> str:
+    return f"project:{project_id}:network"
+
+
+def floating_addresses(host: str) -> str:
+    return f"floating:{host}:addresses"
+
+
+def floating_available(host: str) -> str:
+    return f"floating:{host}:available"
+
+
+def floatingip(address: str) -> str:
+    return f"floatingip:{address}"
+
+
+def project_floatingips(project_id: str) -> str:
+    return f"project:{project_id}:floatingips"

@@ -34,6 +34,8 @@ EVENTS = {
     ),
     "destroyed": (frozenset({SHUTTING_DOWN}), DELETED),
     "fail": (frozenset({SCHEDULING, SPAWNING, LAUNCHING, REBOOTING}), ERROR),
+    # A running instance whose domain vanished (its host crashed and came back empty).
+    "lost": (frozenset({RUNNING}), ERROR),
 }
 
 #: Every legal (from, to) pair, for auditing a recorded history (invariant I6).

@@ -1,11 +1,33 @@
-"""Network managers and the fixed-address pool.
+"""Network managers: Flat, FlatDHCP and Vlan, over one fixed-address pool design.
 
-The pool is a Redis SET seeded once with every allocatable address, drained with SPOP
-and refilled with SADD on release (2010 commit 75eaa1b8f8: SPOP is atomic, so two
-allocations can never take the same address, however their commands interleave).
+Theory of operation
+-------------------
+Every network's free addresses are a Redis SET seeded once, drained with SPOP and
+refilled with SADD (2010 commit 75eaa1b8f8: SPOP is atomic, so two allocations never
+take the same address however their commands interleave). What differs per manager:
 
-FlatManager: one network for every project; addresses are injected into the image, so
-there is no DHCP and no per-host network work. FlatDHCP and Vlan come later.
+=============  ==========================  ======================  ===================
+manager        networks                    network host work       address release
+=============  ==========================  ======================  ===================
+Flat           one, shared by everyone     none (address injected  at once
+                                           into the image)
+FlatDHCP       one, shared by everyone     one bridge with the     after the DHCP lease
+               (the 2011 fixed semantics)  gateway, one dnsmasq    ends, or the reclaim
+                                                                   timeout
+Vlan           one per project, taken from a vlan interface, a     as FlatDHCP
+               a pre-created free set on   bridge and a dnsmasq
+               first use                   per network
+=============  ==========================  ======================  ===================
+
+A network is served by one network host, chosen atomically the first time it is needed
+(the first worker on the shared ``network`` topic to set ``host`` on the network's
+record wins); later work for it is cast to ``network.<host>``. Allocation itself is
+pure store work, so any network worker may do it.
+
+With DHCP, a released address is not reusable at once: the instance's lease may still
+be live. ``deallocate`` marks the address and ``reclaim_fixed_ips`` (a periodic task)
+returns it to the pool when dnsmasq reports the release or the timeout passes. A
+release reported for an address now held by another MAC is stale and ignored.
 """
 
 from __future__ import annotations
@@ -14,89 +36,257 @@ import ipaddress
 from dataclasses import dataclass
 
 from common import keys, lifecycle
-from common.effects import Del, Guard, HSet, SAdd, SPop, SRem, Transaction
-from common.errors import InvalidParameterValue, NoMoreAddresses, NotFound
+from common.effects import (
+    Call,
+    Del,
+    DhcpHost,
+    EnsureBridge,
+    EnsureVlan,
+    Get,
+    Guard,
+    HDel,
+    HGet,
+    HGetAll,
+    HSet,
+    Now,
+    SAdd,
+    SetNX,
+    SPop,
+    SRem,
+    Transaction,
+    UpdateDhcp,
+    ZAdd,
+    ZRangeByScore,
+    ZRem,
+)
+from common.errors import InvalidParameterValue, NoMoreAddresses, NoMoreNetworks, NotFound
+from common.floating import FloatingIps
+
+FLAT, FLATDHCP, VLAN = "flat", "flatdhcp", "vlan"
+MANAGERS = (FLAT, FLATDHCP, VLAN)
+
+#: Deallocated addresses one reclaim pass returns; the next pass takes the rest, so one
+#: pass never holds a network worker for long.
+RECLAIM_BATCH = 200
 
 
 @dataclass(frozen=True)
-class FlatNetwork:
-    """Settings of the one flat network."""
+class NetworkConfig:
+    """How the cloud's fixed networks are laid out (2010 flag names in comments)."""
 
-    network_id: str = "flat"
-    cidr: str = "10.0.0.0/16"
-    bridge: str = "br100"
-    dns: str = "8.8.4.4"
+    manager: str = FLAT
+    fixed_range: str = "10.0.0.0/16"
+    bridge: str = "br100"  # flat_network_bridge
+    bridge_interface: str = "eth0"  # bridge_dev: the physical side of bridges and vlans
+    dns: str = "8.8.4.4"  # flat_network_dns
+    network_size: int = 256  # vlan: addresses per project network
+    num_networks: int | None = None  # vlan: None = as many as fit in fixed_range
+    vlan_start: int = 100
+    vpn_clients: int = 5  # vlan: top addresses kept for VPN clients (cnt_vpn_clients)
+    vpn_start: int = 1000  # vlan: public VPN port of the first network
+    disassociate_timeout: float = 600.0  # fixed_ip_disassociate_timeout
+    public_interface: str = "eth0"  # where floating addresses are bound
+
+    @property
+    def dhcp(self) -> bool:
+        return self.manager != FLAT
 
 
-def pool_addresses(cidr: str) -> tuple[str, ...]:
-    """The allocatable addresses of a network: all but the network address, the gateway
-    (first host) and the broadcast address. 2010's Flat mode left the broadcast address
-    allocatable (an off-by-one); we reserve it."""
+@dataclass(frozen=True)
+class NetworkSpec:
+    """One network as created."""
+
+    network_id: str
+    cidr: str
+    bridge: str
+    gateway: str
+    netmask: str
+    broadcast: str
+    dhcp_start: str
+    vlan: int
+    vpn_private: str
+    vpn_port: int
+    addresses: tuple[str, ...]
+
+    def record(self, dns: str) -> dict:
+        return {
+            "id": self.network_id, "cidr": self.cidr, "bridge": self.bridge, "gateway": self.gateway,
+            "netmask": self.netmask, "broadcast": self.broadcast, "dhcp_start": self.dhcp_start,
+            "vlan": str(self.vlan), "vpn_private": self.vpn_private, "vpn_port": str(self.vpn_port),
+            "dns": dns, "size": str(len(self.addresses)), "host": "", "project_id": "",
+        }
+
+
+def _parse(cidr: str):
     try:
-        net = ipaddress.ip_network(cidr, strict=True)
+        return ipaddress.ip_network(cidr, strict=True)
     except ValueError as e:
         raise InvalidParameterValue(f"bad network range {cidr!r}: {e}") from None
-    hosts = [str(a) for a in net.hosts()]
-    return tuple(hosts[1:])  # hosts() excludes network and broadcast; [0] is the gateway
 
 
-class FlatManager:
-    """Hands out fixed addresses from one shared network."""
+def pool_addresses(cidr: str, bottom: int = 1, top: int = 0) -> tuple[str, ...]:
+    """The allocatable addresses of a network: all host addresses but the first
+    ``bottom`` (the gateway, and for Vlan the VPN address) and the last ``top``.
+    The network and broadcast addresses are never allocatable: 2010's Flat mode left
+    the broadcast address in the pool (an off-by-one); we do not."""
+    hosts = [str(a) for a in _parse(cidr).hosts()]
+    return tuple(hosts[bottom: len(hosts) - top])
 
-    rpc_methods = frozenset({"allocate_fixed_ip"})
 
-    def __init__(self, network: FlatNetwork, host: str = ""):
-        self.network = network
-        self.host = host
-
-    def create_network(self):
-        """Seed the network and its pool once. Returns False when it already existed."""
-        net = self.network
-        addresses = pool_addresses(net.cidr)
-        parsed = ipaddress.ip_network(net.cidr)
-        done = yield Transaction(
-            ops=(
-                HSet(
-                    keys.network(net.network_id),
-                    {
-                        "id": net.network_id,
-                        "cidr": net.cidr,
-                        "bridge": net.bridge,
-                        "gateway": str(next(parsed.hosts())),
-                        "netmask": str(parsed.netmask),
-                        "broadcast": str(parsed.broadcast_address),
-                        "dns": net.dns,
-                        "size": str(len(addresses)),
-                    },
-                ),
-                SAdd(keys.NETWORKS, (net.network_id,)),
-                SAdd(keys.network_addresses(net.network_id), addresses),
-                SAdd(keys.available(net.network_id), addresses),
+def plan(config: NetworkConfig) -> tuple[NetworkSpec, ...]:
+    """The networks ``config`` describes, in creation order. Pure: nothing is written."""
+    whole = _parse(config.fixed_range)
+    if config.manager != VLAN:
+        hosts = list(whole.hosts())
+        return (
+            NetworkSpec(
+                network_id=FLAT, cidr=str(whole), bridge=config.bridge, gateway=str(hosts[0]),
+                netmask=str(whole.netmask), broadcast=str(whole.broadcast_address), dhcp_start=str(hosts[1]),
+                vlan=0, vpn_private="", vpn_port=0, addresses=pool_addresses(str(whole)),
             ),
-            guards=(Guard(keys.network(net.network_id), "id", None),),
         )
-        return done is not None
+    size = config.network_size
+    if size < 8 or size & (size - 1):
+        raise InvalidParameterValue(f"network_size must be a power of two of at least 8, got {size}")
+    prefix = 32 - size.bit_length() + 1
+    if prefix < whole.prefixlen:
+        raise InvalidParameterValue(f"network_size {size} is larger than fixed_range {config.fixed_range}")
+    subnets = whole.subnets(new_prefix=prefix)
+    fit = whole.num_addresses // size
+    count = fit if config.num_networks is None else config.num_networks
+    if count > fit:
+        raise InvalidParameterValue(f"{count} networks of {size} addresses do not fit in {config.fixed_range} (at most {fit})")
+    specs = []
+    for index in range(count):
+        net = next(subnets)
+        hosts = list(net.hosts())
+        vlan = config.vlan_start + index
+        specs.append(
+            NetworkSpec(
+                network_id=f"vlan{vlan}", cidr=str(net), bridge=f"br{vlan}", gateway=str(hosts[0]),
+                netmask=str(net.netmask), broadcast=str(net.broadcast_address), dhcp_start=str(hosts[2]),
+                vlan=vlan, vpn_private=str(hosts[1]), vpn_port=config.vpn_start + index,
+                addresses=pool_addresses(str(net), bottom=2, top=config.vpn_clients),
+            )
+        )
+    return tuple(specs)
 
-    def allocate_fixed_ip(self, context, instance_id: str):
-        """Take a free address for an instance still waiting for one.
+
+class FlatManager(FloatingIps):
+    """Hands out fixed addresses from one shared network; no per-host network work.
+    Every manager also serves the floating addresses of its host (common.floating)."""
+
+    rpc_methods = frozenset(
+        {"allocate_fixed_ip", "setup_fixed_ip", "set_network_host", "lease_fixed_ip", "release_fixed_ip",
+         "allocate_floating_ip", "associate_floating_ip", "disassociate_floating_ip", "release_floating_ip"}
+    )
+
+    def __init__(self, config: NetworkConfig, host: str = ""):
+        super().__init__(host, config.public_interface)
+        self.config = config
+        self._specs = {spec.network_id: spec for spec in plan(config)}
+
+    @property
+    def dhcp(self) -> bool:
+        return self.config.dhcp
+
+    def specs(self) -> tuple[NetworkSpec, ...]:
+        return tuple(self._specs.values())
+
+    # -- creation and association ------------------------------------------------------
+
+    def create_networks(self):
+        """Seed every network and its pool once (each guarded, so a second call or a
+        second worker changes nothing). Returns the ids this call created."""
+        created = []
+        for spec in self._specs.values():
+            done = yield Transaction(
+                ops=(
+                    HSet(keys.network(spec.network_id), spec.record(self.config.dns)),
+                    SAdd(keys.NETWORKS, (spec.network_id,)),
+                    SAdd(keys.network_addresses(spec.network_id), spec.addresses),
+                    SAdd(keys.available(spec.network_id), spec.addresses),
+                    *self._on_create(spec),
+                ),
+                guards=(Guard(keys.network(spec.network_id), "id", None),),
+            )
+            if done is not None:
+                created.append(spec.network_id)
+        return created
+
+    def _on_create(self, spec):
+        return ()
+
+    def project_network(self, project_id: str):
+        """-> the id of the network serving ``project_id`` (the one flat network)."""
+        return FLAT
+        yield  # a generator, like every manager method
+
+    def network_topic(self, network_id: str, context=None, timeout: float = 30.0):
+        """-> ``network.<host>`` of the host serving ``network_id``, choosing one through
+        the shared ``network`` topic the first time (any worker may take it)."""
+        host = yield HGet(keys.network(network_id), "host")
+        if not host:
+            host = yield Call("network", "set_network_host", {"network_id": network_id}, context, timeout=timeout)
+        return f"network.{host}"
+
+    def set_network_host(self, context, network_id: str):
+        """Claim ``network_id`` for this host unless another already has it, then build
+        its bridge and DHCP here if it is ours. Returns the host serving it."""
+        spec = self._spec(network_id)
+        claimed = yield Transaction(
+            ops=(HSet(keys.network(network_id), {"host": self.host}),),
+            guards=(Guard(keys.network(network_id), "host", ""),),
+        )
+        owner = self.host if claimed is not None else (yield HGet(keys.network(network_id), "host"))
+        if owner == self.host:
+            yield from self._on_set_network_host(spec)
+        return owner
+
+    def _on_set_network_host(self, spec):
+        return
+        yield
+
+    def init_host(self):
+        """Start-up of a network worker: rebuild what it serves (after a restart the
+        bridges and dnsmasq may be gone); every step is idempotent."""
+        for spec in self._specs.values():
+            owner = yield HGet(keys.network(spec.network_id), "host")
+            if owner == self.host:
+                yield from self._on_set_network_host(spec)
+
+    def setup_compute_network(self, network_id: str):
+        """What a compute host does before spawning on ``network_id`` (flat: nothing)."""
+        return
+        yield
+
+    def _spec(self, network_id: str) -> NetworkSpec:
+        try:
+            return self._specs[network_id]
+        except KeyError:
+            raise NotFound(f"no network {network_id!r}") from None
+
+    # -- fixed addresses ----------------------------------------------------------------
+
+    def allocate_fixed_ip(self, context, instance_id: str, network_id: str = FLAT, mac: str = ""):
+        """Take a free address of ``network_id`` for an instance still waiting for one.
 
         Raises NoMoreAddresses when the pool is empty, NotFound when the instance no
         longer waits (terminated, or its API gave up on this call); in that case the
         address goes straight back to the pool, so nothing leaks either way.
         """
-        nid = self.network.network_id
-        address = yield SPop(keys.available(nid))
+        spec = self._spec(network_id)
+        address = yield SPop(keys.available(network_id))
         if address is None:
-            raise NoMoreAddresses(f"network {nid} has no free addresses")
+            raise NoMoreAddresses(f"network {network_id} has no free addresses")
         done = yield Transaction(
             ops=(
-                HSet(
-                    keys.fixedip(address),
-                    {"address": address, "network_id": nid, "instance_id": instance_id, "state": "allocated"},
-                ),
-                SAdd(keys.network_fixedips(nid), (address,)),
+                HSet(keys.fixedip(address), {"address": address, "network_id": network_id,
+                                             "instance_id": instance_id, "mac": mac, "state": "allocated"}),
+                SAdd(keys.network_fixedips(network_id), (address,)),
                 SAdd(keys.ip_instances(address), (instance_id,)),
-                HSet(keys.instance(instance_id), {"fixed_ip": address, "network_id": nid}),
+                HSet(keys.network_dhcp_hosts(network_id), {address: f"{mac},{instance_id}"}),
+                HSet(keys.instance(instance_id), {"fixed_ip": address, "network_id": network_id, "bridge": spec.bridge}),
             ),
             guards=(
                 Guard(keys.instance(instance_id), "state", lifecycle.SCHEDULING),
@@ -104,24 +294,158 @@ class FlatManager:
             ),
         )
         if done is None:
-            yield SAdd(keys.available(nid), (address,))
+            yield SAdd(keys.available(network_id), (address,))
             raise NotFound(f"instance {instance_id} is not waiting for an address")
-        return {"address": address, "network_id": nid, "bridge": self.network.bridge}
+        return {"address": address, "network_id": network_id, "bridge": spec.bridge}
+
+    def setup_fixed_ip(self, context, network_id: str, address: str = ""):
+        """On the network's host, after an allocation: refresh DHCP (flat: nothing)."""
+        if self.dhcp:
+            yield from self._update_dhcp(self._spec(network_id))
+
+    def _update_dhcp(self, spec):
+        lines = yield HGetAll(keys.network_dhcp_hosts(spec.network_id))
+        hosts = []
+        for address in sorted(lines, key=ipaddress.ip_address):
+            mac, _, hostname = lines[address].partition(",")
+            hosts.append(DhcpHost(mac, hostname, address))
+        yield UpdateDhcp(spec.bridge, spec.gateway, spec.dhcp_start, tuple(hosts))
+
+    def release_instance_address(self, record: dict):
+        """Give back the fixed address ``record`` holds, if any (idempotent)."""
+        return (yield from self.deallocate_fixed_ip(record.get("fixed_ip", ""), record["id"], record.get("network_id")))
 
     def deallocate_fixed_ip(self, address: str, instance_id: str, network_id: str | None = None):
-        """Give an instance's address back to the pool. Idempotent: only the holder's
-        release counts, so a stale or repeated release changes nothing. Returns True when
-        this call released it."""
+        """Give an instance's address back. Flat: to the pool at once. DHCP: marked
+        ``deallocated`` and dropped from the hosts file; the pool gets it back when the
+        lease is released or the reclaim timeout passes. Idempotent: only the holder's
+        release counts. Returns True when this call released it."""
         if not address:
             return False
-        nid = network_id or self.network.network_id
+        nid = network_id or self._network_of(address)
+        if not self.dhcp:
+            return (yield from self._to_pool(address, nid, Guard(keys.fixedip(address), "instance_id", instance_id)))
+        now = yield Now()
+        done = yield Transaction(
+            ops=(
+                HSet(keys.fixedip(address), {"state": "deallocated", "deallocated_at": repr(now)}),
+                HDel(keys.network_dhcp_hosts(nid), (address,)),
+                ZAdd(keys.DEALLOCATED, {address: now}),
+            ),
+            guards=(
+                Guard(keys.fixedip(address), "instance_id", instance_id),
+                Guard(keys.fixedip(address), "network_id", nid),
+            ),
+        )
+        return done is not None
+
+    def _network_of(self, address: str) -> str:
+        for spec in self._specs.values():
+            if ipaddress.ip_address(address) in ipaddress.ip_network(spec.cidr):
+                return spec.network_id
+        raise NotFound(f"address {address} is in no network")
+
+    def _to_pool(self, address: str, network_id: str, *guards: Guard):
+        instance_id = guards[0].expected if guards and guards[0].field == "instance_id" else None
         done = yield Transaction(
             ops=(
                 Del((keys.fixedip(address),)),
-                SRem(keys.network_fixedips(nid), (address,)),
-                SRem(keys.ip_instances(address), (instance_id,)),
-                SAdd(keys.available(nid), (address,)),
+                SRem(keys.network_fixedips(network_id), (address,)),
+                *((SRem(keys.ip_instances(address), (instance_id,)),) if instance_id else (Del((keys.ip_instances(address),)),)),
+                HDel(keys.network_dhcp_hosts(network_id), (address,)),
+                ZRem(keys.DEALLOCATED, (address,)),
+                SAdd(keys.available(network_id), (address,)),
             ),
-            guards=(Guard(keys.fixedip(address), "instance_id", instance_id),),
+            guards=guards,
         )
         return done is not None
+
+    def lease_fixed_ip(self, context, mac: str, address: str):
+        """dnsmasq granted a lease: mark it, if the address is still this MAC's."""
+        done = yield Transaction(
+            ops=(HSet(keys.fixedip(address), {"state": "leased"}),),
+            guards=(Guard(keys.fixedip(address), "mac", mac), Guard(keys.fixedip(address), "state", "allocated")),
+        )
+        return done is not None
+
+    def release_fixed_ip(self, context, mac: str, address: str):
+        """dnsmasq reports a lease ended: return a deallocated address to the pool now.
+        A release for an address held by another MAC (stale), or still allocated to a
+        live instance, changes nothing. Returns True when the address went back."""
+        nid = self._network_of(address)
+        return (yield from self._to_pool(
+            address, nid, Guard(keys.fixedip(address), "mac", mac), Guard(keys.fixedip(address), "state", "deallocated")
+        ))
+
+    def reclaim_fixed_ips(self):
+        """Periodic (DHCP managers): addresses deallocated longer than the timeout go
+        back to the pool, in bounded batches. Returns how many it reclaimed."""
+        now = yield Now()
+        due = yield ZRangeByScore(keys.DEALLOCATED, "-inf", repr(now - self.config.disassociate_timeout), RECLAIM_BATCH)
+        reclaimed = 0
+        for address, _ in due:
+            nid = self._network_of(address)
+            if (yield from self._to_pool(address, nid, Guard(keys.fixedip(address), "state", "deallocated"))):
+                reclaimed += 1
+            else:
+                yield ZRem(keys.DEALLOCATED, (address,))  # re-allocated meanwhile: not ours to reclaim
+        return reclaimed
+
+
+class FlatDHCPManager(FlatManager):
+    """One shared network behind one bridge with the gateway address, served by one
+    dnsmasq on the network host; no injection (the 2011 fixed semantics)."""
+
+    def _on_set_network_host(self, spec):
+        yield EnsureBridge(spec.bridge, self.config.bridge_interface, f"{spec.gateway}/{_prefixlen(spec)}")
+        yield from self._update_dhcp(spec)
+
+    def setup_compute_network(self, network_id: str):
+        yield EnsureBridge(self._spec(network_id).bridge, self.config.bridge_interface)
+
+
+class VlanManager(FlatDHCPManager):
+    """A network per project: taken from the free networks on the project's first
+    launch, behind vlan ``<vlan>`` and bridge ``br<vlan>``, with its own dnsmasq."""
+
+    def _on_create(self, spec):
+        return (SAdd(keys.FREE_NETWORKS, (spec.network_id,)),)
+
+    def project_network(self, project_id: str):
+        """-> the project's network, associating a free one atomically on first use.
+        Raises NoMoreNetworks when every network is taken (nothing is left half-done)."""
+        current = yield Get(keys.project_network(project_id))
+        if current:
+            return current
+        candidate = yield SPop(keys.FREE_NETWORKS)
+        if candidate is None:
+            raise NoMoreNetworks(f"no free network (VLAN) left for project {project_id}")
+        won = yield SetNX(keys.project_network(project_id), candidate)
+        if not won:  # another request associated one first: give ours back
+            yield SAdd(keys.FREE_NETWORKS, (candidate,))
+            return (yield Get(keys.project_network(project_id)))
+        yield HSet(keys.network(candidate), {"project_id": project_id})
+        return candidate
+
+    def _on_set_network_host(self, spec):
+        vlan_interface = yield EnsureVlan(spec.vlan, self.config.bridge_interface)
+        yield EnsureBridge(spec.bridge, vlan_interface, f"{spec.gateway}/{_prefixlen(spec)}")
+        yield from self._update_dhcp(spec)
+
+    def setup_compute_network(self, network_id: str):
+        spec = self._spec(network_id)
+        vlan_interface = yield EnsureVlan(spec.vlan, self.config.bridge_interface)
+        yield EnsureBridge(spec.bridge, vlan_interface)
+
+
+def _prefixlen(spec: NetworkSpec) -> int:
+    return ipaddress.ip_network(spec.cidr).prefixlen
+
+
+def make_manager(config: NetworkConfig, host: str = "") -> FlatManager:
+    """The manager class ``config.manager`` names."""
+    classes = {FLAT: FlatManager, FLATDHCP: FlatDHCPManager, VLAN: VlanManager}
+    try:
+        return classes[config.manager](config, host)
+    except KeyError:
+        raise InvalidParameterValue(f"unknown network manager {config.manager!r}; expected one of {', '.join(MANAGERS)}") from None

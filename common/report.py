@@ -6,9 +6,16 @@ keeps, so a real run yields the same table from its Redis.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 import re
 from collections import Counter
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
 
 from common import keys, lifecycle
 
@@ -168,12 +175,17 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
         add("time to running", q, "-" if ttr[q] is None else f"{ttr[q]:.1f} s")
     for topic, q in summary["queues"].items():
         add("queues", f"peak depth {topic}", f"{q['peak_depth']:,}")
+    unused = [nid for nid, pool in summary["pools"].items() if not pool.get("peak_used")]
     for nid, pool in summary["pools"].items():
+        if nid in unused and len(summary["pools"]) > 1:
+            continue
         size = pool.get("size", 0)
         used = pool.get("peak_used", 0)
         share = f" ({used / size:.0%})" if size else ""
         add("pools", f"{nid} peak used / size", f"{used:,} / {size:,}{share}")
         add("pools", f"{nid} free at end", f"{pool.get('free_at_end', 0):,}")
+    if unused and len(summary["pools"]) > 1:
+        add("pools", "networks never used", f"{len(unused):,} of {len(summary['pools']):,}")
     for v in summary["invariants"]:
         add("invariants", f"{v['name']} {v['title']}", "ok" if v["ok"] else f"FAILED ({len(v['violations'])})")
     for s in summary["slo"]:
@@ -184,3 +196,45 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
     add("run", "wall time", f"{summary['wall_seconds']:.1f} s")
     add("run", "trace fingerprint", summary["fingerprint"])
     return rows
+
+
+def run_files(*, manifest: dict, summary: dict, store: dict, rpc_rows, series) -> dict[str, bytes]:
+    """The run directory's files as bytes, by name (same schema in both modes); the
+    runner writes them."""
+    def table(header, rows, dict_rows=False) -> bytes:
+        buffer = io.StringIO()
+        if dict_rows:
+            writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
+            writer.writeheader()
+        else:
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(header)
+        writer.writerows(rows)
+        return buffer.getvalue().encode()
+
+    return {
+        "manifest.json": (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
+        "summary.json": (json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n").encode(),
+        "instances.csv": table(INSTANCE_COLUMNS, instance_rows(store), dict_rows=True),
+        "rpc.csv": table(RPC_COLUMNS, rpc_rows),
+        "timeseries.csv": table(("time", "metric", "series", "value"), series),
+    }
+
+
+def summary_renderable(summary: dict, out) -> object:
+    """The summary as a rich renderable (a table plus verdict lines); the runner prints it."""
+    table = Table(title=f"{summary['scenario']} · seed {summary['seed']} · {summary['mode']}")
+    table.add_column("section", style="dim")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    previous = None
+    for section, label, value in summary_rows(summary):
+        table.add_row(section if section != previous else "", label, value, style="red" if "FAILED" in value else None)
+        previous = section
+    lines = [table]
+    for v in summary["invariants"]:
+        for line in v["violations"][:5]:
+            lines.append(Text.assemble((v["name"], "red"), " ", line))
+    verdict = ("all invariants and SLOs hold", "green") if summary["ok"] else ("FAILED", "red")
+    lines.append(Text.assemble(verdict, f" · run directory: {out}"))
+    return Group(*lines)

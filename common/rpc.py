@@ -79,13 +79,13 @@ def encode(message: dict) -> str:
 
 def decode(body) -> dict:
     """Parse a body into an envelope dict. Raises PoisonMessage naming what is wrong."""
-    if isinstance(body, (bytes, bytearray)):
-        try:
-            body = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise PoisonMessage("message body is not UTF-8") from None
-    if len(body) > MAX_BODY_BYTES:
-        raise PoisonMessage(f"message body is {len(body)} bytes, over {MAX_BODY_BYTES}")
+    raw = body if isinstance(body, (bytes, bytearray)) else body.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_BODY_BYTES:
+        raise PoisonMessage(f"message body is {len(raw)} bytes, over {MAX_BODY_BYTES}")
+    try:
+        body = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PoisonMessage("message body is not UTF-8") from None
     try:
         message = json.loads(body)
     except ValueError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,8 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from common import distributions
+from common import distributions, network
 from common.cloud import DEFAULT_INSTANCE_TYPES
+from common.errors import InvalidParameterValue
 
 
 class ScenarioError(ValueError):
@@ -67,13 +69,42 @@ class Hosts(_Model):
 
 
 class Network(_Model):
-    manager: Literal["flat"] = "flat"
+    manager: Literal["flat", "flatdhcp", "vlan"] = "flat"
     fixed_range: str = "10.0.0.0/16"
+    #: flat, flatdhcp: the one bridge every instance joins.
     bridge: str = "br100"
+    #: The physical interface under bridges and vlan interfaces.
+    bridge_interface: str = "eth0"
     dns: str = "8.8.4.4"
+    #: vlan: addresses per project network (a power of two), how many networks (default:
+    #: as many as fit in fixed_range), the first vlan number, top addresses kept for VPN
+    #: clients.
+    network_size: PositiveInt = 256
+    num_networks: PositiveInt | None = None
+    vlan_start: Annotated[int, Field(ge=1, le=4094)] = 100
+    vpn_clients: Annotated[int, Field(ge=0)] = 5
+    #: flatdhcp, vlan: seconds before a released address is reused if dnsmasq never
+    #: reports the lease's end (2010: fixed_ip_disassociate_timeout).
+    disassociate_timeout: PositiveFloat = 600.0
+    #: Floating (public) addresses owned by the first network host; none when unset.
+    floating_range: str | None = None
+    public_interface: str = "eth0"
     #: Network workers competing on the ``network`` topic, and messages each handles at once.
     hosts: PositiveInt = 1
     workers: PositiveInt = 8
+
+    @field_validator("floating_range")
+    @classmethod
+    def _floating(cls, value):
+        if value is None:
+            return value
+        try:
+            net = ipaddress.ip_network(value, strict=True)
+        except ValueError as e:
+            raise ValueError(f"expected a network in CIDR form such as 4.4.4.0/24 ({e})") from None
+        if net.num_addresses > 1 << 16:
+            raise ValueError("floating ranges larger than /16 are not supported")
+        return value
 
     @field_validator("fixed_range")
     @classmethod
@@ -88,6 +119,27 @@ class Network(_Model):
             raise ValueError("networks larger than /12 are not supported (the pool is seeded address by address)")
         return value
 
+    @model_validator(mode="after")
+    def _layout(self):
+        if self.manager == "vlan":
+            try:
+                specs = network.plan(self.config())
+            except InvalidParameterValue as e:
+                raise ValueError(str(e)) from None
+            if self.vlan_start + len(specs) - 1 > 4094:
+                raise ValueError(f"{len(specs)} networks from vlan_start {self.vlan_start} go past vlan 4094")
+            if not specs[0].addresses:
+                raise ValueError(f"network_size {self.network_size} leaves no address after the reserved ones")
+        return self
+
+    def config(self) -> "network.NetworkConfig":
+        return network.NetworkConfig(
+            manager=self.manager, fixed_range=self.fixed_range, bridge=self.bridge,
+            bridge_interface=self.bridge_interface, dns=self.dns, network_size=self.network_size,
+            num_networks=self.num_networks, vlan_start=self.vlan_start, vpn_clients=self.vpn_clients,
+            disassociate_timeout=self.disassociate_timeout, public_interface=self.public_interface,
+        )
+
 
 class InstanceType(_Model):
     vcpus: PositiveInt
@@ -98,6 +150,7 @@ class InstanceType(_Model):
 class Quota(_Model):
     instances: PositiveInt = 10
     cores: PositiveInt = 20
+    floating_ips: Annotated[int, Field(ge=0)] = 10
 
 
 class Project(_Model):
@@ -145,6 +198,8 @@ class Timing(_Model):
     rpc: Dist = distributions.Constant(0.002)
     api: Dist = distributions.Constant(0.01)
     hypervisor: Hypervisor = Hypervisor()
+    #: One network-driver operation (bridge, vlan, dnsmasq reload, iptables rule).
+    network_driver: Dist = distributions.Constant(0.05)
     report_interval: PositiveFloat = 10.0
     service_down_time: PositiveFloat = 60.0
     build_timeout: PositiveFloat = 600.0
@@ -173,6 +228,10 @@ class Workload(_Model):
     #: Seconds from launch request to terminate request; null keeps instances forever.
     lifetime: Dist | None = distributions.Exponential(600.0)
     image: str | None = None
+    #: Fraction of requests that allocate a floating address and associate it with their
+    #: first instance ``floating_delay`` seconds after launch (released before terminate).
+    floating_ips: Probability = 0.0
+    floating_delay: Dist = distributions.Constant(60.0)
 
 
 class Slo(_Model):
@@ -187,6 +246,25 @@ class Metrics(_Model):
     interval: PositiveFloat = 10.0
 
 
+class Real(_Model):
+    """What ``--mode real`` needs; the sim ignores this section."""
+
+    #: Compute workers started for the run, each with its own hypervisor connection
+    #: (the sim's cloud.hosts.count is usually far more than a real run can hold).
+    hosts: PositiveInt = 4
+    #: Simulated seconds per wall second: arrival gaps, lifetimes, boot times of the
+    #: workload and every timeout are divided by it.
+    time_scale: PositiveFloat = 1.0
+    #: RunInstances requests of the real run (default: workload.requests).
+    requests: PositiveInt | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    #: ``test``: a private libvirt test driver per host; otherwise a libvirt URI.
+    libvirt_uri: str = "test"
+    #: Store key prefix; default ``novalab-<name>-<run id>:`` so runs never share keys.
+    key_prefix: str | None = None
+
+
 class Scenario(_Model):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
@@ -198,25 +276,36 @@ class Scenario(_Model):
     metrics: Metrics = Metrics()
     #: After the last request and the last lifetime, how long to wait for the cloud to settle.
     drain_timeout: PositiveFloat = 1800.0
+    real: Real = Real()
 
     @model_validator(mode="after")
     def _cross_references(self):
+        # Messages start with the field path: _describe passes them through as they are.
         types = self.cloud.instance_types
         unknown = sorted(set(self.workload.instance_types) - set(types))
         if unknown:
             raise ValueError(
-                f"workload.instance_types names {', '.join(unknown)}, not in cloud.instance_types "
-                f"({', '.join(sorted(types))})"
+                f"workload.instance_types: {', '.join(unknown)} not in cloud.instance_types "
+                f"(expected one of: {', '.join(sorted(types))})"
             )
         projects = {p.id for p in self.cloud.projects}
         unknown = sorted(set(self.workload.projects or {}) - projects)
         if unknown:
-            raise ValueError(f"workload.projects names {', '.join(unknown)}, not in cloud.projects")
+            raise ValueError(
+                f"workload.projects: {', '.join(unknown)} not in cloud.projects (expected one of: {', '.join(sorted(projects))})"
+            )
         if self.workload.image is not None and self.workload.image not in self.cloud.images:
-            raise ValueError(f"workload.image {self.workload.image!r} is not in cloud.images")
-        biggest = max(types[name].vcpus for name in self.workload.instance_types)
-        if biggest > self.max_cores:
-            raise ValueError(f"an instance type of {biggest} vCPUs can never fit under max_cores {self.max_cores}")
+            raise ValueError(
+                f"workload.image: {self.workload.image!r} is not in cloud.images (expected one of: {', '.join(self.cloud.images)})"
+            )
+        if self.workload.floating_ips > 0 and self.cloud.network.floating_range is None:
+            raise ValueError("workload.floating_ips: needs cloud.network.floating_range to allocate from")
+        for name in sorted(self.workload.instance_types):
+            if types[name].vcpus > self.max_cores:
+                raise ValueError(
+                    f"workload.instance_types.{name}: {types[name].vcpus} vCPUs can never fit under "
+                    f"cloud.max_cores {self.max_cores}"
+                )
         return self
 
     @property
@@ -232,6 +321,20 @@ def parse(data, source: str = "<scenario>") -> Scenario:
         return Scenario.model_validate(data)
     except ValidationError as e:
         raise ScenarioError(source, [_describe(err) for err in e.errors()]) from None
+
+
+def parse_yaml(raw: bytes | str, source: str = "<scenario>") -> Scenario:
+    """Validate a scenario from YAML text; syntax errors name the line and column."""
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ScenarioError(source, [f"{where}not valid YAML ({problem})"]) from None
+    if data is None:
+        raise ScenarioError(source, ["the file is empty"])
+    return parse(data, source)
 
 
 def with_overrides(scenario: Scenario, overrides: dict, source: str = "<overrides>") -> Scenario:
@@ -262,6 +365,8 @@ def _describe(err: dict) -> str:
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
+        if not loc:  # a whole-scenario check: its message names the field path itself
+            return message
     if "input" in err and kind not in ("model_type",) and not isinstance(err["input"], (dict, list)):
         message += f" (got {err['input']!r})"
     return f"{path}: {message}"

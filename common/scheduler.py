@@ -21,8 +21,9 @@ from common.effects import Cast, Choose, Guard, HSet, Now, Transaction, ZIncrBy,
 QUEUE, CHANCE, SIMPLE = "queue", "chance", "simple"
 DRIVERS = (QUEUE, CHANCE, SIMPLE)
 
-#: Hosts the simple scheduler tries per decision before it gives up; beyond this the
-#: cloud is full for practical purposes and a quick NoValidHost beats a long scan.
+#: Live hosts with room the simple scheduler tries to claim per decision; each failed
+#: claim means another decision took those cores first, and after this many a quick
+#: NoValidHost beats a long scan.
 MAX_CANDIDATES = 16
 
 
@@ -51,7 +52,7 @@ class SchedulerManager:
             host = yield from self._simple(topic, vcpus)
         if host is None:
             if (yield from instances.fail(record, "no valid host: all live hosts are full or down")):
-                yield from self.network.deallocate_fixed_ip(record.get("fixed_ip", ""), instance_id)
+                yield from self.network.release_instance_address(record)
             return
         now = yield Now()
         placed = yield Transaction(
@@ -76,12 +77,12 @@ class SchedulerManager:
 
     def _simple(self, topic: str, vcpus: int):
         limit = self.config.max_cores
-        rows = yield ZRangeByScore(keys.COMPUTE_CORES, "-inf", repr(float(limit - vcpus)), MAX_CANDIDATES)
-        for host, _ in rows:
-            if not (yield from service.host_is_up(topic, host, self.config.service_down_time)):
-                continue
+        up = set((yield from service.hosts_up(topic, self.config.service_down_time)))
+        rows = yield ZRangeByScore(keys.COMPUTE_CORES, "-inf", repr(float(limit - vcpus)))
+        candidates = [host for host, _ in rows if host in up][:MAX_CANDIDATES]
+        for host in candidates:
             claimed = yield ZIncrBy(keys.COMPUTE_CORES, vcpus, host)
             if claimed <= limit:
                 return host
-            yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)
+            yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)  # lost a race for the last cores
         return None

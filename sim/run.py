@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import simpy
 
-from common import invariants, network, report, scheduler, service
+from common import floating, invariants, network, report, scheduler, service
 from common.cloud import CloudConfig, CloudController, Quota
 from common.compute import ComputeManager
 from common.context import SYSTEM
-from common.network import FlatManager, FlatNetwork
 from sim.broker import Broker
 from sim.hypervisor import FakeHypervisor
+from sim.netdriver import FakeNetDriver
 from sim.recorder import Recorder
 from sim.runtime import SimRuntime, stream
 from sim.services import SimService, periodic
@@ -72,9 +72,9 @@ class Simulation:
         self.runtime = SimRuntime(env, seed, self.store, self.broker, timing, self.recorder)
         cloud = scenario.cloud
         net = cloud.network
-        self.flat = FlatNetwork(network_id="flat", cidr=net.fixed_range, bridge=net.bridge, dns=net.dns)
-        self.network_size = len(network.pool_addresses(net.fixed_range))
-        quotas = {p.id: Quota(p.quota.instances, p.quota.cores) for p in cloud.projects}
+        self.net_config = net.config()
+        self.network_sizes = {spec.network_id: len(spec.addresses) for spec in network.plan(self.net_config)}
+        quotas = {p.id: Quota(p.quota.instances, p.quota.cores, p.quota.floating_ips) for p in cloud.projects}
         self.cloud = CloudController(
             CloudConfig(
                 scheduler=cloud.scheduler,
@@ -84,26 +84,35 @@ class Simulation:
                 network_call_timeout=timing.network_call_timeout,
                 build_timeout=timing.build_timeout,
             ),
-            FlatManager(self.flat),
+            network.make_manager(self.net_config),
         )
         self.hypervisors = []
+        self.netdrivers = []
         self.services = []
         width = len(str(cloud.hosts.count))
         for i in range(cloud.hosts.count):
             host = f"host{i + 1:0{width}d}"
             hv = FakeHypervisor(env, host, cloud.hosts.vcpus, cloud.hosts.memory_mb, timing.hypervisor, stream(seed, f"hypervisor/{host}"))
             self.hypervisors.append(hv)
-            manager = ComputeManager(host, FlatManager(self.flat, host))
-            self.services.append(SimService(self.runtime, "compute", host, manager, cloud.hosts.workers, hv))
+            manager = ComputeManager(host, network.make_manager(self.net_config, host))
+            self.services.append(
+                SimService(self.runtime, "compute", host, manager, cloud.hosts.workers, hv, self._netdriver(host))
+            )
         for i in range(net.hosts):
             host = f"net{i + 1}"
-            self.services.append(SimService(self.runtime, "network", host, FlatManager(self.flat, host), net.workers))
+            manager = network.make_manager(self.net_config, host)
+            self.services.append(SimService(self.runtime, "network", host, manager, net.workers, netdriver=self._netdriver(host)))
         if cloud.scheduler != scheduler.QUEUE:
             config = scheduler.SchedulerConfig(cloud.scheduler, scenario.max_cores, timing.service_down_time)
-            manager = scheduler.SchedulerManager(config, FlatManager(self.flat))
+            manager = scheduler.SchedulerManager(config, network.make_manager(self.net_config))
             self.services.append(SimService(self.runtime, "scheduler", "sched1", manager, cloud.scheduler_workers))
         self.api = SimApi(self.runtime, self.cloud, cloud.api_workers, timing.api, stream(seed, "latency/api"))
         self.workload = Workload(self.runtime, self.api, scenario, stream(seed, "workload"))
+
+    def _netdriver(self, host):
+        driver = FakeNetDriver(self.env, host, self.scenario.timing.network_driver, stream(self.seed, f"netdriver/{host}"))
+        self.netdrivers.append(driver)
+        return driver
 
     def run(self, progress=None) -> SimResult:
         started = time.perf_counter()
@@ -114,9 +123,13 @@ class Simulation:
         for svc in self.services:
             env.process(svc.heartbeat(timing.report_interval, beat_rng.uniform(0, timing.report_interval)))
         env.process(periodic(runtime, self.api.agent, timing.periodic_interval, lambda: self.cloud.reap_stuck_builds(SYSTEM)))
+        if self.net_config.dhcp:
+            for svc in self.services:
+                if svc.topic == "network":
+                    env.process(periodic(runtime, svc.agent, timing.periodic_interval, svc.manager.reclaim_fixed_ips))
         env.process(
             self.recorder.sampler(
-                env, self.scenario.metrics.interval, self.broker, self.store, {self.flat.network_id: self.network_size}, self.hypervisors
+                env, self.scenario.metrics.interval, self.broker, self.store, self.network_sizes, self.hypervisors
             )
         )
         done = env.process(self._drive_to_quiescence())
@@ -125,7 +138,7 @@ class Simulation:
             env.run(until=env.any_of([done, env.timeout(PROGRESS_STEP)]))
             if progress is not None:
                 progress(self.workload.issued, self.workload.finished, env.now)
-        self.recorder.sample(env.now, self.broker, self.store, {self.flat.network_id: self.network_size}, self.hypervisors)
+        self.recorder.sample(env.now, self.broker, self.store, self.network_sizes, self.hypervisors)
         snapshot = self.snapshot()
         verdicts = invariants.check_all(snapshot)
         wall = time.perf_counter() - started
@@ -151,13 +164,18 @@ class Simulation:
                 "store_commands": self.store.commands,
                 "peak_host_vcpu_ratio": max((h.peak_vcpu_ratio for h in self.hypervisors), default=0.0),
                 "hosts_ever_overcommitted": sum(1 for h in self.hypervisors if h.peak_vcpu_ratio > 1.0),
+                "network_manager": self.net_config.manager,
+                "network_driver_operations": sum(sum(d.operations.values()) for d in self.netdrivers),
+                "network_driver_duplicates": sum(sum(d.duplicates.values()) for d in self.netdrivers),
             },
         )
         return SimResult(self.scenario, self.seed, self.recorder, verdicts, summary, snapshot, broker_stats, wall)
 
     def _setup(self):
         agent = self.runtime.agent("setup")
-        yield from self.runtime.drive(agent, self.cloud.network.create_network())
+        yield from self.runtime.drive(agent, self.cloud.network.create_networks())
+        if self.scenario.cloud.network.floating_range:
+            yield from self.runtime.drive(agent, floating.create_floating_ips("net1", self.scenario.cloud.network.floating_range))
         for svc in self.services:
             if svc.topic == "compute":
                 yield from self.runtime.drive(svc.agent, svc.manager.init_host())

@@ -28,6 +28,7 @@ import random
 import types
 from dataclasses import dataclass, field
 
+from common import effects as fx
 from common import rpc
 from common.effects import (
     Call,
@@ -45,9 +46,14 @@ from common.effects import (
     StoreCommand,
     Transaction,
 )
-from common.errors import HypervisorError, NovaError, RemoteError, RpcTimeout, Unroutable, UseYieldFrom
+from common.errors import HypervisorError, NetworkDriverError, NovaError, RemoteError, RpcTimeout, Unroutable, UseYieldFrom
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+NET_EFFECTS = (
+    fx.EnsureVlan, fx.EnsureBridge, fx.UpdateDhcp, fx.StopDhcp, fx.BindFloating, fx.UnbindFloating,
+    fx.EnsureFloatingForward, fx.RemoveFloatingForward, fx.EnsureVpnForward, fx.InitHostNat,
+)
 
 
 def stream(seed: int, name: str) -> random.Random:
@@ -63,6 +69,7 @@ class Agent:
     host: str = ""
     hypervisor: object = None
     rng: random.Random = field(default=None, repr=False)
+    netdriver: object = None
 
 
 class SimRuntime:
@@ -98,14 +105,15 @@ class SimRuntime:
             NewId: self._new_id,
             Choose: self._choose,
             Record: self._record,
+            **{kind: self._network for kind in NET_EFFECTS},
         }
 
     @property
     def fingerprint(self) -> str:
         return self._fingerprint.hexdigest()
 
-    def agent(self, name: str, host: str = "", hypervisor=None) -> Agent:
-        return Agent(name, host, hypervisor, stream(self.seed, f"agent/{name}"))
+    def agent(self, name: str, host: str = "", hypervisor=None, netdriver=None) -> Agent:
+        return Agent(name, host, hypervisor, stream(self.seed, f"agent/{name}"), netdriver)
 
     def start(self, agent: Agent, gen):
         """Run a manager generator as its own SimPy process."""
@@ -137,12 +145,11 @@ class SimRuntime:
                 continue
             handler = self._handlers.get(type(effect))
             if handler is None:
-                if isinstance(effect, types.GeneratorType):
-                    throw = UseYieldFrom(
-                        f"{agent.name} yielded a generator ({effect.__qualname__}); use 'yield from' to call it"
-                    )
-                else:
-                    throw = TypeError(f"{agent.name} yielded {effect!r}, which is not an effect")
+                if not isinstance(effect, types.GeneratorType):
+                    raise TypeError(f"{agent.name} yielded {effect!r}, which is not an effect")
+                throw = UseYieldFrom(
+                    f"{agent.name} yielded a generator ({effect.__qualname__}); use 'yield from' to call it"
+                )
                 continue
             try:
                 send = yield from handler(agent, effect)
@@ -232,6 +239,11 @@ class SimRuntime:
     def _list_domains(self, agent, _):
         return self._hypervisor(agent).names()
         yield
+
+    def _network(self, agent, effect):
+        if agent.netdriver is None:
+            raise NetworkDriverError(f"{agent.name} has no network driver")
+        return (yield from agent.netdriver.perform(effect))
 
     # -- time, ids, randomness, records -----------------------------------------
 

@@ -14,12 +14,12 @@ from common.errors import NovaError, PoisonMessage
 
 
 class SimService:
-    def __init__(self, runtime, topic: str, host: str, manager, capacity: int, hypervisor=None):
+    def __init__(self, runtime, topic: str, host: str, manager, capacity: int, hypervisor=None, netdriver=None):
         self.runtime = runtime
         self.topic = topic
         self.host = host
         self.manager = manager
-        self.agent = runtime.agent(rpc.host_topic(topic, host), host, hypervisor)
+        self.agent = runtime.agent(rpc.host_topic(topic, host), host, hypervisor, netdriver)
         broker = runtime.broker
         queues = [topic, rpc.host_topic(topic, host)]
         for queue in queues:

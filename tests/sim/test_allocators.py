@@ -4,20 +4,20 @@ import random
 
 from common import keys, lifecycle
 from common.effects import HSet, SAdd
-from common.network import FlatManager, FlatNetwork
+from common.network import FlatManager, NetworkConfig
 from harness import run_all, runtime
 from racy_allocator import allocate_check_then_act
 
 SEEDS = range(200)
 CONCURRENT = 12
-NETWORK = FlatNetwork(network_id="net", cidr="10.1.0.0/24")
+NETWORK = NetworkConfig(fixed_range="10.1.0.0/24")
 
 
 def _fresh(seed):
     random.seed(seed)  # fakeredis SPOP
     rt = runtime(seed)
     manager = FlatManager(NETWORK)
-    run_all(rt, "setup", [manager.create_network()])
+    run_all(rt, "setup", [manager.create_networks()])
     return rt, manager
 
 
@@ -36,7 +36,7 @@ def test_check_then_act_allocator_hands_out_duplicates():
     failing = 0
     for seed in SEEDS:
         rt, _ = _fresh(seed)
-        got = run_all(rt, "api", [allocate_check_then_act("net", f"i-{n}") for n in range(CONCURRENT)])
+        got = run_all(rt, "api", [allocate_check_then_act("flat", f"i-{n}") for n in range(CONCURRENT)])
         failing += _duplicates(got) > 0
     assert failing > 0
 
@@ -47,22 +47,22 @@ def test_spop_pool_never_hands_out_duplicates():
         rt, manager = _fresh(seed)
         ids = [f"i-{n}" for n in range(CONCURRENT)]
         run_all(rt, "setup", [_waiting_instance(i) for i in ids])
-        got = run_all(rt, "net", [manager.allocate_fixed_ip(None, i) for i in ids])
+        got = run_all(rt, "net", [manager.allocate_fixed_ip(None, i, "flat") for i in ids])
         addresses = [g["address"] for g in got]
         assert _duplicates(addresses) == 0, f"seed {seed}: {addresses}"
-        assert rt.store.client.scard(keys.available("net")) == 253 - CONCURRENT
+        assert rt.store.client.scard(keys.available("flat")) == 253 - CONCURRENT
 
 
 def test_spop_pool_exhaustion_leaks_nothing():
     """More allocations than addresses: the extras fail, and free + handed out = all."""
     random.seed(1)
     rt = runtime(1)
-    manager = FlatManager(FlatNetwork(network_id="tiny", cidr="10.2.0.0/29"))
-    run_all(rt, "setup", [manager.create_network()])
+    manager = FlatManager(NetworkConfig(fixed_range="10.2.0.0/29"))
+    run_all(rt, "setup", [manager.create_networks()])
     ids = [f"i-{n}" for n in range(9)]
     run_all(rt, "setup", [_waiting_instance(i) for i in ids])
-    got = run_all(rt, "net", [manager.allocate_fixed_ip(None, i) for i in ids])
+    got = run_all(rt, "net", [manager.allocate_fixed_ip(None, i, "flat") for i in ids])
     assert sum(isinstance(g, dict) for g in got) == 5
     assert all(type(g).__name__ == "NoMoreAddresses" for g in got if not isinstance(g, dict))
     client = rt.store.client
-    assert client.scard(keys.available("tiny")) + client.scard(keys.network_fixedips("tiny")) == 5
+    assert client.scard(keys.available("flat")) + client.scard(keys.network_fixedips("flat")) == 5

@@ -1,0 +1,151 @@
+"""Floating (public) addresses: allocated to a project, associated with an instance.
+
+Each network host owns a pool of floating addresses (``nova-manage floating create
+<host> <range>`` in 2010), a Redis SET drained by SPOP like the fixed pools. A project
+allocates one (against its ``floating_ips`` quota, reserved with HINCRBY and checked
+against the total it returns), associates it with one of its running instances (the
+host binds the address and writes DNAT/SNAT rules), and later disassociates and
+releases it. Every state change is guarded, so a repeated or late request is a no-op.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from common import keys, lifecycle
+from common.effects import (
+    BindFloating,
+    Del,
+    EnsureFloatingForward,
+    Guard,
+    HDel,
+    HGetAll,
+    HIncrBy,
+    HSet,
+    RemoveFloatingForward,
+    SAdd,
+    SPop,
+    SRem,
+    Transaction,
+    UnbindFloating,
+)
+from common.errors import InvalidParameterValue, NoMoreAddresses, NotFound, QuotaExceeded
+
+
+def floating_addresses(cidr: str) -> tuple[str, ...]:
+    try:
+        return tuple(str(a) for a in ipaddress.ip_network(cidr, strict=True).hosts())
+    except ValueError as e:
+        raise InvalidParameterValue(f"bad floating range {cidr!r}: {e}") from None
+
+
+def create_floating_ips(host: str, cidr: str):
+    """Add every address of ``cidr`` to ``host``'s pool (already known ones are kept as
+    they are). Returns how many were new."""
+    addresses = floating_addresses(cidr)
+    added = yield Transaction(ops=(SAdd(keys.floating_addresses(host), addresses),))
+    yield SAdd(keys.FLOATING_HOSTS, (host,))
+    fresh = added[0]
+    if fresh:
+        known = addresses  # SADD of members already present changes nothing
+        yield SAdd(keys.floating_available(host), known)
+    return fresh
+
+
+class FloatingIps:
+    """The network worker's side: runs on ``network.<host>`` for the host's pool."""
+
+    def __init__(self, host: str, public_interface: str = "eth0"):
+        self.host = host
+        self.public_interface = public_interface
+
+    def allocate_floating_ip(self, context, project_id: str, quota: int):
+        """Take a free address of this host's pool for ``project_id``. Raises
+        QuotaExceeded or NoMoreAddresses; neither leaves anything reserved."""
+        usage = keys.project_usage(project_id)
+        (used,) = yield Transaction(ops=(HIncrBy(usage, "floating_ips", 1),))
+        if used > quota:
+            yield HIncrBy(usage, "floating_ips", -1)
+            raise QuotaExceeded(f"project {project_id} may hold {quota} floating addresses")
+        address = yield SPop(keys.floating_available(self.host))
+        if address is None:
+            yield HIncrBy(usage, "floating_ips", -1)
+            raise NoMoreAddresses(f"no floating addresses left on {self.host}")
+        yield Transaction(
+            ops=(
+                HSet(keys.floatingip(address), {"address": address, "host": self.host, "project_id": project_id,
+                                                 "instance_id": "", "fixed_ip": ""}),
+                SAdd(keys.project_floatingips(project_id), (address,)),
+            )
+        )
+        return address
+
+    def associate_floating_ip(self, context, address: str, instance_id: str):
+        """Point ``address`` at a running instance of its project: bind it and NAT it.
+        Raises NotFound/InvalidParameterValue when the address or instance does not
+        fit; an address already associated must be disassociated first."""
+        floating = yield HGetAll(keys.floatingip(address))
+        record = yield HGetAll(keys.instance(instance_id))
+        if not floating or floating["project_id"] != context.project_id:
+            raise NotFound(f"address {address} is not allocated to project {context.project_id}")
+        if not record or record["project_id"] != context.project_id:
+            raise NotFound(f"the instance ID {instance_id!r} does not exist")
+        if record["state"] != lifecycle.RUNNING or not record.get("fixed_ip"):
+            raise InvalidParameterValue(f"instance {instance_id} is {record['state']}, not running")
+        fixed = record["fixed_ip"]
+        done = yield Transaction(
+            ops=(
+                HSet(keys.floatingip(address), {"instance_id": instance_id, "fixed_ip": fixed}),
+                HSet(keys.instance(instance_id), {"floating_ip": address}),
+            ),
+            guards=(
+                Guard(keys.floatingip(address), "instance_id", ""),
+                Guard(keys.instance(instance_id), "state", lifecycle.RUNNING),
+                Guard(keys.instance(instance_id), "floating_ip", None),
+            ),
+        )
+        if done is None:
+            raise InvalidParameterValue(f"address {address} or instance {instance_id} is already associated or changed")
+        yield BindFloating(address, self.public_interface)
+        yield EnsureFloatingForward(address, fixed)
+        return True
+
+    def disassociate_floating_ip(self, context, address: str):
+        """Undo an association (rules, binding, records). Idempotent."""
+        floating = yield HGetAll(keys.floatingip(address))
+        if not floating or not floating.get("instance_id"):
+            return False
+        if context is not None and not context.is_admin and floating["project_id"] != context.project_id:
+            raise NotFound(f"address {address} is not allocated to project {context.project_id}")
+        yield RemoveFloatingForward(address, floating["fixed_ip"])
+        yield UnbindFloating(address, self.public_interface)
+        done = yield Transaction(
+            ops=(
+                HSet(keys.floatingip(address), {"instance_id": "", "fixed_ip": ""}),
+                HDel(keys.instance(floating["instance_id"]), ("floating_ip",)),
+            ),
+            guards=(Guard(keys.floatingip(address), "instance_id", floating["instance_id"]),),
+        )
+        return done is not None
+
+    def release_floating_ip(self, context, address: str):
+        """Give an unassociated address back to its host's pool and the quota back to
+        the project. Raises InvalidParameterValue while it is associated."""
+        floating = yield HGetAll(keys.floatingip(address))
+        if not floating or floating["project_id"] != context.project_id:
+            raise NotFound(f"address {address} is not allocated to project {context.project_id}")
+        done = yield Transaction(
+            ops=(
+                Del((keys.floatingip(address),)),
+                SRem(keys.project_floatingips(context.project_id), (address,)),
+                HIncrBy(keys.project_usage(context.project_id), "floating_ips", -1),
+                SAdd(keys.floating_available(floating["host"]), (address,)),
+            ),
+            guards=(
+                Guard(keys.floatingip(address), "project_id", context.project_id),
+                Guard(keys.floatingip(address), "instance_id", ""),
+            ),
+        )
+        if done is None:
+            raise InvalidParameterValue(f"address {address} is associated; disassociate it first")
+        return True

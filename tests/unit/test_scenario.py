@@ -1,0 +1,281 @@
+"""The scenario schema: shipped files parse, each mistake is one problem naming its field."""
+
+import copy
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common import distributions as d
+from common.scenario import ScenarioError, parse, with_overrides
+
+SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+BASE = {"name": "t", "cloud": {"hosts": {"count": 2}}, "workload": {"arrivals": {"rate": 1}, "requests": 10}}
+
+
+def problem(**changes):
+    """Parse BASE with ``changes`` (path parts joined by ``__`` -> value); -> its one problem."""
+    data = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        node = data
+        *parents, leaf = path.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    with pytest.raises(ScenarioError) as raised:
+        parse(data, "t.yaml")
+    problems = raised.value.problems
+    assert len(problems) == 1, problems
+    assert str(raised.value) == f"t.yaml: {problems[0]}"
+    return problems[0]
+
+
+def test_the_shipped_scenarios_exist():
+    """The repository ships at least the 5-host and 500-host scenarios."""
+    assert {"5-hosts.yaml", "500-hosts.yaml"} <= {p.name for p in SCENARIOS}
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
+def test_shipped_scenario_parses(path):
+    """Every file in scenarios/ is a valid scenario named like its file."""
+    scenario = parse(yaml.safe_load(path.read_text()), str(path))
+    assert scenario.name == path.stem
+
+
+def test_defaults_of_a_minimal_scenario():
+    """Unset fields take the documented defaults."""
+    s = parse(copy.deepcopy(BASE))
+    assert (s.cloud.scheduler, s.cloud.hosts.vcpus, s.max_cores, s.cloud.network.fixed_range) == ("simple", 16, 16, "10.0.0.0/16")
+    assert s.timing.hypervisor.boot_time == d.LogNormal(20.0, 45.0)
+    assert s.workload.lifetime == d.Exponential(600.0)
+
+
+def test_not_a_mapping():
+    """A top level that is not a mapping is one problem saying so."""
+    with pytest.raises(ScenarioError, match="expected a mapping of sections at the top level, got list"):
+        parse([1, 2], "t.yaml")
+
+
+def test_unknown_field_lists_the_allowed_ones():
+    """A misspelt field names its path and every field allowed there."""
+    assert problem(cloud__hosts__cnt=3) == "cloud.hosts.cnt: unknown field (expected one of: count, memory_mb, vcpus, workers)"
+    assert problem(bogus=1).startswith("bogus: unknown field (expected one of: cloud, description, drain_timeout,")
+
+
+def test_unknown_field_inside_a_list_and_a_dict():
+    """Unknown fields in list items and dict values still list the item model's fields."""
+    assert problem(cloud__projects=[{"id": "a", "quota": {"x": 1}}]) == "cloud.projects.0.quota.x: unknown field (expected one of: cores, instances)"
+    assert problem(cloud__instance_types={"m1.small": {"vcpus": 1, "memory_mb": 1, "gpus": 1}}) == (
+        "cloud.instance_types.m1.small.gpus: unknown field (expected one of: disk_gb, memory_mb, vcpus)"
+    )
+
+
+def test_missing_section():
+    """A missing required section is named."""
+    data = copy.deepcopy(BASE)
+    del data["workload"]
+    with pytest.raises(ScenarioError) as raised:
+        parse(data)
+    assert raised.value.problems == ("workload: required field is missing",)
+
+
+def test_wrong_type_names_the_value():
+    """A value of the wrong type names the path, what was expected and what was given."""
+    assert problem(workload__requests="many") == (
+        "workload.requests: Input should be a valid integer, unable to parse string as an integer (got 'many')"
+    )
+
+
+@pytest.mark.parametrize("count", [0, -1])
+def test_non_positive_hosts(count):
+    """cloud.hosts.count must be positive."""
+    assert problem(cloud__hosts__count=count) == f"cloud.hosts.count: Input should be greater than 0 (got {count})"
+
+
+def test_unknown_distribution():
+    """A distribution kind not in KINDS is named with the kinds allowed."""
+    assert problem(timing__store={"gamma": {"k": 1}}) == (
+        "timing.store: unknown distribution 'gamma'; expected one of: constant, uniform, exponential, lognormal, normal"
+    )
+
+
+def test_bad_distribution_parameters():
+    """A lognormal whose p95 is below its median says so at its path."""
+    assert problem(timing__hypervisor={"boot_time": {"lognormal": {"median": 5, "p95": 2}}}).startswith(
+        "timing.hypervisor.boot_time: lognormal needs 0 < median < p95"
+    )
+
+
+@pytest.mark.parametrize(
+    "cidr, what",
+    [
+        ("10.0.0.1/24", "expected a network in CIDR form"),
+        ("banana", "expected a network in CIDR form"),
+        ("10.0.0.0/31", "needs at least 4 addresses"),
+        ("10.0.0.0/8", "larger than /12"),
+    ],
+)
+def test_bad_cidr(cidr, what):
+    """cloud.network.fixed_range must be a network of sensible size."""
+    text = problem(cloud__network={"fixed_range": cidr})
+    assert text.startswith("cloud.network.fixed_range: ") and what in text and repr(cidr) in text
+
+
+def test_unknown_scheduler():
+    """cloud.scheduler must be queue, chance or simple."""
+    assert problem(cloud__scheduler="fifo") == "cloud.scheduler: Input should be 'queue', 'chance' or 'simple' (got 'fifo')"
+
+
+def test_workload_with_unknown_instance_type():
+    """A workload instance type not in cloud.instance_types names both fields."""
+    text = problem(workload__instance_types={"m1.huge": 1})
+    assert text.startswith("workload.instance_types: m1.huge not in cloud.instance_types (expected one of: ")
+    assert "m1.medium" in text
+
+
+def test_workload_with_unknown_project():
+    """A workload project not in cloud.projects names it."""
+    assert problem(workload__projects={"nobody": 1}) == (
+        "workload.projects: nobody not in cloud.projects (expected one of: demo)"
+    )
+
+
+def test_workload_with_unknown_image():
+    """A workload image not in cloud.images names it."""
+    assert problem(workload__image="ami-x") == "workload.image: 'ami-x' is not in cloud.images (expected one of: ami-tiny)"
+
+
+def test_instance_type_bigger_than_max_cores():
+    """A workload type that can never fit under max_cores is refused."""
+    text = problem(workload__instance_types={"m1.large": 1}, cloud__max_cores=2)
+    assert text == "workload.instance_types.m1.large: 4 vCPUs can never fit under cloud.max_cores 2"
+
+
+@pytest.mark.parametrize(
+    "changes, paths",
+    [
+        ({"workload__instance_types": {"m1.huge": 1}}, {"workload.instance_types"}),
+        ({"workload__projects": {"nobody": 1}}, {"workload.projects"}),
+        ({"workload__image": "ami-x"}, {"workload.image"}),
+        ({"workload__instance_types": {"m1.large": 1}, "cloud__max_cores": 2}, {"workload.instance_types.m1.large", "cloud.max_cores"}),
+    ],
+)
+def test_cross_reference_problem_is_reported_at_its_field_path(changes, paths):
+    """The module promises '<field.path>: <what was expected>' for every problem."""
+    assert problem(**changes).split(": ")[0] in paths
+
+
+def test_duplicate_and_missing_projects():
+    """Project ids must be unique, and there must be one."""
+    assert problem(cloud__projects=[{"id": "a"}, {"id": "a"}]) == "cloud: project ids must be unique; repeated: a"
+    assert problem(cloud__projects=[]) == "cloud: at least one project is needed"
+
+
+def test_several_mistakes_are_all_reported():
+    """Independent mistakes each get their own line."""
+    data = copy.deepcopy(BASE)
+    data["cloud"]["hosts"]["count"] = 0
+    data["workload"]["requests"] = -1
+    with pytest.raises(ScenarioError) as raised:
+        parse(data)
+    assert [p.split(":")[0] for p in raised.value.problems] == ["cloud.hosts.count", "workload.requests"]
+
+
+# -- distributions --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        (0.002, d.Constant(0.002)),
+        (5, d.Constant(5.0)),
+        ({"constant": 1}, d.Constant(1.0)),
+        ({"uniform": [0.001, 0.003]}, d.Uniform(0.001, 0.003)),
+        ({"exponential": {"mean": 600}}, d.Exponential(600.0)),
+        ({"lognormal": {"median": 20, "p95": 45}}, d.LogNormal(20.0, 45.0)),
+        ({"normal": {"mean": 20, "stddev": 3}}, d.Normal(20.0, 3.0)),
+    ],
+)
+def test_distribution_parse_and_to_spec_round_trip(spec, expected):
+    """parse(spec) gives the distribution; parse(to_spec()) gives it back again."""
+    assert d.parse(spec) == expected
+    assert d.parse(expected.to_spec()) == expected
+
+
+@pytest.mark.parametrize(
+    "dist, low, high",
+    [
+        (d.Constant(2.0), 2.0, 2.0),
+        (d.Uniform(1.0, 3.0), 1.0, 3.0),
+        (d.Exponential(5.0), 0.0, float("inf")),
+        (d.Exponential(0.0), 0.0, 0.0),
+        (d.LogNormal(20.0, 45.0), 0.0, float("inf")),
+        (d.Normal(1.0, 5.0), 0.0, float("inf")),
+    ],
+)
+def test_distribution_samples_in_range_and_reproducibly(dist, low, high):
+    """Samples lie in the support, and the same seed gives the same draws."""
+    draws = [dist.sample(random.Random(1)) for _ in range(2)]
+    many = [dist.sample(rng) for rng in [random.Random(7)] for _ in range(200)]
+    assert draws[0] == draws[1]
+    assert all(low <= x <= high for x in many)
+
+
+def test_lognormal_is_set_by_median_and_p95():
+    """About half the draws are under the median and about 95% under p95."""
+    rng, dist = random.Random(1), d.LogNormal(20.0, 45.0)
+    draws = sorted(dist.sample(rng) for _ in range(4000))
+    assert 18 < draws[2000] < 22 and 40 < draws[3800] < 50
+    assert dist.mean == pytest.approx(sum(draws) / len(draws), rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (True, "expected a number or a one-key mapping"),
+        ({"constant": 1, "uniform": [1, 2]}, "expected a number or a one-key mapping"),
+        ({"zipf": 1}, "unknown distribution 'zipf'"),
+        (-1, "constant must not be negative"),
+        ({"uniform": [3, 1]}, "uniform high 1.0 is below low 3.0"),
+        ({"uniform": 3}, "uniform takes [low, high]"),
+        ({"exponential": 5}, "exponential takes a mapping of parameters"),
+        ({"exponential": {"mean": 5, "rate": 1}}, "exponential takes exactly ['mean']"),
+        ({"normal": {"mean": 1, "stddev": -1}}, "normal stddev must not be negative"),
+        ({"constant": float("nan")}, "must be a finite number"),
+        ({"constant": "1"}, "must be a finite number"),
+    ],
+)
+def test_distribution_parse_errors(spec, message):
+    """Each bad spec is a ValueError saying what is wrong."""
+    with pytest.raises(ValueError) as raised:
+        d.parse(spec)
+    assert message in str(raised.value)
+
+
+# -- with_overrides --------------------------------------------------------------------
+
+
+def test_with_overrides_changes_nested_fields():
+    """Dotted paths change nested fields, distributions included; the rest is unchanged."""
+    s = parse(copy.deepcopy(BASE))
+    t = with_overrides(s, {"cloud.hosts.count": 9, "timing.rpc": {"uniform": [0.001, 0.002]}})
+    assert (t.cloud.hosts.count, t.timing.rpc) == (9, d.Uniform(0.001, 0.002))
+    assert t.model_copy(update={"cloud": s.cloud, "timing": s.timing}) == s
+    assert with_overrides(s, {}) == s
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"cloud.hosts.cnt": 1}, "<overrides>: cloud.hosts.cnt: unknown field (expected one of: count, memory_mb, vcpus, workers)"),
+        ({"nope.x": 1}, "<overrides>: nope.x: no such field"),
+        ({"cloud.hosts.count.x": 1}, "<overrides>: cloud.hosts.count.x: no such field"),
+        ({"workload.requests": 0}, "<overrides>: workload.requests: Input should be greater than 0 (got 0)"),
+    ],
+)
+def test_with_overrides_rejects_unknown_paths_and_bad_values(overrides, message):
+    """A path naming no field, or a value the schema refuses, is a ScenarioError."""
+    with pytest.raises(ScenarioError) as raised:
+        with_overrides(parse(copy.deepcopy(BASE)), overrides)
+    assert str(raised.value) == message

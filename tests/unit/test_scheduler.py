@@ -1,0 +1,166 @@
+"""SchedulerManager: reserve-then-verify core claims, liveness, placement CAS, dispatch."""
+
+import pytest
+from records import IID, KEY, cas, changed, dealloc, record, released, settle
+from scripted import finish, run, step
+from tiny_store import TinyStore, drive
+
+from common import keys
+from common.context import RequestContext
+from common.effects import Cast, Choose, Guard, HGetAll, HSet, Now, Transaction, ZIncrBy, ZRangeByScore
+from common.network import FlatManager, FlatNetwork
+from common.scheduler import MAX_CANDIDATES, SchedulerConfig, SchedulerManager
+
+CTX = RequestContext("alice", "p1")
+HB = keys.heartbeats("compute")
+NO_HOST = "no valid host: all live hosts are full or down"
+
+
+def scheduler(driver="simple", max_cores=8):
+    return SchedulerManager(SchedulerConfig(driver, max_cores, 60.0), FlatManager(FlatNetwork()))
+
+
+def placed(host, at=100.0):
+    return Transaction(
+        ops=(HSet(KEY, {"host": host, "scheduled_at": repr(at)}),),
+        guards=(Guard(KEY, "state", "scheduling"), Guard(KEY, "host", "")),
+    )
+
+
+def start_simple(gen, rows, live=(("h1", 95.0), ("h2", 95.0)), topic="compute"):
+    """Read the record, answer the heartbeat query with ``live`` and the room query with ``rows``."""
+    assert step(gen) == HGetAll(KEY)
+    assert step(gen, record("scheduling")) == Now()
+    assert step(gen, 100.0) == ZRangeByScore(keys.heartbeats(topic), "(40.0", "+inf")
+    assert step(gen, list(live)) == ZRangeByScore(keys.COMPUTE_CORES, "-inf", "6.0")
+    return step(gen, rows)
+
+
+def test_simple_picks_first_live_candidate_under_the_limit():
+    """Of the hosts with room (least loaded first), the first live one whose ZINCRBY stays <= max wins."""
+    gen = scheduler().run_instance(CTX, IID)
+    assert start_simple(gen, [("h1", 0.0), ("h2", 4.0)]) == ZIncrBy(keys.COMPUTE_CORES, 2, "h1")
+    assert step(gen, 2.0) == Now()
+    assert step(gen, 100.0) == placed("h1")
+    assert step(gen, [1]) == Cast("compute.h1", "run_instance", {"instance_id": IID}, CTX)
+    assert finish(gen) is None
+
+
+def test_simple_claim_over_the_limit_is_undone_and_next_tried():
+    """A ZINCRBY result over max_cores (a race) is undone with the negative amount."""
+    gen = scheduler().run_instance(CTX, IID)
+    start_simple(gen, [("h1", 6.0), ("h2", 6.0)])
+    assert step(gen, 10.0) == ZIncrBy(keys.COMPUTE_CORES, -2, "h1")
+    assert step(gen, 8.0) == ZIncrBy(keys.COMPUTE_CORES, 2, "h2")
+    assert step(gen, 8.0) == Now()  # exactly at the limit is allowed
+    assert step(gen, 100.0) == placed("h2")
+    assert step(gen, [1]) == Cast("compute.h2", "run_instance", {"instance_id": IID}, CTX)
+
+
+@pytest.mark.parametrize("live", [[("h2", 99.0)], [("h2", 99.0), ("h3", 99.0)]])
+def test_simple_skips_a_down_host(live):
+    """A host with room but no fresh heartbeat is never claimed."""
+    gen = scheduler().run_instance(CTX, IID)
+    assert start_simple(gen, [("h1", 0.0), ("h2", 0.0)], live) == ZIncrBy(keys.COMPUTE_CORES, 2, "h2")
+
+
+def test_simple_tries_at_most_max_candidates():
+    """After MAX_CANDIDATES lost claims the decision gives up (NoValidHost) without trying more."""
+    hosts = [f"h{k:02}" for k in range(MAX_CANDIDATES + 1)]
+    gen = scheduler().run_instance(CTX, IID)
+    effect = start_simple(gen, [(h, 0.0) for h in hosts], [(h, 95.0) for h in hosts])
+    claimed = []
+    while isinstance(effect, ZIncrBy):
+        claimed.append(effect.member)
+        effect = step(gen, 10.0 if effect.amount > 0 else 8.0)  # every claim lost to a race
+    assert claimed == [h for h in hosts[:MAX_CANDIDATES] for _ in ("claim", "undo")] and effect == Now()
+
+
+def test_no_candidates_fails_and_deallocates():
+    """No host with room: error with the reason, no cores to give back, address released."""
+    gen = scheduler().run_instance(CTX, IID)
+    assert start_simple(gen, []) == Now()
+    assert step(gen, 100.0) == cas("scheduling", "error", 100.0, settle(), error=NO_HOST)
+    assert step(gen, [1, 1, 1]) == changed("scheduling", "error", 100.0)
+    assert step(gen) == dealloc()
+    assert finish(gen, [1, 1, 1, 1]) is None
+
+
+def test_all_candidates_down_fails():
+    """Every candidate down is the same as none."""
+    gen = scheduler().run_instance(CTX, IID)
+    assert start_simple(gen, [("h1", 0.0)], live=[]) == Now()
+    assert step(gen, 100.0) == cas("scheduling", "error", 100.0, settle(), error=NO_HOST)
+
+
+def test_chance_chooses_among_live_hosts():
+    """chance: the live hosts (sorted) go to Choose, the chosen one is claimed and placed."""
+    gen = scheduler("chance").run_instance(CTX, IID)
+    step(gen)
+    assert step(gen, record("scheduling")) == Now()
+    assert step(gen, 100.0) == ZRangeByScore(HB, "(40.0", "+inf")
+    assert step(gen, [("h2", 99.0), ("h1", 98.0)]) == Choose(("h1", "h2"))
+    assert step(gen, "h2") == ZIncrBy(keys.COMPUTE_CORES, 2, "h2")
+    assert step(gen, 2.0) == Now()
+    assert step(gen, 100.0) == placed("h2")
+    assert step(gen, [1]) == Cast("compute.h2", "run_instance", {"instance_id": IID}, CTX)
+
+
+def test_chance_with_no_live_host_fails():
+    """chance with nobody up fails the instance without a Choose."""
+    gen = scheduler("chance").run_instance(CTX, IID)
+    step(gen)
+    step(gen, record("scheduling"))
+    step(gen, 100.0)
+    assert step(gen, []) == Now()
+    assert step(gen, 100.0) == cas("scheduling", "error", 100.0, settle(), error=NO_HOST)
+
+
+def test_placement_guard_failure_gives_cores_back():
+    """Terminated while we chose: the placement CAS fails and the claim is undone."""
+    gen = scheduler().run_instance(CTX, IID)
+    start_simple(gen, [("h1", 0.0)])
+    step(gen, 2.0)
+    assert step(gen, 100.0) == placed("h1")
+    assert step(gen, None) == released("h1")
+    assert finish(gen, 0.0) is None
+
+
+def test_custom_topic_routes_to_that_topic():
+    """The cast goes to ``<topic>.<host>`` and liveness is read from that topic."""
+    gen = scheduler().run_instance(CTX, IID, topic="gpu")
+    start_simple(gen, [("h1", 0.0)], topic="gpu")
+    step(gen, 2.0)
+    step(gen, 100.0)
+    assert step(gen, [1]) == Cast("gpu.h1", "run_instance", {"instance_id": IID}, CTX)
+
+
+@pytest.mark.parametrize("rec", [{}, record("running", host="h1"), record("scheduling", host="h1"), record("shutting_down")])
+def test_nothing_to_schedule_only_reads(rec):
+    """Missing, already placed, or no longer scheduling: read and return."""
+    effects, result = run(scheduler().run_instance(CTX, IID), rec)
+    assert effects == [HGetAll(KEY)] and result is None
+
+
+def test_simple_in_a_tiny_store_places_on_the_least_loaded_live_host():
+    """Sanity check of the store model used below: with room, the least loaded live host wins."""
+    store = TinyStore({
+        KEY: record("scheduling"),
+        keys.COMPUTE_CORES: {"h1": 4.0, "h2": 2.0, "h3": 0.0},
+        HB: {"h1": 95.0, "h2": 95.0, "h3": 10.0},
+    })
+    effects, _ = drive(scheduler().run_instance(CTX, IID), store)
+    assert effects[-1] == Cast("compute.h2", "run_instance", {"instance_id": IID}, CTX)
+    assert store.data[keys.COMPUTE_CORES] == {"h1": 4.0, "h2": 4.0, "h3": 0.0}
+
+
+def test_simple_finds_a_live_host_behind_many_down_ones():
+    """16 dead hosts at low load must not hide a live host with room (NoValidHost instead)."""
+    cores = {f"dead{k:02}": 0.0 for k in range(MAX_CANDIDATES)}
+    store = TinyStore({
+        KEY: record("scheduling"),
+        keys.COMPUTE_CORES: {**cores, "live": 2.0},
+        HB: {**{host: 10.0 for host in cores}, "live": 95.0},
+    })
+    effects, _ = drive(scheduler().run_instance(CTX, IID), store)
+    assert effects[-1] == Cast("compute.live", "run_instance", {"instance_id": IID}, CTX)
