@@ -14,6 +14,7 @@ from common import instances, keys, lifecycle, rpc, scheduler
 from common.effects import (
     Call,
     Cast,
+    Choose,
     Guard,
     HGet,
     HGetAll,
@@ -29,6 +30,7 @@ from common.effects import (
 )
 from common.errors import (
     InvalidParameterValue,
+    NoMoreAddresses,
     NoMoreNetworks,
     NotFound,
     NovaError,
@@ -243,8 +245,12 @@ class CloudController:
         """-> a floating address for the caller's project. Raises QuotaExceeded or
         NoMoreAddresses (nothing reserved then)."""
         quota = self.config.quotas.get(context.project_id, self.config.default_quota).floating_ips
+        hosts = yield SMembers(keys.FLOATING_HOSTS)
+        if not hosts:
+            raise NoMoreAddresses("no network host has floating addresses")
+        host = yield Choose(tuple(sorted(hosts)))  # each host allocates from its own pool
         try:
-            return (yield Call("network", "allocate_floating_ip",
+            return (yield Call(rpc.host_topic("network", host), "allocate_floating_ip",
                                {"project_id": context.project_id, "quota": quota}, context,
                                timeout=self.config.network_call_timeout))
         except RemoteError as e:

@@ -24,6 +24,7 @@ from common.effects import (
     HSet,
     RemoveFloatingForward,
     SAdd,
+    SMembers,
     SPop,
     SRem,
     Transaction,
@@ -40,16 +41,22 @@ def floating_addresses(cidr: str) -> tuple[str, ...]:
 
 
 def create_floating_ips(host: str, cidr: str):
-    """Add every address of ``cidr`` to ``host``'s pool (already known ones are kept as
-    they are). Returns how many were new."""
+    """Add the addresses of ``cidr`` that ``host`` does not have yet to its pool, in one
+    transaction (addresses it already has, free or allocated, are left as they are).
+    Returns how many were new."""
     addresses = floating_addresses(cidr)
-    added = yield Transaction(ops=(SAdd(keys.floating_addresses(host), addresses),))
-    yield SAdd(keys.FLOATING_HOSTS, (host,))
-    fresh = added[0]
-    if fresh:
-        known = addresses  # SADD of members already present changes nothing
-        yield SAdd(keys.floating_available(host), known)
-    return fresh
+    known = yield SMembers(keys.floating_addresses(host))
+    fresh = tuple(a for a in addresses if a not in known)
+    if not fresh:
+        return 0
+    done = yield Transaction(
+        ops=(
+            SAdd(keys.floating_addresses(host), fresh),
+            SAdd(keys.floating_available(host), fresh),
+            SAdd(keys.FLOATING_HOSTS, (host,)),
+        )
+    )
+    return len(fresh) if done is not None else 0
 
 
 class FloatingIps:
@@ -100,6 +107,7 @@ class FloatingIps:
             ),
             guards=(
                 Guard(keys.floatingip(address), "instance_id", ""),
+                Guard(keys.floatingip(address), "project_id", context.project_id),
                 Guard(keys.instance(instance_id), "state", lifecycle.RUNNING),
                 Guard(keys.instance(instance_id), "floating_ip", None),
             ),

@@ -383,12 +383,17 @@ class FlatManager(FloatingIps):
         now = yield Now()
         due = yield ZRangeByScore(keys.DEALLOCATED, "-inf", repr(now - self.config.disassociate_timeout), RECLAIM_BATCH)
         reclaimed = 0
-        for address, _ in due:
+        for address, since in due:
             nid = self._network_of(address)
-            if (yield from self._to_pool(address, nid, Guard(keys.fixedip(address), "state", "deallocated"))):
+            # Guarded on the deallocation we read: a fresher one waits its own timeout.
+            if (yield from self._to_pool(address, nid, Guard(keys.fixedip(address), "state", "deallocated"),
+                                         Guard(keys.fixedip(address), "deallocated_at", repr(since)))):
                 reclaimed += 1
-            else:
-                yield ZRem(keys.DEALLOCATED, (address,))  # re-allocated meanwhile: not ours to reclaim
+                continue
+            state = yield HGet(keys.fixedip(address), "state")
+            if state != "deallocated":  # handed out again meanwhile: drop the stale entry
+                yield Transaction(ops=(ZRem(keys.DEALLOCATED, (address,)),),
+                                  guards=(Guard(keys.fixedip(address), "state", state),))
         return reclaimed
 
 

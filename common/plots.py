@@ -217,18 +217,38 @@ def _cdf(ax, values, label, **style):
     ax.step(xs, ys, where="post", label=label, **style)
 
 
+#: Pools drawn and labelled one by one; past this many, the most drained ones are and the
+#: rest are drawn grey under one legend entry (a VLAN cloud has a pool per project).
+MAX_LABELLED_POOLS = 5
+
+
 def pool_free_png(series, *, subtitle: str = "", time_label: str = TIME_LABEL) -> bytes:
-    """Free addresses per pool over time, the pool's size dashed, dry spells shaded."""
+    """Free addresses per pool over time, the pool's size dotted, dry spells shaded. With
+    many pools the most drained are labelled and the others drawn grey."""
     fig, (ax,) = _figure()
     free = series_by_name(series, "pool_free")
     sizes = {name: v[-1] for name, (_, v) in series_by_name(series, "pool_size").items() if v}
-    ax.set_title(_title("Free addresses per pool", subtitle))
+    title = "Free addresses per pool" + (f" ({len(free)} pools)" if len(free) > MAX_LABELLED_POOLS else "")
+    ax.set_title(_title(title, subtitle))
     ax.set_xlabel(time_label)
     ax.set_ylabel("free addresses (count)")
     if not free:
         _empty_note(ax, "no pool samples")
         return png(fig)
-    for index, (name, (t, v)) in enumerate(free.items()):
+
+    def drained(name):  # lowest share of the pool left free at any sample
+        size = sizes.get(name) or max(free[name][1]) or 1
+        return min(free[name][1]) / size
+
+    ranked = sorted(free, key=drained)
+    labelled = set(ranked if len(free) <= MAX_LABELLED_POOLS + 1 else ranked[:MAX_LABELLED_POOLS])
+    others = [name for name in free if name not in labelled]
+    for index, name in enumerate(others):
+        t, v = decimate(*free[name])
+        ax.step(t, v, where="post", color="0.6", linewidth=0.8, alpha=0.6,
+                label=f"{len(others)} other pools" if index == 0 else None)
+    for index, name in enumerate(n for n in free if n in labelled):
+        t, v = free[name]
         colour = f"C{index % 10}"
         size = sizes.get(name)
         low = min(v)
@@ -236,13 +256,14 @@ def pool_free_png(series, *, subtitle: str = "", time_label: str = TIME_LABEL) -
         dt, dv = decimate(t, v)
         ax.step(dt, dv, where="post", color=colour, label=label, linewidth=1.3)
         if size is not None:
-            ax.axhline(size, color=colour, linestyle=":", linewidth=1, label=f"{name}: pool size {size:,.0f}")
+            ax.axhline(size, color=colour, linestyle=":", linewidth=1)
         dry = first_time_at_or_below(t, v, 0)
         if dry is not None:
             _shade_dry(ax, t, v, colour)
             ax.annotate(f"{name} ran dry at t={dry:,.0f} s", xy=(dry, 0), xytext=(8, 18),
                         textcoords="offset points", color=colour, fontsize="small",
                         arrowprops={"arrowstyle": "->", "color": colour})
+    ax.plot([], [], color="0.3", linestyle=":", linewidth=1, label="pool size (dotted, same colour)")
     ax.set_ylim(bottom=0)
     ax.legend(loc="best", fontsize="small")
     ax.grid(alpha=0.3)
