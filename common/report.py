@@ -191,7 +191,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
     for s in summary["slo"]:
         value = "-" if s["value"] is None else f"{s['value']:.3g}"
         add("slo", f"{s['name']} <= {s['limit']:g}", f"{'ok' if s['ok'] else 'FAILED'} ({value})")
-    add("run", "simulated time", f"{summary['sim_time']:,.0f} s")
+    clock = "simulated time" if summary["mode"] == "sim" else "scenario time (wall x time scale)"
+    add("run", clock, f"{summary['sim_time']:,.0f} s")
     add("run", "effects", f"{summary['effects']:,}")
     add("run", "wall time", f"{summary['wall_seconds']:.1f} s")
     add("run", "trace fingerprint", summary["fingerprint"])

@@ -70,7 +70,7 @@ _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
 # A command not listed is refused rather than sent with an unprefixed key.
 _KEYS = {
     "GET": "first", "SETNX": "first", "DEL": "all",
-    "HGET": "first", "HGETALL": "first", "HSET": "first", "HINCRBY": "first",
+    "HGET": "first", "HGETALL": "first", "HSET": "first", "HINCRBY": "first", "HDEL": "first",
     "SADD": "first", "SREM": "first", "SMEMBERS": "first", "SCARD": "first", "SPOP": "first",
     "ZADD": "first", "ZINCRBY": "first", "ZREM": "first", "ZSCORE": "first",
     "ZRANGEBYSCORE": "first",

@@ -101,6 +101,8 @@ CASES = {
     "hset-overwrite": ((H,), fx.HSet("h", {"a": "9", "c": "3"}), 1),
     "hincrby-new": ((), fx.HIncrBy("h", "n", 3), 3),
     "hincrby": ((H,), fx.HIncrBy("h", "b", -5), -3),
+    "hdel": ((H,), fx.HDel("h", ("a", "zz")), 1),
+    "hdel-missing": ((), fx.HDel("h", ("a",)), 0),
     "sadd": ((), fx.SAdd("s", ("a", "b", "a")), 2),
     "sadd-existing": ((fx.SAdd("s", ("a",)),), fx.SAdd("s", ("a", "b")), 1),
     "srem": ((fx.SAdd("s", ("a", "b")),), fx.SRem("s", ("a", "zz")), 1),

@@ -1,0 +1,85 @@
+"""``novalab``: the operator's command.
+
+    novalab compute --host NAME [--config FILE]     a compute worker
+    novalab network [--host NAME] [--config FILE]   the network worker
+    novalab scheduler [--host NAME] [--config FILE] the scheduler
+    novalab run FILE [--mode sim|real] ...          same as run-scenario
+    novalab validate FILE...                        check scenario files
+
+Exit status: 0 clean, 1 a run's invariant or SLO failed, 2 bad input or a service it
+needs is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from common.scenario import ScenarioError, parse_yaml
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="novalab", description="novalab: a testbed of the 2010 Nova architecture.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for kind in ("compute", "network", "scheduler"):
+        daemon = sub.add_parser(kind, help=f"run a {kind} worker")
+        daemon.add_argument("--host", default=socket.gethostname() if kind != "compute" else None,
+                            required=kind == "compute", help="this worker's host name (its private queue)")
+        daemon.add_argument("--config", default=None, help="YAML configuration (NOVALAB_* variables override it)")
+    run = sub.add_parser("run", help="run a scenario (same as run-scenario)")
+    run.add_argument("scenario")
+    run.add_argument("--mode", default="sim")
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--out", default=None)
+    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--no-plots", action="store_true")
+    validate = sub.add_parser("validate", help="check scenario files without running them")
+    validate.add_argument("scenarios", nargs="+")
+    args = parser.parse_args(argv)
+
+    if args.command in ("compute", "network", "scheduler"):
+        from real import config as config_module
+        from real.daemon import serve
+
+        try:
+            config = config_module.load(args.config)
+        except config_module.ConfigError as e:
+            print(f"novalab {args.command}: {e}", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(serve(args.command, args.host, config))
+    if args.command == "run":
+        sys.exit(run_mode(args))
+    sys.exit(validate_files(args.scenarios))
+
+
+def run_mode(args) -> int:
+    """Hand the run to the mode's runner, found by entry point (sim and real stay apart)."""
+    for entry in metadata.entry_points(group="novalab.modes"):
+        if entry.name == args.mode:
+            return entry.load()(args)
+    print(f"novalab run: unknown mode {args.mode!r} (expected sim or real)", file=sys.stderr)
+    return 2
+
+
+def validate_files(paths) -> int:
+    status = 0
+    for path in paths:
+        try:
+            scenario = parse_yaml(Path(path).read_bytes(), path)
+        except FileNotFoundError:
+            print(f"{path}: no such file", file=sys.stderr)
+            status = 2
+        except ScenarioError as e:
+            print(e, file=sys.stderr)
+            status = 2
+        else:
+            print(f"{path}: ok ({scenario.name}, {scenario.cloud.hosts.count} hosts, "
+                  f"{scenario.workload.requests} requests)")
+    return status
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Daemon configuration: one YAML file, overridden by NOVALAB_* environment variables.
+
+``NOVALAB_REDIS_URL=redis://db:6379/0 novalab compute --host h1 --config nova.yaml``
+- every field below can be set as ``NOVALAB_<FIELD NAME IN CAPITALS>``; the
+environment wins over the file, the file over the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, ValidationError
+
+
+class DaemonConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    #: Prefix of every store key: one deployment's keys never meet another's.
+    key_prefix: str = "novalab:"
+    libvirt_uri: str = "qemu:///system"
+    instances_path: str = "/var/lib/novalab/instances"
+    #: Messages one daemon handles at once (one AMQP connection each).
+    workers: PositiveInt = 4
+    report_interval: PositiveFloat = 10.0
+    service_down_time: PositiveFloat = 60.0
+    periodic_interval: PositiveFloat = 60.0
+    build_timeout: PositiveFloat = 600.0
+    #: Scenario seconds per wall second (run-scenario --mode real compresses time).
+    time_scale: PositiveFloat = 1.0
+    #: Wall-clock origin of the compressed clock, shared by every process of a run.
+    time_origin: float | None = None
+    scheduler_driver: Literal["chance", "simple"] = "simple"
+    max_cores: PositiveInt = 16
+    network_manager: Literal["flat", "flatdhcp", "vlan"] = "flat"
+    fixed_range: str = "10.0.0.0/16"
+    flat_network_bridge: str = "br100"
+    flat_network_dns: str = "8.8.4.4"
+    bridge_interface: str = "eth0"
+    network_size: PositiveInt = 256
+    num_networks: PositiveInt | None = None
+    vlan_start: PositiveInt = 100
+    vpn_clients: int = 5
+    disassociate_timeout: PositiveFloat = 600.0
+    #: linux_net: where dnsmasq files live, the namespace to work in (none: the host's
+    #: own network stack), the interface floating addresses go on, and the dnsmasq hook.
+    net_state_dir: str = "/var/lib/novalab/networks"
+    netns: str | None = None
+    public_interface: str = "eth0"
+    dhcpbridge: str | None = None
+    #: Seconds to wait for Redis and RabbitMQ at start-up before refusing to start.
+    connect_timeout: PositiveFloat = 5.0
+
+
+    def network_config(self):
+        from common.network import NetworkConfig
+
+        return NetworkConfig(
+            manager=self.network_manager, fixed_range=self.fixed_range, bridge=self.flat_network_bridge,
+            bridge_interface=self.bridge_interface, dns=self.flat_network_dns, network_size=self.network_size,
+            num_networks=self.num_networks, vlan_start=self.vlan_start, vpn_clients=self.vpn_clients,
+            disassociate_timeout=self.disassociate_timeout,
+        )
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load(path: str | None, environ=os.environ) -> DaemonConfig:
+    """Read the file (if any), apply the environment, validate. Raises ConfigError."""
+    data = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+    for name in DaemonConfig.model_fields:
+        value = environ.get(f"NOVALAB_{name.upper()}")
+        if value is not None:
+            data[name] = value
+    try:
+        return DaemonConfig.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"{path or 'configuration'}: {problems}") from None

@@ -1,0 +1,116 @@
+"""The daemons an operator runs: ``novalab compute|network|scheduler``.
+
+Each reads one configuration file (real.config), refuses to start with a clear message
+when Redis or RabbitMQ cannot be reached, logs to stderr, and exits cleanly on SIGTERM
+or SIGINT (in-flight messages finish, within a bound).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from common.compute import ComputeManager
+from common.errors import HypervisorError, NovaError
+from common import network
+from common.scheduler import SchedulerConfig, SchedulerManager
+from real.config import DaemonConfig
+from real.runner import Agent, RealRuntime
+from real.service import RealService
+from real.store import RedisStore
+from real.transport import RpcClient
+
+log = logging.getLogger("novalab")
+
+KINDS = ("compute", "network", "scheduler")
+
+
+class StartupError(RuntimeError):
+    """A daemon cannot start; the message says which service is missing and where."""
+
+
+def network_manager(config: DaemonConfig, host: str = ""):
+    return network.make_manager(config.network_config(), host)
+
+
+def net_driver(config: DaemonConfig):
+    """linux_net for the DHCP managers (flat does no network work, so none)."""
+    if config.network_manager == network.FLAT:
+        return None
+    from real.linux_net import LinuxNet
+
+    return LinuxNet(config.net_state_dir, namespace=config.netns, dhcp_script=config.dhcpbridge,
+                    public_interface=config.public_interface)
+
+
+def connect(config: DaemonConfig):
+    """-> (store, runtime) once Redis and RabbitMQ answer; StartupError otherwise."""
+    store = RedisStore(config.redis_url, prefix=config.key_prefix, socket_timeout=config.connect_timeout)
+    try:
+        store.ping()
+    except NovaError as e:
+        raise StartupError(f"cannot reach Redis at {config.redis_url}: {e}") from None
+    try:
+        RpcClient(config.amqp_url, connect_timeout=config.connect_timeout).close()
+    except Exception as e:  # any failure to connect is a refusal to start
+        raise StartupError(f"cannot reach RabbitMQ at {config.amqp_url}: {e}") from None
+    runtime = RealRuntime(store, lambda: RpcClient(config.amqp_url), time_scale=config.time_scale,
+                          time_origin=config.time_origin)
+    return store, runtime
+
+
+def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
+    """Make the service for ``kind`` on ``host`` and run its start-up work."""
+    net = network_manager(config, host)
+    if kind == "compute":
+        from real.libvirt_driver import LibvirtDriver
+
+        try:
+            hypervisor = LibvirtDriver(config.libvirt_uri, config.instances_path)
+        except HypervisorError as e:
+            raise StartupError(f"cannot open libvirt at {config.libvirt_uri}: {e}") from None
+        manager = ComputeManager(host, net)
+        svc = RealService(runtime, "compute", host, manager, amqp_url=config.amqp_url, workers=config.workers,
+                          hypervisor=hypervisor, netdriver=net_driver(config))
+        settled = runtime.drive(svc.agent, manager.init_host())
+        if settled:
+            log.warning("compute %s: settled %d instances left mid-way by a previous run: %s",
+                        host, len(settled), ", ".join(settled))
+        return svc
+    if kind == "network":
+        svc = RealService(runtime, "network", host, net, amqp_url=config.amqp_url, workers=config.workers,
+                          netdriver=net_driver(config))
+        runtime.drive(svc.agent, net.create_networks())
+        runtime.drive(svc.agent, net.init_host())
+        return svc
+    if kind == "scheduler":
+        manager = SchedulerManager(SchedulerConfig(config.scheduler_driver, config.max_cores, config.service_down_time), net)
+        return RealService(runtime, "scheduler", host, manager, amqp_url=config.amqp_url, workers=config.workers)
+    raise ValueError(f"unknown daemon kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def serve(kind: str, host: str, config: DaemonConfig) -> int:
+    """Run one daemon until SIGTERM/SIGINT. Returns the exit status."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s {kind}.{host} %(levelname)s %(name)s: %(message)s")
+    try:
+        store, runtime = connect(config)
+        svc = build(kind, host, config, runtime)
+    except StartupError as e:
+        print(f"novalab {kind}: refusing to start: {e}", file=sys.stderr)
+        return 2
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    svc.start(config.report_interval)
+    if kind == "network" and svc.manager.dhcp:
+        svc.every(config.periodic_interval, lambda: runtime.drive(svc.agent, svc.manager.reclaim_fixed_ips()), "reclaim")
+    log.info("serving %s and %s.%s", kind, kind, host)
+    stopping.wait()
+    log.info("stopping")
+    svc.stop()
+    runtime.close()
+    store.close()
+    return 0

@@ -1,0 +1,77 @@
+"""A real service: an RPC server on its topic queues, heartbeats, periodic tasks.
+
+Each RpcServer worker thread drives the manager generator for its message with the
+real runner; heartbeats and periodic tasks run in their own threads. ``stop()`` ends
+them all within a bounded time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from common import rpc, service
+from real.runner import Agent
+from real.transport import RpcServer
+
+log = logging.getLogger(__name__)
+
+#: Seconds stop() waits for in-flight messages before giving up on them.
+STOP_TIMEOUT = 10.0
+
+
+class RealService:
+    def __init__(self, runtime, topic, host, manager, *, amqp_url, workers, hypervisor=None, netdriver=None,
+                 on_handled=None):
+        self.runtime = runtime
+        self.topic = topic
+        self.host = host
+        self.manager = manager
+        self.agent = Agent(rpc.host_topic(topic, host), host, hypervisor, netdriver)
+        self.on_handled = on_handled
+        self.server = RpcServer(amqp_url, topic, host, self._handle, workers=workers)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _handle(self, message):
+        work, _ = rpc.dispatch(self.manager, message)
+        started = self.runtime.now()
+        outcome = "ok"
+        try:
+            return self.runtime.drive(self.agent, work)
+        except Exception as e:
+            outcome = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            if self.on_handled is not None:
+                self.on_handled(self.topic, message, self.agent.name, started, self.runtime.now(), outcome)
+
+    def start(self, report_interval: float):
+        self.heartbeat_once()
+        self.server.start()
+        self.every(report_interval, self.heartbeat_once, "heartbeat")
+
+    def heartbeat_once(self):
+        self.runtime.drive(self.agent, service.report_state(self.topic, self.host))
+
+    def every(self, interval: float, task, name: str):
+        """Run ``task()`` every ``interval`` scenario seconds until stop(); a failing
+        task is logged and tried again next period (a dead heartbeat thread would make
+        a live service look down)."""
+
+        def loop():
+            while not self._stop.wait(interval / self.runtime.time_scale):
+                try:
+                    task()
+                except Exception:
+                    log.exception("%s: %s failed; retrying next period", self.agent.name, name)
+
+        thread = threading.Thread(target=loop, name=f"{self.agent.name}-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self):
+        self._stop.set()
+        self.server.stop(STOP_TIMEOUT)
+        for thread in self._threads:
+            thread.join(STOP_TIMEOUT)
