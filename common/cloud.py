@@ -248,13 +248,19 @@ class CloudController:
         hosts = yield SMembers(keys.FLOATING_HOSTS)
         if not hosts:
             raise NoMoreAddresses("no network host has floating addresses")
-        host = yield Choose(tuple(sorted(hosts)))  # each host allocates from its own pool
-        try:
-            return (yield Call(rpc.host_topic("network", host), "allocate_floating_ip",
-                               {"project_id": context.project_id, "quota": quota}, context,
-                               timeout=self.config.network_call_timeout))
-        except RemoteError as e:
-            raise from_remote(e) from None
+        ordered = tuple(sorted(hosts))
+        first = yield Choose(ordered)  # spread projects over hosts; each has its own pool
+        start = ordered.index(first)
+        for host in ordered[start:] + ordered[:start]:
+            try:
+                return (yield Call(rpc.host_topic("network", host), "allocate_floating_ip",
+                                   {"project_id": context.project_id, "quota": quota}, context,
+                                   timeout=self.config.network_call_timeout))
+            except RemoteError as e:
+                error = from_remote(e)
+                if not isinstance(error, NoMoreAddresses):
+                    raise error from None
+        raise NoMoreAddresses("every network host's floating pool is empty")
 
     def associate_address(self, context, address: str, instance_id: str):
         return (yield from self._on_floating_host(context, address, "associate_floating_ip",

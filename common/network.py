@@ -325,7 +325,7 @@ class FlatManager(FloatingIps):
         nid = network_id or self._network_of(address)
         if not self.dhcp:
             return (yield from self._to_pool(address, nid, Guard(keys.fixedip(address), "instance_id", instance_id)))
-        now = yield Now()
+        now = float((yield Now()))  # stored as repr(float): reclaim compares it to the zset score
         done = yield Transaction(
             ops=(
                 HSet(keys.fixedip(address), {"state": "deallocated", "deallocated_at": repr(now)}),

@@ -248,7 +248,7 @@ class SimRuntime:
     # -- time, ids, randomness, records -----------------------------------------
 
     def _now(self, agent, _):
-        return self.env.now
+        return float(self.env.now)  # SimPy's clock stays an int until a fractional delay
         yield
 
     def _sleep(self, agent, sleep):

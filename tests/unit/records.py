@@ -1,8 +1,9 @@
 """Instance records as the store returns them, and the exact effects expected for them."""
 
 from common import keys
-from common.effects import Del, Guard, HSet, Record, RPush, SAdd, SRem, Transaction, ZIncrBy, ZRem
+from common.effects import Del, Guard, HDel, HSet, Record, RPush, SAdd, SRem, Transaction, ZIncrBy, ZRem
 from common.events import InstanceStateChanged
+from common.network import FLAT, VLAN, FlatManager, NetworkConfig, make_manager
 
 IID = "i-1"
 KEY = keys.instance(IID)
@@ -54,14 +55,36 @@ def settle(iid=IID):
     return ZRem(keys.BUILDING, (iid,))
 
 
-def dealloc(address=ADDRESS, iid=IID, nid="flat"):
-    """The guarded release of ``address`` by its holder ``iid``."""
+#: A small fixed range (16 addresses) so that building a manager stays cheap.
+SMALL_RANGE = "10.0.0.0/28"
+
+
+def flat(fixed_range=SMALL_RANGE) -> FlatManager:
+    """A Flat manager over a small network (the flat network id is "flat")."""
+    return FlatManager(NetworkConfig(fixed_range=fixed_range))
+
+
+def manager(kind=FLAT, host="net1", **config) -> FlatManager:
+    """A manager of ``kind`` on ``host``; small ranges unless ``config`` says otherwise."""
+    defaults = {"fixed_range": SMALL_RANGE} if kind != VLAN else {"fixed_range": "10.0.0.0/26", "network_size": 16}
+    return make_manager(NetworkConfig(manager=kind, **{**defaults, **config}), host)
+
+
+def to_pool(address, nid, *guards, iid=None):
+    """The transaction that returns ``address`` to the free pool of ``nid`` under ``guards``."""
     return Transaction(
         ops=(
             Del((keys.fixedip(address),)),
             SRem(keys.network_fixedips(nid), (address,)),
-            SRem(keys.ip_instances(address), (iid,)),
+            SRem(keys.ip_instances(address), (iid,)) if iid else Del((keys.ip_instances(address),)),
+            HDel(keys.network_dhcp_hosts(nid), (address,)),
+            ZRem(keys.DEALLOCATED, (address,)),
             SAdd(keys.available(nid), (address,)),
         ),
-        guards=(Guard(keys.fixedip(address), "instance_id", iid),),
+        guards=guards,
     )
+
+
+def dealloc(address=ADDRESS, iid=IID, nid="flat"):
+    """The guarded (Flat) release of ``address`` by its holder ``iid``: back to the pool at once."""
+    return to_pool(address, nid, Guard(keys.fixedip(address), "instance_id", iid), iid=iid)

@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from records import ADDRESS, IID, KEY, cas, changed, dealloc, held, record, released, settle
+from records import ADDRESS, IID, KEY, cas, changed, dealloc, flat, held, manager, record, released, settle
 from scripted import finish, run, step, throw
 from tiny_store import TinyStore, drive
 
@@ -12,12 +12,14 @@ from common.instances import MAX_CAS_RETRIES
 from common.cloud import MAX_COUNT_PER_REQUEST, REAP_BATCH, CloudConfig, CloudController, Quota, mac_address
 from common.context import RequestContext
 from common.effects import (
-    Call, Cast, Guard, HGetAll, HIncrBy, HSet, NewId, Now, Record, RPush, SAdd, SMembers, SRem, Transaction, ZAdd,
-    ZRangeByScore, ZRem,
+    Call, Cast, Choose, Get, Guard, HGet, HGetAll, HIncrBy, HSet, NewId, Now, Record, RPush, SAdd, SMembers, SPop, SRem,
+    Transaction, ZAdd, ZRangeByScore, ZRem,
 )
-from common.errors import InvalidParameterValue, NotFound, QuotaExceeded, RemoteError, RpcTimeout, Unroutable
+from common.errors import (
+    InvalidParameterValue, NoMoreAddresses, NotFound, QuotaExceeded, RemoteError, RpcTimeout, Unroutable,
+)
 from common.events import RequestRejected
-from common.network import FlatManager, FlatNetwork
+from common.network import FLATDHCP, VLAN
 
 CTX = RequestContext("alice", "p1")
 ADMIN = RequestContext("root", "ops", is_admin=True)
@@ -25,7 +27,7 @@ USAGE = keys.project_usage("p1")
 
 
 def cloud(scheduler="queue", quota=Quota(instances=3, cores=4)):
-    return CloudController(CloudConfig(scheduler=scheduler, quotas={"p1": quota}), FlatManager(FlatNetwork()))
+    return CloudController(CloudConfig(scheduler=scheduler, quotas={"p1": quota}), flat())
 
 
 def reserve(count, vcpus=2):
@@ -154,7 +156,9 @@ def test_run_instances_queue_mode_happy_path():
         ),
         guards=(Guard(KEY, "state", None),),
     )
-    assert call == Call("network", "allocate_fixed_ip", {"instance_id": IID}, CTX, timeout=30.0)
+    assert call == Call(
+        "network", "allocate_fixed_ip", {"instance_id": IID, "network_id": "flat", "mac": mac_address(IID)}, CTX, timeout=30.0
+    )
     assert step(gen, {"address": ADDRESS}) == Cast("compute", "run_instance", {"instance_id": IID}, CTX)
     assert finish(gen) == {"reservation_id": "r-1", "instances": [IID]}
 
@@ -189,9 +193,9 @@ def test_run_several_instances_in_one_reservation():
 @pytest.mark.parametrize(
     "error, reason",
     [
-        (RpcTimeout("no reply in 30 s"), "no fixed address: no reply in 30 s"),
+        (RpcTimeout("no reply in 30 s"), "no fixed address: RpcTimeout: no reply in 30 s"),
         (RemoteError("NoMoreAddresses", "pool empty"), "no fixed address: NoMoreAddresses: pool empty"),
-        (Unroutable("no queue for network"), "no fixed address: no queue for network"),
+        (Unroutable("no queue for network"), "no fixed address: Unroutable: no queue for network"),
     ],
 )
 def test_allocation_failure_fails_first_then_releases_what_landed(error, reason):
@@ -213,7 +217,7 @@ def test_allocation_timeout_with_nothing_allocated_releases_nothing():
     up_to_call(gen)
     throw(gen, RpcTimeout("late"))
     step(gen, record("scheduling", fixed_ip=""))
-    assert step(gen, 20.0) == cas("scheduling", "error", 20.0, settle(), was=held(fixed_ip=""), error="no fixed address: late")
+    assert step(gen, 20.0) == cas("scheduling", "error", 20.0, settle(), was=held(fixed_ip=""), error="no fixed address: RpcTimeout: late")
     assert step(gen, [1, 1, 1]) == changed("scheduling", "error", 20.0)
     assert finish(gen) == {"reservation_id": "r-1", "instances": [IID]}
 
@@ -224,7 +228,7 @@ def test_allocation_timeout_after_terminate_does_not_release():
     up_to_call(gen)
     throw(gen, RpcTimeout("late"))
     step(gen, record("scheduling"))
-    assert step(gen, 20.0) == cas("scheduling", "error", 20.0, settle(), error="no fixed address: late")
+    assert step(gen, 20.0) == cas("scheduling", "error", 20.0, settle(), error="no fixed address: RpcTimeout: late")
     assert step(gen, None) == HGetAll(KEY)
     assert finish(gen, record("shutting_down")) == {"reservation_id": "r-1", "instances": [IID]}
 
@@ -408,7 +412,9 @@ def test_reaper_fails_overdue_builds_and_resends_terminates():
     assert step(gen, record("shutting_down", iid="i-2", host="h1")) == ZAdd(keys.BUILDING, {"i-2": 1300.0})
     assert step(gen, 0) == Cast("compute.h1", "terminate_instance", {"instance_id": "i-2"}, CTX)
     assert step(gen) == HGetAll(keys.instance("i-3"))
-    assert step(gen, record("running", iid="i-3", host="h1")) == ZRem(keys.BUILDING, ("i-3",))
+    assert step(gen, record("running", iid="i-3", host="h1")) == Transaction(
+        ops=(ZRem(keys.BUILDING, ("i-3",)),), guards=(Guard(keys.instance("i-3"), "state", "running"),)
+    )
     assert finish(gen, 1) == [IID, "i-2"]
 
 
@@ -475,7 +481,6 @@ def test_terminate_of_a_settled_instance_is_watched_by_the_reaper(state):
     assert IID in store.data.get(keys.BUILDING, {})
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the reaper's unguarded ZRem of a settled entry drops the watch a terminate landing after its read just set")
 def test_reaper_pass_racing_a_terminate_keeps_the_new_watch():
     """The reaper read an errored instance; the user's terminate lands before its ZRem: the watch stays."""
     store = TinyStore({KEY: record("error", host="h1"), keys.BUILDING: {IID: 50.0}})
@@ -487,3 +492,194 @@ def test_reaper_pass_racing_a_terminate_keeps_the_new_watch():
     drive(cloud().terminate_instances(CTX, [IID]), store)  # the terminate lands here
     drive(gen, store, reply=stale)
     assert store.data[KEY]["state"] == "shutting_down" and IID in store.data[keys.BUILDING]
+
+
+# -- addressing with DHCP managers ---------------------------------------------------------
+
+
+def dhcp_cloud(kind):
+    """A queue-mode cloud whose API side runs a ``kind`` manager (no host of its own)."""
+    return CloudController(CloudConfig(quotas={"p1": Quota(instances=3, cores=4)}), manager(kind, host=""))
+
+
+def test_flatdhcp_run_casts_setup_fixed_ip_to_the_network_host():
+    """FlatDHCP: after the allocation, the network's host refreshes dnsmasq (cast), then compute is cast."""
+    gen = dhcp_cloud(FLATDHCP).run_instances(CTX, "ami-tiny", "m1.medium")
+    call, _ = up_to_call(gen)
+    assert call.args == {"instance_id": IID, "network_id": "flat", "mac": mac_address(IID)}
+    assert step(gen, {"address": ADDRESS, "network_id": "flat", "bridge": "br100"}) == HGet(keys.network("flat"), "host")
+    assert step(gen, "net1") == Cast("network.net1", "setup_fixed_ip", {"network_id": "flat", "address": ADDRESS}, CTX)
+    assert step(gen, None) == Cast("compute", "run_instance", {"instance_id": IID}, CTX)
+
+
+def test_vlan_run_uses_the_projects_network_and_claims_its_host():
+    """Vlan: the project's network is allocated from; an unclaimed network gets a host by call first."""
+    gen = dhcp_cloud(VLAN).run_instances(CTX, "ami-tiny", "m1.medium")
+    read, _ = up_to_call(gen)
+    assert read == Get(keys.project_network("p1"))
+    assert step(gen, "vlan101") == Call(
+        "network", "allocate_fixed_ip", {"instance_id": IID, "network_id": "vlan101", "mac": mac_address(IID)}, CTX,
+        timeout=30.0,
+    )
+    assert step(gen, {"address": "10.0.0.19"}) == HGet(keys.network("vlan101"), "host")
+    assert step(gen, "") == Call("network", "set_network_host", {"network_id": "vlan101"}, CTX, timeout=30.0)
+    assert step(gen, "net2") == Cast("network.net2", "setup_fixed_ip", {"network_id": "vlan101", "address": "10.0.0.19"}, CTX)
+    assert step(gen, None) == Cast("compute", "run_instance", {"instance_id": IID}, CTX)
+
+
+def test_vlan_run_with_no_free_network_fails_the_instance():
+    """NoMoreNetworks: the instance goes to error with the reason; it holds no address to give back."""
+    gen = dhcp_cloud(VLAN).run_instances(CTX, "ami-tiny", "m1.medium")
+    up_to_call(gen)
+    assert step(gen, None) == SPop(keys.FREE_NETWORKS)
+    assert step(gen, None) == HGetAll(KEY)
+    step(gen, record("scheduling", fixed_ip=""))
+    reason = "no fixed address: NoMoreNetworks: no free network (VLAN) left for project p1"
+    assert step(gen, 20.0) == cas("scheduling", "error", 20.0, settle(), was=held(fixed_ip=""), error=reason)
+    assert step(gen, [1, 1, 1]) == changed("scheduling", "error", 20.0)
+    assert finish(gen) == {"reservation_id": "r-1", "instances": [IID]}
+
+
+def test_dhcp_allocation_failure_marks_the_landed_address_deallocated():
+    """FlatDHCP: an address that landed before the failure waits in `deallocated`, not the pool."""
+    gen = dhcp_cloud(FLATDHCP).run_instances(CTX, "ami-tiny", "m1.medium")
+    up_to_call(gen)
+    throw(gen, RpcTimeout("late"))
+    step(gen, record("scheduling", fixed_ip="10.0.0.9", network_id="flat"))
+    step(gen, 20.0)
+    step(gen, [1, 1, 1])  # Record
+    assert step(gen) == Now()
+    tx = step(gen, 21.0)
+    assert tx.ops[-1] == ZAdd(keys.DEALLOCATED, {"10.0.0.9": 21.0})
+    assert tx.guards == (Guard(keys.fixedip("10.0.0.9"), "instance_id", IID), Guard(keys.fixedip("10.0.0.9"), "network_id", "flat"))
+
+
+# -- floating addresses through the API ---------------------------------------------------------
+
+FLOAT = "4.4.4.2"
+
+
+def floating_record(project_id="p1", instance_id=""):
+    return {"address": FLOAT, "host": "net1", "project_id": project_id, "instance_id": instance_id, "fixed_ip": ""}
+
+
+def test_allocate_address_calls_with_the_projects_floating_quota():
+    """AllocateAddress: read the floating hosts, choose one (sorted), call its own topic with the
+    project and its floating_ips quota; the address is returned."""
+    gen = cloud(quota=Quota(instances=3, cores=4, floating_ips=2)).allocate_address(CTX)
+    assert step(gen) == SMembers(keys.FLOATING_HOSTS)
+    assert step(gen, {"net2", "net1"}) == Choose(("net1", "net2"))
+    assert step(gen, "net2") == Call("network.net2", "allocate_floating_ip", {"project_id": "p1", "quota": 2}, CTX,
+                                     timeout=30.0)
+    assert finish(gen, FLOAT) == FLOAT
+
+
+def test_allocate_address_without_floating_hosts_is_no_more_addresses():
+    """No network host owns floating addresses: NoMoreAddresses, no choice and no call."""
+    gen = cloud().allocate_address(CTX)
+    assert step(gen) == SMembers(keys.FLOATING_HOSTS)
+    with pytest.raises(NoMoreAddresses, match="no network host has floating addresses"):
+        step(gen, set())
+
+
+@pytest.mark.parametrize(
+    "remote, local",
+    [("QuotaExceeded", QuotaExceeded), ("KeyError", RemoteError)],
+)
+def test_allocate_address_maps_a_remote_error_to_ours(remote, local):
+    """A RemoteError naming one of our errors is raised as that error (QuotaExceeded, not a remote failure)."""
+    gen = cloud().allocate_address(CTX)
+    step(gen)
+    step(gen, {"net1"})
+    assert step(gen, "net1").topic == "network.net1"
+    with pytest.raises(local, match="p1 may hold 10") as raised:
+        throw(gen, RemoteError(remote, "project p1 may hold 10 floating addresses"))
+    assert type(raised.value) is local
+
+
+def test_allocate_address_tries_the_next_host_when_one_pool_is_empty():
+    """An empty pool on the chosen host sends the call on to the next host, once each."""
+    gen = cloud().allocate_address(CTX)
+    step(gen)
+    step(gen, {"net1", "net2"})
+    assert step(gen, "net2").topic == "network.net2"
+    assert throw(gen, RemoteError("NoMoreAddresses", "no floating addresses left on net2")).topic == "network.net1"
+    with pytest.raises(NoMoreAddresses, match="every network host"):
+        throw(gen, RemoteError("NoMoreAddresses", "no floating addresses left on net1"))
+
+
+@pytest.mark.parametrize("hosts", [{"net1"}, {"net1", "net2"}, {"net2", "net3"}], ids=["one", "two", "others"])
+def test_allocate_address_goes_to_a_host_that_owns_floating_addresses(hosts):
+    """Each worker allocates from its own pool, so the call goes to one host of floating:hosts (never the
+    shared 'network' topic, which a host without floating addresses could take)."""
+    store = TinyStore({keys.FLOATING_HOSTS: set(hosts), **{keys.floating_available(h): {FLOAT} for h in hosts}})
+    effects, _ = drive(cloud().allocate_address(CTX), store)
+    assert Choose(tuple(sorted(hosts))) in effects
+    calls = [e for e in effects if isinstance(e, Call)]
+    assert len(calls) == 1 and calls[0].method == "allocate_floating_ip"
+    assert calls[0].topic in {f"network.{h}" for h in hosts}
+
+
+@pytest.mark.parametrize(
+    "method, args",
+    [
+        ("associate_address", (FLOAT, IID)),
+        ("disassociate_address", (FLOAT,)),
+        ("release_address", (FLOAT,)),
+    ],
+)
+def test_address_actions_call_the_addresses_host(method, args):
+    """Associate/disassociate/release read the address and call its host's own topic."""
+    gen = getattr(cloud(), method)(CTX, *args)
+    assert step(gen) == HGetAll(keys.floatingip(FLOAT))
+    call = step(gen, floating_record())
+    assert (call.topic, call.method, call.args["address"]) == ("network.net1", method.replace("address", "floating_ip"), FLOAT)
+    assert finish(gen, True) is True
+
+
+def test_address_action_of_another_projects_address_is_not_found():
+    """Another project's (or no) address is NotFound before any call; a remote refusal is mapped back."""
+    gen = cloud().release_address(CTX, FLOAT)
+    step(gen)
+    with pytest.raises(NotFound, match=FLOAT):
+        step(gen, floating_record(project_id="p2"))
+    gen = cloud().release_address(CTX, FLOAT)
+    step(gen)
+    step(gen, floating_record())
+    with pytest.raises(InvalidParameterValue, match="disassociate it first"):
+        throw(gen, RemoteError("InvalidParameterValue", f"address {FLOAT} is associated; disassociate it first"))
+
+
+def test_describe_addresses_lists_the_projects_addresses_sorted():
+    """DescribeAddresses reads the project's set, then each address in sorted order, skipping gone ones."""
+    gen = cloud().describe_addresses(CTX)
+    assert step(gen) == SMembers(keys.project_floatingips("p1"))
+    assert step(gen, {"4.4.4.9", FLOAT}) == HGetAll(keys.floatingip(FLOAT))
+    assert step(gen, floating_record()) == HGetAll(keys.floatingip("4.4.4.9"))
+    assert finish(gen, {}) == [floating_record()]
+
+
+def test_terminate_with_a_floating_ip_casts_disassociate_to_its_host():
+    """A terminated instance's floating address is disassociated on the address's host, then compute is cast."""
+    gen = cloud().terminate_instances(CTX, [IID])
+    step(gen)
+    step(gen, record("running", host="h1", floating_ip=FLOAT))
+    step(gen, 50.0)
+    assert step(gen, 50.0) == cas("running", "shutting_down", 50.0, released("h1"), watch(50.0), was=held("h1"))
+    step(gen, [1, 1, 1, 1])  # Record
+    assert step(gen) == HGet(keys.floatingip(FLOAT), "host")
+    assert step(gen, "net1") == Cast("network.net1", "disassociate_floating_ip", {"address": FLOAT}, CTX)
+    assert step(gen, None) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)
+    assert finish(gen) == [IID]
+
+
+def test_terminate_with_a_floating_ip_already_released_casts_only_to_compute():
+    """A floating address whose record is gone (no host) needs no disassociate."""
+    gen = cloud().terminate_instances(CTX, [IID])
+    step(gen)
+    step(gen, record("running", host="h1", floating_ip=FLOAT))
+    step(gen, 50.0)
+    step(gen, 50.0)
+    step(gen, [1, 1, 1, 1])
+    assert step(gen) == HGet(keys.floatingip(FLOAT), "host")
+    assert step(gen, None) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)

@@ -1,18 +1,21 @@
 """ComputeManager workflows driven by hand: the exact effects of run, terminate, reboot,
 the restart reconciliation of init_host, and list_domains."""
 
+from dataclasses import replace
+
 import pytest
-from records import ADDRESS, IID, KEY, MAC, cas, changed, dealloc, held, record, released, settle
+from records import ADDRESS, IID, KEY, MAC, cas, changed, dealloc, flat, held, manager, record, released, settle
 from scripted import finish, run, step, throw
 
 from common import keys, rpc
 from common.compute import ComputeManager
 from common.context import RequestContext
 from common.effects import (
-    Destroy, DomainSpec, GetInfo, HGetAll, HIncrBy, ListDomains, Now, Reboot, SAdd, SMembers, Spawn, SRem, ZIncrBy,
+    Destroy, DomainSpec, EnsureBridge, EnsureVlan, GetInfo, Guard, HGetAll, HIncrBy, HSet, ListDomains, Now, Reboot, SAdd,
+    SMembers, Spawn, SRem, ZIncrBy,
 )
-from common.errors import HypervisorError, NotFound
-from common.network import FlatManager, FlatNetwork
+from common.errors import HypervisorError, NetworkDriverError, NotFound
+from common.network import FLATDHCP, VLAN
 
 CTX = RequestContext("alice", "p1")
 SPEC = DomainSpec(name=IID, vcpus=2, memory_mb=2048, disk_gb=10, mac_address=MAC, image_id="ami-tiny")
@@ -20,7 +23,7 @@ OK = [1, 1, 1]  # a transaction's results when its guards held
 
 
 def compute(host="h1"):
-    return ComputeManager(host, FlatManager(FlatNetwork()))
+    return ComputeManager(host, flat())
 
 
 def deleted(at):
@@ -334,4 +337,48 @@ def test_reboot_failure_fails_destroys_and_releases():
     step(gen, OK)  # Record
     assert step(gen) == Destroy(IID)
     assert step(gen, False) == dealloc()
+    assert finish(gen, OK) is None
+
+
+# -- the compute host's side of the network ---------------------------------------------------
+
+VLAN_IP = "10.0.0.19"  # the first address of vlan101
+
+
+def vlan_record(state="scheduling"):
+    return record(state, fixed_ip=VLAN_IP, network_id="vlan101", bridge="br101")
+
+
+def test_vlan_run_instance_builds_vlan_and_bridge_before_spawn():
+    """Vlan: the record's network gets its vlan interface and bridge here, then the domain spawns on the bridge."""
+    gen = ComputeManager("h1", manager(VLAN, host="")).run_instance(CTX, IID)
+    launched(gen, vlan_record())
+    assert step(gen) == EnsureVlan(101, "eth0")
+    assert step(gen, "vlan101") == EnsureBridge("br101", "vlan101")
+    assert step(gen, None) == Spawn(replace(SPEC, bridge="br101"))
+
+
+def test_flatdhcp_run_instance_ensures_the_bridge_before_spawn():
+    """FlatDHCP: a record without network_id is on "flat"; its bridge is ensured before the spawn."""
+    gen = ComputeManager("h1", manager(FLATDHCP, host="")).run_instance(CTX, IID)
+    launched(gen, record("scheduling"))
+    assert step(gen) == EnsureBridge("br100", "eth0")
+    assert step(gen, None) == Spawn(SPEC)
+
+
+def test_network_driver_failure_fails_the_instance_and_releases_its_address():
+    """NetworkDriverError before the spawn: error with the reason, cores back, address deallocated; no Spawn."""
+    gen = ComputeManager("h1", manager(VLAN, host="")).run_instance(CTX, IID)
+    launched(gen, vlan_record())
+    step(gen)  # EnsureVlan
+    assert throw(gen, NetworkDriverError("ip link add vlan101: exit 2")) == Now()
+    assert step(gen, 12.0) == cas(
+        "launching", "error", 12.0, released("h1"), settle(), was=held("h1", VLAN_IP),
+        error="spawn failed: ip link add vlan101: exit 2",
+    )
+    assert step(gen, OK) == changed("launching", "error", 12.0, "h1")
+    assert step(gen) == Now()
+    tx = step(gen, 13.0)
+    assert tx.ops[0] == HSet(keys.fixedip(VLAN_IP), {"state": "deallocated", "deallocated_at": "13.0"})
+    assert tx.guards[1] == Guard(keys.fixedip(VLAN_IP), "network_id", "vlan101")
     assert finish(gen, OK) is None

@@ -339,3 +339,90 @@ def test_messages_come_in_sorted_order():
     domains["h2"] = {f"d-{k}": "running" for k in reversed(range(5))}
     v = inv.i3_domains_match_records(snap(store, domains))
     assert [m.split()[1] for m in v.violations] == [f"d-{k}" for k in range(5)]
+
+
+# ------------------------------------------------------------------ I2: DHCP, floating, Vlan
+
+FLOATING = ("4.4.4.1", "4.4.4.2", "4.4.4.3")
+
+
+def deallocated(store, iid="i-0", waiting=True):
+    """``iid`` went to error and its DHCP address was deallocated (waiting for its lease to end)."""
+    address = store[keys.instance(iid)]["fixed_ip"]
+    store[keys.instance(iid)]["state"] = lifecycle.ERROR
+    store[keys.fixedip(address)].update({"state": "deallocated", "deallocated_at": "95.0"})
+    if waiting:
+        store[keys.DEALLOCATED] = {address: 95.0}
+    return address
+
+
+def with_floating(store):
+    """Net1's pool of three floating addresses; 4.4.4.1 allocated to p1 and associated with i-0."""
+    store[keys.FLOATING_HOSTS] = {"net1"}
+    store[keys.floating_addresses("net1")] = set(FLOATING)
+    store[keys.floating_available("net1")] = set(FLOATING[1:])
+    store[keys.floatingip("4.4.4.1")] = {
+        "address": "4.4.4.1", "host": "net1", "project_id": "p1", "instance_id": "i-0",
+        "fixed_ip": store[keys.instance("i-0")]["fixed_ip"],
+    }
+    store[keys.instance("i-0")]["floating_ip"] = "4.4.4.1"
+    return store
+
+
+def test_dhcp_address_waiting_in_deallocated_is_not_a_violation():
+    """A DHCP address released by its (dead) instance and waiting in `deallocated` is consistent."""
+    store, domains = world()
+    deallocated(store)
+    assert inv.i2_allocated_matches_live(snap(store, domains)).violations == ()
+
+
+def test_deallocated_address_missing_from_the_waiting_set_violates_i2():
+    """Marked deallocated but not waiting in `deallocated`: nothing will ever reclaim it."""
+    store, domains = world()
+    address = deallocated(store, waiting=False)
+    assert mentions(inv.i2_allocated_matches_live(snap(store, domains)), address, "no live instance")
+
+
+def test_consistent_floating_pool_passes_i2():
+    """Free + allocated == the host's addresses, and the association points both ways."""
+    store, domains = world()
+    assert inv.i2_allocated_matches_live(snap(with_floating(store), domains)).violations == ()
+
+
+def test_leaked_floating_address_violates_i2():
+    """A floating address neither free nor allocated is reported as leaked."""
+    store, domains = world()
+    with_floating(store)[keys.floating_available("net1")].discard("4.4.4.3")
+    assert mentions(inv.i2_allocated_matches_live(snap(store, domains)), "floating 4.4.4.3", "net1", "leaked")
+
+
+def test_floating_address_both_free_and_allocated_violates_i2():
+    """An allocated floating address back in the free pool is reported."""
+    store, domains = world()
+    with_floating(store)[keys.floating_available("net1")].add("4.4.4.1")
+    assert mentions(inv.i2_allocated_matches_live(snap(store, domains)), "4.4.4.1", "both free and allocated")
+
+
+def test_floating_association_to_a_dead_instance_violates_i2():
+    """A floating address still associated with an instance that is no longer live is reported."""
+    store, domains = world()
+    with_floating(store)[keys.instance("i-0")]["state"] = lifecycle.DELETED
+    assert mentions(inv.i2_allocated_matches_live(snap(store, domains)), "4.4.4.1", "i-0", "not live")
+
+
+def test_vlan_network_serving_two_projects_violates_i2():
+    """Two projects associated with one Vlan network is reported, naming both."""
+    store, domains = world()
+    store[keys.project_network("p1")] = "vlan100"
+    store[keys.project_network("p2")] = "vlan100"
+    assert mentions(inv.i2_allocated_matches_live(snap(store, domains)), "vlan100", "p1", "p2", "serves both")
+
+
+def test_vlan_network_with_one_project_passes_i2():
+    """One project per network, recorded on the network and not free, is consistent."""
+    store, domains = world()
+    store[keys.project_network("p1")] = "vlan100"
+    store[keys.project_network("p2")] = "vlan101"
+    store[keys.network("vlan100")] = {"id": "vlan100", "project_id": "p1"}
+    store[keys.FREE_NETWORKS] = {"vlan102"}
+    assert inv.i2_allocated_matches_live(snap(store, domains)).violations == ()

@@ -4,6 +4,7 @@ import inspect
 import json
 
 import pytest
+from records import flat
 from scripted import step
 
 from common import context as ctx
@@ -12,7 +13,6 @@ from common.compute import ComputeManager
 from common.context import RequestContext
 from common.effects import HGetAll, SPop
 from common.errors import PoisonMessage
-from common.network import FlatManager, FlatNetwork
 from common.rpc import AckPolicy
 
 CTX = RequestContext("alice", "p1", request_id="req-1", timestamp=12.5, remote_address="10.1.2.3")
@@ -20,7 +20,7 @@ CONTEXT_KEYS = {f"_context_{name}" for name in ("user_id", "project_id", "is_adm
 
 
 def compute():
-    return ComputeManager("h1", FlatManager(FlatNetwork()))
+    return ComputeManager("h1", flat())
 
 
 def test_envelope_of_a_call_has_method_args_msg_id_and_context():
@@ -112,7 +112,7 @@ def test_dispatch_resolves_to_the_managers_generator():
 
 def test_dispatch_of_a_cast_has_no_msg_id():
     """A cast (no _msg_id) dispatches with msg_id None."""
-    manager = FlatManager(FlatNetwork())
+    manager = flat()
     gen, msg_id = rpc.dispatch(manager, rpc.envelope("allocate_fixed_ip", {"instance_id": "i-1"}))
     assert msg_id is None and step(gen) == SPop(keys.available("flat"))
 

@@ -65,7 +65,7 @@ def test_unknown_field_lists_the_allowed_ones():
 
 def test_unknown_field_inside_a_list_and_a_dict():
     """Unknown fields in list items and dict values still list the item model's fields."""
-    assert problem(cloud__projects=[{"id": "a", "quota": {"x": 1}}]) == "cloud.projects.0.quota.x: unknown field (expected one of: cores, instances)"
+    assert problem(cloud__projects=[{"id": "a", "quota": {"x": 1}}]) == "cloud.projects.0.quota.x: unknown field (expected one of: cores, floating_ips, instances)"
     assert problem(cloud__instance_types={"m1.small": {"vcpus": 1, "memory_mb": 1, "gpus": 1}}) == (
         "cloud.instance_types.m1.small.gpus: unknown field (expected one of: disk_gb, memory_mb, vcpus)"
     )

@@ -1,14 +1,13 @@
 """SchedulerManager: reserve-then-verify core claims, liveness, placement CAS, dispatch."""
 
 import pytest
-from records import IID, KEY, cas, changed, dealloc, record, released, settle
+from records import IID, KEY, cas, changed, dealloc, flat, record, released, settle
 from scripted import finish, run, step
 from tiny_store import TinyStore, drive
 
 from common import keys
 from common.context import RequestContext
 from common.effects import Cast, Choose, Guard, HGetAll, HSet, Now, Transaction, ZIncrBy, ZRangeByScore
-from common.network import FlatManager, FlatNetwork
 from common.scheduler import MAX_CANDIDATES, SchedulerConfig, SchedulerManager
 
 CTX = RequestContext("alice", "p1")
@@ -17,7 +16,7 @@ NO_HOST = "no valid host: all live hosts are full or down"
 
 
 def scheduler(driver="simple", max_cores=8):
-    return SchedulerManager(SchedulerConfig(driver, max_cores, 60.0), FlatManager(FlatNetwork()))
+    return SchedulerManager(SchedulerConfig(driver, max_cores, 60.0), flat())
 
 
 def placed(host, at=100.0):

@@ -25,6 +25,11 @@ class TinyStore:
                 return self.now
             case fx.Record() | fx.Cast() | fx.Call() | fx.Destroy():
                 return None
+            case fx.EnsureVlan(vlan=vlan):
+                return f"vlan{vlan}"
+            case (fx.EnsureBridge() | fx.UpdateDhcp() | fx.BindFloating() | fx.UnbindFloating()
+                  | fx.EnsureFloatingForward() | fx.RemoveFloatingForward()):
+                return None  # network driver: done on the host, nothing in the store
             case fx.NewId(prefix=prefix):
                 self.ids += 1
                 return f"{prefix}-{self.ids}"
@@ -32,6 +37,30 @@ class TinyStore:
                 return options[0]
             case fx.HGetAll(key=key):
                 return dict(d.get(key, {}))
+            case fx.HGet(key=key, field=field):
+                return d.get(key, {}).get(field)
+            case fx.HDel(key=key, fields=fields):
+                h = d.get(key, {})
+                gone = sum(h.pop(f, None) is not None for f in fields)
+                if key in d and not h:
+                    del d[key]  # Redis has no empty hashes
+                return gone
+            case fx.Get(key=key):
+                return d.get(key)
+            case fx.SetNX(key=key, value=value):
+                if key in d:
+                    return False
+                d[key] = value
+                return True
+            case fx.SPop(key=key):
+                s = d.get(key, set())
+                if not s:
+                    return None
+                member = min(s)  # deterministic: the smallest member
+                s.discard(member)
+                return member
+            case fx.SMembers(key=key):
+                return set(d.get(key, set()))
             case fx.HSet(key=key, mapping=mapping):
                 d.setdefault(key, {}).update(mapping)
                 return len(mapping)
