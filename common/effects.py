@@ -534,6 +534,66 @@ class InitHostNat:
 
 
 # ---------------------------------------------------------------------------
+# Directory (LDAP): performed on the runtime's directory connection. All may raise
+# DirectoryUnavailable; values are tuples of str (LDAP attributes are multi-valued).
+
+
+@dataclass(frozen=True)
+class LdapSearch:
+    """Search below ``base`` (scope ``base``, ``level`` or ``subtree``) with ``filter``
+    (already escaped: build it with common.directory.filter_eq) -> tuple of (dn, {attr:
+    tuple of values}) sorted by dn; empty when nothing (or no base) matches. Idempotent."""
+
+    base: str
+    filter: str
+    scope: str = "subtree"
+    attributes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LdapAdd:
+    """Add entry ``dn`` with ``object_classes`` and ``attributes`` ({attr: tuple of
+    values}). Returns True; raises DirectoryConflict when it exists. Not idempotent."""
+
+    dn: str
+    object_classes: tuple[str, ...]
+    attributes: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class LdapModify:
+    """Apply ``changes`` to ``dn``: each (op, attr, values) with op ``add``, ``delete``
+    or ``replace``. Returns True, False when ``dn`` does not exist. Idempotent for
+    replace; add of a present value raises DirectoryConflict."""
+
+    dn: str
+    changes: tuple[tuple[str, str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class LdapDelete:
+    """Delete entry ``dn`` (a leaf). Returns True if it existed, False if not.
+    Idempotent."""
+
+    dn: str
+
+
+# ---------------------------------------------------------------------------
+# Images: performed by the compute host's image cache.
+
+
+@dataclass(frozen=True)
+class FetchImage:
+    """Make image ``image_id`` (``size_bytes`` long, served at ``location`` by the object
+    store) available on this host; returns True when it had to be transferred, False
+    when the host's cache already had it. Raises ImageError. Idempotent."""
+
+    image_id: str
+    location: str
+    size_bytes: int
+
+
+# ---------------------------------------------------------------------------
 # Time, identity, randomness, observation: effects too, so a run is a function of
 # scenario, seed and commit.
 

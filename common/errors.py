@@ -84,6 +84,36 @@ class NetworkDriverError(NovaError):
     """A linux_net operation failed; the message names the command and its output."""
 
 
+class NotAuthorized(NovaError):
+    """The caller's role does not allow the action, or the caller is not who it says."""
+
+    code = "UnauthorizedOperation"
+
+
+class AuthFailure(NovaError):
+    """The request's credentials do not check out (unknown key, bad signature, stale)."""
+
+    code = "AuthFailure"
+
+
+class DirectoryUnavailable(NovaError):
+    """The directory (LDAP) could not be reached."""
+
+    code = "ServiceUnavailable"
+
+
+class DirectoryConflict(NovaError):
+    """An entry or value that must be new already exists."""
+
+    code = "InvalidParameterValue"
+
+
+class ImageError(NovaError):
+    """An image could not be fetched or is not usable."""
+
+    code = "InvalidAMIID.Unavailable"
+
+
 class StoreUnavailable(NovaError):
     """The datastore could not be reached."""
 

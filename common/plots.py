@@ -272,7 +272,7 @@ def pool_free_png(series, *, subtitle: str = "", time_label: str = TIME_LABEL) -
 
 def _shade_dry(ax, t, v, colour):
     start = None
-    for i, (ti, vi) in enumerate(zip(t, v)):
+    for ti, vi in zip(t, v):
         if vi <= 0 and start is None:
             start = ti
         elif vi > 0 and start is not None:

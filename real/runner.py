@@ -87,7 +87,13 @@ class RealRuntime:
         self._local = threading.local()
         self._clients = []
         self._clients_lock = threading.Lock()
+        self._extra: dict = {}
         self.effects = 0
+
+    def register(self, effect_type, performer):
+        """Perform ``effect_type`` with ``performer(agent, effect)`` (blocking), how
+        real/ components plug in: the directory, the image cache."""
+        self._extra[effect_type] = performer
 
     # -- time -----------------------------------------------------------------------
 
@@ -138,6 +144,9 @@ class RealRuntime:
         if isinstance(effect, StoreCommand):
             return self.store.execute(effect)
         kind = type(effect)
+        extra = self._extra.get(kind)
+        if extra is not None:
+            return extra(agent, effect)
         if kind is Transaction:
             return self.store.transaction(effect)
         if kind is Cast:

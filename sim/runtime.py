@@ -108,6 +108,11 @@ class SimRuntime:
             **{kind: self._network for kind in NET_EFFECTS},
         }
 
+    def register(self, effect_type, performer):
+        """Perform ``effect_type`` with ``performer(agent, effect)``, a SimPy generator
+        returning the result (how sim/ components plug in: directory, image cache)."""
+        self._handlers[effect_type] = performer
+
     @property
     def fingerprint(self) -> str:
         return self._fingerprint.hexdigest()
