@@ -104,6 +104,14 @@ def serve(kind: str, host: str, config: DaemonConfig) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
+    metrics = None
+    if config.metrics_port is not None:
+        from real.metrics import DaemonMetrics
+
+        metrics = DaemonMetrics(config, kind, host, store)
+        svc.on_handled = metrics.observe
+        port = metrics.start(config.metrics_port)
+        log.info("metrics on http://127.0.0.1:%d/metrics", port)
     svc.start(config.report_interval)
     if kind == "network" and svc.manager.dhcp:
         svc.every(config.periodic_interval, lambda: runtime.drive(svc.agent, svc.manager.reclaim_fixed_ips()), "reclaim")
@@ -111,6 +119,8 @@ def serve(kind: str, host: str, config: DaemonConfig) -> int:
     stopping.wait()
     log.info("stopping")
     svc.stop()
+    if metrics is not None:
+        metrics.stop()
     runtime.close()
     store.close()
     return 0
