@@ -1,10 +1,14 @@
-"""Command line: ``run-scenario`` and ``novalab``.
+"""Command line: ``run-scenario`` (``novalab run`` hands over to it).
 
 Exit status: 0 when every invariant and SLO holds; 1 when one fails; 2 for bad input
 (a scenario file that does not validate, bad options, a mode that is not available).
 
 A mode's runner is found through the ``novalab.modes`` entry points, so this module
 names no runner but the simulator's own: sim/ never imports real/.
+
+Sim-mode options beyond a single run: ``--no-plots`` (no PNGs in the run directory),
+``--set KEY=VALUE`` (change a scenario field), ``--sweep KEY=V1,V2,...`` / ``--seeds N`` /
+``--jobs N`` (a parameter sweep, see ``sim/sweep.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,29 @@ def _add_run_arguments(parser):
     parser.add_argument("--mode", default="sim", help="sim (default) or real")
     parser.add_argument("--seed", type=int, default=None, help="overrides the scenario's seed")
     parser.add_argument("--out", default=None, help="run directory (default: runs/<name>-seed<N>-<time>)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (or, in a sweep, no progress lines)")
+    parser.add_argument("--no-plots", action="store_true", help="write no PNG plots into the run directory")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", default=None,
+        help="change one scenario field by dotted path, the value read as YAML "
+        "(e.g. cloud.hosts.count=20 or 'workload.lifetime={constant: 60}'); repeat for more fields",
+    )
+    sweep = parser.add_argument_group(
+        "sweeps",
+        "Run every combination of swept values x seeds in parallel processes, each in its own run "
+        "directory under one sweep directory (--out, default runs/<name>-sweep-<time>), and write "
+        "sweep.csv, one row per run. Exit 1 if any run fails an invariant or SLO.",
+    )
+    sweep.add_argument(
+        "--sweep", action="append", metavar="KEY=V1,V2,...", default=None,
+        help="a scenario field by dotted path and its values, read as YAML scalars "
+        "(e.g. cloud.scheduler=queue,simple or workload.arrivals.rate=1,2.5; "
+        "KEY=[...] reads one YAML list, for values with commas); repeat for more fields",
+    )
+    sweep.add_argument("--seeds", type=int, default=None, metavar="N",
+                       help="run each combination with N seeds: the scenario's seed (or --seed), +1, ... (default 1)")
+    sweep.add_argument("--jobs", type=int, default=None, metavar="N",
+                       help="parallel runs in a sweep (default: the number of cores)")
 
 
 def _runner(mode: str):
@@ -36,6 +62,9 @@ def _runner(mode: str):
 
 
 def run(args) -> int:
+    if args.mode != "sim" and (args.sweep or args.seeds is not None or args.set):
+        print(f"run-scenario: --set, --sweep and --seeds run in sim mode only, not with --mode {args.mode}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     runner = _runner(args.mode)
     if runner is None:
         print(f"run-scenario: unknown mode {args.mode!r} (expected sim or real)", file=sys.stderr)
@@ -49,31 +78,3 @@ def run_scenario_main(argv=None) -> int:
     )
     _add_run_arguments(parser)
     sys.exit(run(parser.parse_args(argv)))
-
-
-def novalab_main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="novalab", description="novalab: a testbed of the 2010 Nova architecture.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_run_arguments(sub.add_parser("run", help="run a scenario (same as run-scenario)"))
-    validate = sub.add_parser("validate", help="check scenario files without running them")
-    validate.add_argument("scenarios", nargs="+")
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        sys.exit(run(args))
-    sys.exit(_validate(args.scenarios))
-
-
-def _validate(paths) -> int:
-    from common.scenario import ScenarioError
-    from sim.scenario_file import load
-
-    status = EXIT_OK
-    for path in paths:
-        try:
-            scenario, _ = load(path)
-        except ScenarioError as e:
-            print(e, file=sys.stderr)
-            status = EXIT_BAD_INPUT
-        else:
-            print(f"{path}: ok ({scenario.name}, {scenario.cloud.hosts.count} hosts, {scenario.workload.requests} requests)")
-    return status

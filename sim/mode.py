@@ -1,4 +1,5 @@
-"""``run-scenario --mode sim``: load, simulate, write the run directory, print the summary."""
+"""``run-scenario --mode sim``: load, simulate, write the run directory (with plots), print the
+summary. With ``--sweep``/``--seeds`` the work goes to ``sim.sweep``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from common import report
-from common.scenario import ScenarioError
+from common.scenario import ScenarioError, with_overrides
 from sim import output
+from sim.overrides import SweepError, parse_set_args
 from sim.run import simulate
 from sim.scenario_file import digest, load
 
@@ -20,29 +22,63 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def run(args) -> int:
+    if getattr(args, "sweep", None) or getattr(args, "seeds", None) is not None:
+        from sim import sweep  # imports this module for run_one
+
+        return sweep.run(args)
     try:
         scenario, raw = load(args.scenario)
-    except ScenarioError as e:
-        print(e, file=sys.stderr)
+        overrides = parse_set_args(getattr(args, "set", None))
+        if overrides:
+            label = ", ".join(f"{k}={v}" for k, v in overrides.items())
+            scenario = with_overrides(scenario, overrides, f"{args.scenario} with {label}")
+    except (ScenarioError, SweepError) as e:
+        message = str(e)
+        print(message if message.startswith(("--set", str(args.scenario))) else f"run-scenario: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     seed = scenario.seed if args.seed is None else args.seed
     if seed < 0:
         print(f"run-scenario: --seed must not be negative, got {seed}", file=sys.stderr)
         return EXIT_BAD_INPUT
     err = Console(stderr=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = timestamp()
     out = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-seed{seed}-{stamp}"
-    result = _simulate_with_progress(scenario, seed, err, enabled=not args.no_progress)
+    summary = run_one(
+        scenario, raw, args.scenario, seed, out,
+        plots=not getattr(args, "no_plots", False), stamp=stamp, overrides=overrides, console=err,
+        progress=not args.no_progress,
+    )
+    print_summary(Console(width=max(100, Console().width)), summary, out)
+    return EXIT_OK if summary["ok"] else EXIT_FAILED
+
+
+def timestamp() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def run_one(scenario, raw: bytes, scenario_path, seed: int, out: Path, *, plots: bool = True, stamp: str | None = None,
+            overrides: dict | None = None, sweep: str | None = None, console=None, progress: bool = False) -> dict:
+    """Simulate one scenario with one seed and write its run directory; returns the summary.
+
+    ``overrides`` (already applied to ``scenario``) and ``sweep`` (the sweep directory it
+    belongs to) are recorded in the manifest."""
+    if progress:
+        result = _simulate_with_progress(scenario, seed, console or Console(stderr=True), enabled=True)
+    else:
+        result = simulate(scenario, seed)
     manifest = {
         "scenario": scenario.name,
-        "scenario_path": str(args.scenario),
+        "scenario_path": str(scenario_path),
         "scenario_hash": digest(raw),
         "seed": seed,
         "mode": "sim",
         "git_commit": output.git_commit(Path(__file__).resolve().parent),
         "versions": output.versions(),
-        "started_at": stamp,
+        "started_at": stamp or timestamp(),
+        "overrides": dict(overrides or {}),
     }
+    if sweep is not None:
+        manifest["sweep"] = sweep
     output.write_run_dir(
         out,
         manifest=manifest,
@@ -50,9 +86,9 @@ def run(args) -> int:
         store=result.snapshot.store,
         rpc_rows=result.recorder.rpc_rows,
         series=result.recorder.series,
+        plots=plots,
     )
-    print_summary(Console(width=max(100, Console().width)), result.summary, out)
-    return EXIT_OK if result.summary["ok"] else EXIT_FAILED
+    return result.summary
 
 
 def _simulate_with_progress(scenario, seed, console, enabled: bool):

@@ -5,6 +5,10 @@ summary.json    the summary printed at the end, with invariant and SLO verdicts
 instances.csv   one row per instance: when it first reached each state
 rpc.csv         one row per handled RPC message
 timeseries.csv  long format: time, metric, series, value
+*.png           figures (unless plots are turned off): see common.plots.RUN_FIGURES
+
+A sweep directory holds one run directory per run, ``sweep.json`` (what was swept) and
+``sweep.csv`` (one row per run: swept values, seed, run directory, headline metrics).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from common import report
 
-PACKAGES = ("novalab", "simpy", "fakeredis", "redis", "pydantic", "PyYAML", "rich")
+PACKAGES = ("novalab", "simpy", "fakeredis", "redis", "pydantic", "PyYAML", "rich", "matplotlib")
 
 
 def git_commit(start: Path) -> str:
@@ -51,14 +55,16 @@ def versions() -> dict:
     return found
 
 
-def write_run_dir(out: Path, *, manifest: dict, summary: dict, store: dict, rpc_rows, series) -> None:
+def write_run_dir(out: Path, *, manifest: dict, summary: dict, store: dict, rpc_rows, series, plots: bool = True) -> list[Path]:
+    """Write the run directory; returns the plot files written (none when ``plots`` is off)."""
     out.mkdir(parents=True, exist_ok=True)
+    instances = report.instance_rows(store)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     with open(out / "instances.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=report.INSTANCE_COLUMNS)
         writer.writeheader()
-        writer.writerows(report.instance_rows(store))
+        writer.writerows(instances)
     with open(out / "rpc.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(report.RPC_COLUMNS)
@@ -67,3 +73,31 @@ def write_run_dir(out: Path, *, manifest: dict, summary: dict, store: dict, rpc_
         writer = csv.writer(f)
         writer.writerow(("time", "metric", "series", "value"))
         writer.writerows(series)
+    if not plots:
+        return []
+    subtitle = f"{summary.get('scenario', '')} · seed {summary.get('seed', '')} · {summary.get('mode', '')}"
+    return write_plots(out, series, instances, subtitle=subtitle)
+
+
+def write_plots(out: Path, series, instances, *, subtitle: str = "") -> list[Path]:
+    """The run's figures as PNG files in ``out`` (built by common.plots)."""
+    from common import plots  # matplotlib is imported only when plots are wanted
+
+    written = []
+    for name, data in plots.run_figures(series, instances, subtitle=subtitle).items():
+        path = out / name
+        path.write_bytes(data)
+        written.append(path)
+    return written
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_table(path: Path, columns, rows) -> None:
+    """A CSV file: a header of ``columns``, then ``rows`` (lists in column order)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(rows)

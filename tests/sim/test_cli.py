@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.cli import novalab_main, run_scenario_main
+from real.cli import main as novalab_main
+from sim.cli import run_scenario_main
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = """
@@ -55,12 +56,6 @@ def test_missing_scenario_file_exits_2(tmp_path, capsys):
     """A file that does not exist is named in the error."""
     code, _, err = run([str(tmp_path / "nope.yaml")], capsys)
     assert code == 2 and "nope.yaml: no such file" in err
-
-
-def test_real_mode_says_it_is_not_built(tmp_path, capsys):
-    """--mode real refuses plainly instead of pretending."""
-    code, _, err = run([write(tmp_path, GOOD), "--mode", "real"], capsys)
-    assert code == 2 and "real mode is not built yet" in err
 
 
 def test_good_run_writes_the_run_directory(tmp_path, capsys):

@@ -1,0 +1,49 @@
+"""The analysis notebooks run top to bottom in a fresh kernel, from the repository root.
+
+Each notebook makes its own small sweep when its parameters are left at None, so this is
+an end-to-end check of run-scenario's sweep API, the run directory schema and the
+figures, as a notebook user meets them.
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ["queue-behaviour.ipynb", "ip-pool-behaviour.ipynb"]
+CELL_TIMEOUT = 300  # seconds per cell: a guard against a hang, not a speed target
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_starts_with_a_papermill_parameters_cell(name):
+    """The first code cell is tagged "parameters" and defaults run_dir and sweep_dir to None."""
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    first = next(cell for cell in nb.cells if cell.cell_type == "code")
+    assert "parameters" in first.metadata.get("tags", [])
+    namespace = {}
+    exec(first.source, namespace)
+    assert namespace["run_dir"] is None and namespace["sweep_dir"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_executes_without_errors(name, tmp_path, monkeypatch):
+    """Executed in a fresh kernel with cwd = repo root, no cell raises, and the figures
+    it promises are there. (The kernel inherits TMPDIR, so the sweep the notebook makes
+    for itself lands in this test's temporary directory.)"""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    )
+    try:
+        client.execute()
+    except CellExecutionError as e:
+        pytest.fail(f"{name}: a cell failed:\n{e}")
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+    assert not [out for out in outputs if out.get("output_type") == "error"]
+    images = [out for out in outputs if "image/png" in out.get("data", {})]
+    assert len(images) >= 3, f"{name} showed {len(images)} figures"
