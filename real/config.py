@@ -52,6 +52,9 @@ class DaemonConfig(BaseModel):
     netns: str | None = None
     public_interface: str = "eth0"
     dhcpbridge: str | None = None
+    #: A CSV file the daemon appends one row per handled RPC message to (run-scenario
+    #: --mode real merges them into the run's rpc.csv); none: no log.
+    rpc_log: str | None = None
     #: Port of the daemon's Prometheus /metrics endpoint on 127.0.0.1 (none: not served).
     metrics_port: int | None = None
     #: Seconds to wait for Redis and RabbitMQ at start-up before refusing to start.

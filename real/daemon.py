@@ -7,6 +7,7 @@ or SIGINT (in-flight messages finish, within a bound).
 
 from __future__ import annotations
 
+import csv
 import logging
 import signal
 import sys
@@ -91,6 +92,21 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
     raise ValueError(f"unknown daemon kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
+class RpcLog:
+    """Appends one CSV row per handled message (columns of common.report.RPC_COLUMNS;
+    what the broker alone knows, delivery tag and publish time, stays empty)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.lock = threading.Lock()
+
+    def observe(self, topic, message, consumer, started, finished, outcome):
+        row = ["", topic, message.get("method", "?"), message.get("_msg_id", "") or "", "", started, finished,
+               consumer, "", outcome]
+        with self.lock, open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow(row)
+
+
 def serve(kind: str, host: str, config: DaemonConfig) -> int:
     """Run one daemon until SIGTERM/SIGINT. Returns the exit status."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -104,14 +120,19 @@ def serve(kind: str, host: str, config: DaemonConfig) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
+    observers = []
     metrics = None
     if config.metrics_port is not None:
         from real.metrics import DaemonMetrics
 
         metrics = DaemonMetrics(config, kind, host, store)
-        svc.on_handled = metrics.observe
+        observers.append(metrics.observe)
         port = metrics.start(config.metrics_port)
         log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    if config.rpc_log:
+        observers.append(RpcLog(config.rpc_log.replace("{name}", f"{kind}-{host}")).observe)
+    if observers:
+        svc.on_handled = lambda *row: [observe(*row) for observe in observers]
     svc.start(config.report_interval)
     if kind == "network" and svc.manager.dhcp:
         svc.every(config.periodic_interval, lambda: runtime.drive(svc.agent, svc.manager.reclaim_fixed_ips()), "reclaim")

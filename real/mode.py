@@ -21,6 +21,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import csv
 import datetime
 import hashlib
 import heapq
@@ -113,6 +114,12 @@ def run(args) -> int:
     }
     files = report.run_files(manifest=manifest, summary=summary, store=run.final_store,
                              rpc_rows=run.recorder.rpc_rows, series=run.recorder.series)
+    if not getattr(args, "no_plots", False):
+        from common import plots  # matplotlib only when plots are wanted
+
+        files.update(plots.run_figures(run.recorder.series, report.instance_rows(run.final_store),
+                                       subtitle=f"{scenario.name} · real · time x{scenario.real.time_scale:g}",
+                                       time_label="scenario time since start (s)"))
     for name, data in files.items():
         (out / name).write_bytes(data)
     Console(width=max(100, Console().width)).print(report.summary_renderable(summary, out))
@@ -144,6 +151,7 @@ class RealRun:
             amqp_url=real.amqp_url,
             key_prefix=real.key_prefix or f"novalab-{scenario.name}-{secrets.token_hex(4)}:",
             libvirt_uri=real.libvirt_uri if real.libvirt_uri != "test" else "test:///default",
+            rpc_log=str((out / "logs" / "rpc-{name}.csv").resolve()),
             instances_path=str((out / "instances").resolve()),
             workers=cloud.hosts.workers,
             report_interval=timing.report_interval,
@@ -205,6 +213,7 @@ class RealRun:
         finally:
             self._stop_daemons()
         verdicts = invariants.check_all(snapshot)
+        self._collect_rpc_rows()
         self.final_store = snapshot.store
         wall = time.perf_counter() - started
         summary = report.summarize(
@@ -472,6 +481,14 @@ class RealRun:
             # After the drain every consumer is idle, so nothing is unacknowledged.
             queues={q: {"ready": d, "unacked": 0} for q, d in depths.items()},
         )
+
+    def _collect_rpc_rows(self):
+        rows = []
+        for path in sorted((self.out / "logs").glob("rpc-*.csv")):
+            with open(path, newline="") as f:
+                rows.extend(csv.reader(f))
+        rows.sort(key=lambda row: float(row[5]))  # by the time handling started
+        self.recorder.rpc_rows.extend(rows)
 
     def _clean_up(self):
         transport.delete_queues(self.config.amqp_url, self._queue_names())
