@@ -76,6 +76,10 @@ class CloudConfig:
     scheduler: str = scheduler.QUEUE
     instance_types: dict = field(default_factory=lambda: dict(DEFAULT_INSTANCE_TYPES))
     images: tuple = ("ami-tiny",)
+    #: image id -> (object store location "bucket/key", size in bytes): copied into
+    #: each instance record so its compute host fetches the image before spawning.
+    #: An image without an entry is not fetched (the hypervisor has it).
+    image_locations: dict = field(default_factory=dict)
     quotas: dict = field(default_factory=dict)  # project id -> Quota
     default_quota: Quota = Quota()
     network_call_timeout: float = 30.0
@@ -131,6 +135,9 @@ class CloudController:
                 "fixed_ip": "",
                 "error": "",
             }
+            if image_id in self.config.image_locations:
+                location, size = self.config.image_locations[image_id]
+                record["image_location"], record["image_size_bytes"] = location, str(size)
             now = yield Now()
             if (yield from instances.create(record, now, now + self.config.build_timeout)):
                 return {**record, "state": lifecycle.SCHEDULING}

@@ -10,8 +10,8 @@ orphan.
 from __future__ import annotations
 
 from common import instances, keys, lifecycle
-from common.effects import Destroy, DomainSpec, GetInfo, ListDomains, Reboot, SAdd, SMembers, Spawn, ZIncrBy
-from common.errors import HypervisorError, NetworkDriverError, NotFound
+from common.effects import Destroy, DomainSpec, FetchImage, GetInfo, ListDomains, Reboot, SAdd, SMembers, Spawn, ZIncrBy
+from common.errors import HypervisorError, ImageError, NetworkDriverError, NotFound
 
 
 class ComputeManager:
@@ -85,8 +85,13 @@ class ComputeManager:
         record["state"] = lifecycle.LAUNCHING
         try:
             yield from self.network.setup_compute_network(record.get("network_id") or "flat")
+            if record.get("image_location"):
+                # 2010's spawn fetched the image into _base first; the host's cache makes
+                # every boot after the first of an image on this host skip the transfer.
+                size = int(record.get("image_size_bytes") or 0)
+                yield FetchImage(record["image_id"], record["image_location"], size)
             yield Spawn(domain_spec(record))
-        except (HypervisorError, NetworkDriverError) as e:
+        except (HypervisorError, NetworkDriverError, ImageError) as e:
             if (yield from instances.fail(record, f"spawn failed: {e}")):
                 yield from self.network.release_instance_address(record)
             return

@@ -172,6 +172,9 @@ class Cloud(_Model):
         default_factory=lambda: {k: InstanceType(**v) for k, v in DEFAULT_INSTANCE_TYPES.items()}
     )
     images: tuple[str, ...] = ("ami-tiny",)
+    #: MiB of each image, fetched by a compute host from the object store before its
+    #: first boot of that image (timing.image_fetch says how fast); 0: not modelled.
+    image_size_mb: Annotated[float, Field(ge=0)] = 0.0
     projects: tuple[Project, ...] = (Project(id="demo"),)
 
     @model_validator(mode="after")
@@ -192,12 +195,21 @@ class Hypervisor(_Model):
     spawn_failure_probability: Probability = 0.0
 
 
+class ImageFetch(_Model):
+    #: MiB per second one compute host pulls an image at (each host at full speed).
+    bandwidth_mb_per_s: PositiveFloat = 100.0
+    #: Added to every transfer: connection, authentication, the store finding the file.
+    latency: Dist = distributions.Constant(0.1)
+
+
 class Timing(_Model):
     #: One store round trip, one broker hop (publish to delivery, and a reply), one API request.
     store: Dist = distributions.Constant(0.0005)
     rpc: Dist = distributions.Constant(0.002)
     api: Dist = distributions.Constant(0.01)
     hypervisor: Hypervisor = Hypervisor()
+    #: A compute host's first fetch of an image (when cloud.image_size_mb > 0).
+    image_fetch: ImageFetch = ImageFetch()
     #: One network-driver operation (bridge, vlan, dnsmasq reload, iptables rule).
     network_driver: Dist = distributions.Constant(0.05)
     report_interval: PositiveFloat = 10.0

@@ -3,6 +3,8 @@
     novalab compute --host NAME [--config FILE]     a compute worker
     novalab network [--host NAME] [--config FILE]   the network worker
     novalab scheduler [--host NAME] [--config FILE] the scheduler
+    novalab objectstore --root DIR --keys FILE [--bind HOST] [--port 3333]
+                                                    the S3-compatible object store
     novalab run FILE [options]                       same as run-scenario FILE [options]
     novalab validate FILE...                        check scenario files
 
@@ -29,6 +31,12 @@ def main(argv=None):
         daemon.add_argument("--host", default=socket.gethostname() if kind != "compute" else None,
                             required=kind == "compute", help="this worker's host name (its private queue)")
         daemon.add_argument("--config", default=None, help="YAML configuration (NOVALAB_* variables override it)")
+    store = sub.add_parser("objectstore", help="serve the S3-compatible object store")
+    store.add_argument("--root", required=True, help="directory holding the buckets")
+    store.add_argument("--keys", required=True,
+                       help="YAML: access key -> {secret, project, admin} (until the directory is wired in)")
+    store.add_argument("--bind", default="127.0.0.1", help="address to listen on")
+    store.add_argument("--port", type=int, default=3333)
     run = sub.add_parser("run", help="run a scenario (same as run-scenario; see run-scenario --help)",
                          add_help=False)
     run.add_argument("arguments", nargs=argparse.REMAINDER)
@@ -46,6 +54,17 @@ def main(argv=None):
             print(f"novalab {args.command}: {e}", file=sys.stderr)
             sys.exit(2)
         sys.exit(serve(args.command, args.host, config))
+    if args.command == "objectstore":
+        from real.objectstore import ObjectStoreApp, file_lookup, serve as serve_store
+
+        try:
+            lookup = file_lookup(args.keys)
+        except (OSError, ValueError) as e:
+            print(f"novalab objectstore: {e}", file=sys.stderr)
+            sys.exit(2)
+        print(f"novalab objectstore: serving {args.root} on http://{args.bind}:{args.port}", file=sys.stderr)
+        serve_store(ObjectStoreApp(args.root, lookup), args.bind, args.port)
+        sys.exit(0)
     if args.command == "run":
         sys.exit(run_mode(args))
     sys.exit(validate_files(args.scenarios))

@@ -59,6 +59,11 @@ class DaemonConfig(BaseModel):
     metrics_port: int | None = None
     #: Seconds to wait for Redis and RabbitMQ at start-up before refusing to start.
     connect_timeout: PositiveFloat = 5.0
+    #: compute: the object store images are fetched from (none: FetchImage is not
+    #: performed) and the compute service's admin key for it (``<access>:<project>``).
+    s3_url: str | None = None
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
 
 
     def network_config(self):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import signal
 import sys
 import threading
@@ -73,6 +74,11 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
         except HypervisorError as e:
             raise StartupError(f"cannot open libvirt at {config.libvirt_uri}: {e}") from None
         manager = ComputeManager(host, net)
+        if config.s3_url:
+            from real import images
+
+            images.install(runtime, config.s3_url, (config.s3_access_key, config.s3_secret_key),
+                           os.path.join(config.instances_path, "_base"))
         svc = RealService(runtime, "compute", host, manager, amqp_url=config.amqp_url, workers=config.workers,
                           hypervisor=hypervisor, netdriver=net_driver(config))
         settled = runtime.drive(svc.agent, manager.init_host())

@@ -155,7 +155,7 @@ class ImageCache:
             if got != size_bytes:
                 raise ImageError(f"short download of image {image_id}: {got} of {size_bytes} bytes")
             etag = (response.getheader("ETag") or "").strip('"')
-            if etag and etag != md5.hexdigest():
+            if etag and "-" not in etag and etag != md5.hexdigest():  # "-": a multipart ETag, not an MD5
                 raise ImageError(f"image {image_id} from {location} is corrupt: MD5 {md5.hexdigest()}, ETag {etag}")
             os.replace(tmp, final)
         finally:

@@ -2,6 +2,17 @@
 
 The 2010 ``nova-objectstore`` (twisted.web on port 3333) rebuilt as a WSGI application
 (``ObjectStoreApp``) served by cheroot. boto3's S3 client works against it unmodified.
+``serve(app, host, port)`` runs it in the foreground until SIGTERM/SIGINT;
+``ObjectStoreServer(root, lookup, host, port)`` runs it on a background thread (tests,
+daemons); ``dict_lookup``/``file_lookup`` make a credentials lookup from a table.
+
+Why cheroot (CherryPy's server, pure Python, maintained): it hands the request body to
+the application as a stream, so an upload is written once, into our own temporary file,
+under our own bound (waitress spools every body to a temporary file of its own before
+calling the application, which for multi-GB images means writing each twice, outside
+``root``); it has a thread-safe ``stop()`` and binds before serving, so a background
+server on a free port is a few lines; and it passes the raw request target
+(``REQUEST_URI``) that Signature V4 signs.
 
 *Features*
 
@@ -60,8 +71,8 @@ CopyObject, DeleteObjects (batch), Range and conditional GETs, presigned URLs
 (query-string auth), Signature Version 2 (``Authorization: AWS access:sig``, what 2010
 used), signed or unsigned streaming (``aws-chunked``) payloads, anonymous access,
 virtual-hosted-style addressing, server-side encryption, storage classes, keys whose
-escaped form exceeds a file name (about 80-250 characters depending on the characters:
-KeyTooLongError), more than one server process per root, and the 2010 ``/_images``
+escaped form is over 240 characters (each UTF-8 byte outside ``A-Za-z0-9_.-~`` counts
+three; KeyTooLongError), more than one server process per root, and the 2010 ``/_images``
 endpoints (images are registered in the datastore: common/images.py).
 
 *Connection string*: ``http://HOST:PORT`` (default ``http://127.0.0.1:3333``) as boto3's
@@ -84,6 +95,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -261,6 +273,18 @@ def key_file_name(key: str) -> str:
 
 def key_from_file_name(name: str) -> str:
     return unquote(name, errors="strict")
+
+
+def _stored_key(name: str) -> str | None:
+    """The key a bucket directory entry stores, or None for the store's own dot-files
+    and for names this store did not write (a file dropped in by hand)."""
+    if name.startswith("."):
+        return None
+    try:
+        key = key_from_file_name(name)
+        return key if key_file_name(key) == name else None
+    except (UnicodeDecodeError, S3Error):
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -687,7 +711,7 @@ class ObjectStoreApp:
         else:
             after = query.get("marker", "")
         directory = self._bucket_dir(bucket)
-        keys = sorted(key_from_file_name(n) for n in os.listdir(directory) if not n.startswith("."))
+        keys = sorted(k for k in map(_stored_key, os.listdir(directory)) if k is not None)
         contents, prefixes, truncated, last = [], [], False, None
         for key in keys:
             if not key.startswith(prefix) or key <= after:
@@ -759,6 +783,8 @@ class ObjectStoreApp:
     def _put_object(self, request: _Request, bucket: str, key: str):
         self._owned_bucket(request, bucket)
         directory, data, meta_path = self._paths(bucket, key)
+        if "x-amz-copy-source" in request.headers:
+            raise S3Error("NotImplemented", "CopyObject is not implemented by this store", close=True)
         reader = _BodyReader(request, self.max_body)
         if reader.length is None and request.headers.get("transfer-encoding", "").lower() != "chunked":
             raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.", close=True)
@@ -845,10 +871,13 @@ class ObjectStoreApp:
                 source.close()
         meta = {**meta, "key": key, "etag": md5.hexdigest(), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                 "ino": st.st_ino}
-        try:
-            self._write_json(meta_path, meta)
-        except OSError:  # the bucket went away meanwhile: the answer is still right
-            pass
+        with self._lock:  # record it only if the file is still the one we hashed
+            try:
+                now = os.stat(data)
+                if (now.st_ino, now.st_size, now.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns):
+                    self._write_json(meta_path, meta)
+            except OSError:  # replaced, deleted or its bucket gone: the answer is still right
+                pass
         return meta
 
     # -- helpers ------------------------------------------------------------------------
@@ -886,6 +915,31 @@ class ObjectStoreApp:
 
 
 # ---------------------------------------------------------------------------
+# Credentials
+
+
+def dict_lookup(keys: Mapping[str, Mapping]) -> Lookup:
+    """A lookup over ``{access: {"secret": ..., "project": ..., "admin": bool}}``."""
+    table = {access: (entry["secret"], entry["project"], bool(entry.get("admin", False)))
+             for access, entry in keys.items()}
+    return table.get
+
+
+def file_lookup(path) -> Lookup:
+    """A lookup over a YAML (or JSON) file in dict_lookup's form, read once."""
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of access key -> {{secret, project, admin}}")
+    try:
+        return dict_lookup(data)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: every key needs 'secret' and 'project' ({e})") from None
+
+
+# ---------------------------------------------------------------------------
 # Serving
 
 
@@ -898,15 +952,25 @@ def make_server(app, host: str = "127.0.0.1", port: int = DEFAULT_PORT, threads:
     return server
 
 
-def serve(app, host: str = "127.0.0.1", port: int = DEFAULT_PORT, threads: int = 16):
-    """Serve ``app`` until interrupted (the foreground daemon form)."""
+def serve(app, host: str = "127.0.0.1", port: int = DEFAULT_PORT, threads: int = 16) -> None:
+    """Serve ``app`` in the foreground until SIGTERM or SIGINT (the daemon form); requests
+    in flight then get cheroot's shutdown timeout to finish. A server killed outright
+    loses nothing stored: writes land by rename, and stale temporary files are swept at
+    the next start."""
     server = make_server(app, host, port, threads)
+    server.prepare()
+    thread = threading.Thread(target=server.serve, name="objectstore", daemon=True)
+    thread.start()
+    stopping = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stopping.set())
     try:
-        server.start()
-    except KeyboardInterrupt:
-        pass
+        while thread.is_alive() and not stopping.wait(0.5):
+            pass
     finally:
         server.stop()
+        thread.join(10)
 
 
 class ObjectStoreServer:

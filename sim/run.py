@@ -12,6 +12,7 @@ from common import floating, invariants, network, report, scheduler, service
 from common.cloud import CloudConfig, CloudController, Quota
 from common.compute import ComputeManager
 from common.context import SYSTEM
+from sim import images as image_cache
 from sim.broker import Broker
 from sim.hypervisor import FakeHypervisor
 from sim.netdriver import FakeNetDriver
@@ -26,6 +27,8 @@ DRAIN_POLL = 5.0
 
 #: Simulated seconds between two progress reports.
 PROGRESS_STEP = 20.0
+
+MIB = 1024 * 1024
 
 
 class SimApi:
@@ -71,6 +74,13 @@ class Simulation:
         self.broker = Broker(env, delivery_latency=lambda: timing.rpc.sample(rpc_rng))
         self.runtime = SimRuntime(env, seed, self.store, self.broker, timing, self.recorder)
         cloud = scenario.cloud
+        image_bytes = int(cloud.image_size_mb * MIB)
+        self.image_cache = None
+        if image_bytes:
+            fetch = timing.image_fetch
+            self.image_cache = image_cache.install(
+                self.runtime, fetch.bandwidth_mb_per_s * MIB, fetch.latency, stream(seed, "image-fetch")
+            )
         net = cloud.network
         self.net_config = net.config()
         self.network_sizes = {spec.network_id: len(spec.addresses) for spec in network.plan(self.net_config)}
@@ -80,6 +90,7 @@ class Simulation:
                 scheduler=cloud.scheduler,
                 instance_types={k: v.model_dump() for k, v in cloud.instance_types.items()},
                 images=tuple(cloud.images),
+                image_locations={name: (f"images/{name}.img", image_bytes) for name in cloud.images} if image_bytes else {},
                 quotas=quotas,
                 network_call_timeout=timing.network_call_timeout,
                 build_timeout=timing.build_timeout,
@@ -167,6 +178,8 @@ class Simulation:
                 "network_manager": self.net_config.manager,
                 "network_driver_operations": sum(sum(d.operations.values()) for d in self.netdrivers),
                 "network_driver_duplicates": sum(sum(d.duplicates.values()) for d in self.netdrivers),
+                "image_transfers": self.image_cache.transfers if self.image_cache else 0,
+                "image_bytes_transferred": self.image_cache.bytes_transferred if self.image_cache else 0,
             },
         )
         return SimResult(self.scenario, self.seed, self.recorder, verdicts, summary, snapshot, broker_stats, wall)

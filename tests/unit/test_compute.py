@@ -11,10 +11,10 @@ from common import keys, rpc
 from common.compute import ComputeManager
 from common.context import RequestContext
 from common.effects import (
-    Destroy, DomainSpec, EnsureBridge, EnsureVlan, GetInfo, Guard, HGetAll, HIncrBy, HSet, ListDomains, Now, Reboot, SAdd,
-    SMembers, Spawn, SRem, ZIncrBy,
+    Destroy, DomainSpec, EnsureBridge, EnsureVlan, FetchImage, GetInfo, Guard, HGetAll, HIncrBy, HSet, ListDomains, Now,
+    Reboot, SAdd, SMembers, Spawn, SRem, ZIncrBy,
 )
-from common.errors import HypervisorError, NetworkDriverError, NotFound
+from common.errors import HypervisorError, ImageError, NetworkDriverError, NotFound
 from common.network import FLATDHCP, VLAN
 
 CTX = RequestContext("alice", "p1")
@@ -382,3 +382,25 @@ def test_network_driver_failure_fails_the_instance_and_releases_its_address():
     assert tx.ops[0] == HSet(keys.fixedip(VLAN_IP), {"state": "deallocated", "deallocated_at": "13.0"})
     assert tx.guards[1] == Guard(keys.fixedip(VLAN_IP), "network_id", "vlan101")
     assert finish(gen, OK) is None
+
+
+IMAGED = {"image_location": "images/ami-tiny.img", "image_size_bytes": "1048576"}
+
+
+def test_run_instance_fetches_the_image_before_spawning():
+    """A record with an image location makes the host fetch the image, then spawn."""
+    gen = compute().run_instance(CTX, IID)
+    launched(gen, record("scheduling", **IMAGED))
+    assert step(gen) == FetchImage("ami-tiny", "images/ami-tiny.img", 1048576)
+    assert step(gen, True) == Spawn(SPEC)
+
+
+def test_image_fetch_failure_fails_the_instance_without_spawning():
+    """ImageError from the fetch: error with the reason, cores back, address released, no spawn."""
+    gen = compute().run_instance(CTX, IID)
+    launched(gen, record("scheduling", **IMAGED))
+    step(gen)
+    assert throw(gen, ImageError("short download")) == Now()
+    assert step(gen, 12.0) == cas(
+        "launching", "error", 12.0, released("h1"), settle(), was=held("h1"), error="spawn failed: short download"
+    )
