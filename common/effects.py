@@ -550,7 +550,7 @@ class LdapSearch:
     attributes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LdapAdd:
     """Add entry ``dn`` with ``object_classes`` and ``attributes`` ({attr: tuple of
     values}). Returns True; raises DirectoryConflict when it exists. Not idempotent."""
@@ -558,6 +558,10 @@ class LdapAdd:
     dn: str
     object_classes: tuple[str, ...]
     attributes: Mapping[str, tuple[str, ...]]
+
+    def __repr__(self):
+        # Entries carry secret keys: traces and fingerprints name the attributes only.
+        return f"LdapAdd(dn={self.dn!r}, object_classes={self.object_classes!r}, attributes={sorted(self.attributes)!r})"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@
     novalab objectstore --root DIR --keys FILE [--bind HOST] [--port 3333]
                                                     the S3-compatible object store
     novalab run FILE [options]                       same as run-scenario FILE [options]
+    novalab manage user|project|role|credentials    users, projects, roles (LDAP)
     novalab validate FILE...                        check scenario files
 
 Exit status: 0 clean, 1 a run's invariant or SLO failed, 2 bad input or a service it
@@ -40,6 +41,9 @@ def main(argv=None):
     run = sub.add_parser("run", help="run a scenario (same as run-scenario; see run-scenario --help)",
                          add_help=False)
     run.add_argument("arguments", nargs=argparse.REMAINDER)
+    from real import manage, manage_network  # noqa: F401  (registers network/floating)
+
+    manage.add_parser(sub)
     validate = sub.add_parser("validate", help="check scenario files without running them")
     validate.add_argument("scenarios", nargs="+")
     args = parser.parse_args(argv)
@@ -67,6 +71,8 @@ def main(argv=None):
         sys.exit(0)
     if args.command == "run":
         sys.exit(run_mode(args))
+    if args.command == "manage":
+        sys.exit(manage.run(args))
     sys.exit(validate_files(args.scenarios))
 
 

@@ -55,6 +55,12 @@ class DaemonConfig(BaseModel):
     #: A CSV file the daemon appends one row per handled RPC message to (run-scenario
     #: --mode real merges them into the run's rpc.csv); none: no log.
     rpc_log: str | None = None
+    #: The directory (OpenLDAP): URL, bind DN (none: cn=admin,<root>), password, root.
+    ldap_url: str = "ldap://127.0.0.1:389/"
+    ldap_bind_dn: str | None = None
+    ldap_password: str = ""
+    ldap_root: str = "dc=novalab,dc=local"
+    ldap_timeout: PositiveFloat = 5.0
     #: Port of the daemon's Prometheus /metrics endpoint on 127.0.0.1 (none: not served).
     metrics_port: int | None = None
     #: Seconds to wait for Redis and RabbitMQ at start-up before refusing to start.
