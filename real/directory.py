@@ -57,6 +57,7 @@ from urllib.parse import urlsplit
 from ldap3 import BASE, LEVEL, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, SIMPLE, SUBTREE, SYNC, Connection, Server
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPResponseTimeoutError
 
+from common.driving import run_blocking
 from common.effects import LdapAdd, LdapDelete, LdapModify, LdapSearch
 from common.errors import DirectoryConflict, DirectoryUnavailable, InvalidParameterValue, NotFound, NovaError
 
@@ -197,17 +198,7 @@ class LdapDirectory:
 
     def run(self, gen, agent=None):
         """Drive a generator that yields only directory effects; return its value."""
-        send = throw = None
-        while True:
-            try:
-                effect = gen.throw(throw) if throw is not None else gen.send(send)
-            except StopIteration as stop:
-                return stop.value
-            send = throw = None
-            try:
-                send = self.perform(agent, effect)
-            except (NovaError, ValueError) as e:
-                throw = e
+        return run_blocking(gen, lambda effect: self.perform(agent, effect))
 
     def _fail(self, conn, what: str, dn: str):
         result = conn.result or {}

@@ -55,7 +55,8 @@ from common.effects import (
     UnbindFloating,
     UpdateDhcp,
 )
-from common.errors import HypervisorError, NetworkDriverError, NovaError, UseYieldFrom
+from common.driving import run_blocking
+from common.errors import HypervisorError, NetworkDriverError, UseYieldFrom
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _NET_EFFECTS = (
@@ -127,18 +128,11 @@ class RealRuntime:
     # -- the loop -----------------------------------------------------------------
 
     def drive(self, agent: Agent, gen):
-        send = throw = None
-        while True:
-            try:
-                effect = gen.throw(throw) if throw is not None else gen.send(send)
-            except StopIteration as stop:
-                return stop.value
-            send = throw = None
-            self.effects += 1
-            try:
-                send = self.perform(agent, effect)
-            except (NovaError, ValueError, UseYieldFrom) as e:
-                throw = e
+        return run_blocking(gen, lambda effect: self._count_and_perform(agent, effect))
+
+    def _count_and_perform(self, agent, effect):
+        self.effects += 1
+        return self.perform(agent, effect)
 
     def perform(self, agent: Agent, effect):
         if isinstance(effect, StoreCommand):
