@@ -93,8 +93,10 @@ class CloudController:
 
     # -- RunInstances -------------------------------------------------------------
 
-    def run_instances(self, context, image_id: str, instance_type: str, min_count: int = 1, max_count: int = 1):
+    def run_instances(self, context, image_id: str, instance_type: str, min_count: int = 1, max_count: int = 1,
+                      key_name: str = "", user_data: str = ""):
         """Create, address and dispatch instances. Returns the reservation dict.
+        ``key_name`` and ``user_data`` (base64, as EC2 takes it) are kept on each record.
 
         Raises InvalidParameterValue or QuotaExceeded before anything is created. Once
         created, an instance that cannot get an address or a queue goes to ``error``
@@ -109,12 +111,13 @@ class CloudController:
         reservation_id = yield NewId("r")
         launched = []
         for index in range(count):
-            record = yield from self._create_record(context, image_id, instance_type, itype, reservation_id, index)
+            record = yield from self._create_record(context, image_id, instance_type, itype, reservation_id, index,
+                                                    {"key_name": key_name, "user_data": user_data})
             yield from self._address_and_dispatch(context, record)
             launched.append(record["id"])
         return {"reservation_id": reservation_id, "instances": launched}
 
-    def _create_record(self, context, image_id, instance_type, itype, reservation_id, index):
+    def _create_record(self, context, image_id, instance_type, itype, reservation_id, index, extra=None):
         """Write a new ``scheduling`` record under a fresh id (ids are random, so a
         taken one is drawn again, a bounded number of times)."""
         for _ in range(MAX_ID_DRAWS):
@@ -134,6 +137,7 @@ class CloudController:
                 "host": "",
                 "fixed_ip": "",
                 "error": "",
+                **{name: value for name, value in (extra or {}).items() if value},
             }
             if image_id in self.config.image_locations:
                 location, size = self.config.image_locations[image_id]

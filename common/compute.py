@@ -15,7 +15,9 @@ from common.errors import HypervisorError, ImageError, NetworkDriverError, NotFo
 
 
 class ComputeManager:
-    rpc_methods = frozenset({"run_instance", "terminate_instance", "reboot_instance", "list_domains"})
+    rpc_methods = frozenset(
+        {"run_instance", "terminate_instance", "reboot_instance", "list_domains", "get_console_output"}
+    )
 
     def __init__(self, host: str, network_manager):
         self.host = host
@@ -55,6 +57,21 @@ class ComputeManager:
             if record is None or record.get("host") != self.host or record["state"] in (lifecycle.DELETED, lifecycle.ERROR):
                 yield Destroy(name)
         return settled
+
+    def get_console_output(self, context, instance_id: str):
+        """-> the console text of an instance on this host (EC2 GetConsoleOutput). Our
+        drivers capture no serial console, so it is a fixed format: the record and the
+        hypervisor's view of the domain. NotFound when the instance is not here."""
+        record = yield from instances.get(instance_id)
+        if record is None or record.get("host") != self.host:
+            raise NotFound(f"the instance ID {instance_id!r} is not on {self.host}")
+        info = yield GetInfo(domain_name(record))
+        domain = (f"{info['state']}, {info['vcpus']} vCPUs, {info['memory_mb']} MiB" if info is not None
+                  else "no domain")
+        return (f"novalab console of {instance_id} ({record.get('instance_type', '')}, image "
+                f"{record.get('image_id', '')}) on {self.host}\n"
+                f"domain {domain_name(record)}: {domain}\n"
+                f"state: {record['state']}; address: {record.get('fixed_ip') or 'none'}\n")
 
     def list_domains(self, context):
         """-> {domain name: state} on this host, for auditing (invariant I3)."""

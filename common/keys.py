@@ -33,6 +33,7 @@ key                                type    contents
 ``heartbeats:<topic>``             zset    host -> time of its last heartbeat
 ``compute:cores``                  zset    host -> vCPUs claimed by instances placed there
 ``building``                       zset    id -> build deadline, until the instance settles
+``keypairs:<user>``                hash    key pair name -> JSON record (common.keypairs)
 =================================  ======  ==============================================
 
 "Do the work on write, make reads fast": every write keeps the index and association

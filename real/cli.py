@@ -3,6 +3,7 @@
     novalab compute --host NAME [--config FILE]     a compute worker
     novalab network [--host NAME] [--config FILE]   the network worker
     novalab scheduler [--host NAME] [--config FILE] the scheduler
+    novalab api [--config FILE]                     the EC2 API (api_port, 8773)
     novalab objectstore --root DIR --keys FILE [--bind HOST] [--port 3333]
                                                     the S3-compatible object store
     novalab run FILE [options]                       same as run-scenario FILE [options]
@@ -38,6 +39,8 @@ def main(argv=None):
                        help="YAML: access key -> {secret, project, admin} (until the directory is wired in)")
     store.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     store.add_argument("--port", type=int, default=3333)
+    api = sub.add_parser("api", help="serve the EC2 API (/services/Cloud on api_port, 8773)")
+    api.add_argument("--config", default=None, help="YAML configuration (NOVALAB_* variables override it)")
     run = sub.add_parser("run", help="run a scenario (same as run-scenario; see run-scenario --help)",
                          add_help=False)
     run.add_argument("arguments", nargs=argparse.REMAINDER)
@@ -69,6 +72,16 @@ def main(argv=None):
         print(f"novalab objectstore: serving {args.root} on http://{args.bind}:{args.port}", file=sys.stderr)
         serve_store(ObjectStoreApp(args.root, lookup), args.bind, args.port)
         sys.exit(0)
+    if args.command == "api":
+        from real import config as config_module
+        from real.api import serve_config
+
+        try:
+            config = config_module.load(args.config)
+        except config_module.ConfigError as e:
+            print(f"novalab api: {e}", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(serve_config(config))
     if args.command == "run":
         sys.exit(run_mode(args))
     if args.command == "manage":

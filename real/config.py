@@ -70,6 +70,20 @@ class DaemonConfig(BaseModel):
     s3_url: str | None = None
     s3_access_key: str = ""
     s3_secret_key: str = ""
+    #: network: the floating (public) addresses this host hands out, as a CIDR (none:
+    #: no floating addresses here).
+    floating_range: str | None = None
+    #: novalab api: where it listens, its worker threads, how RunInstances dispatches
+    #: (queue: straight to the compute topic; scheduler: through the scheduler), the
+    #: images it accepts (comma-separated) and the default quota of a project.
+    api_listen: str = "127.0.0.1"
+    api_port: int = 8773
+    api_threads: PositiveInt = 8
+    api_dispatch: Literal["queue", "scheduler"] = "scheduler"
+    images: str = "ami-tiny"
+    quota_instances: PositiveInt = 10
+    quota_cores: PositiveInt = 20
+    quota_floating_ips: PositiveInt = 10
 
 
     def network_config(self):
@@ -79,7 +93,7 @@ class DaemonConfig(BaseModel):
             manager=self.network_manager, fixed_range=self.fixed_range, bridge=self.flat_network_bridge,
             bridge_interface=self.bridge_interface, dns=self.flat_network_dns, network_size=self.network_size,
             num_networks=self.num_networks, vlan_start=self.vlan_start, vpn_clients=self.vpn_clients,
-            disassociate_timeout=self.disassociate_timeout,
+            disassociate_timeout=self.disassociate_timeout, public_interface=self.public_interface,
         )
 
 

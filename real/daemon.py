@@ -90,6 +90,10 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
         svc = RealService(runtime, "network", host, net, amqp_url=config.amqp_url, workers=config.workers,
                           netdriver=net_driver(config))
         runtime.drive(svc.agent, net.create_networks())
+        if config.floating_range:
+            from common.floating import create_floating_ips
+
+            runtime.drive(svc.agent, create_floating_ips(host, config.floating_range))
         runtime.drive(svc.agent, net.init_host())
         return svc
     if kind == "scheduler":
