@@ -73,16 +73,18 @@ class Recorder:
 
     def sample(self, now, broker, store, networks, hypervisors):
         add = self.series.append
-        host_ready = host_max = 0
+        host_queues: dict[str, list[int]] = {}  # topic -> depths of its T.<host> queues
         for queue, depth in broker.queue_depths().items():
             topic, dot, _ = queue.partition(".")
             if dot:
-                host_ready += depth
-                host_max = max(host_max, depth)
+                host_queues.setdefault(topic, []).append(depth)
             else:
                 add((now, "queue_depth", topic, depth))
-        add((now, "queue_depth", "compute.<host> (sum)", host_ready))
-        add((now, "queue_depth", "compute.<host> (max)", host_max))
+        # Each topic's host queues under its own label: compute.<host>, network.<host>,
+        # scheduler.<host> are different consumers and must not be summed together.
+        for topic, depths in host_queues.items():
+            add((now, "queue_depth", f"{topic}.<host> (sum)", sum(depths)))
+            add((now, "queue_depth", f"{topic}.<host> (max)", max(depths)))
         for network_id, size in networks.items():
             add((now, "pool_free", network_id, store.scard(keys.available(network_id))))
             add((now, "pool_size", network_id, size))

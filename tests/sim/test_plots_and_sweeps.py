@@ -14,6 +14,7 @@ from common import sweep as sweeps
 from common.scenario import with_overrides
 from sim.cli import run_scenario_main
 from sim.run import simulate
+from sim.recorder import Recorder
 from sim.scenario_file import load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +106,39 @@ def test_time_to_running_cdf_counts_instances_that_never_ran():
     """Instances without a time to running are counted apart, not as zero."""
     values, never = plots.times_to_running([{"time_to_running": 3.0}, {"time_to_running": ""}, {"time_to_running": "1.5"}])
     assert values == [1.5, 3.0] and never == 1
+
+
+def test_recorder_aggregates_host_queues_per_topic():
+    """Each topic's T.<host> queues are summed and maxed under their own label: a
+    network.<host> or scheduler.<host> message is not counted as compute.<host>."""
+
+    class Broker:
+        def queue_depths(self):
+            return {"compute": 1, "compute.h1": 2, "compute.h2": 5, "network": 0, "network.n1": 7,
+                    "scheduler": 0, "scheduler.s1": 3, "scheduler.s2": 1}
+
+    recorder = Recorder()
+    recorder.sample(0.0, Broker(), None, {}, [])
+    depths = {name: value for _, metric, name, value in recorder.series if metric == "queue_depth"}
+    assert depths == {
+        "compute": 1, "compute.<host> (sum)": 7, "compute.<host> (max)": 5,
+        "network": 0, "network.<host> (sum)": 7, "network.<host> (max)": 7,
+        "scheduler": 0, "scheduler.<host> (sum)": 4, "scheduler.<host> (max)": 3,
+    }
+
+
+def test_sampled_host_queue_depths_match_the_summary_topics():
+    """A run's queue-depth series name the same T.<host> groups as its summary, and the
+    sampled deepest host queue never exceeds that group's recorded peak."""
+    scenario, _ = load(FIVE_HOSTS)
+    result = simulate(scenario, 1)
+    lines = plots.series_by_name(result.recorder.series, "queue_depth")
+    host_groups = {topic for topic in result.summary["queues"] if topic.endswith(".<host>")}
+    assert {"compute.<host>", "network.<host>"} <= host_groups
+    assert {name for name in lines if "<host>" in name} == {f"{g} ({k})" for g in host_groups for k in ("sum", "max")}
+    for group in host_groups:
+        assert max(lines[f"{group} (max)"][1]) <= result.summary["queues"][group]["peak_depth"]
+        assert all(m <= s for m, s in zip(lines[f"{group} (max)"][1], lines[f"{group} (sum)"][1]))
 
 
 # -- sweeps -----------------------------------------------------------------------
