@@ -31,6 +31,24 @@ RPC_COLUMNS = (
 )
 
 
+def queue_depth_rows(now: float, depths: dict) -> list[tuple]:
+    """Time-series rows for queue depths: one per shared topic queue, and each topic's
+    ``T.<host>`` queues as ``T.<host> (sum)`` and ``(max)`` (they are different
+    consumers, so one topic's host queues are never summed with another's)."""
+    rows = []
+    host_queues: dict[str, list[int]] = {}
+    for queue, depth in sorted(depths.items()):
+        topic, dot, _ = queue.partition(".")
+        if dot:
+            host_queues.setdefault(topic, []).append(depth)
+        else:
+            rows.append((now, "queue_depth", topic, depth))
+    for topic, values in host_queues.items():
+        rows.append((now, "queue_depth", f"{topic}.<host> (sum)", sum(values)))
+        rows.append((now, "queue_depth", f"{topic}.<host> (max)", max(values)))
+    return rows
+
+
 def percentile(values, q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100) of ``values``; None when empty."""
     ordered = sorted(values)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from common import keys, lifecycle
+from common import keys, lifecycle, report
 from common.events import InstanceStateChanged, RequestRejected
 
 
@@ -73,18 +73,7 @@ class Recorder:
 
     def sample(self, now, broker, store, networks, hypervisors):
         add = self.series.append
-        host_queues: dict[str, list[int]] = {}  # topic -> depths of its T.<host> queues
-        for queue, depth in broker.queue_depths().items():
-            topic, dot, _ = queue.partition(".")
-            if dot:
-                host_queues.setdefault(topic, []).append(depth)
-            else:
-                add((now, "queue_depth", topic, depth))
-        # Each topic's host queues under its own label: compute.<host>, network.<host>,
-        # scheduler.<host> are different consumers and must not be summed together.
-        for topic, depths in host_queues.items():
-            add((now, "queue_depth", f"{topic}.<host> (sum)", sum(depths)))
-            add((now, "queue_depth", f"{topic}.<host> (max)", max(depths)))
+        self.series.extend(report.queue_depth_rows(now, broker.queue_depths()))
         for network_id, size in networks.items():
             add((now, "pool_free", network_id, store.scard(keys.available(network_id))))
             add((now, "pool_size", network_id, size))
