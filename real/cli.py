@@ -8,6 +8,7 @@
                                                     the S3-compatible object store
     novalab run FILE [options]                       same as run-scenario FILE [options]
     novalab manage user|project|role|credentials    users, projects, roles (LDAP)
+    novalab dhcpbridge add|old|del MAC IP HOST      dnsmasq's lease hook
     novalab validate FILE...                        check scenario files
 
 Exit status: 0 clean, 1 a run's invariant or SLO failed, 2 bad input or a service it
@@ -47,6 +48,9 @@ def main(argv=None):
     from real import manage, manage_network  # noqa: F401  (registers network/floating)
 
     manage.add_parser(sub)
+    from real import dhcpbridge
+
+    dhcpbridge.add_parser(sub)
     validate = sub.add_parser("validate", help="check scenario files without running them")
     validate.add_argument("scenarios", nargs="+")
     args = parser.parse_args(argv)
@@ -84,6 +88,8 @@ def main(argv=None):
         sys.exit(serve_config(config))
     if args.command == "run":
         sys.exit(run_mode(args))
+    if args.command == "dhcpbridge":
+        sys.exit(dhcpbridge.run(args))
     if args.command == "manage":
         sys.exit(manage.run(args))
     sys.exit(validate_files(args.scenarios))

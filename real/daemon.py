@@ -41,9 +41,11 @@ def net_driver(config: DaemonConfig):
     """linux_net for the DHCP managers (flat does no network work, so none)."""
     if config.network_manager == network.FLAT:
         return None
+    from real.dhcpbridge import write_hook
     from real.linux_net import LinuxNet
 
-    return LinuxNet(config.net_state_dir, namespace=config.netns, dhcp_script=config.dhcpbridge,
+    hook = config.dhcpbridge or write_hook(config)  # dnsmasq's lease events come back to us
+    return LinuxNet(config.net_state_dir, namespace=config.netns, dhcp_script=hook,
                     public_interface=config.public_interface)
 
 
