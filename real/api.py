@@ -59,8 +59,10 @@ forks and cannot be embedded.
   ``/cloudpipe``, the metadata service (``/latest/...``), and the OpenStack API.
 - ``ClientToken`` idempotency (boto3 sends one with RunInstances; it is accepted and
   ignored), filters, tags, VPC, and security groups other than ``default``.
-- A clock other than the wall clock: the API checks request timestamps, so its
-  runtime's ``time_scale`` must be 1.
+- A clock other than the wall clock in ``build_api``/``novalab api``: the API checks
+  request timestamps against its runtime's clock, so ``time_scale`` must be 1 there.
+  (``run-scenario --mode real`` runs an ApiServer on its compressed clock; its clients,
+  ``real.ec2_client``, stamp their requests with that same clock.)
 
 *Connection string*
 
@@ -101,6 +103,10 @@ MAX_HEADER_BYTES = 64 * 1024
 THREADS = 8
 #: Seconds cheroot's serving loop may sleep before it notices stop().
 POLL_INTERVAL = 0.2
+#: Listen backlog: connections the kernel queues before cheroot accepts them. cheroot's
+#: default, 5, resets connections when a burst of clients connects at once (64 workload
+#: threads of run-scenario --mode real did); the kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 1024
 #: Seconds stop() waits for requests in flight, then for the worker threads.
 STOP_TIMEOUT = 15.0
 #: RSA modulus size of generated key pairs (EC2's).
@@ -332,7 +338,7 @@ class ApiServer:
         from cheroot import wsgi
 
         server = wsgi.Server((self.host, self.port), self.app, numthreads=self.threads, server_name="novalab-api",
-                             timeout=60, shutdown_timeout=STOP_TIMEOUT)
+                             timeout=60, shutdown_timeout=STOP_TIMEOUT, request_queue_size=LISTEN_BACKLOG)
         server.max_request_header_size = MAX_HEADER_BYTES
         server.max_request_body_size = 2 * self.app.max_request_bytes
         server.expiration_interval = POLL_INTERVAL

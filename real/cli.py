@@ -4,8 +4,12 @@
     novalab network [--host NAME] [--config FILE]   the network worker
     novalab scheduler [--host NAME] [--config FILE] the scheduler
     novalab api [--config FILE]                     the EC2 API (api_port, 8773)
+    novalab objectstore --config FILE [--root DIR] [--bind HOST] [--port N]
+                                                    the S3-compatible object store,
+                                                    credentials from the directory
     novalab objectstore --root DIR --keys FILE [--bind HOST] [--port 3333]
-                                                    the S3-compatible object store
+                                                    the same, keys from a YAML file
+    novalab deploy up|down|status [--dir DIR]       a local deployment (real/deploy.py)
     novalab run FILE [options]                       same as run-scenario FILE [options]
     novalab manage user|project|role|credentials    users, projects, roles (LDAP)
     novalab dhcpbridge add|old|del MAC IP HOST      dnsmasq's lease hook
@@ -35,11 +39,14 @@ def main(argv=None):
                             required=kind == "compute", help="this worker's host name (its private queue)")
         daemon.add_argument("--config", default=None, help="YAML configuration (NOVALAB_* variables override it)")
     store = sub.add_parser("objectstore", help="serve the S3-compatible object store")
-    store.add_argument("--root", required=True, help="directory holding the buckets")
-    store.add_argument("--keys", required=True,
-                       help="YAML: access key -> {secret, project, admin} (until the directory is wired in)")
-    store.add_argument("--bind", default="127.0.0.1", help="address to listen on")
-    store.add_argument("--port", type=int, default=3333)
+    store.add_argument("--config", default=None,
+                       help="YAML configuration: credentials from its directory (ldap_*), objectstore_root, "
+                            "objectstore_listen, objectstore_port (NOVALAB_* variables override it)")
+    store.add_argument("--root", default=None, help="directory holding the buckets (default: objectstore_root)")
+    store.add_argument("--keys", default=None,
+                       help="YAML: access key -> {secret, project, admin}, instead of the directory")
+    store.add_argument("--bind", default=None, help="address to listen on (default: objectstore_listen, 127.0.0.1)")
+    store.add_argument("--port", type=int, default=None, help="port (default: objectstore_port, 3333)")
     api = sub.add_parser("api", help="serve the EC2 API (/services/Cloud on api_port, 8773)")
     api.add_argument("--config", default=None, help="YAML configuration (NOVALAB_* variables override it)")
     run = sub.add_parser("run", help="run a scenario (same as run-scenario; see run-scenario --help)",
@@ -48,6 +55,9 @@ def main(argv=None):
     from real import manage, manage_network  # noqa: F401  (registers network/floating)
 
     manage.add_parser(sub)
+    from real import deploy
+
+    deploy.add_parser(sub)
     from real import dhcpbridge
 
     dhcpbridge.add_parser(sub)
@@ -66,16 +76,7 @@ def main(argv=None):
             sys.exit(2)
         sys.exit(serve(args.command, args.host, config))
     if args.command == "objectstore":
-        from real.objectstore import ObjectStoreApp, file_lookup, serve as serve_store
-
-        try:
-            lookup = file_lookup(args.keys)
-        except (OSError, ValueError) as e:
-            print(f"novalab objectstore: {e}", file=sys.stderr)
-            sys.exit(2)
-        print(f"novalab objectstore: serving {args.root} on http://{args.bind}:{args.port}", file=sys.stderr)
-        serve_store(ObjectStoreApp(args.root, lookup), args.bind, args.port)
-        sys.exit(0)
+        sys.exit(objectstore(args))
     if args.command == "api":
         from real import config as config_module
         from real.api import serve_config
@@ -92,7 +93,70 @@ def main(argv=None):
         sys.exit(dhcpbridge.run(args))
     if args.command == "manage":
         sys.exit(manage.run(args))
+    if args.command == "deploy":
+        sys.exit(deploy.run(args))
     sys.exit(validate_files(args.scenarios))
+
+
+def objectstore(args) -> int:
+    """``novalab objectstore``: keys from a file (--keys) or from the directory of the
+    configuration (--config, or the defaults and NOVALAB_* variables)."""
+    import logging
+
+    from real import config as config_module
+    from real.objectstore import ObjectStoreApp, directory_lookup, file_lookup, serve as serve_store
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s objectstore %(levelname)s %(name)s: %(message)s")
+    prog = "novalab objectstore"
+    ldap = None
+    try:
+        config = config_module.load(args.config)
+        if args.keys:
+            if not args.root:
+                print(f"{prog}: --keys needs --root", file=sys.stderr)
+                return 2
+            lookup = file_lookup(args.keys)
+        else:
+            from common.directory import Directory
+            from common.errors import NovaError
+            from real.directory import LdapDirectory
+
+            directory = Directory(config.ldap_root)
+            ldap = LdapDirectory(config.ldap_url, config.ldap_bind_dn or f"cn=admin,{config.ldap_root}",
+                                 config.ldap_password, config.ldap_timeout)
+            try:
+                ldap.run(directory.get_user("novalab-startup-check"))
+            except NovaError as e:
+                print(f"{prog}: refusing to start: cannot use the directory at {config.ldap_url}: {e}", file=sys.stderr)
+                return 2
+            lookup = directory_lookup(ldap, directory)
+    except config_module.ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    root = args.root or config.objectstore_root
+    host = args.bind or config.objectstore_listen
+    port = config.objectstore_port if args.port is None else args.port
+    try:
+        app = ObjectStoreApp(root, lookup)
+    except OSError as e:
+        print(f"{prog}: cannot use {root}: {e}", file=sys.stderr)
+        return 2
+    print(f"{prog}: serving {root} on http://{host}:{port}"
+          f" ({'keys from ' + args.keys if args.keys else 'credentials from ' + config.ldap_url})",
+          file=sys.stderr, flush=True)
+    try:
+        serve_store(app, host, port)
+    except OSError as e:
+        print(f"{prog}: cannot listen on {host}:{port}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if ldap is not None:
+            ldap.close()
+    return 0
 
 
 def run_mode(args) -> int:

@@ -73,6 +73,11 @@ class DaemonConfig(BaseModel):
     #: network: the floating (public) addresses this host hands out, as a CIDR (none:
     #: no floating addresses here).
     floating_range: str | None = None
+    #: network: bind floating addresses to ``public_interface`` and NAT them with
+    #: linux_net (in ``netns`` when set). false: keep the records only, touch no
+    #: interface or iptables rule (a one-machine deployment without a namespace of its
+    #: own, ``run-scenario --mode real``).
+    bind_floating: bool = True
     #: novalab api: where it listens, its worker threads, how RunInstances dispatches
     #: (queue: straight to the compute topic; scheduler: through the scheduler), the
     #: images it accepts (comma-separated) and the default quota of a project.
@@ -84,7 +89,11 @@ class DaemonConfig(BaseModel):
     quota_instances: PositiveInt = 10
     quota_cores: PositiveInt = 20
     quota_floating_ips: PositiveInt = 10
-
+    #: novalab objectstore --config: where the buckets live and where it listens
+    #: (credentials come from the directory, ``ldap_*``).
+    objectstore_root: str = "/var/lib/novalab/buckets"
+    objectstore_listen: str = "127.0.0.1"
+    objectstore_port: int = 3333
 
     def network_config(self):
         from common.network import NetworkConfig

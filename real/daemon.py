@@ -15,13 +15,15 @@ import sys
 import threading
 
 from common.compute import ComputeManager
-from common.errors import HypervisorError, NovaError
+from common.effects import BindFloating, EnsureFloatingForward, RemoveFloatingForward, UnbindFloating
+from common.errors import HypervisorError, NetworkDriverError, NovaError
 from common import network
 from common.scheduler import SchedulerConfig, SchedulerManager
 from real.config import DaemonConfig
 from real.runner import Agent, RealRuntime
 from real.service import RealService
 from real.store import RedisStore
+from real import transport
 from real.transport import RpcClient
 
 log = logging.getLogger("novalab")
@@ -37,16 +39,44 @@ def network_manager(config: DaemonConfig, host: str = ""):
     return network.make_manager(config.network_config(), host)
 
 
+class FloatingRecordsOnly:
+    """The network driver when ``bind_floating`` is false: floating-address effects
+    (bind, unbind, NAT rules) are logged and count as done, so addresses are allocated,
+    associated and released in the records only; every other effect goes to ``inner``
+    (linux_net for the DHCP managers; none for flat, which yields no other effect)."""
+
+    FLOATING = (BindFloating, UnbindFloating, EnsureFloatingForward, RemoveFloatingForward)
+
+    def __init__(self, inner=None):
+        self.inner = inner
+        self.skipped = 0
+
+    def perform(self, effect):
+        if isinstance(effect, self.FLOATING):
+            self.skipped += 1
+            log.info("floating address not bound (bind_floating is false): %s", effect)
+            return False
+        if self.inner is None:
+            raise NetworkDriverError(f"no network driver for {type(effect).__name__} (flat, bind_floating false)")
+        return self.inner.perform(effect)
+
+
 def net_driver(config: DaemonConfig):
-    """linux_net for the DHCP managers (flat does no network work, so none)."""
-    if config.network_manager == network.FLAT:
-        return None
-    from real.dhcpbridge import write_hook
+    """linux_net for the DHCP managers and for flat's floating addresses (flat does no
+    other network work); with ``bind_floating`` false floating addresses are records
+    only (FloatingRecordsOnly)."""
     from real.linux_net import LinuxNet
 
-    hook = config.dhcpbridge or write_hook(config)  # dnsmasq's lease events come back to us
-    return LinuxNet(config.net_state_dir, namespace=config.netns, dhcp_script=hook,
-                    public_interface=config.public_interface)
+    linux = None
+    if config.network_manager != network.FLAT:
+        from real.dhcpbridge import write_hook
+
+        hook = config.dhcpbridge or write_hook(config)  # dnsmasq's lease events come back to us
+        linux = LinuxNet(config.net_state_dir, namespace=config.netns, dhcp_script=hook,
+                         public_interface=config.public_interface)
+    elif config.bind_floating:
+        linux = LinuxNet(config.net_state_dir, namespace=config.netns, public_interface=config.public_interface)
+    return linux if config.bind_floating else FloatingRecordsOnly(linux)
 
 
 def connect(config: DaemonConfig):
@@ -57,7 +87,8 @@ def connect(config: DaemonConfig):
     except NovaError as e:
         raise StartupError(f"cannot reach Redis at {config.redis_url}: {e}") from None
     try:
-        RpcClient(config.amqp_url, connect_timeout=config.connect_timeout).close()
+        # One real connection (RpcClient connects lazily, on its first publish).
+        transport.queue_stats(config.amqp_url, (), connect_timeout=config.connect_timeout)
     except Exception as e:  # any failure to connect is a refusal to start
         raise StartupError(f"cannot reach RabbitMQ at {config.amqp_url}: {e}") from None
     runtime = RealRuntime(store, lambda: RpcClient(config.amqp_url), time_scale=config.time_scale,

@@ -13,7 +13,7 @@
     novalab manage role add USER ROLE [--project PROJECT]
     novalab manage role remove USER ROLE [--project PROJECT]
     novalab manage credentials USER PROJECT [--out FILE]  an environment file for
-                                                          euca2ools/boto (EC2_*, AWS_*)
+                                                          euca2ools/boto3/aws (EC2_*, AWS_*)
 
 ``user create`` makes the access and secret keys with ``secrets`` unless given. Roles
 follow 2010: a project role takes effect only for a user who also has the global role.
@@ -212,6 +212,9 @@ def credentials(session: Session, user: str, project: str, ec2_url: str = EC2_UR
         "AWS_ACCESS_KEY_ID": access,
         "AWS_SECRET_ACCESS_KEY": found.secret_key,
         "AWS_DEFAULT_REGION": region,
+        # boto3 and the AWS CLI take these as the endpoints (botocore 1.31 and later).
+        "AWS_ENDPOINT_URL_EC2": ec2_url,
+        "AWS_ENDPOINT_URL_S3": s3_url,
     }
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in lines.items())
 
@@ -326,8 +329,32 @@ def _cmd_role_remove(args, session, out):
     return 0
 
 
+def service_urls(config_path: str | None = None, environ=os.environ) -> tuple[str, str]:
+    """(EC2 URL, S3 URL) of the deployment the configuration describes: ``api_listen``
+    and ``api_port``; ``objectstore_listen`` and ``objectstore_port`` (a wildcard
+    listen address becomes 127.0.0.1). Defaults: EC2_URL, S3_URL."""
+    from real import config as config_module
+
+    return urls_of(config_module.load(config_path, environ))
+
+
+def urls_of(config) -> tuple[str, str]:
+    """(EC2 URL, S3 URL) of a real.config.DaemonConfig (service_urls)."""
+
+    def host(listen: str) -> str:
+        listen = "127.0.0.1" if listen in ("", "0.0.0.0", "::") else listen
+        return f"[{listen}]" if ":" in listen else listen
+
+    return (f"http://{host(config.api_listen)}:{config.api_port}/services/Cloud",
+            f"http://{host(config.objectstore_listen)}:{config.objectstore_port}")
+
+
 def _cmd_credentials(args, session, out):
-    text = credentials(session, args.user, args.project, args.ec2_url, args.s3_url)
+    ec2_url, s3_url = args.ec2_url, args.s3_url
+    if ec2_url is None or s3_url is None:
+        derived = service_urls(getattr(args, "config", None))
+        ec2_url, s3_url = ec2_url or derived[0], s3_url or derived[1]
+    text = credentials(session, args.user, args.project, ec2_url, s3_url)
     if args.out:
         path = Path(args.out)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -398,8 +425,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("user")
     p.add_argument("project")
     p.add_argument("--out", default=None, help="write it to this file (mode 600) instead of standard output")
-    p.add_argument("--ec2-url", default=EC2_URL)
-    p.add_argument("--s3-url", default=S3_URL)
+    p.add_argument("--ec2-url", default=None,
+                   help=f"the EC2 API (default: from the configuration's api_listen/api_port, {EC2_URL})")
+    p.add_argument("--s3-url", default=None,
+                   help=f"the object store (default: from objectstore_listen/objectstore_port, {S3_URL})")
     p.set_defaults(manage_func=_cmd_credentials)
 
     for name, (help_text, configure, handler) in EXTRA_COMMANDS.items():

@@ -3,20 +3,35 @@
 Theory of operation
 -------------------
 1. Check Redis and RabbitMQ answer; write a daemon configuration into the run directory
-   (a fresh key prefix, the scenario's timing compressed by ``real.time_scale``).
-2. Start the daemons as processes, exactly as an operator would: ``real.hosts`` compute
+   (a fresh key prefix, the scenario's timing compressed by ``real.time_scale``,
+   floating addresses kept in the records only: ``bind_floating: false``).
+2. Start a private slapd under ``<run>/ldap`` and fill the directory: an ``operator``
+   user manages every scenario project, and each project gets one workload user,
+   ``<project>-user``, a member with the sysadmin and netadmin roles (global and in the
+   project: RunInstances, TerminateInstances and the address actions need them).
+3. Start the daemons as processes, exactly as an operator would: ``real.hosts`` compute
    workers (each its own libvirt connection), one network worker, and a scheduler unless the
    scenario dispatches by queue. Wait for their heartbeats. With ``libvirt_uri: test``
    each compute gets a private test-driver node of the scenario's host size.
-3. Drive the workload from this process: the API's workflows (CloudController) run in
-   a bounded thread pool, on the wall clock, with arrival gaps and lifetimes divided by
-   the time scale. The build-timeout reaper runs here too, as the API's periodic task.
-4. Drain: wait until no instance is building and the queues are empty (bounded).
-5. Audit: dump the store, ask each compute for its domains over RPC, read queue depths
+4. Start the EC2 API in this process (``real.api.ApiServer`` on a free port of
+   127.0.0.1, ``cloud.api_workers`` threads, the scenario's quotas, images and instance
+   types; its build-timeout reaper is the API's periodic task). Its access log is
+   ``<run>/logs/api-access.log``.
+5. Drive the workload through the API, like real traffic: every RunInstances,
+   TerminateInstances and (for ``workload.floating_ips``) AllocateAddress,
+   AssociateAddress, DisassociateAddress and ReleaseAddress is a signed HTTP request
+   (Signature Version 4, ``real.ec2_client``) made by a thread of a bounded pool with
+   one client per thread and project, as that project's user. Arrival gaps, lifetimes
+   and floating delays are divided by the time scale; requests are stamped with the
+   run's compressed clock, which the API reads too.
+6. Drain: wait until no instance is building and the queues are empty (bounded).
+7. Audit: dump the store, ask each compute for its domains over RPC, read queue depths
    from RabbitMQ, run the same invariant checkers as the sim, write the same run
-   directory, print the same summary.
-6. Clean up what it created: stop the daemons (SIGTERM, then SIGKILL after a bound),
-   delete the run's queues and store keys.
+   directory, print the same summary, plus the API's numbers (``summary.json``'s
+   ``api``: requests, requests per wall second during the workload, latency by
+   action, error answers by code).
+8. Clean up what it created: stop the API, the daemons (SIGTERM, then SIGKILL after a
+   bound) and slapd, delete the run's queues and store keys.
 """
 
 from __future__ import annotations
@@ -25,10 +40,9 @@ import csv
 import datetime
 import hashlib
 import heapq
-import os
+import itertools
 import random
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -41,15 +55,17 @@ from rich.console import Console
 
 from common import invariants, keys, lifecycle, network, report, rpc
 from common.cloud import CloudConfig, CloudController, Quota
-from common.context import SYSTEM, RequestContext
-from common.effects import HGet, SCard, SMembers, ZRangeByScore, ZScore
+from common.context import SYSTEM
+from common.directory import Directory, valid_name
+from common.effects import HGet, SCard, SMembers, ZRangeByScore
 from common.errors import NovaError
 from common.events import InstanceStateChanged, RequestRejected
 from common.scenario import ScenarioError, parse_yaml
-from real import transport
+from real import deploy, transport
 from real.config import DaemonConfig
 from real.daemon import StartupError, connect, network_manager
-from real.runner import Agent, RealRuntime
+from real.ec2_client import Ec2Client, Ec2Error
+from real.runner import RealRuntime
 from real.transport import RpcClient
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -62,6 +78,12 @@ STOP_TIMEOUT = 15.0
 DRAIN_POLL = 0.5
 #: Wall seconds for one list_domains call during the audit.
 AUDIT_CALL_TIMEOUT = 10.0
+#: Wall seconds a workload request may take before the client gives up on it.
+API_REQUEST_TIMEOUT = 60.0
+#: The user who manages every scenario project (the workload users are members).
+OPERATOR = "operator"
+#: The roles each workload user holds, globally and in its project.
+WORKLOAD_ROLES = ("sysadmin", "netadmin")
 
 
 class RealRecorder:
@@ -72,6 +94,12 @@ class RealRecorder:
         self.rejected = {}
         self.rpc_rows = []
         self.series = []
+        #: (action, wall seconds, EC2 error code or "") per workload request.
+        self.api_calls = []
+
+    def api_call(self, action: str, seconds: float, code: str = "") -> None:
+        with self.lock:
+            self.api_calls.append((action, seconds, code))
 
     def observe(self, event, now):
         if isinstance(event, RequestRejected):
@@ -122,7 +150,13 @@ def run(args) -> int:
                                        time_label="scenario time since start (s)"))
     for name, data in files.items():
         (out / name).write_bytes(data)
-    Console(width=max(100, Console().width)).print(report.summary_renderable(summary, out))
+    console = Console(width=max(100, Console().width))
+    console.print(report.summary_renderable(summary, out))
+    api = summary.get("api") or {}
+    if api.get("requests"):
+        latency = ", ".join(f"{action} p50 {v['p50_ms']:.0f} ms" for action, v in api["by_action"].items())
+        console.print(f"API: {api['requests']:,} signed requests in {api['workload_wall_seconds']:.1f} s "
+                      f"({api['requests_per_second']:.1f}/s); {latency}")
     return EXIT_OK if summary["ok"] else EXIT_FAILED
 
 
@@ -171,11 +205,19 @@ class RealRun:
             vlan_start=cloud.network.vlan_start,
             vpn_clients=cloud.network.vpn_clients,
             disassociate_timeout=cloud.network.disassociate_timeout,
+            floating_range=cloud.network.floating_range,
+            # No namespace of its own: floating addresses stay in the records.
+            bind_floating=False,
         )
         self.hosts = [f"host{i + 1}" for i in range(real.hosts)]
         self.recorder = RealRecorder()
         self.processes: dict[str, subprocess.Popen] = {}
         self.final_store = {}
+        self.slapd = None
+        self.server = None
+        #: project -> (access key, secret key) of its workload user.
+        self.credentials: dict[str, tuple[str, str]] = {}
+        self.workload_seconds = 0.0
 
     # -- the whole run ----------------------------------------------------------------
 
@@ -187,15 +229,15 @@ class RealRun:
                                    time_scale=self.scale, time_origin=self.config.time_origin)
         config_path = self.out / "daemon-config.yaml"
         config_path.write_text(yaml.safe_dump(self.config.model_dump(), sort_keys=True))
+        finished = False
         try:
+            self._start_directory()
             self._start_daemons(config_path)
             self._await_heartbeats()
+            self._start_api()
             stop_sampling = threading.Event()
             sampler = threading.Thread(target=self._sample_until, args=(stop_sampling,), daemon=True)
             sampler.start()
-            reaper_stop = threading.Event()
-            reaper = threading.Thread(target=self._reap_until, args=(reaper_stop,), daemon=True)
-            reaper.start()
             timers = [threading.Timer(delay, fault, args=(self,)) for delay, fault in self.faults]
             for timer in timers:
                 timer.daemon = True
@@ -205,13 +247,19 @@ class RealRun:
                 timer.join()
             self._drain()
             stop_sampling.set()
-            reaper_stop.set()
             sampler.join(5)
-            reaper.join(5)
             self._sample()
             snapshot = self._snapshot()
+            finished = True
         finally:
+            self._stop_api()
             self._stop_daemons()
+            self._stop_directory()
+            if not finished:  # a refusal or a crash: still remove the run's queues and keys
+                try:
+                    self._clean_up()
+                except Exception as e:
+                    print(f"run-scenario --mode real: cleaning up after a failed run: {e}", file=sys.stderr)
         verdicts = invariants.check_all(snapshot)
         self._collect_rpc_rows()
         self.final_store = snapshot.store
@@ -221,16 +269,98 @@ class RealRun:
             broker_stats=self._broker_stats, verdicts=verdicts, fingerprint="(real runs have no trace fingerprint)",
             sim_time=self.runtime.now() - self.config.time_origin, effects=self.runtime.effects,
             wall_seconds=wall, rejected=self.recorder.rejected,
-            extra={"time_scale": self.scale, "hosts": len(self.hosts)},
+            extra={"time_scale": self.scale, "hosts": len(self.hosts), "api": self.api_summary()},
         )
         self._clean_up()
         return summary
 
+    # -- the directory --------------------------------------------------------------
+
+    def _start_directory(self):
+        """A private slapd with the operator, the projects and their workload users."""
+        from real.directory import LdapDirectory
+        from real.slapd import PrivateSlapd, SlapdError
+
+        projects = [p.id for p in self.scenario.cloud.projects]
+        bad = [p for p in projects if not valid_name(p) or not valid_name(f"{p}-user")]
+        if bad:
+            raise StartupError(f"project ids {', '.join(bad)} are not directory names "
+                               "([A-Za-z0-9][A-Za-z0-9._-]*, at most 58 characters)")
+        try:
+            self.slapd = PrivateSlapd(self.out / "ldap").start()
+        except SlapdError as e:
+            raise StartupError(f"cannot start a private slapd: {e}") from None
+        directory = Directory(self.slapd.root)
+        with LdapDirectory(self.slapd.url, self.slapd.bind_dn, self.slapd.password) as ldap:
+            ldap.run(directory.create_user(OPERATOR, secrets.token_hex(10), secrets.token_urlsafe(30)))
+            for project in projects:
+                user = f"{project}-user"
+                self.credentials[project] = (secrets.token_hex(10), secrets.token_urlsafe(30))
+                ldap.run(directory.create_user(user, *self.credentials[project]))
+                ldap.run(directory.create_project(project, OPERATOR, "run-scenario --mode real", members=(user,)))
+                for role in WORKLOAD_ROLES:
+                    ldap.run(directory.add_role(user, role))
+                    ldap.run(directory.add_role(user, role, project))
+
+    def _stop_directory(self):
+        if self.slapd is not None:
+            self.slapd.stop()
+
+    # -- the API --------------------------------------------------------------------
+
+    def _start_api(self):
+        from real import directory as ldap
+        from real.api import ApiServer, install_keypairs
+        from common.ec2 import Ec2Api
+
+        self._ldap = ldap.install(self.runtime, self.slapd.url, self.slapd.bind_dn, self.slapd.password)
+        install_keypairs(self.runtime)
+        api = Ec2Api(self._cloud(), Directory(self.slapd.root))
+        access_log = open(self.out / "logs" / "api-access.log", "a", buffering=1)
+        log_lock = threading.Lock()
+
+        def write(line):
+            with log_lock:
+                access_log.write(line + "\n")
+
+        self._access_log = access_log
+        self.server = ApiServer(api, self.runtime, host="127.0.0.1", port=0,
+                                threads=self.scenario.cloud.api_workers,
+                                reap_interval=self.scenario.timing.periodic_interval, access_log=write).start()
+
+    def _stop_api(self):
+        if self.server is not None:
+            self.server.stop()
+            self._access_log.close()
+            self._ldap.close()
+
+    def api_summary(self) -> dict:
+        calls = self.recorder.api_calls
+        by_action = {}
+        for action in sorted({a for a, _, _ in calls}):
+            seconds = sorted(s for a, s, _ in calls if a == action)
+            by_action[action] = {
+                "count": len(seconds),
+                "p50_ms": 1000 * report.percentile(seconds, 50),
+                "p95_ms": 1000 * report.percentile(seconds, 95),
+            }
+        errors = {}
+        for action, _, code in calls:
+            if code:
+                errors[f"{action} {code}"] = errors.get(f"{action} {code}", 0) + 1
+        return {
+            "url": self.server.url if self.server is not None else None,
+            "client": "real.ec2_client (Signature Version 4 over http.client)",
+            "requests": len(calls),
+            "workload_wall_seconds": self.workload_seconds,
+            "requests_per_second": len(calls) / self.workload_seconds if self.workload_seconds else None,
+            "by_action": by_action,
+            "errors": dict(sorted(errors.items())),
+        }
+
     # -- daemons --------------------------------------------------------------------
 
     def _start_daemons(self, config_path: Path):
-        logs = self.out / "logs"
-        logs.mkdir(exist_ok=True)
         kinds = [("network", "net1")] + [("compute", h) for h in self.hosts]
         if self.scenario.cloud.scheduler != "queue":
             kinds.append(("scheduler", "sched1"))
@@ -239,7 +369,7 @@ class RealRun:
 
     def start_daemon(self, kind: str, host: str, config_path: Path | None = None):
         config_path = config_path or self.out / "daemon-config.yaml"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {}
         if kind == "compute" and self.scenario.real.libvirt_uri == "test":
             # A private, empty test hypervisor of the scenario's host size per worker
             # (test:///default is shared and comes with a domain of its own).
@@ -249,12 +379,7 @@ class RealRun:
             env["NOVALAB_LIBVIRT_URI"] = LibvirtDriver.test_uri_for_host(
                 self.out / "nodes", host, hosts.vcpus, hosts.memory_mb
             )
-        log = open(self.out / "logs" / f"{kind}-{host}.log", "ab")
-        cmd = [sys.executable, "-m", "real.cli", kind, "--host", host, "--config", str(config_path)]
-        self.processes[f"{kind}.{host}"] = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1], env=env,
-        )
-        log.close()
+        self.processes[f"{kind}.{host}"] = deploy.start_daemon(kind, host, config_path, self.out / "logs", env=env)
 
     def kill_daemon(self, kind: str, host: str):
         """SIGKILL one daemon (fault injection): no cleanup runs in it."""
@@ -263,32 +388,14 @@ class RealRun:
         proc.wait(STOP_TIMEOUT)
 
     def _await_heartbeats(self):
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        wanted = {(kind, name.split(".", 1)[1]) for name in self.processes for kind in [name.split(".", 1)[0]]}
-        while wanted:
-            for kind, host in sorted(wanted):
-                if self.store.execute(ZScore(keys.heartbeats(kind), host)) is not None:
-                    wanted.discard((kind, host))
-            for name, proc in self.processes.items():
-                if proc.poll() is not None:
-                    raise StartupError(f"daemon {name} exited with status {proc.returncode}; see {self.out}/logs")
-            if not wanted:
-                break
-            if time.monotonic() > deadline:
-                raise StartupError(f"no heartbeat from {sorted(wanted)} within {STARTUP_TIMEOUT:g} s; see {self.out}/logs")
-            time.sleep(0.1)
+        wanted = {tuple(name.split(".", 1)): proc for name, proc in self.processes.items()}
+        try:
+            deploy.wait_for_heartbeats(self.store, wanted, STARTUP_TIMEOUT)
+        except deploy.DeployError as e:
+            raise StartupError(f"{e}; see {self.out}/logs") from None
 
     def _stop_daemons(self):
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for proc in self.processes.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        deploy.stop_processes(self.processes.values(), STOP_TIMEOUT)
         self.processes.clear()
 
     # -- workload -------------------------------------------------------------------
@@ -308,87 +415,132 @@ class RealRun:
         )
 
     def _drive_workload(self):
-        """Issue the requests on the (compressed) wall clock; terminate each instance
-        after its lifetime. Returns once every request and terminate has finished."""
+        """Issue the requests through the API on the (compressed) wall clock: launch,
+        then (for a share of launches) take a floating address after its delay, then
+        terminate after the lifetime (giving the address back first). Each launch's
+        steps run in order, as tasks of a bounded pool. Returns once every task is done."""
         spec = self.scenario.workload
         rng = random.Random(f"{self.seed}/workload")
-        cloud = self._cloud()
-        self.cloud = cloud
         image = spec.image or self.scenario.cloud.images[0]
         types = sorted(spec.instance_types.items())
         projects = sorted((spec.projects or {p.id: 1.0 for p in self.scenario.cloud.projects}).items())
         total = self.scenario.real.requests or spec.requests
-        due: list = []  # (wall time, seq, context, instance ids) of terminates
-        pending = []
-        lock = threading.Lock()
-        pool = ThreadPoolExecutor(max_workers=self.scenario.cloud.api_workers, thread_name_prefix="api")
-        agent = Agent("api")
         n = spec.instances_per_request
+        due: list = []  # (monotonic time, seq, task) of steps that wait for their time
+        order = itertools.count()
+        lock = threading.Lock()
+        idle = threading.Condition(lock)
+        busy = [0]  # tasks submitted and not finished
+        pool = ThreadPoolExecutor(max_workers=self.scenario.cloud.api_workers, thread_name_prefix="workload")
+        local = threading.local()
+        clients = []
 
-        def launch(context, itype, lifetime):
-            try:
-                reservation = self.runtime.drive(agent, cloud.run_instances(context, image, itype, n, n))
-            except NovaError:
-                return
-            if lifetime is not None:
+        def client(project) -> Ec2Client:
+            mine = getattr(local, "clients", None)
+            if mine is None:
+                mine = local.clients = {}
+            if project not in mine:
+                access, secret = self.credentials[project]
+                mine[project] = Ec2Client(self.server.url, f"{access}:{project}", secret, clock=self.runtime.now,
+                                          timeout=API_REQUEST_TIMEOUT)
                 with lock:
-                    heapq.heappush(due, (time.monotonic() + lifetime / self.scale, id(reservation), context,
-                                         reservation["instances"]))
+                    clients.append(mine[project])
+            return mine[project]
 
-        def terminate(context, ids):
+        def call(project, action, method, *args):
+            """One request; -> its result, or None when the API said no."""
+            begun = time.perf_counter()
             try:
-                self.runtime.drive(agent, cloud.terminate_instances(context, ids))
-            except NovaError:
-                pass
+                result = method(client(project), *args)
+            except Ec2Error as e:
+                self.recorder.api_call(action, time.perf_counter() - begun, e.code)
+                return None
+            self.recorder.api_call(action, time.perf_counter() - begun)
+            return result if result is not None else True
+
+        def later(at, task):
+            with lock:
+                heapq.heappush(due, (at, next(order), task))
+
+        def submit(task):
+            def run():
+                try:
+                    task()
+                finally:
+                    with idle:
+                        busy[0] -= 1
+                        idle.notify_all()
+
+            with lock:
+                busy[0] += 1
+            pool.submit(run)
+
+        def launch(project, itype, issued, lifetime, floating_after):
+            ids = call(project, "RunInstances", Ec2Client.run_instances, image, itype, n, n)
+            if not ids:
+                return
+            end = None if lifetime is None else issued + lifetime / self.scale
+            if floating_after is not None and (lifetime is None or floating_after < lifetime):
+                later(issued + floating_after / self.scale, lambda: take_address(project, ids, end))
+            elif end is not None:
+                later(end, lambda: terminate(project, ids, None))
+
+        def take_address(project, ids, end):
+            address = call(project, "AllocateAddress", Ec2Client.allocate_address)
+            if address and not call(project, "AssociateAddress", Ec2Client.associate_address, address, ids[0]):
+                call(project, "ReleaseAddress", Ec2Client.release_address, address)
+                address = None
+            if end is not None:
+                later(end, lambda: terminate(project, ids, address))
+
+        def terminate(project, ids, address):
+            if address:
+                call(project, "DisassociateAddress", Ec2Client.disassociate_address, address)
+                call(project, "ReleaseAddress", Ec2Client.release_address, address)
+            call(project, "TerminateInstances", Ec2Client.terminate_instances, ids)
 
         console = Console(stderr=True)
-        next_at = time.monotonic()
+        began = time.monotonic()
+        next_at = began
         for index in range(total):
             gap = 1.0 / spec.arrivals.rate if spec.arrivals.process == "constant" else rng.expovariate(spec.arrivals.rate)
             next_at += gap / self.scale
             project = rng.choices([p for p, _ in projects], weights=[w for _, w in projects])[0]
             itype = rng.choices([t for t, _ in types], weights=[w for _, w in types])[0]
             lifetime = spec.lifetime.sample(rng) if spec.lifetime is not None else None
-            self._run_due(due, lock, pool, pending, terminate, until=next_at)
-            context = RequestContext(user_id=f"{project}-user", project_id=project, request_id=f"req-{index}")
-            pending.append(pool.submit(launch, context, itype, lifetime))
+            floating_after = None
+            if spec.floating_ips and rng.random() < spec.floating_ips:
+                floating_after = spec.floating_delay.sample(rng)
+            self._run_due(due, lock, submit, until=next_at)
+            submit(lambda p=project, t=itype, at=next_at, life=lifetime, fl=floating_after: launch(p, t, at, life, fl))
             if self.show_progress and (index + 1) % max(1, total // 10) == 0:
                 console.print(f"{index + 1}/{total} requests issued")
-        for future in list(pending):
-            future.result()
         while True:
             with lock:
-                if not due:
+                if not due and busy[0] == 0:
                     break
-                wake = due[0][0]
-            self._run_due(due, lock, pool, pending, terminate, until=wake)
-        for future in pending:
-            future.result()
+                wake = due[0][0] if due else time.monotonic() + 0.05
+            self._run_due(due, lock, submit, until=wake)
         pool.shutdown(wait=True)
+        self.workload_seconds = time.monotonic() - began
+        for c in clients:
+            c.close()
 
     @staticmethod
-    def _run_due(due, lock, pool, pending, terminate, until: float):
-        """Sleep until ``until``, submitting every terminate that falls due meanwhile."""
+    def _run_due(due, lock, submit, until: float):
+        """Sleep until ``until``, submitting every task that falls due meanwhile."""
         while True:
             with lock:
                 head = due[0] if due else None
             now = time.monotonic()
             if head is not None and head[0] <= min(now, until):
                 with lock:
-                    _, _, context, ids = heapq.heappop(due)
-                pending.append(pool.submit(terminate, context, ids))
+                    _, _, task = heapq.heappop(due)
+                submit(task)
                 continue
             if now >= until:
                 return
             time.sleep(min(until - now, 0.05, max(0.0, head[0] - now) if head else 0.05))
-
-    def _reap_until(self, stop: threading.Event):
-        agent = Agent("api-reaper")
-        while not stop.wait(self.scenario.timing.periodic_interval / self.scale):
-            try:
-                self.runtime.drive(agent, self._cloud().reap_stuck_builds(SYSTEM))
-            except NovaError:
-                pass  # next period tries again
 
     def _drain(self):
         deadline = time.monotonic() + self.scenario.drain_timeout / self.scale
@@ -420,16 +572,7 @@ class RealRun:
         add = self.recorder.series.append
         depths = self._queue_depths()
         self._track_peaks(depths)
-        host_sum = host_max = 0
-        for queue, depth in sorted(depths.items()):
-            topic, dot, _ = queue.partition(".")
-            if dot:
-                host_sum += depth
-                host_max = max(host_max, depth)
-            else:
-                add((now, "queue_depth", topic, depth))
-        add((now, "queue_depth", "compute.<host> (sum)", host_sum))
-        add((now, "queue_depth", "compute.<host> (max)", host_max))
+        self.recorder.series.extend(report.queue_depth_rows(now, depths))
         for spec in network.plan(self.config.network_config()):
             add((now, "pool_free", spec.network_id, self.store.execute(SCard(keys.available(spec.network_id)))))
             add((now, "pool_size", spec.network_id, len(spec.addresses)))

@@ -37,6 +37,12 @@ server on a free port is a few lines; and it passes the raw request target
   The EC2 form ``<access>:<project>`` is accepted as well as plain ``<access>``: the
   lookup is asked about ``<access>``; the caller acts for ``<project>`` when it is the
   key's own project (or empty), and for any project when the key is an admin's.
+  A *scoped* lookup (``lookup.scoped`` true) is asked ``lookup(access, project)`` and
+  answers with the project the key may act for in this request (None: not that one):
+  ``directory_lookup`` is one, over the LDAP directory, where a user belongs to many
+  projects (``<access>:<project>`` acts for ``<project>`` when the user is a member;
+  plain ``<access>`` for the user's own project, named like the user). The lookup is
+  made before the signature is checked, but its answer is used only after.
 - Ownership: a bucket belongs to the project of whoever created it; every request on it
   from another project is AccessDenied unless the caller is an admin. ListBuckets shows
   the caller's project's buckets (an admin's: all).
@@ -148,7 +154,7 @@ STATUS = {
     "InvalidArgument": 400, "InvalidBucketName": 400, "InvalidDigest": 400, "InvalidRequest": 400,
     "InvalidURI": 400, "KeyTooLongError": 400, "MethodNotAllowed": 405, "MissingContentLength": 411,
     "NoSuchBucket": 404, "NoSuchKey": 404, "NotImplemented": 501, "RequestTimeTooSkewed": 403,
-    "SignatureDoesNotMatch": 403, "XAmzContentSHA256Mismatch": 400,
+    "ServiceUnavailable": 503, "SignatureDoesNotMatch": 403, "XAmzContentSHA256Mismatch": 400,
 }
 
 Lookup = Callable[[str], Optional[tuple]]
@@ -562,7 +568,7 @@ class ObjectStoreApp:
             raise S3Error("AuthorizationHeaderMalformed", f"The credential scope {credential!r} is not for s3",
                           close=True)
         access, _, project = access_key.partition(":")
-        found = self.lookup(access)
+        found = self.lookup(access, project) if getattr(self.lookup, "scoped", False) else self.lookup(access)
         if found is None:
             raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.",
                           {"AWSAccessKeyId": access_key}, close=True)
@@ -603,6 +609,9 @@ class ObjectStoreApp:
                           close=True)
         request.payload_hash = payload_hash
         project = project or own_project
+        if not project:
+            raise S3Error("AccessDenied", f"Access key {access!r} names no project it may act for: use "
+                          "<access key>:<project>", close=True)
         if project != own_project and not is_admin:
             raise S3Error("AccessDenied", f"Access key {access!r} does not act for project {project!r}", close=True)
         return Caller(access, project, bool(is_admin))
@@ -925,6 +934,42 @@ def dict_lookup(keys: Mapping[str, Mapping]) -> Lookup:
     return table.get
 
 
+class directory_lookup:
+    """A scoped lookup (module docstring) over the directory: ``ldap`` performs the
+    effects (real.directory.LdapDirectory), ``directory`` is a
+    common.directory.Directory. The secret by access key (``user_by_access_key``), the
+    project by ``Directory.authenticate`` (membership; an admin may act for any
+    existing project), admins by ``isAdmin``. Every request asks the directory, so a
+    revoked key or membership takes effect at once. A directory that does not answer
+    gives 503 ServiceUnavailable."""
+
+    scoped = True
+
+    def __init__(self, ldap, directory):
+        self.ldap = ldap
+        self.directory = directory
+
+    def __call__(self, access: str, project: str = ""):
+        from common.errors import AuthFailure, DirectoryUnavailable, NovaError
+
+        try:
+            user = self.ldap.run(self.directory.user_by_access_key(access))
+            if user is None:
+                return None
+            try:
+                _, found = self.ldap.run(self.directory.authenticate(f"{access}:{project}" if project else access))
+            except AuthFailure:
+                return user.secret_key, None, bool(user.is_admin)
+        except DirectoryUnavailable as e:
+            log.warning("objectstore: %s", e)
+            raise S3Error("ServiceUnavailable", "The directory that holds the credentials is not answering; "
+                          "try again later.", close=True) from None
+        except NovaError as e:  # an access key the directory refuses to look up
+            log.info("objectstore: lookup of %r refused: %s", access[:64], e)
+            return None
+        return user.secret_key, found.name, bool(user.is_admin)
+
+
 def file_lookup(path) -> Lookup:
     """A lookup over a YAML (or JSON) file in dict_lookup's form, read once."""
     import yaml
@@ -948,7 +993,8 @@ def make_server(app, host: str = "127.0.0.1", port: int = DEFAULT_PORT, threads:
     from cheroot import wsgi
 
     server = wsgi.Server((host, port), app, numthreads=threads, server_name="novalab-objectstore",
-                         timeout=60, shutdown_timeout=5)
+                         timeout=60, shutdown_timeout=5,
+                         request_queue_size=1024)  # cheroot's 5 resets connections in a burst (real/api.py)
     return server
 
 

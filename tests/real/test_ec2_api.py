@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from unittest import mock
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 import yaml
@@ -98,20 +98,16 @@ class Cloud:
 
     def _private_vhost(self):
         """A vhost of our own keeps our 'compute' and 'network' queues away from any
-        other test run on the same broker."""
-        parts = urlsplit(self.amqp_url)
-        if parts.hostname not in ("127.0.0.1", "localhost") or not shutil.which("rabbitmqctl", path=os.environ["PATH"] + ":/usr/sbin"):
-            return
+        other test run on the same broker (the shared vhost when none can be made)."""
+        from real import deploy
+
         vhost = f"novalab-ec2-{self.tag}"
-        user = parts.username or "guest"
-        try:
-            sh("rabbitmqctl", "-q", "add_vhost", vhost)
-            sh("rabbitmqctl", "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
-            return  # the shared vhost will do
+        url = deploy.private_vhost(self.amqp_url, vhost)
+        if url is None:
+            return
         self.vhost = vhost
-        self.cleanups.append(lambda: sh("rabbitmqctl", "-q", "delete_vhost", vhost, check=False))
-        self.amqp_url = urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
+        self.cleanups.append(lambda: deploy.delete_vhost(vhost))
+        self.amqp_url = url
 
     def _namespace(self):
         sh("ip", "netns", "add", self.netns)
@@ -174,32 +170,19 @@ class Cloud:
         runtime.close()
 
     def _daemons(self):
-        from common import keys
-        from common.effects import ZScore
+        from real import deploy
         from real.libvirt_driver import LibvirtDriver
 
-        (self.tmp / "logs").mkdir()
         for kind, host in (("network", "net1"), ("compute", "hostA")):
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            env = {}
             if kind == "compute":
                 env["NOVALAB_LIBVIRT_URI"] = LibvirtDriver.test_uri_for_host(self.tmp / "nodes", host, 8, 16384)
-            with open(self.tmp / "logs" / f"{kind}-{host}.log", "ab") as log:
-                self.processes[(kind, host)] = subprocess.Popen(
-                    [sys.executable, "-m", "real.cli", kind, "--host", host, "--config", str(self.config_path)],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                )
+            self.processes[(kind, host)] = deploy.start_daemon(kind, host, self.config_path, self.tmp / "logs", env=env)
         self.cleanups.append(self._stop_daemons)
-        deadline = time.monotonic() + HEARTBEAT_TIMEOUT
-        waiting = set(self.processes)
-        while waiting:
-            for kind, host in list(waiting):
-                if self.store.execute(ZScore(keys.heartbeats(kind), host)) is not None:
-                    waiting.discard((kind, host))
-                elif self.processes[(kind, host)].poll() is not None:
-                    pytest.fail(f"{kind} daemon exited at start-up:\n{self.log(kind, host)}")
-            if waiting and time.monotonic() > deadline:
-                pytest.fail(f"no heartbeat from {sorted(waiting)}:\n" + "\n".join(self.log(*k) for k in waiting))
-            time.sleep(0.1)
+        try:
+            deploy.wait_for_heartbeats(self.store, self.processes, HEARTBEAT_TIMEOUT, self.tmp / "logs")
+        except deploy.DeployError as e:
+            pytest.fail(str(e))
 
     def _api(self):
         from common.cloud import Quota
@@ -221,16 +204,9 @@ class Cloud:
     # -- take down ------------------------------------------------------------------------
 
     def _stop_daemons(self):
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for proc in self.processes.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        from real import deploy
+
+        deploy.stop_processes(self.processes.values(), STOP_TIMEOUT)
 
     def _stop_dnsmasq(self):
         pid_file = Path(self.state_dir) / f"nova-{self.bridge}.pid"

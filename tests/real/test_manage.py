@@ -94,6 +94,8 @@ def test_operator_sets_up_a_project_and_gets_credentials(slapd, capsys, tmp_path
         "AWS_ACCESS_KEY_ID": f"{alice['access_key']}:p1",
         "AWS_SECRET_ACCESS_KEY": alice["secret_key"],
         "AWS_DEFAULT_REGION": "nova",
+        "AWS_ENDPOINT_URL_EC2": "http://127.0.0.1:8773/services/Cloud",
+        "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:3333",
     }
     # The printed credentials authenticate as the API will check them.
     with manage.Session.connect(manage.ldap_settings()) as session:

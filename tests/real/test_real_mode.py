@@ -37,6 +37,17 @@ def test_small_scenario_runs_for_real_and_keeps_every_invariant(real_small, tmp_
     assert summary["instances"]["deleted"] == 40
 
 
+def test_real_time_series_keeps_each_topics_host_queues_apart(real_small, tmp_path):
+    """Queue depths from RabbitMQ are aggregated per topic: network.<host> is not counted as compute."""
+    from real.mode import RealRun
+
+    scenario = with_overrides(real_small, {"real.requests": 8})
+    run = RealRun(scenario, scenario.seed, tmp_path, progress=False)
+    run.execute()
+    names = {series for _, metric, series, _ in run.recorder.series if metric == "queue_depth"}
+    assert {"compute", "compute.<host> (sum)", "network", "network.<host> (sum)"} <= names
+
+
 def test_compute_killed_mid_run_leaves_nothing_stuck_or_leaked(real_small, tmp_path):
     """SIGKILL of a compute mid-run, then a restart: every instance settles and no address leaks."""
     from real.mode import RealRun
@@ -69,3 +80,23 @@ def test_real_mode_refuses_to_start_without_redis(tmp_path, capsys):
 
     assert mode.run(Args) == 2
     assert "Redis at redis://127.0.0.1:1/0" in capsys.readouterr().err
+
+
+def test_real_mode_refuses_to_start_without_slapd(redis_url, amqp_url, tmp_path, capsys, monkeypatch):
+    """The workload's users live in a private slapd: without it the run stops at once (exit 2)."""
+    from real import mode, slapd
+
+    def missing(name):
+        raise slapd.SlapdMissing(f"{name} is not installed (run real/setup/slapd.sh: Debian packages slapd, ldap-utils)")
+
+    monkeypatch.setattr(slapd, "_find", missing)
+    path = tmp_path / "s.yaml"
+    text = (ROOT / "scenarios" / "real-small.yaml").read_text()
+    path.write_text(text + f"  redis_url: {redis_url}\n  amqp_url: {amqp_url}\n")
+
+    class Args:
+        scenario, seed, out, no_progress = str(path), None, str(tmp_path / "run"), True
+
+    assert mode.run(Args) == 2
+    err = capsys.readouterr().err
+    assert "slapd is not installed" in err and "real/setup/slapd.sh" in err

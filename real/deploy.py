@@ -1,0 +1,753 @@
+"""``novalab deploy up|down|status``: a whole real-mode cloud on one machine.
+
+    novalab deploy up     [--dir DIR] [--computes N] [--api-port P] [--s3-port P]
+    novalab deploy status [--dir DIR]
+    novalab deploy down   [--dir DIR]
+
+``up`` checks that Redis and RabbitMQ answer and that slapd and libvirt-python are
+installed (naming the set-up script that installs what is missing), then:
+
+1. writes ``DIR/nova.yaml``, the one configuration every process reads: a fresh store
+   key prefix; a private RabbitMQ vhost when the broker is local and ``rabbitmqctl``
+   may make one (otherwise the shared vhost); the directory of a private slapd under
+   ``DIR/ldap``; a flat network (``fixed_range``, default 10.0.0.0/24) with floating
+   addresses (``floating_range``, default 203.0.113.0/28, TEST-NET-3) seeded on the
+   network host ``net1`` and kept in the records only (``bind_floating: false``: no
+   interface or iptables rule of the machine is touched); RunInstances through the
+   scheduler; the EC2 API on ``api_port`` (8773) and the object store on
+   ``objectstore_port`` (3333), both on 127.0.0.1, with buckets under ``DIR/buckets``;
+2. starts the private slapd (and creates the directory's base entries, what
+   ``novalab manage init`` does), then ``novalab network``, N x ``novalab compute``
+   (``host1``..``hostN``, each with a private libvirt test-driver node of
+   ``--vcpus``/``--memory-mb``), ``novalab scheduler``, ``novalab api`` and
+   ``novalab objectstore --config`` as background processes, each with its log in
+   ``DIR/logs/<name>.log`` and its pid in ``DIR/run/<name>.pid``;
+3. waits (bounded by ``--timeout``) until every worker has sent a heartbeat and both
+   HTTP services answer, then prints the URLs and the commands to go on with.
+
+Settings that are not the deployment's own (Redis and RabbitMQ URLs, ports, ranges,
+quotas, images, intervals...) can be given as ``NOVALAB_<SETTING>`` variables when
+running ``up`` (real/config.py lists them); they are written into ``nova.yaml``, and
+the processes read only that file.
+
+``down`` stops every process (SIGTERM; SIGKILL after ``STOP_TIMEOUT`` seconds), deletes
+the deployment's queues (or its vhost) and store keys, and removes what it made under
+DIR (directory data, buckets, instances, pid files, nova.yaml), keeping ``DIR/logs``.
+``status`` lists the processes, whether each runs, and each worker's last heartbeat.
+
+Exit status: 0 done (``status``: everything runs), 1 a process did not come up
+(``status``: something is not running, or nothing is deployed in DIR), 2 bad input, a
+port in use, or a service or package it needs is missing.
+
+The module also holds what the tests and ``run-scenario --mode real`` share: starting
+a daemon process (``start_daemon``), waiting for heartbeats (``wait_for_heartbeats``),
+stopping processes (``stop_processes``), and a private vhost (``private_vhost``).
+
+*Not supported*: more than one machine, FlatDHCP or VLAN (they need a network
+namespace of their own: see tests/real/test_ec2_api.py for one made by hand), TLS,
+restarting a single daemon (``down`` and ``up`` again; the directory starts empty).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DIR = "/tmp/novalab"
+#: Seconds ``up`` waits for heartbeats and answers.
+START_TIMEOUT = 60.0
+#: Seconds a process gets after SIGTERM before SIGKILL.
+STOP_TIMEOUT = 15.0
+NETWORK_HOST = "net1"
+SCHEDULER_HOST = "sched1"
+STATE_FILE = "deploy.json"
+CONFIG_FILE = "nova.yaml"
+#: What ``down`` removes under DIR (logs/ stays).
+MADE = ("ldap", "buckets", "instances", "nodes", "networks", "run", CONFIG_FILE, STATE_FILE)
+#: The settings of a deployment that NOVALAB_* variables may change (defaults here).
+DEFAULTS = {
+    "fixed_range": "10.0.0.0/24",
+    "floating_range": "203.0.113.0/28",
+    "report_interval": 5.0,
+    "service_down_time": 30.0,
+    "periodic_interval": 30.0,
+    "build_timeout": 300.0,
+    "workers": 4,
+    "api_listen": "127.0.0.1",
+    "objectstore_listen": "127.0.0.1",
+}
+SETUP = {
+    "services": "bash real/setup/services.sh",
+    "libvirt": "bash real/setup/libvirt.sh",
+    "slapd": "bash real/setup/slapd.sh",
+}
+
+
+class DeployError(RuntimeError):
+    """``up`` cannot go on; ``status`` is the exit status to give."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------------------
+# Shared: processes, heartbeats, vhosts
+
+
+def daemon_env(extra: Mapping[str, str] | None = None) -> dict:
+    """The environment of a daemon process: ours without NOVALAB_* (the configuration
+    file says everything), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVALAB_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def novalab_command(*args: str) -> list[str]:
+    """``novalab ARGS`` as a command line of this interpreter."""
+    return [sys.executable, "-m", "real.cli", *args]
+
+
+def spawn(argv, log_path: Path, env: Mapping[str, str] | None = None, detach: bool = False) -> subprocess.Popen:
+    """Start ``argv`` with stdout and stderr appended to ``log_path``; ``detach``: in a
+    session of its own, so it outlives us and a Ctrl-C in our terminal."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=ROOT, env=dict(env) if env is not None else daemon_env(),
+                                start_new_session=detach)
+
+
+def start_daemon(kind: str, host: str, config_path: Path, logs: Path, *, env: Mapping[str, str] | None = None,
+                 detach: bool = False, log_name: str | None = None) -> subprocess.Popen:
+    """``novalab KIND --host HOST --config CONFIG`` with its log in ``logs/KIND-HOST.log``."""
+    return spawn(novalab_command(kind, "--host", host, "--config", str(config_path)),
+                 logs / (log_name or f"{kind}-{host}.log"), daemon_env(env), detach)
+
+
+def log_tail(path: Path, chars: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def wait_for_heartbeats(store, processes: Mapping[tuple[str, str], subprocess.Popen], timeout: float,
+                        logs: Path | None = None) -> None:
+    """Wait until every ``(kind, host)`` has a heartbeat in ``store``; raises
+    DeployError(status 1) when a process exits first or ``timeout`` runs out."""
+    from common import keys
+    from common.effects import ZScore
+
+    deadline = time.monotonic() + timeout
+    waiting = set(processes)
+    while waiting:
+        for kind, host in sorted(waiting):
+            if store.execute(ZScore(keys.heartbeats(kind), host)) is not None:
+                waiting.discard((kind, host))
+                continue
+            proc = processes[(kind, host)]
+            if proc.poll() is not None:
+                where = f"; its log:\n{log_tail(logs / f'{kind}-{host}.log')}" if logs else ""
+                raise DeployError(f"{kind} {host} exited with status {proc.returncode} at start-up{where}", 1)
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise DeployError(f"no heartbeat from {', '.join(f'{k} {h}' for k, h in sorted(waiting))} "
+                              f"within {timeout:g} s" + (f"; see {logs}" if logs else ""), 1)
+        time.sleep(0.1)
+
+
+def stop_processes(processes, timeout: float = STOP_TIMEOUT) -> list:
+    """SIGTERM every Popen in ``processes``, wait until ``timeout`` for all of them,
+    then SIGKILL the rest; -> the ones that had to be killed."""
+    processes = list(processes)
+    for proc in processes:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    killed = []
+    for proc in processes:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            killed.append(proc)
+    return killed
+
+
+def _rabbitmqctl() -> str | None:
+    return shutil.which("rabbitmqctl", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/local/sbin")
+
+
+def private_vhost(amqp_url: str, name: str) -> str | None:
+    """Make vhost ``name`` on the local broker of ``amqp_url`` (its user may use it);
+    -> the URL of it, or None when the broker is not local, rabbitmqctl is missing or
+    refuses (then the caller keeps the shared vhost)."""
+    parts = urlsplit(amqp_url)
+    tool = _rabbitmqctl()
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or tool is None:
+        return None
+    try:
+        for argv in (("add_vhost", name), ("set_permissions", "-p", name, parts.username or "guest", ".*", ".*", ".*")):
+            done = subprocess.run([tool, "-q", *argv], capture_output=True, text=True, timeout=60)
+            if done.returncode != 0:
+                delete_vhost(name)
+                return None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), parts.query, parts.fragment))
+
+
+def delete_vhost(name: str) -> bool:
+    tool = _rabbitmqctl()
+    if tool is None:
+        return False
+    try:
+        return subprocess.run([tool, "-q", "delete_vhost", name], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def queue_names(hosts, network_host: str = NETWORK_HOST, scheduler_host: str | None = SCHEDULER_HOST) -> list[str]:
+    """The queues of a deployment with compute ``hosts``."""
+    names = ["compute", *(f"compute.{h}" for h in hosts), "network", f"network.{network_host}"]
+    if scheduler_host:
+        names += ["scheduler", f"scheduler.{scheduler_host}"]
+    return names
+
+
+# ---------------------------------------------------------------------------
+# Processes that outlive `up`: known by pid file, checked by command line
+
+
+def _pid_alive(pid: int, marker: str) -> bool:
+    """Whether ``pid`` runs (not a zombie) with ``marker`` in its command line."""
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child and has exited
+    except ChildProcessError:
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
+    return state not in ("Z", "X") and marker in cmdline
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _answers(url: str, timeout: float = 2.0) -> bool:
+    """Whether an HTTP server answers ``GET url`` (any status; no proxy)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    try:
+        connection.request("GET", parts.path or "/")
+        connection.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+    return True
+
+
+class Deployment:
+    """The deployment in ``directory`` (see the module docstring)."""
+
+    def __init__(self, directory, out=None, err=None):
+        self.dir = Path(directory).expanduser().resolve()
+        self._out = out
+        self._err = err
+
+    @property
+    def out(self):
+        return self._out or sys.stdout
+
+    @property
+    def err(self):
+        return self._err or sys.stderr
+
+    # -- paths and state ------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / CONFIG_FILE
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    def pid_path(self, name: str) -> Path:
+        return self.dir / "run" / f"{name}.pid"
+
+    def state(self) -> dict | None:
+        try:
+            return json.loads((self.dir / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _save_state(self, state: dict) -> None:
+        path = self.dir / STATE_FILE
+        path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    def pid(self, name: str) -> int | None:
+        try:
+            return int(self.pid_path(name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def marker(self, name: str) -> str:
+        """What the command line of process ``name`` holds (a recycled pid does not)."""
+        if name == "slapd":
+            return str(self.dir / "ldap" / "slapd.d") + " "
+        return str(self.config_path) + " "  # the last argument: --config PATH
+
+    def running(self, name: str) -> bool:
+        pid = self.pid(name)
+        return pid is not None and _pid_alive(pid, self.marker(name))
+
+    def _record(self, name: str, pid: int) -> None:
+        path = self.pid_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{pid}\n")
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def _config(self):
+        from real import config as config_module
+
+        return config_module.load(str(self.config_path), {})
+
+    # -- up ---------------------------------------------------------------------------
+
+    def up(self, computes: int = 2, api_port: int | None = None, s3_port: int | None = None, vcpus: int = 16,
+           memory_mb: int = 32768, timeout: float = START_TIMEOUT, environ=os.environ) -> int:
+        state = self.state()
+        if state is not None:
+            names = state.get("processes", [])
+            if names and all(self.running(n) for n in names):
+                self.say(f"novalab deploy: already up in {self.dir}")
+                self._print_endpoints(self._config())
+                return 0
+            print(f"novalab deploy: a deployment in {self.dir} is not (all) running; taking it down first",
+                  file=self.err)
+            if self.down() != 0:
+                return 2
+        try:
+            if computes < 1:
+                raise DeployError("--computes must be at least 1")
+            self._check_packages()
+        except DeployError as e:
+            print(f"novalab deploy: {e}", file=self.err)
+            return e.status
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._tag = secrets.token_hex(4)
+        hosts = [f"host{i + 1}" for i in range(computes)]
+        state = {"tag": self._tag, "hosts": hosts, "vhost": None, "processes": [], "created": time.time()}
+        self._save_state(state)
+        started: dict[str, subprocess.Popen] = {}
+        try:
+            config = self._write_config(api_port, s3_port, environ)
+            self._check_services(config)
+            slapd = self._start_slapd(config)
+            state["processes"].append("slapd")
+            self._save_state(state)
+            config = self._finish_config(config, slapd, state)
+            self._start_all(config, hosts, vcpus, memory_mb, started, state)
+            self._wait(config, hosts, started, timeout)
+        except DeployError as e:
+            print(f"novalab deploy: {e}", file=self.err)
+            if started or self.running("slapd"):
+                print("novalab deploy: stopping what was started", file=self.err)
+            self.down(quiet=True)
+            return e.status
+        except BaseException:
+            self.down(quiet=True)
+            raise
+        self.say(f"novalab deploy: up in {self.dir}: {len(started)} daemons and slapd")
+        self._print_endpoints(config)
+        self._print_next(config)
+        return 0
+
+    def _check_packages(self) -> None:
+        from real.slapd import SlapdMissing, _find
+
+        try:
+            _find("slapd")
+            _find("slapadd")
+        except SlapdMissing as e:
+            raise DeployError(str(e)) from None
+        try:
+            import libvirt  # noqa: F401
+        except ImportError as e:
+            raise DeployError(f"libvirt-python is missing ({e}): run {SETUP['libvirt']}") from None
+        try:
+            import cheroot  # noqa: F401
+            import ldap3  # noqa: F401
+        except ImportError as e:
+            raise DeployError(f"a Python package is missing ({e}): pip install -e .") from None
+
+    def _write_config(self, api_port, s3_port, environ):
+        """nova.yaml without the directory yet (its password comes with slapd)."""
+        from real import config as config_module
+
+        self.config_path.write_text(yaml.safe_dump(DEFAULTS, sort_keys=True))
+        try:
+            base = config_module.load(str(self.config_path), environ)
+        except config_module.ConfigError as e:
+            raise DeployError(str(e)) from None
+        own = {
+            "key_prefix": f"novalab-deploy-{self._tag}:",
+            "libvirt_uri": "test:///default",  # each compute gets its own node (start_daemon's env)
+            "instances_path": str(self.dir / "instances"),
+            "net_state_dir": str(self.dir / "networks"),
+            "network_manager": "flat",
+            "netns": None,
+            "bind_floating": False,
+            "time_scale": 1.0,
+            "time_origin": None,
+            "rpc_log": None,
+            "metrics_port": None,
+            "objectstore_root": str(self.dir / "buckets"),
+            "s3_url": None,
+        }
+        if api_port is not None:
+            own["api_port"] = api_port
+        if s3_port is not None:
+            own["objectstore_port"] = s3_port
+        try:
+            return config_module.DaemonConfig.model_validate({**base.model_dump(), **own})
+        except Exception as e:  # pydantic's ValidationError: a bad --port
+            raise DeployError(f"bad setting: {e}") from None
+
+    def _check_services(self, config) -> None:
+        from real.daemon import StartupError, connect
+
+        for what, host, port, flag in (("EC2 API", config.api_listen, config.api_port, "--api-port"),
+                                       ("object store", config.objectstore_listen, config.objectstore_port,
+                                        "--s3-port")):
+            if not _port_free(host, port):
+                raise DeployError(f"port {port} on {host} for the {what} is in use: choose another with {flag} "
+                                  f"(or take down the deployment using it)")
+        try:
+            store, runtime = connect(config)
+        except StartupError as e:
+            raise DeployError(f"{e} ({SETUP['services']} starts Redis and RabbitMQ)") from None
+        runtime.close()
+        store.close()
+
+    def _start_slapd(self, config):
+        from real.slapd import PrivateSlapd, SlapdError
+
+        try:
+            slapd = PrivateSlapd(self.dir / "ldap", root=config.ldap_root).start()
+        except SlapdError as e:
+            raise DeployError(f"cannot start slapd: {e}", 1) from None
+        self._record("slapd", slapd.process.pid)
+        return slapd
+
+    def _finish_config(self, config, slapd, state):
+        amqp_url = config.amqp_url
+        vhost = f"novalab-deploy-{self._tag}"
+        private = private_vhost(amqp_url, vhost)
+        if private is not None:
+            amqp_url = private
+            state["vhost"] = vhost
+            self._save_state(state)
+        config = config.model_copy(update={
+            "amqp_url": amqp_url, "ldap_url": slapd.url, "ldap_bind_dn": slapd.bind_dn,
+            "ldap_password": slapd.password, "ldap_root": slapd.root,
+        })
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the password
+        with os.fdopen(fd, "w") as f:
+            f.write("# Written by `novalab deploy up`; every process of the deployment reads it.\n")
+            f.write(yaml.safe_dump(config.model_dump(), sort_keys=True))
+        os.chmod(self.config_path, 0o600)
+        return config
+
+    def _start_all(self, config, hosts, vcpus, memory_mb, started, state) -> None:
+        from real.libvirt_driver import LibvirtDriver
+
+        def launch(name, argv, env=None):
+            started[name] = spawn(argv, self.logs / f"{name}.log", daemon_env(env), detach=True)
+            self._record(name, started[name].pid)
+            state["processes"].append(name)
+            self._save_state(state)
+
+        cfg = str(self.config_path)
+        launch(f"network-{NETWORK_HOST}", novalab_command("network", "--host", NETWORK_HOST, "--config", cfg))
+        for host in hosts:
+            uri = LibvirtDriver.test_uri_for_host(self.dir / "nodes", host, vcpus, memory_mb)
+            launch(f"compute-{host}", novalab_command("compute", "--host", host, "--config", cfg),
+                   {"NOVALAB_LIBVIRT_URI": uri})
+        launch(f"scheduler-{SCHEDULER_HOST}", novalab_command("scheduler", "--host", SCHEDULER_HOST, "--config", cfg))
+        launch("api", novalab_command("api", "--config", cfg))
+        launch("objectstore", novalab_command("objectstore", "--config", cfg))
+
+    def _wait(self, config, hosts, started, timeout) -> None:
+        from real.store import RedisStore
+
+        store = RedisStore(config.redis_url, prefix=config.key_prefix, socket_timeout=config.connect_timeout)
+        try:
+            workers = {("network", NETWORK_HOST): started[f"network-{NETWORK_HOST}"],
+                       ("scheduler", SCHEDULER_HOST): started[f"scheduler-{SCHEDULER_HOST}"]}
+            workers.update({("compute", h): started[f"compute-{h}"] for h in hosts})
+            deadline = time.monotonic() + timeout
+            wait_for_heartbeats(store, workers, timeout, self.logs)
+        finally:
+            store.close()
+        for name, url in (("api", self.ec2_url(config)), ("objectstore", self.s3_url(config) + "/")):
+            while not _answers(url):
+                if started[name].poll() is not None:
+                    raise DeployError(f"{name} exited with status {started[name].returncode} at start-up; its "
+                                      f"log:\n{log_tail(self.logs / f'{name}.log')}", 1)
+                if time.monotonic() > deadline:
+                    raise DeployError(f"{name} does not answer on {url} within {timeout:g} s; see "
+                                      f"{self.logs / f'{name}.log'}", 1)
+                time.sleep(0.1)
+
+    # -- what it tells -----------------------------------------------------------------
+
+    @staticmethod
+    def ec2_url(config) -> str:
+        from real.manage import urls_of
+
+        return urls_of(config)[0]
+
+    @staticmethod
+    def s3_url(config) -> str:
+        from real.manage import urls_of
+
+        return urls_of(config)[1]
+
+    def _print_endpoints(self, config) -> None:
+        self.say(f"  EC2 API        {self.ec2_url(config)}")
+        self.say(f"  object store   {self.s3_url(config)}")
+        self.say(f"  directory      {config.ldap_url} (bind as {config.ldap_bind_dn}; password in "
+                 f"{self.dir / 'ldap' / 'password'})")
+        self.say(f"  configuration  {self.config_path}")
+        self.say(f"  logs           {self.logs}/")
+
+    def _print_next(self, config) -> None:
+        manage = f"novalab manage --config {self.config_path}"
+        self.say("Next:")
+        for line in (f"{manage} user create alice",
+                     f"{manage} project create demo alice",
+                     f"{manage} role add alice netadmin",
+                     f"{manage} role add alice netadmin --project demo",
+                     f"{manage} credentials alice demo > {self.dir / 'alice.env'}",
+                     f"set -a; . {self.dir / 'alice.env'}; set +a   # then boto3 or aws ec2 ...",
+                     f"novalab deploy status --dir {self.dir}",
+                     f"novalab deploy down --dir {self.dir}"):
+            self.say(f"  {line}")
+
+    # -- status -------------------------------------------------------------------------
+
+    def status(self) -> int:
+        state = self.state()
+        if state is None:
+            self.say(f"novalab deploy: nothing deployed in {self.dir}")
+            return 1
+        try:
+            config = self._config()
+        except Exception as e:  # a half-written deployment: report what we can
+            config = None
+            print(f"novalab deploy: cannot read {self.config_path}: {e}", file=self.err)
+        beats = self._heartbeats(config, state) if config is not None else {}
+        rows = [("PROCESS", "PID", "STATE", "HEARTBEAT")]
+        all_up = True
+        for name in state.get("processes", []):
+            alive = self.running(name)
+            all_up &= alive
+            kind, _, host = name.partition("-")
+            beat = beats.get((kind, host))
+            rows.append((name, str(self.pid(name) or "-"), "running" if alive else "stopped",
+                         "-" if beat is None else f"{beat:.1f} s ago"))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        self.say(f"novalab deploy: {self.dir}")
+        for row in rows:
+            self.say("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if config is not None:
+            self._print_endpoints(config)
+        return 0 if all_up and state.get("processes") else 1
+
+    def _heartbeats(self, config, state) -> dict:
+        from common import keys
+        from common.effects import ZScore
+        from common.errors import NovaError
+        from real.store import RedisStore
+
+        out = {}
+        try:
+            store = RedisStore(config.redis_url, prefix=config.key_prefix, socket_timeout=2.0)
+        except Exception:  # status reports; it does not fail on a missing Redis
+            return out
+        try:
+            now = time.time()
+            workers = [("network", NETWORK_HOST), ("scheduler", SCHEDULER_HOST)]
+            workers += [("compute", h) for h in state.get("hosts", [])]
+            for kind, host in workers:
+                last = store.execute(ZScore(keys.heartbeats(kind), host))
+                if last is not None:
+                    out[(kind, host)] = now - float(last)
+        except NovaError as e:
+            print(f"novalab deploy: no heartbeats: {e}", file=self.err)
+        finally:
+            store.close()
+        return out
+
+    # -- down ---------------------------------------------------------------------------
+
+    def down(self, quiet: bool = False, timeout: float = STOP_TIMEOUT) -> int:
+        state = self.state()
+        if state is None:
+            if not quiet:
+                self.say(f"novalab deploy: nothing deployed in {self.dir}")
+            return 0
+        names = list(state.get("processes", []))
+        daemons = [n for n in names if n != "slapd"]
+        stopped = self._stop([n for n in daemons], timeout)
+        stopped += self._stop([n for n in names if n == "slapd"], timeout)
+        status = 0
+        try:
+            config = self._config()
+        except Exception:
+            config = None  # up failed before nova.yaml was complete: nothing in the services yet
+        if config is not None:
+            status = self._clean_services(config, state)
+        if status == 0:
+            for name in MADE:
+                path = self.dir / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+        if not quiet:
+            self.say(f"novalab deploy: down in {self.dir}: stopped {len(stopped)} process(es)"
+                     + ("" if status == 0 else " (services not cleaned: run down again)")
+                     + f"; logs kept in {self.logs}/")
+        return status
+
+    def _stop(self, names, timeout) -> list[str]:
+        """Stop the named processes; -> the names of those that were running."""
+        live = {}
+        for name in names:
+            pid = self.pid(name)
+            if pid is not None and _pid_alive(pid, self.marker(name)):
+                live[name] = pid
+                os.kill(pid, signal.SIGTERM)
+        was_live = set(live)
+        deadline = time.monotonic() + timeout
+        while live and time.monotonic() < deadline:
+            live = {n: p for n, p in live.items() if _pid_alive(p, self.marker(n))}
+            if live:
+                time.sleep(0.05)
+        for name, pid in live.items():
+            print(f"novalab deploy: {name} (pid {pid}) did not stop within {timeout:g} s: killing it", file=self.err)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        kill_deadline = time.monotonic() + 5
+        while any(_pid_alive(p, self.marker(n)) for n, p in live.items()) and time.monotonic() < kill_deadline:
+            time.sleep(0.05)
+        return [n for n in names if n in was_live]
+
+    def _clean_services(self, config, state) -> int:
+        from common.errors import NovaError
+        from real import transport
+        from real.store import RedisStore
+
+        status = 0
+        vhost = state.get("vhost")
+        if vhost:
+            if not delete_vhost(vhost):
+                print(f"novalab deploy: could not delete RabbitMQ vhost {vhost}", file=self.err)
+                status = 2
+        else:
+            try:
+                transport.delete_queues(config.amqp_url, queue_names(state.get("hosts", [])))
+            except Exception as e:  # unreachable broker: say so, keep the state for another down
+                print(f"novalab deploy: could not delete the queues at {config.amqp_url}: {e}", file=self.err)
+                status = 2
+        try:
+            store = RedisStore(config.redis_url, prefix=config.key_prefix, socket_timeout=config.connect_timeout)
+            try:
+                store.flush()
+            finally:
+                store.close()
+        except NovaError as e:
+            print(f"novalab deploy: could not delete the store keys {config.key_prefix}*: {e}", file=self.err)
+            status = 2
+        return status
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    deploy = subparsers.add_parser("deploy", help="a local real-mode deployment: up, status, down",
+                                   description=__doc__.split("\n\n")[0])
+    sub = deploy.add_subparsers(dest="deploy_command", required=True)
+    for name, text in (("up", "start a deployment in DIR"), ("down", "stop it and remove what it made"),
+                       ("status", "list its processes")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--dir", default=DEFAULT_DIR, help=f"the deployment's directory (default {DEFAULT_DIR})")
+        if name == "up":
+            p.add_argument("--computes", type=int, default=2, help="compute daemons (default 2)")
+            p.add_argument("--api-port", type=int, default=None, help="EC2 API port (default api_port, 8773)")
+            p.add_argument("--s3-port", type=int, default=None,
+                           help="object store port (default objectstore_port, 3333)")
+            p.add_argument("--vcpus", type=int, default=16, help="vCPUs of each compute host (default 16)")
+            p.add_argument("--memory-mb", type=int, default=32768, help="memory of each compute host (default 32768)")
+            p.add_argument("--timeout", type=float, default=START_TIMEOUT,
+                           help=f"seconds to wait for everything to answer (default {START_TIMEOUT:g})")
+    return deploy
+
+
+def run(args) -> int:
+    deployment = Deployment(args.dir)
+    if deployment.dir.exists() and not deployment.dir.is_dir():
+        print(f"novalab deploy: {deployment.dir} is not a directory", file=sys.stderr)
+        return 2
+    if args.deploy_command == "up":
+        if args.vcpus < 1 or args.memory_mb < 1:
+            print("novalab deploy: --vcpus and --memory-mb must be positive", file=sys.stderr)
+            return 2
+        try:
+            return deployment.up(args.computes, args.api_port, args.s3_port, args.vcpus, args.memory_mb, args.timeout)
+        except DeployError as e:
+            print(f"novalab deploy: {e}", file=sys.stderr)
+            return e.status
+    if args.deploy_command == "status":
+        return deployment.status()
+    return deployment.down()

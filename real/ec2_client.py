@@ -1,0 +1,207 @@
+"""A small EC2 Query API client: signed requests (Signature Version 4) over http.client.
+
+``run-scenario --mode real`` drives its workload through the API with it, one client
+per workload thread and project. It signs exactly as boto3 does (``POST`` of a form
+body, ``Authorization: AWS4-HMAC-SHA256 ...``, ``X-Amz-Date``; the signing key comes
+from ``common.ec2.v4_signing_key``, the function the server verifies with), so the API
+cannot tell it from boto3 except by its User-Agent.
+
+Why not boto3 here: the request timestamp. A real run compresses time (``time_scale``),
+and every process of the run, the API included, reads the compressed clock; a client
+of the run must stamp its requests with that clock too (``clock``), or the API's
+15-minute freshness check would refuse them once the run has been going for
+15 minutes of scenario time. botocore stamps requests with the wall clock and offers no
+way to change it. The client is also lighter: run-scenario --mode real reports the
+numbers (README, "Use it like a cloud").
+
+*Features*: ``call(action, params)`` -> the response's XML root, or Ec2Error with the
+EC2 code, message, HTTP status and request id; helpers for the workload's actions
+(RunInstances, TerminateInstances, DescribeInstances, AllocateAddress,
+AssociateAddress, DisassociateAddress, ReleaseAddress). One keep-alive connection per
+client; a request on a reused connection that the server had already closed is sent
+again once on a new connection (nothing was handled: the server closes idle
+connections only between requests). Not thread-safe: one client per thread.
+
+*Not supported*: HTTPS, retries of any other failure (a timeout is an Ec2Error with
+code ``RequestTimeout`` and status 0: the request may or may not have been handled),
+pagination, filters.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import http.client
+import time
+from typing import Callable, Mapping
+from urllib.parse import quote, urlencode, urlsplit
+from xml.etree import ElementTree
+
+from common.ec2 import API_VERSION, V4_ALGORITHM, v4_signing_key
+
+USER_AGENT = "novalab-ec2-client/1"
+
+
+class Ec2Error(Exception):
+    """An EC2 error answer (or a transport failure: status 0)."""
+
+    def __init__(self, code: str, message: str, status: int = 0, request_id: str = ""):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.request_id = request_id
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def find_all(root, name: str):
+    """Every element named ``name`` below ``root``, namespace ignored."""
+    return [e for e in root.iter() if _local(e.tag) == name]
+
+
+def find_text(root, name: str, default: str = "") -> str:
+    for e in root.iter():
+        if _local(e.tag) == name:
+            return e.text or ""
+    return default
+
+
+class Ec2Client:
+    """Signed EC2 requests to ``url`` (``http://HOST:PORT/services/Cloud``) as
+    ``access_key`` (``<access>:<project>``). ``clock`` gives the request time in
+    seconds since the epoch (default: the wall clock)."""
+
+    def __init__(self, url: str, access_key: str, secret_key: str, *, region: str = "nova",
+                 clock: Callable[[], float] = time.time, timeout: float = 60.0):
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"the EC2 URL must be http://HOST:PORT/PATH, not {url!r}")
+        self.url = url
+        self.netloc = parts.netloc
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.path = parts.path or "/"
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.region = region
+        self.clock = clock
+        self.timeout = timeout
+        self._connection: http.client.HTTPConnection | None = None
+        self._used = False
+        #: Requests sent (answered with any status).
+        self.requests = 0
+
+    # -- signing --------------------------------------------------------------------
+
+    def signed_headers(self, body: bytes) -> dict:
+        stamp = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc)
+        amz_date = stamp.strftime("%Y%m%dT%H%M%SZ")
+        date = amz_date[:8]
+        headers = {
+            "content-type": "application/x-www-form-urlencoded; charset=utf-8",
+            "host": self.netloc,
+            "x-amz-date": amz_date,
+        }
+        names = sorted(headers)
+        canonical = "\n".join((
+            "POST", quote(self.path, safe="/~"), "",
+            "".join(f"{n}:{' '.join(headers[n].split())}\n" for n in names),
+            ";".join(names), hashlib.sha256(body).hexdigest(),
+        ))
+        scope = f"{date}/{self.region}/ec2/aws4_request"
+        to_sign = "\n".join((V4_ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()))
+        key = v4_signing_key(self.secret_key, date, self.region, "ec2")
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (f"{V4_ALGORITHM} Credential={self.access_key}/{scope}, "
+                                    f"SignedHeaders={';'.join(names)}, Signature={signature}")
+        headers["user-agent"] = USER_AGENT
+        return headers
+
+    # -- one request ------------------------------------------------------------------
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            self._connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self._used = False
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _exchange(self, body: bytes) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            connection = self._connect()
+            reused = self._used
+            try:
+                connection.request("POST", self.path, body=body, headers=self.signed_headers(body))
+                answer = connection.getresponse()
+                data = answer.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                self.close()
+                if reused and attempt == 1:
+                    continue  # the server had closed the idle connection: nothing was handled
+                raise Ec2Error("ConnectionFailed", f"{self.url}: {e or type(e).__name__}") from None
+            except TimeoutError:
+                self.close()
+                raise Ec2Error("RequestTimeout", f"{self.url}: no answer within {self.timeout:g} s") from None
+            except OSError as e:
+                self.close()
+                raise Ec2Error("ConnectionFailed", f"{self.url}: {e}") from None
+            self._used = True
+            if answer.getheader("connection", "").lower() == "close":
+                self.close()
+            return answer.status, data
+        raise AssertionError("unreachable")
+
+    def call(self, action: str, params: Mapping[str, object] | None = None):
+        """-> the XML root of the answer; Ec2Error for an error answer."""
+        form = {"Action": action, "Version": API_VERSION}
+        form.update({k: str(v) for k, v in (params or {}).items()})
+        status, data = self._exchange(urlencode(form).encode())
+        self.requests += 1
+        try:
+            root = ElementTree.fromstring(data)
+        except ElementTree.ParseError:
+            raise Ec2Error("InvalidResponse", f"{action}: HTTP {status}, not XML: {data[:200]!r}", status) from None
+        if status != 200 or _local(root.tag) == "Response":
+            raise Ec2Error(find_text(root, "Code", "Unknown"), find_text(root, "Message"), status,
+                           find_text(root, "RequestID") or find_text(root, "RequestId"))
+        return root
+
+    # -- the workload's actions -------------------------------------------------------
+
+    def run_instances(self, image_id: str, instance_type: str, min_count: int = 1, max_count: int = 1) -> list[str]:
+        root = self.call("RunInstances", {"ImageId": image_id, "InstanceType": instance_type,
+                                          "MinCount": min_count, "MaxCount": max_count})
+        return [find_text(item, "instanceId") for item in find_all(root, "instancesSet")[0]]
+
+    def terminate_instances(self, instance_ids) -> None:
+        self.call("TerminateInstances", {f"InstanceId.{i}": v for i, v in enumerate(instance_ids, 1)})
+
+    def describe_instances(self, instance_ids=()) -> dict[str, str]:
+        """-> {instance id: EC2 state name}."""
+        root = self.call("DescribeInstances", {f"InstanceId.{i}": v for i, v in enumerate(instance_ids, 1)})
+        out = {}
+        for item in find_all(root, "item"):
+            instance_id = next((c.text for c in item if _local(c.tag) == "instanceId"), None)
+            state = next((c for c in item if _local(c.tag) == "instanceState"), None)
+            if instance_id and state is not None:
+                out[instance_id] = find_text(state, "name")
+        return out
+
+    def allocate_address(self) -> str:
+        return find_text(self.call("AllocateAddress"), "publicIp")
+
+    def associate_address(self, public_ip: str, instance_id: str) -> None:
+        self.call("AssociateAddress", {"PublicIp": public_ip, "InstanceId": instance_id})
+
+    def disassociate_address(self, public_ip: str) -> None:
+        self.call("DisassociateAddress", {"PublicIp": public_ip})
+
+    def release_address(self, public_ip: str) -> None:
+        self.call("ReleaseAddress", {"PublicIp": public_ip})
