@@ -1,0 +1,49 @@
+"""SimStore's direct path into fakeredis answers exactly as redis-py's public client path."""
+
+import random
+
+import pytest
+from redis.exceptions import ResponseError
+
+from common import effects as fx
+from sim.store import SimStore
+
+KEYS = ("h", "s", "z", "l", "str")
+
+
+def random_command(rng):
+    key, member, field = rng.choice(KEYS), rng.choice("abcde"), rng.choice("xyz")
+    return rng.choice([
+        lambda: fx.Get(key), lambda: fx.SetNX(key, member), lambda: fx.Del((key, rng.choice(KEYS))),
+        lambda: fx.HSet(key, {field: member}), lambda: fx.HGet(key, field), lambda: fx.HGetAll(key),
+        lambda: fx.HDel(key, (field,)), lambda: fx.HIncrBy(key, field, rng.randint(-3, 3)),
+        lambda: fx.SAdd(key, (member, rng.choice("abcde"))), lambda: fx.SRem(key, (member,)), lambda: fx.SCard(key),
+        lambda: fx.SMembers(key), lambda: fx.SPop(key),
+        lambda: fx.ZAdd(key, {member: rng.choice([0, 1.5, 7])}), lambda: fx.ZIncrBy(key, rng.choice([1, 0.25]), member),
+        lambda: fx.ZScore(key, member), lambda: fx.ZRem(key, (member,)),
+        lambda: fx.ZRangeByScore(key, "-inf", "+inf", rng.choice([None, 2])),
+        lambda: fx.RPush(key, (member,)), lambda: fx.LRange(key),
+    ])()
+
+
+def outcome(store, command):
+    try:
+        return ("ok", store.execute(command))
+    except ResponseError as e:
+        return ("error", str(e))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_both_paths_agree_on_random_command_sequences(seed):
+    """Every store command, wrong types included, gives the same value (and type) or the same error on both paths."""
+    direct, public = SimStore(direct=True), SimStore(direct=False)
+    assert direct.direct is not None and public.direct is None
+    rng = random.Random(seed)
+    for _ in range(300):
+        command = random_command(rng)
+        state = random.getstate()  # SPOP draws from the global stream: give both the same draw
+        first = outcome(direct, command)
+        random.setstate(state)
+        second = outcome(public, command)
+        assert (first, type(first[1])) == (second, type(second[1])), command
+    assert direct.dump() == public.dump()
