@@ -204,6 +204,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
         add("pools", f"{nid} free at end", f"{pool.get('free_at_end', 0):,}")
     if unused and len(summary["pools"]) > 1:
         add("pools", "networks never used", f"{len(unused):,} of {len(summary['pools']):,}")
+    for fault in summary.get("faults", []):
+        add("faults", f"at {fault['at']:,.1f} s", fault["what"])
     for v in summary["invariants"]:
         add("invariants", f"{v['name']} {v['title']}", "ok" if v["ok"] else f"FAILED ({len(v['violations'])})")
     for s in summary["slo"]:

@@ -258,6 +258,74 @@ class Metrics(_Model):
     interval: PositiveFloat = 10.0
 
 
+def _goes(fields) -> str:
+    return "goes" if len(fields) == 1 else "go"
+
+
+class Fault(_Model):
+    """One timed fault of the scenario's fault plan: a service killed (and perhaps
+    restarted), or one compute host's hypervisor degraded for a while.
+
+    Services and hosts are named by kind and position (the 2nd compute host), so one
+    plan fits both modes, whose hosts are named differently. ``at`` and the durations are
+    scenario seconds: virtual in the sim, divided by ``real.time_scale`` in real mode.
+    """
+
+    #: Scenario seconds from the start of the workload (the cloud is up by then).
+    at: Annotated[float, Field(ge=0.0)]
+    #: Kill a service as SIGKILL would: nothing of its in-flight work finishes, its
+    #: unacknowledged messages go back to their queues, its heartbeats stop.
+    kill: Literal["compute", "network", "scheduler"] | None = None
+    #: Which one of its kind, from 1.
+    host: PositiveInt = 1
+    #: Start the killed service again after this many seconds (start-up reconciles);
+    #: null leaves it down.
+    restart_after: PositiveFloat | None = None
+    #: Degrade the hypervisor of this compute host (from 1): sim mode only.
+    hypervisor: PositiveInt | None = None
+    #: Boots take this many times longer while degraded.
+    boot_slowdown: Annotated[float, Field(ge=1.0)] = 1.0
+    #: Spawn-failure probability while degraded (instead of timing.hypervisor's).
+    spawn_failure_probability: Probability | None = None
+    #: How long the hypervisor stays degraded; null: to the end of the run.
+    duration: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.kill is None) == (self.hypervisor is None):
+            raise ValueError("give exactly one of kill (a service) or hypervisor (a compute host's number)")
+        # By value, not by fields set: a dumped and re-validated scenario carries every default.
+        if self.kill is not None:
+            extra = [f for f, default in (("boot_slowdown", 1.0), ("spawn_failure_probability", None), ("duration", None))
+                     if getattr(self, f) != default]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} {_goes(extra)} with hypervisor, not with kill")
+        else:
+            extra = [f for f, default in (("host", 1), ("restart_after", None)) if getattr(self, f) != default]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} {_goes(extra)} with kill, not with hypervisor")
+            if self.boot_slowdown == 1.0 and self.spawn_failure_probability is None:
+                raise ValueError("a hypervisor fault needs boot_slowdown > 1 or spawn_failure_probability")
+        return self
+
+    def describe(self) -> str:
+        """A short label for reports: ``kill compute 2, restart after 30 s``."""
+        if self.kill is not None:
+            label = f"kill {self.kill} {self.host}"
+            return label + (f", restart after {self.restart_after:g} s" if self.restart_after else ", stays down")
+        return f"hypervisor {self.hypervisor}: {self.degradation()}"
+
+    def degradation(self) -> str:
+        """What a hypervisor fault does: ``boots x3, spawn failures 0.5 for 60 s``."""
+        parts = []
+        if self.boot_slowdown > 1.0:
+            parts.append(f"boots x{self.boot_slowdown:g}")
+        if self.spawn_failure_probability is not None:
+            parts.append(f"spawn failures {self.spawn_failure_probability:g}")
+        span = f"for {self.duration:g} s" if self.duration else "to the end"
+        return f"{', '.join(parts)} {span}"
+
+
 class Real(_Model):
     """What ``--mode real`` needs; the sim ignores this section."""
 
@@ -288,6 +356,8 @@ class Scenario(_Model):
     metrics: Metrics = Metrics()
     #: After the last request and the last lifetime, how long to wait for the cloud to settle.
     drain_timeout: PositiveFloat = 1800.0
+    #: Timed faults (kill and restart a service, degrade a hypervisor), in order of ``at``.
+    faults: tuple[Fault, ...] = ()
     real: Real = Real()
 
     @model_validator(mode="after")
@@ -312,6 +382,10 @@ class Scenario(_Model):
             )
         if self.workload.floating_ips > 0 and self.cloud.network.floating_range is None:
             raise ValueError("workload.floating_ips: needs cloud.network.floating_range to allocate from")
+        for index, fault in enumerate(self.faults):
+            problem = self._fault_target_problem(fault, self.cloud.hosts.count)
+            if problem:
+                raise ValueError(f"faults.{index}: {problem}")
         for name in sorted(self.workload.instance_types):
             if types[name].vcpus > self.max_cores:
                 raise ValueError(
@@ -319,6 +393,29 @@ class Scenario(_Model):
                     f"cloud.max_cores {self.max_cores}"
                 )
         return self
+
+    def _fault_target_problem(self, fault: Fault, compute_hosts: int) -> str | None:
+        """Why ``fault`` names a service or host this cloud does not have, or None.
+        ``compute_hosts`` differs by mode: cloud.hosts.count in the sim, real.hosts."""
+        if fault.hypervisor is not None and fault.hypervisor > compute_hosts:
+            return f"hypervisor {fault.hypervisor}: the cloud has {compute_hosts} compute hosts"
+        counts = {"compute": compute_hosts, "network": self.cloud.network.hosts,
+                  "scheduler": 0 if self.cloud.scheduler == "queue" else 1}
+        if fault.kill is not None and fault.host > counts[fault.kill]:
+            if fault.kill == "scheduler" and not counts["scheduler"]:
+                return "kill scheduler: cloud.scheduler is queue, so there is no scheduler service"
+            return f"kill {fault.kill} {fault.host}: the cloud has {counts[fault.kill]} {fault.kill} services"
+        return None
+
+    def fault_problems(self, compute_hosts: int) -> list[str]:
+        """Problems of the fault plan against ``compute_hosts`` compute hosts (real mode
+        checks its own count, ``real.hosts``)."""
+        problems = []
+        for index, fault in enumerate(self.faults):
+            problem = self._fault_target_problem(fault, compute_hosts)
+            if problem:
+                problems.append(f"faults.{index}: {problem}")
+        return problems
 
     @property
     def max_cores(self) -> int:

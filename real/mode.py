@@ -23,7 +23,10 @@ Theory of operation
    (Signature Version 4, ``real.ec2_client``) made by a thread of a bounded pool with
    one client per thread and project, as that project's user. Arrival gaps, lifetimes
    and floating delays are divided by the time scale; requests are stamped with the
-   run's compressed clock, which the API reads too.
+   run's compressed clock, which the API reads too. The scenario's ``faults`` play on
+   timers from the same start: a kill is a SIGKILL of the daemon, a restart starts it
+   again (it reconciles its host on start-up); hypervisor faults are sim-only and are
+   skipped with a warning.
 6. Drain: wait until no instance is building and the queues are empty (bounded).
 7. Audit: dump the store, ask each compute for its domains over RPC, read queue depths
    from RabbitMQ, run the same invariant checkers as the sim, write the same run
@@ -174,6 +177,9 @@ class RealRun:
         """``faults``: (wall seconds after the workload starts, callable(run)) pairs, for
         fault-injection tests (e.g. SIGKILL a compute daemon mid-run)."""
         self.faults = tuple(faults)
+        #: (scenario seconds since the workload began, what) of each fault-plan step.
+        self.fault_log = []
+        self.workload_origin = None
         self.scenario = scenario
         self.seed = seed
         self.out = out
@@ -223,6 +229,7 @@ class RealRun:
 
     def execute(self) -> dict:
         started = time.perf_counter()
+        plan = self._fault_plan()  # raises StartupError for a plan real mode cannot play
         store, _ = connect(self.config)  # raises StartupError naming what is missing
         self.store = store
         self.runtime = RealRuntime(store, lambda: RpcClient(self.config.amqp_url), self.recorder,
@@ -238,7 +245,8 @@ class RealRun:
             stop_sampling = threading.Event()
             sampler = threading.Thread(target=self._sample_until, args=(stop_sampling,), daemon=True)
             sampler.start()
-            timers = [threading.Timer(delay, fault, args=(self,)) for delay, fault in self.faults]
+            self.workload_origin = self.runtime.now()
+            timers = [threading.Timer(delay, fault, args=(self,)) for delay, fault in self.faults + plan]
             for timer in timers:
                 timer.daemon = True
                 timer.start()
@@ -269,7 +277,8 @@ class RealRun:
             broker_stats=self._broker_stats, verdicts=verdicts, fingerprint="(real runs have no trace fingerprint)",
             sim_time=self.runtime.now() - self.config.time_origin, effects=self.runtime.effects,
             wall_seconds=wall, rejected=self.recorder.rejected,
-            extra={"time_scale": self.scale, "hosts": len(self.hosts), "api": self.api_summary()},
+            extra={"time_scale": self.scale, "hosts": len(self.hosts), "api": self.api_summary(),
+                   "faults": [{"at": at, "what": what} for at, what in sorted(self.fault_log)]},
         )
         self._clean_up()
         return summary
@@ -380,6 +389,42 @@ class RealRun:
                 self.out / "nodes", host, hosts.vcpus, hosts.memory_mb
             )
         self.processes[f"{kind}.{host}"] = deploy.start_daemon(kind, host, config_path, self.out / "logs", env=env)
+
+    def _fault_plan(self) -> tuple:
+        """The scenario's ``faults`` as (wall seconds, callable(run)) pairs. The names
+        follow this mode's daemons: compute ``host<N>``, ``net1``, ``sched1``."""
+        scenario = self.scenario
+        problems = scenario.fault_problems(scenario.real.hosts)
+        for index, fault in enumerate(scenario.faults):
+            if fault.kill == "network" and fault.host > 1:
+                problems.append(f"faults.{index}: kill network {fault.host}: real mode runs one network daemon")
+        if problems:
+            raise StartupError("the fault plan does not fit real mode: " + "; ".join(problems))
+        names = {"compute": [f"host{i + 1}" for i in range(scenario.real.hosts)], "network": ["net1"],
+                 "scheduler": ["sched1"]}
+        plan = []
+        for index, fault in enumerate(scenario.faults):
+            if fault.hypervisor is not None:
+                # The same file drives both modes, so this is said, not refused.
+                what = f"skipped faults.{index} ({fault.describe()}): sim-only, libvirt cannot be slowed on demand"
+                print(f"run-scenario --mode real: {what}", file=sys.stderr)
+                self.fault_log.append((fault.at, what))
+                continue
+            kind, host = fault.kill, names[fault.kill][fault.host - 1]
+            plan.append((fault.at / self.scale, lambda run, k=kind, h=host: run._play_fault("kill", k, h)))
+            if fault.restart_after is not None:
+                plan.append(((fault.at + fault.restart_after) / self.scale,
+                             lambda run, k=kind, h=host: run._play_fault("restart", k, h)))
+        return tuple(plan)
+
+    def _play_fault(self, action: str, kind: str, host: str):
+        """One step of the scenario's fault plan, logged for the summary as the sim does."""
+        if action == "kill":
+            self.kill_daemon(kind, host)
+        else:
+            self.start_daemon(kind, host)
+        what = f"{'killed' if action == 'kill' else 'restarted'} {kind}.{host}"
+        self.fault_log.append((round(self.runtime.now() - self.workload_origin, 3), what))
 
     def kill_daemon(self, kind: str, host: str):
         """SIGKILL one daemon (fault injection): no cleanup runs in it."""

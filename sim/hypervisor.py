@@ -4,7 +4,8 @@
 scenario's distributions; vCPU overcommit slows boots in proportion (a host with 24
 vCPUs claimed on 16 boots 1.5x slower); memory is never overcommitted (spawn raises
 InsufficientMemory); an optional spawn-failure probability, failing part-way through the
-boot and leaving no domain behind.
+boot and leaving no domain behind; a degraded period (the fault plan) with slower boots
+and a failure probability of its own.
 
 *Not supported*: disks, images and their transfer, networking, CPU time and guest load
 after boot, guest crashes, pause/suspend, migration, the 0.5 s state polling of the 2010
@@ -40,6 +41,19 @@ class FakeHypervisor:
         self.used_vcpus = 0
         self.used_memory_mb = 0
         self.peak_vcpu_ratio = 0.0
+        self.boot_slowdown = 1.0
+        #: While degraded with a failure probability of its own; None: timing's.
+        self.degraded_failure_probability = None
+
+    def degrade(self, boot_slowdown: float = 1.0, spawn_failure_probability: float | None = None) -> None:
+        """A fault: boots take ``boot_slowdown`` times longer and fail with the given
+        probability (default: unchanged) until ``restore``. Boots under way keep theirs."""
+        self.boot_slowdown = boot_slowdown
+        self.degraded_failure_probability = spawn_failure_probability
+
+    def restore(self) -> None:
+        self.boot_slowdown = 1.0
+        self.degraded_failure_probability = None
 
     def spawn(self, spec):
         """SimPy generator: define and boot. Raises HypervisorError without leaving a domain."""
@@ -51,9 +65,12 @@ class FakeHypervisor:
             )
         domain = Domain(spec.name, spec.vcpus, spec.memory_mb, BOOTING)
         self._add(domain)
-        slowdown = max(1.0, self.used_vcpus / self.vcpus)
+        slowdown = max(1.0, self.used_vcpus / self.vcpus) * self.boot_slowdown
         boot = self.timing.boot_time.sample(self.rng) * slowdown
-        fails = self.rng.random() < self.timing.spawn_failure_probability
+        failure_probability = self.degraded_failure_probability
+        if failure_probability is None:
+            failure_probability = self.timing.spawn_failure_probability
+        fails = self.rng.random() < failure_probability
         yield self.env.timeout(boot * (self.rng.random() if fails else 1.0))
         if self.domains.get(spec.name) is not domain:
             raise HypervisorError(f"domain {spec.name} was destroyed while booting")

@@ -8,8 +8,8 @@ done are counted in ``duplicates`` (an ensure applied twice must change nothing)
 
 *Not supported*: packets. No DHCP client ever asks for a lease, so nothing reports
 leases or releases (deallocated addresses come back by the reclaim timeout); no
-kernel limits (8021q is always there), no iptables ordering, no failures unless a
-fault plan injects them.
+kernel limits (8021q is always there), no iptables ordering, no failures (the fault plan
+has no network-driver faults yet).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from common import floating, invariants, network, report, scheduler, service
 from common.cloud import CloudConfig, CloudController, Quota
 from common.compute import ComputeManager
 from common.context import SYSTEM
+from sim import faults
 from sim import images as image_cache
 from sim.broker import Broker
 from sim.hypervisor import FakeHypervisor
@@ -117,6 +118,10 @@ class Simulation:
             config = scheduler.SchedulerConfig(cloud.scheduler, scenario.max_cores, timing.service_down_time)
             manager = scheduler.SchedulerManager(config, network.make_manager(self.net_config))
             self.services.append(SimService(self.runtime, "scheduler", "sched1", manager, cloud.scheduler_workers))
+        by_kind = {}
+        for svc in self.services:
+            by_kind.setdefault(svc.topic, []).append(svc)
+        self.fault_targets = faults.FaultTargets(env, by_kind, self.hypervisors, self._restart)
         self.api = SimApi(self.runtime, self.cloud, cloud.api_workers, timing.api, stream(seed, "latency/api"))
         self.workload = Workload(self.runtime, self.api, scenario, stream(seed, "workload"))
 
@@ -132,12 +137,10 @@ class Simulation:
         env.run(until=setup)
         beat_rng = stream(self.seed, "heartbeat-offsets")
         for svc in self.services:
-            env.process(svc.heartbeat(timing.report_interval, beat_rng.uniform(0, timing.report_interval)))
+            svc.start_background(timing.report_interval, beat_rng.uniform(0, timing.report_interval),
+                                 self._periodic_tasks(svc))
         env.process(periodic(runtime, self.api.agent, timing.periodic_interval, lambda: self.cloud.reap_stuck_builds(SYSTEM)))
-        if self.net_config.dhcp:
-            for svc in self.services:
-                if svc.topic == "network":
-                    env.process(periodic(runtime, svc.agent, timing.periodic_interval, svc.manager.reclaim_fixed_ips))
+        faults.play(self.fault_targets, self.scenario.faults)
         env.process(
             self.recorder.sampler(
                 env, self.scenario.metrics.interval, self.broker, self.store, self.network_sizes, self.hypervisors
@@ -180,6 +183,7 @@ class Simulation:
                 "network_driver_duplicates": sum(sum(d.duplicates.values()) for d in self.netdrivers),
                 "image_transfers": self.image_cache.transfers if self.image_cache else 0,
                 "image_bytes_transferred": self.image_cache.bytes_transferred if self.image_cache else 0,
+                "faults": [{"at": at, "what": what} for at, what in self.fault_targets.log],
             },
         )
         return SimResult(self.scenario, self.seed, self.recorder, verdicts, summary, snapshot, broker_stats, wall)
@@ -190,9 +194,24 @@ class Simulation:
         if self.scenario.cloud.network.floating_range:
             yield from self.runtime.drive(agent, floating.create_floating_ips("net1", self.scenario.cloud.network.floating_range))
         for svc in self.services:
-            if svc.topic == "compute":
-                yield from self.runtime.drive(svc.agent, svc.manager.init_host())
+            yield from self.runtime.drive(svc.agent, self._start_up(svc))
             yield from self.runtime.drive(svc.agent, service.report_state(svc.topic, svc.host))
+
+    @staticmethod
+    def _start_up(svc):
+        """What a service does when it starts: a compute worker reconciles its host."""
+        if svc.topic == "compute":
+            return (yield from svc.manager.init_host())
+        return None
+
+    def _periodic_tasks(self, svc):
+        """(interval, make_work) pairs a service runs while it is up."""
+        if svc.topic == "network" and self.net_config.dhcp:
+            return [(self.scenario.timing.periodic_interval, svc.manager.reclaim_fixed_ips)]
+        return []
+
+    def _restart(self, svc):
+        return svc.restart(self._start_up, self.scenario.timing.report_interval, self._periodic_tasks(svc))
 
     def _drive_to_quiescence(self):
         env = self.env

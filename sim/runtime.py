@@ -19,6 +19,13 @@ the same scenario, seed and commit give the same fingerprint.
 
 A generator that yields another generator forgot ``yield from``; the runner throws
 UseYieldFrom into it rather than silently doing nothing.
+
+A killed service (the fault plan) is an agent whose ``alive`` flag went down. Its
+generators stop at their next scheduling point: the effect in progress completes (a
+store command that reached Redis stays done), the manager never sees its result, and
+no ``finally:`` of the manager runs (a crash is not an exception): the generator is
+kept, unclosed, in ``dropped``. ``drive`` raises ServiceKilled to the SimPy process
+that drove it, which ends quietly.
 """
 
 from __future__ import annotations
@@ -61,15 +68,21 @@ def stream(seed: int, name: str) -> random.Random:
     return random.Random(f"{seed}/{name}")
 
 
+class ServiceKilled(Exception):
+    """The agent driving a generator was killed; its process should end quietly."""
+
+
 @dataclass
 class Agent:
-    """Who performs effects: a service on a host."""
+    """Who performs effects: a service on a host (one incarnation of it)."""
 
     name: str
     host: str = ""
     hypervisor: object = None
     rng: random.Random = field(default=None, repr=False)
     netdriver: object = None
+    #: False once the service is killed: its generators stop at their next effect.
+    alive: bool = True
 
 
 class SimRuntime:
@@ -91,6 +104,8 @@ class SimRuntime:
         self._fingerprint = hashlib.blake2b(digest_size=16)
         self.effects = 0
         self.late_replies = 0
+        #: Generators of killed agents, kept unclosed so that no ``finally:`` runs.
+        self.dropped = []
         self._handlers = {
             Transaction: self._transaction,
             Cast: self._cast,
@@ -117,12 +132,22 @@ class SimRuntime:
     def fingerprint(self) -> str:
         return self._fingerprint.hexdigest()
 
-    def agent(self, name: str, host: str = "", hypervisor=None, netdriver=None) -> Agent:
-        return Agent(name, host, hypervisor, stream(self.seed, f"agent/{name}"), netdriver)
+    def agent(self, name: str, host: str = "", hypervisor=None, netdriver=None, incarnation: int = 0) -> Agent:
+        """A performer of effects; a restarted service is a new ``incarnation`` with a
+        random stream of its own."""
+        rng_name = f"agent/{name}" if incarnation == 0 else f"agent/{name}#{incarnation}"
+        return Agent(name, host, hypervisor, stream(self.seed, rng_name), netdriver)
 
     def start(self, agent: Agent, gen):
-        """Run a manager generator as its own SimPy process."""
-        return self.env.process(self.drive(agent, gen))
+        """Run a manager generator as its own SimPy process (which ends quietly, with
+        None, when the agent is killed)."""
+        return self.env.process(self._drive_quietly(agent, gen))
+
+    def _drive_quietly(self, agent, gen):
+        try:
+            return (yield from self.drive(agent, gen))
+        except ServiceKilled:
+            return None
 
     def rpc_latency(self) -> float:
         return self._rpc_latency.sample(self._rpc_rng)
@@ -135,6 +160,9 @@ class SimRuntime:
         fold = self._fingerprint.update
         send = throw = None
         while True:
+            if not agent.alive:
+                self.dropped.append(gen)
+                raise ServiceKilled(agent.name)
             try:
                 effect = gen.throw(throw) if throw is not None else gen.send(send)
             except StopIteration as stop:

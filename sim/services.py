@@ -5,34 +5,94 @@ is the number of messages it handles at once. A delivery is decoded and dispatch
 the manager; poison messages are acked, answered with an error when a caller waits, and
 counted once: never requeued. The ack comes before or after the method according to the
 method's documented policy (common.rpc.ACK_POLICY).
+
+A kill (sim/faults.py) closes the consumer, so the broker requeues what was delivered
+and not acked, exactly as RabbitMQ does when a connection drops; a message acked on
+receipt is lost with the work it started, as in 2010.
 """
 
 from __future__ import annotations
 
 from common import rpc, service
 from common.errors import NovaError, PoisonMessage
+from sim.runtime import ServiceKilled
 
 
 class SimService:
+    """One service (a topic on a host) and its current incarnation: the agent that
+    performs its effects and the broker consumer that feeds it. ``kill`` and ``restart``
+    are the fault plan's SIGKILL and start-up."""
+
     def __init__(self, runtime, topic: str, host: str, manager, capacity: int, hypervisor=None, netdriver=None):
         self.runtime = runtime
         self.topic = topic
         self.host = host
         self.manager = manager
+        self.capacity = capacity
+        self.hypervisor = hypervisor
+        self.netdriver = netdriver
+        self.incarnation = 0
+        self.poison = 0
         self.agent = runtime.agent(rpc.host_topic(topic, host), host, hypervisor, netdriver)
         broker = runtime.broker
-        queues = [topic, rpc.host_topic(topic, host)]
-        for queue in queues:
+        for queue in self.queues:
             broker.declare_queue(queue)
             broker.bind(queue, queue)
-        self.consumer = broker.consume(queues, capacity, self._on_delivery, tag=self.agent.name)
-        self.poison = 0
+        self.consumer = self._consume()
 
-    def _on_delivery(self, delivery):
-        self.runtime.env.process(self._handle(delivery))
+    @property
+    def queues(self) -> list[str]:
+        return [self.topic, rpc.host_topic(self.topic, self.host)]
 
-    def _handle(self, delivery):
-        runtime, consumer = self.runtime, self.consumer
+    @property
+    def alive(self) -> bool:
+        return self.agent.alive
+
+    def _consume(self):
+        agent = self.agent
+        made = []  # the consumer, once consume() returns (a delivery's process starts later)
+
+        def on_delivery(delivery):
+            self.runtime.env.process(self._handle(delivery, agent, made[0]))
+
+        made.append(self.runtime.broker.consume(self.queues, self.capacity, on_delivery, tag=agent.name))
+        return made[0]
+
+    def kill(self) -> None:
+        """SIGKILL: the consumer's connection drops (unacked deliveries, in flight too,
+        go back to their queues), heartbeats and periodic tasks stop, and work in flight
+        stops at its next effect. The hypervisor's domains live on, as libvirt's do."""
+        self.agent.alive = False
+        self.consumer.close()
+
+    def restart(self, start_up, report_interval: float, periodic_tasks=()):
+        """SimPy process: a new incarnation runs ``start_up(service)`` (a generator of
+        effects, e.g. the compute reconciliation), reports its state, starts consuming,
+        then beats and runs ``periodic_tasks`` ((interval, make_work) pairs)."""
+        if self.alive:
+            raise RuntimeError(f"{self.agent.name} is running; kill it before restarting")
+        self.incarnation += 1
+        self.agent = self.runtime.agent(rpc.host_topic(self.topic, self.host), self.host, self.hypervisor,
+                                        self.netdriver, incarnation=self.incarnation)
+        try:
+            yield from self.runtime.drive(self.agent, start_up(self))
+            yield from self.runtime.drive(self.agent, service.report_state(self.topic, self.host))
+        except ServiceKilled:
+            return
+        self.consumer = self._consume()
+        self.start_background(report_interval, report_interval, periodic_tasks)
+
+    def start_background(self, report_interval: float, first_beat: float, periodic_tasks=()):
+        """Start this incarnation's heartbeat (first after ``first_beat``) and periodic tasks."""
+        env = self.runtime.env
+        env.process(self.heartbeat(report_interval, first_beat))
+        for interval, make_work in periodic_tasks:
+            env.process(periodic(self.runtime, self.agent, interval, make_work))
+
+    def _handle(self, delivery, agent, consumer):
+        runtime = self.runtime
+        if consumer.closed:
+            return  # killed before the work began: the broker has requeued the delivery
         method, msg_id = "?", None
         try:
             message = rpc.decode(delivery.body)
@@ -51,9 +111,12 @@ class SimService:
             consumer.ack(delivery)
         result = failure = None
         try:
-            result = yield from runtime.drive(self.agent, work)
+            result = yield from runtime.drive(agent, work)
         except NovaError as e:
             failure = e
+        except ServiceKilled:
+            runtime.recorder.rpc_handled(delivery, method, msg_id, runtime.env.now, "killed")
+            return
         if not ack_first:
             consumer.ack(delivery)
         consumer.release(delivery)
@@ -63,17 +126,23 @@ class SimService:
         runtime.recorder.rpc_handled(delivery, method, msg_id, runtime.env.now, outcome)
 
     def heartbeat(self, interval: float, offset: float):
-        """SimPy process: report_state every ``interval``, first after ``offset``."""
-        env = self.runtime.env
+        """SimPy process: report_state every ``interval``, first after ``offset``, until killed."""
+        env, agent = self.runtime.env, self.agent
         yield env.timeout(offset)
-        while True:
-            yield from self.runtime.drive(self.agent, service.report_state(self.topic, self.host))
+        while agent.alive:
+            try:
+                yield from self.runtime.drive(agent, service.report_state(self.topic, self.host))
+            except ServiceKilled:
+                return
             yield env.timeout(interval)
 
 
 def periodic(runtime, agent, interval: float, make_work):
-    """SimPy process: run ``make_work()`` every ``interval`` seconds, forever."""
+    """SimPy process: run ``make_work()`` every ``interval`` seconds until ``agent`` is killed."""
     env = runtime.env
-    while True:
+    while agent.alive:
         yield env.timeout(interval)
-        yield from runtime.drive(agent, make_work())
+        try:
+            yield from runtime.drive(agent, make_work())
+        except ServiceKilled:
+            return

@@ -11,16 +11,21 @@ from sim.scenario_file import load
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def real_small(redis_url, amqp_url):
+def real_scenario(name, redis_url, amqp_url):
+    """A shipped scenario pointed at the test services; skips (fails in CI) without libvirt-python."""
     try:
         import libvirt  # noqa: F401
     except ImportError as e:
         from conftest import service_unavailable
 
         service_unavailable("libvirt-python", str(e))
-    scenario, _ = load(ROOT / "scenarios" / "real-small.yaml")
+    scenario, _ = load(ROOT / "scenarios" / f"{name}.yaml")
     return with_overrides(scenario, {"real.redis_url": redis_url, "real.amqp_url": amqp_url})
+
+
+@pytest.fixture
+def real_small(redis_url, amqp_url):
+    return real_scenario("real-small", redis_url, amqp_url)
 
 
 def failed(summary):
@@ -48,23 +53,36 @@ def test_real_time_series_keeps_each_topics_host_queues_apart(real_small, tmp_pa
     assert {"compute", "compute.<host> (sum)", "network", "network.<host> (sum)"} <= names
 
 
-def test_compute_killed_mid_run_leaves_nothing_stuck_or_leaked(real_small, tmp_path):
-    """SIGKILL of a compute mid-run, then a restart: every instance settles and no address leaks."""
+def test_compute_killed_mid_run_leaves_nothing_stuck_or_leaked(redis_url, amqp_url, tmp_path):
+    """crash-restart.yaml for real: its kill is a SIGKILL, its restart a new daemon; every instance settles, nothing leaks."""
     from real.mode import RealRun
 
-    def kill_and_restart(run):
-        run.kill_daemon("compute", "host2")
-        time.sleep(2.0)
-        run.start_daemon("compute", "host2")
-
-    scenario = with_overrides(real_small, {"timing.build_timeout": 60})
-    summary = RealRun(scenario, scenario.seed, tmp_path, progress=False, faults=[(2.0, kill_and_restart)]).execute()
+    scenario = real_scenario("crash-restart", redis_url, amqp_url)
+    summary = RealRun(scenario, scenario.seed, tmp_path, progress=False).execute()
     assert failed(summary) == []
     assert summary["instances"]["launched"] == 40
     unsettled = sum(summary["instances"][s] for s in ("scheduling", "spawning", "launching", "shutting_down"))
     assert unsettled == 0
+    played = [f["what"] for f in summary["faults"]]
+    assert [p for p in played if not p.startswith("skipped")] == ["killed compute.host2", "restarted compute.host2"]
+    assert [p for p in played if p.startswith("skipped faults.1 (hypervisor 3")]  # sim-only, and said so
     reasons = summary["instances"]["errors_by_reason"]
-    assert any("host2" in reason or "hostN" in reason for reason in reasons), reasons  # the kill did bite
+    assert any("hostN" in reason for reason in reasons), reasons  # the kill did bite
+
+
+def test_a_fault_plan_beyond_the_real_hosts_is_refused_before_anything_starts(tmp_path, capsys):
+    """Killing compute 6 of a 4-daemon real run is bad input (exit 2), checked before any service is touched."""
+    from real import mode
+
+    path = tmp_path / "s.yaml"
+    text = (ROOT / "scenarios" / "real-small.yaml").read_text().replace("count: 4", "count: 8")
+    path.write_text(text + "  redis_url: redis://127.0.0.1:1/0\nfaults:\n  - {at: 5, kill: compute, host: 6}\n")
+
+    class Args:
+        scenario, seed, out, no_progress = str(path), None, str(tmp_path / "run"), True
+
+    assert mode.run(Args) == 2
+    assert "faults.0: kill compute 6: the cloud has 4 compute services" in capsys.readouterr().err
 
 
 def test_real_mode_refuses_to_start_without_redis(tmp_path, capsys):

@@ -279,3 +279,45 @@ def test_with_overrides_rejects_unknown_paths_and_bad_values(overrides, message)
     with pytest.raises(ScenarioError) as raised:
         with_overrides(parse(copy.deepcopy(BASE)), overrides)
     assert str(raised.value) == message
+
+
+def test_a_fault_names_one_kind():
+    """A fault with neither kill nor hypervisor says which to give."""
+    assert problem(faults=[{"at": 5}]) == "faults.0: give exactly one of kill (a service) or hypervisor (a compute host's number)"
+
+
+def test_a_fault_on_a_host_the_cloud_lacks_is_refused():
+    """Killing compute 3 of a 2-host cloud names the count."""
+    assert problem(faults=[{"at": 5, "kill": "compute", "host": 3}]) == "faults.0: kill compute 3: the cloud has 2 compute services"
+
+
+def test_killing_the_scheduler_of_a_queue_cloud_is_refused():
+    """With queue dispatch there is no scheduler service to kill."""
+    assert problem(cloud__scheduler="queue", faults=[{"at": 5, "kill": "scheduler"}]) == (
+        "faults.0: kill scheduler: cloud.scheduler is queue, so there is no scheduler service")
+
+
+def test_hypervisor_settings_do_not_go_with_kill():
+    """duration on a kill is a mistake, not silently ignored."""
+    assert problem(faults=[{"at": 5, "kill": "network", "duration": 10}]) == (
+        "faults.0: duration goes with hypervisor, not with kill")
+
+
+def test_a_hypervisor_fault_must_change_something():
+    """A hypervisor fault with no slowdown and no failure probability is refused."""
+    assert problem(faults=[{"at": 5, "hypervisor": 1}]) == (
+        "faults.0: a hypervisor fault needs boot_slowdown > 1 or spawn_failure_probability")
+
+
+def test_a_valid_fault_plan_describes_itself():
+    """The labels in the summary read like the plan."""
+    s = parse({**copy.deepcopy(BASE), "faults": [{"at": 5, "kill": "compute", "host": 2, "restart_after": 30},
+                                                  {"at": 9, "hypervisor": 1, "boot_slowdown": 3, "duration": 60}]})
+    assert [f.describe() for f in s.faults] == ["kill compute 2, restart after 30 s", "hypervisor 1: boots x3 for 60 s"]
+
+
+def test_a_fault_plan_survives_overrides():
+    """with_overrides dumps and re-validates: faults with their defaults come back unchanged."""
+    s = parse({**copy.deepcopy(BASE), "faults": [{"at": 5, "kill": "compute", "restart_after": 30},
+                                                  {"at": 9, "hypervisor": 2, "spawn_failure_probability": 0.5}]})
+    assert with_overrides(s, {"workload.requests": 3}).faults == s.faults

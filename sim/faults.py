@@ -1,0 +1,66 @@
+"""The scenario's fault plan, played in virtual time.
+
+Each fault is a SimPy process that waits until its ``at`` and then acts on the cloud
+that ``FaultTargets`` exposes:
+
+* ``kill``: ``SimService.kill`` (SIGKILL: work in flight is dropped at its next effect,
+  unacked deliveries are requeued, heartbeats stop); with ``restart_after`` a new
+  incarnation starts that much later and runs the kind's start-up (compute reconciles
+  its host against the store, as ``novalab compute`` does when it starts).
+* ``hypervisor``: ``FakeHypervisor.degrade`` for ``duration`` (or to the end).
+
+What happened is appended to ``log`` as (virtual time, label) for the summary.
+
+*Not supported* (yet): broker or store outages, network partitions, clock skew, a
+crash at a given effect rather than a given time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class FaultTargets:
+    """What a fault can act on, by kind and position (1-based, as in the scenario)."""
+
+    env: object
+    #: kind -> services of that kind, in host order.
+    services: dict[str, list] = field(default_factory=dict)
+    #: compute hosts' hypervisors, in host order.
+    hypervisors: list = field(default_factory=list)
+    #: SimPy process body that restarts a killed service.
+    restart: Callable = None
+    log: list = field(default_factory=list)
+
+
+def play(targets: FaultTargets, faults) -> None:
+    """Start one process per fault."""
+    for fault in faults:
+        targets.env.process(_one(targets, fault))
+
+
+def _one(targets: FaultTargets, fault):
+    env = targets.env
+    yield env.timeout(fault.at)
+    if fault.kill is not None:
+        svc = targets.services[fault.kill][fault.host - 1]
+        if not svc.alive:
+            targets.log.append((env.now, f"{fault.describe()}: {svc.agent.name} was already down"))
+            return
+        svc.kill()
+        targets.log.append((env.now, f"killed {svc.agent.name}"))
+        if fault.restart_after is not None:
+            yield env.timeout(fault.restart_after)
+            if not svc.alive:
+                targets.log.append((env.now, f"restarted {svc.agent.name}"))
+                yield env.process(targets.restart(svc))
+        return
+    hypervisor = targets.hypervisors[fault.hypervisor - 1]
+    hypervisor.degrade(fault.boot_slowdown, fault.spawn_failure_probability)
+    targets.log.append((env.now, f"degraded {hypervisor.host}: {fault.degradation()}"))
+    if fault.duration is not None:
+        yield env.timeout(fault.duration)
+        hypervisor.restore()
+        targets.log.append((env.now, f"restored {hypervisor.host}"))

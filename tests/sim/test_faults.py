@@ -1,0 +1,95 @@
+"""The fault plan in the sim: kills, restarts and degraded hypervisors, with invariants audited."""
+
+from pathlib import Path
+
+import pytest
+
+from common import report
+from common.scenario import with_overrides
+from sim.run import simulate
+from sim.scenario_file import load
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def scenario(name="5-hosts", faults=(), **overrides):
+    loaded, _ = load(SCENARIOS / f"{name}.yaml")
+    return with_overrides(loaded, {"faults": list(faults), **overrides})
+
+
+def failed(result):
+    return [(v.name, v.violations[:3]) for v in result.verdicts if not v.ok]
+
+
+def reasons(result):
+    return result.summary["instances"]["errors_by_reason"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_the_shipped_crash_scenario_keeps_every_invariant(seed):
+    """crash-restart.yaml: the kill bites builds in flight, and I1-I6 still hold."""
+    result = simulate(load(SCENARIOS / "crash-restart.yaml")[0], seed)
+    assert failed(result) == []
+    assert [f["what"] for f in result.summary["faults"]][:1] == ["killed compute.host2"]
+
+
+def test_kill_times_across_a_run_never_break_an_invariant():
+    """A compute killed at each of many moments and restarted: no leak, nothing stuck, and some kills bite."""
+    bitten = 0
+    for at in range(10, 130, 6):
+        result = simulate(scenario(faults=[{"at": at, "kill": "compute", "host": 1 + at % 5, "restart_after": 15}],
+                                   **{"workload.arrivals.rate": 1.0}), seed=at)
+        assert failed(result) == [], at
+        bitten += sum(n for reason, n in reasons(result).items() if "restarted during" in reason)
+    assert bitten > 0
+
+
+def test_a_compute_that_never_returns_leaves_its_terminates_stuck_and_i4_says_so():
+    """2010 had no evacuate: terminates cast to a dead host wait forever, which I4 and I5 report."""
+    result = simulate(scenario(faults=[{"at": 30, "kill": "compute", "host": 2}], **{"workload.arrivals.rate": 1.0}))
+    assert {name for name, _ in failed(result)} == {"I4", "I5"}
+    assert result.summary["instances"]["shutting_down"] > 0
+
+
+def test_the_scheduler_stops_placing_on_a_host_once_its_heartbeats_are_stale():
+    """After service_down_time without heartbeats the simple scheduler sends nothing to the dead host."""
+    s = scenario(faults=[{"at": 30, "kill": "compute", "host": 2}], **{"workload.lifetime": None})
+    result = simulate(s)
+    cutoff = 30 + s.timing.service_down_time + s.timing.report_interval
+    placed_late = {r["host"] for r in report.instance_rows(result.snapshot.store) if r["created_at"] > cutoff and r["host"]}
+    assert placed_late and "host2" not in placed_late
+
+
+def test_a_network_worker_killed_and_restarted_costs_only_the_builds_that_needed_it():
+    """While net1 is down, builds time out on their network call and error cleanly; after it returns, builds succeed."""
+    result = simulate(scenario(faults=[{"at": 40, "kill": "network", "restart_after": 60}],
+                               **{"timing.network_call_timeout": 10}))
+    assert failed(result) == []
+    rows = report.instance_rows(result.snapshot.store)
+    assert any("RpcTimeout" in r["error"] or "network" in r["error"] for r in rows if r["error"])
+    assert any(r["running_at"] != "" and r["created_at"] > 110 for r in rows)
+
+
+def test_a_degraded_hypervisor_fails_spawns_only_on_its_host_and_only_while_degraded():
+    """Spawn failures fall on host3 between the fault's start and its end, nowhere else."""
+    result = simulate(scenario(faults=[{"at": 20, "hypervisor": 3, "spawn_failure_probability": 1.0, "duration": 100}]))
+    failures = [r for r in report.instance_rows(result.snapshot.store) if "failed to boot" in r["error"]]
+    assert failures and {r["host"] for r in failures} == {"host3"}
+    assert all(20 <= r["created_at"] <= 120 + 60 for r in failures)
+    assert failed(result) == []
+
+
+def test_a_slowed_hypervisor_lengthens_time_to_running():
+    """Boots four times slower on every host raise the p50 time to running."""
+    plain = simulate(scenario())
+    slowed = simulate(scenario(faults=[{"at": 0, "hypervisor": h, "boot_slowdown": 4} for h in range(1, 6)]))
+    assert slowed.summary["time_to_running"]["p50"] > 2 * plain.summary["time_to_running"]["p50"]
+
+
+def test_the_same_fault_plan_and_seed_give_the_same_fingerprint():
+    """Faults are part of the scenario: a run with them is still a function of scenario, seed and commit."""
+    plan = [{"at": 35, "kill": "compute", "host": 3, "restart_after": 10}]
+    first, again = simulate(scenario(faults=plan), 7), simulate(scenario(faults=plan), 7)
+    without = simulate(scenario(), 7)
+    assert first.summary["fingerprint"] == again.summary["fingerprint"]
+    assert first.summary["fingerprint"] != without.summary["fingerprint"]
