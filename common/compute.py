@@ -29,8 +29,9 @@ class ComputeManager:
 
         Builds and reboots caught mid-way go to ``error`` with their address given back
         (the message that drove them is gone); a terminate caught mid-way is finished;
-        a running record whose domain is gone goes to ``error``; a domain with no live
-        record is destroyed. Returns the ids it settled.
+        a running record whose domain is gone goes to ``error``; an ``error`` record
+        whose address was never given back (a crash between the two steps) gives it
+        back; a domain with no live record is destroyed. Returns the ids it settled.
         """
         yield ZIncrBy(keys.COMPUTE_CORES, 0, self.host)
         domains = set((yield ListDomains()))
@@ -49,6 +50,10 @@ class ComputeManager:
             elif state == lifecycle.RUNNING and domain_name(record) not in domains:
                 if (yield from instances.fail(record, f"domain lost on {self.host}", event="lost")):
                     yield from self.network.release_instance_address(record)
+            elif state == lifecycle.ERROR:
+                # Failed by a run cut short between marking it and releasing its address.
+                if not (yield from self.network.release_leftover_address(record)):
+                    continue
             else:
                 continue
             settled.append(instance_id)
@@ -121,8 +126,13 @@ class ComputeManager:
         record = yield from instances.get(instance_id)
         if record is None:
             raise NotFound(f"no instance {instance_id}")
+        if record["state"] == lifecycle.DELETED:
+            # A redelivery (terminate is acked on completion) after a crash between
+            # marking it deleted and giving its address back: finish the job.
+            yield from self.network.release_leftover_address(record)
+            return
         if record["state"] != lifecycle.SHUTTING_DOWN:
-            return  # already deleted, or not asked to shut down
+            return  # not asked to shut down
         yield Destroy(domain_name(record))
         if (yield from instances.finish_delete(record)):
             yield from self.network.release_instance_address(record)

@@ -20,6 +20,8 @@ key                                type    contents
                                            release
 ``network:<nid>:fixedips``         set     addresses handed out (association)
 ``fixedip:<address>``              hash    address, network_id, instance_id, state
+``network:<nid>:leak-suspects``    zset    addresses seen neither free nor recorded ->
+                                           first seen (the leak sweep)
 ``network:<nid>:dhcphosts``        hash    address -> ``mac,hostname`` of its DHCP host line
 ``networks:free``                  set     Vlan networks no project has yet
 ``project:<pid>:network``          string  the Vlan network of a project (SETNX)
@@ -87,6 +89,11 @@ def available(network_id: str) -> str:
 
 def network_fixedips(network_id: str) -> str:
     return f"network:{network_id}:fixedips"
+
+
+def leak_suspects(network_id: str) -> str:
+    """zset: addresses seen neither free nor recorded, scored by when first seen."""
+    return f"network:{network_id}:leak-suspects"
 
 
 def fixedip(address: str) -> str:

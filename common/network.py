@@ -28,6 +28,13 @@ With DHCP, a released address is not reusable at once: the instance's lease may 
 be live. ``deallocate`` marks the address and ``reclaim_fixed_ips`` (a periodic task)
 returns it to the pool when dnsmasq reports the release or the timeout passes. A
 release reported for an address now held by another MAC is stale and ignored.
+
+SPOP and recording the address are two steps: a worker that dies between them leaves
+the address nowhere. ``sweep_leaked_addresses`` (at a network worker's start-up and as
+a periodic task) puts such addresses back. That is safe against an allocation that was
+only slow, because recording is guarded on the address being unrecorded and removes it
+from the pool in the same transaction: an address may briefly be both free and about
+to be recorded, never held twice.
 """
 
 from __future__ import annotations
@@ -51,7 +58,9 @@ from common.effects import (
     HSet,
     Now,
     SAdd,
+    SCard,
     SetNX,
+    SMembers,
     SPop,
     SRem,
     Transaction,
@@ -69,6 +78,13 @@ MANAGERS = (FLAT, FLATDHCP, VLAN)
 #: Deallocated addresses one reclaim pass returns; the next pass takes the rest, so one
 #: pass never holds a network worker for long.
 RECLAIM_BATCH = 200
+
+#: Tries of allocate_fixed_ip when the popped address turns out to be someone else's
+#: (only after a leak sweep returned it while its allocation was stalled: rare).
+MAX_ALLOCATE_ATTEMPTS = 3
+
+#: Leaked addresses one sweep returns per network (same reason as RECLAIM_BATCH).
+SWEEP_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -281,27 +297,40 @@ class FlatManager(FloatingIps):
         address goes straight back to the pool, so nothing leaks either way.
         """
         spec = self._spec(network_id)
-        address = yield SPop(keys.available(network_id))
-        if address is None:
-            raise NoMoreAddresses(f"network {network_id} has no free addresses")
-        done = yield Transaction(
-            ops=(
-                HSet(keys.fixedip(address), {"address": address, "network_id": network_id,
-                                             "instance_id": instance_id, "mac": mac, "state": "allocated"}),
-                SAdd(keys.network_fixedips(network_id), (address,)),
-                SAdd(keys.ip_instances(address), (instance_id,)),
-                HSet(keys.network_dhcp_hosts(network_id), {address: f"{mac},{instance_id}"}),
-                HSet(keys.instance(instance_id), {"fixed_ip": address, "network_id": network_id, "bridge": spec.bridge}),
-            ),
-            guards=(
-                Guard(keys.instance(instance_id), "state", lifecycle.SCHEDULING),
-                Guard(keys.instance(instance_id), "fixed_ip", ""),
-            ),
-        )
-        if done is None:
-            yield SAdd(keys.available(network_id), (address,))
-            raise NotFound(f"instance {instance_id} is not waiting for an address")
-        return {"address": address, "network_id": network_id, "bridge": spec.bridge}
+        for _ in range(MAX_ALLOCATE_ATTEMPTS):
+            address = yield SPop(keys.available(network_id))
+            if address is None:
+                raise NoMoreAddresses(f"network {network_id} has no free addresses")
+            done = yield Transaction(
+                ops=(
+                    HSet(keys.fixedip(address), {"address": address, "network_id": network_id,
+                                                 "instance_id": instance_id, "mac": mac, "state": "allocated"}),
+                    SAdd(keys.network_fixedips(network_id), (address,)),
+                    SAdd(keys.ip_instances(address), (instance_id,)),
+                    HSet(keys.network_dhcp_hosts(network_id), {address: f"{mac},{instance_id}"}),
+                    HSet(keys.instance(instance_id), {"fixed_ip": address, "network_id": network_id,
+                                                      "bridge": spec.bridge}),
+                    # The pool may hold it again if a sweep returned it as leaked while
+                    # this allocation was stalled: recording it takes it out for good.
+                    SRem(keys.available(network_id), (address,)),
+                ),
+                guards=(
+                    Guard(keys.instance(instance_id), "state", lifecycle.SCHEDULING),
+                    Guard(keys.instance(instance_id), "fixed_ip", ""),
+                    Guard(keys.fixedip(address), "address", None),  # nobody else recorded it
+                ),
+            )
+            if done is not None:
+                return {"address": address, "network_id": network_id, "bridge": spec.bridge}
+            holder = yield HGet(keys.fixedip(address), "instance_id")
+            if holder is None:
+                yield SAdd(keys.available(network_id), (address,))
+                raise NotFound(f"instance {instance_id} is not waiting for an address")
+            if holder == instance_id:
+                raise NotFound(f"instance {instance_id} is not waiting for an address")
+            # Someone else holds it (it came back through the leak sweep and was taken
+            # twice): theirs. Try another.
+        raise NoMoreAddresses(f"network {network_id}: {MAX_ALLOCATE_ATTEMPTS} addresses in a row were taken twice")
 
     def setup_fixed_ip(self, context, network_id: str, address: str = ""):
         """On the network's host, after an allocation: refresh DHCP (flat: nothing)."""
@@ -319,6 +348,18 @@ class FlatManager(FloatingIps):
     def release_instance_address(self, record: dict):
         """Give back the fixed address ``record`` holds, if any (idempotent)."""
         return (yield from self.deallocate_fixed_ip(record.get("fixed_ip", ""), record["id"], record.get("network_id")))
+
+    def release_leftover_address(self, record: dict):
+        """Finish a release that a crash cut off: the record already says ``deleted`` or
+        ``error`` (that step and the release are two transactions) but its address still
+        names it and is not on its way back. Returns True when it released it."""
+        address = record.get("fixed_ip", "")
+        if not address:
+            return False
+        held = yield HGetAll(keys.fixedip(address))
+        if held.get("instance_id") != record["id"] or held.get("state") == "deallocated":
+            return False
+        return (yield from self.release_instance_address(record))
 
     def deallocate_fixed_ip(self, address: str, instance_id: str, network_id: str | None = None):
         """Give an instance's address back. Flat: to the pool at once. DHCP: marked
@@ -401,6 +442,46 @@ class FlatManager(FloatingIps):
                 yield Transaction(ops=(ZRem(keys.DEALLOCATED, (address,)),),
                                   guards=(Guard(keys.fixedip(address), "state", state),))
         return reclaimed
+
+
+    def sweep_leaked_addresses(self, grace: float):
+        """Return to the pool the addresses a crash left nowhere: popped by an
+        allocation that died before recording it. An address counts once it has been
+        missing (neither free nor recorded) for ``grace`` seconds, as seen by earlier
+        sweeps (0: at once, for a network worker's start-up).
+
+        Safe even if the allocation was only stalled: its recording transaction
+        requires the address unrecorded and takes it out of the pool again, so the
+        address is never held twice; ``grace`` only spares it a retry. Cheap when
+        nothing is missing: two SCARDs per network. Returns how many it returned.
+        """
+        now = float((yield Now()))
+        returned = 0
+        for spec in self._specs.values():
+            nid, suspects = spec.network_id, keys.leak_suspects(spec.network_id)
+            free = yield SCard(keys.available(nid))
+            held = yield SCard(keys.network_fixedips(nid))
+            if free + held >= len(spec.addresses):
+                yield Del((suspects,))
+                continue
+            free_set = set((yield SMembers(keys.available(nid))))
+            held_set = set((yield SMembers(keys.network_fixedips(nid))))
+            missing = [a for a in spec.addresses if a not in free_set and a not in held_set]
+            seen = dict((yield ZRangeByScore(suspects, "-inf", "+inf")))
+            gone = tuple(a for a in seen if a not in missing)
+            if gone:
+                yield ZRem(suspects, gone)
+            new = {a: now for a in missing if a not in seen}
+            if new and grace > 0:
+                yield ZAdd(suspects, new)
+            due = [a for a in missing if now - seen.get(a, now) >= grace][:SWEEP_BATCH]
+            for address in due:
+                done = yield Transaction(
+                    ops=(SAdd(keys.available(nid), (address,)), ZRem(suspects, (address,))),
+                    guards=(Guard(keys.fixedip(address), "address", None),),
+                )
+                returned += done is not None
+        return returned
 
 
 class FlatDHCPManager(FlatManager):

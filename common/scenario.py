@@ -272,7 +272,11 @@ class Fault(_Model):
     """
 
     #: Scenario seconds from the start of the workload (the cloud is up by then).
-    at: Annotated[float, Field(ge=0.0)]
+    at: Annotated[float, Field(ge=0.0)] | None = None
+    #: For a kill instead of ``at`` (sim only): a crash point. The service dies once it
+    #: has performed this many effects since the workload began, before it sees the
+    #: last one's result; sweeping it crashes a service at every step of its work.
+    after_effects: PositiveInt | None = None
     #: Kill a service as SIGKILL would: nothing of its in-flight work finishes, its
     #: unacknowledged messages go back to their queues, its heartbeats stop.
     kill: Literal["compute", "network", "scheduler"] | None = None
@@ -294,6 +298,10 @@ class Fault(_Model):
     def _one_kind(self):
         if (self.kill is None) == (self.hypervisor is None):
             raise ValueError("give exactly one of kill (a service) or hypervisor (a compute host's number)")
+        if self.kill is not None and (self.at is None) == (self.after_effects is None):
+            raise ValueError("a kill needs exactly one of at (seconds) or after_effects (a crash point)")
+        if self.hypervisor is not None and self.at is None:
+            raise ValueError("a hypervisor fault needs at (seconds)")
         # By value, not by fields set: a dumped and re-validated scenario carries every default.
         if self.kill is not None:
             extra = [f for f, default in (("boot_slowdown", 1.0), ("spawn_failure_probability", None), ("duration", None))
@@ -301,7 +309,8 @@ class Fault(_Model):
             if extra:
                 raise ValueError(f"{', '.join(extra)} {_goes(extra)} with hypervisor, not with kill")
         else:
-            extra = [f for f, default in (("host", 1), ("restart_after", None)) if getattr(self, f) != default]
+            extra = [f for f, default in (("host", 1), ("restart_after", None), ("after_effects", None))
+                     if getattr(self, f) != default]
             if extra:
                 raise ValueError(f"{', '.join(extra)} {_goes(extra)} with kill, not with hypervisor")
             if self.boot_slowdown == 1.0 and self.spawn_failure_probability is None:
@@ -312,6 +321,8 @@ class Fault(_Model):
         """A short label for reports: ``kill compute 2, restart after 30 s``."""
         if self.kill is not None:
             label = f"kill {self.kill} {self.host}"
+            if self.after_effects is not None:
+                label += f" after {self.after_effects} effects"
             return label + (f", restart after {self.restart_after:g} s" if self.restart_after else ", stays down")
         return f"hypervisor {self.hypervisor}: {self.degradation()}"
 

@@ -128,6 +128,10 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
 
             runtime.drive(svc.agent, create_floating_ips(host, config.floating_range))
         runtime.drive(svc.agent, net.init_host())
+        returned = runtime.drive(svc.agent, net.sweep_leaked_addresses(0))
+        if returned:
+            log.warning("network %s: returned %d addresses a crashed allocation had left out of the pool",
+                        host, returned)
         return svc
     if kind == "scheduler":
         manager = SchedulerManager(SchedulerConfig(config.scheduler_driver, config.max_cores, config.service_down_time), net)
@@ -179,6 +183,10 @@ def serve(kind: str, host: str, config: DaemonConfig) -> int:
     svc.start(config.report_interval)
     if kind == "network" and svc.manager.dhcp:
         svc.every(config.periodic_interval, lambda: runtime.drive(svc.agent, svc.manager.reclaim_fixed_ips()), "reclaim")
+    if kind == "network":
+        svc.every(config.periodic_interval,
+                  lambda: runtime.drive(svc.agent, svc.manager.sweep_leaked_addresses(config.periodic_interval)),
+                  "leak sweep")
     log.info("serving %s and %s.%s", kind, kind, host)
     stopping.wait()
     log.info("stopping")

@@ -404,11 +404,16 @@ class RealRun:
                  "scheduler": ["sched1"]}
         plan = []
         for index, fault in enumerate(scenario.faults):
+            # The same file drives both modes, so sim-only faults are said, not refused.
+            why = None
             if fault.hypervisor is not None:
-                # The same file drives both modes, so this is said, not refused.
-                what = f"skipped faults.{index} ({fault.describe()}): sim-only, libvirt cannot be slowed on demand"
+                why = "sim-only, libvirt cannot be slowed on demand"
+            elif fault.after_effects is not None:
+                why = "sim-only, a daemon's effects are not counted from outside"
+            if why:
+                what = f"skipped faults.{index} ({fault.describe()}): {why}"
                 print(f"run-scenario --mode real: {what}", file=sys.stderr)
-                self.fault_log.append((fault.at, what))
+                self.fault_log.append((fault.at or 0.0, what))
                 continue
             kind, host = fault.kill, names[fault.kill][fault.host - 1]
             plan.append((fault.at / self.scale, lambda run, k=kind, h=host: run._play_fault("kill", k, h)))

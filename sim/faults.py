@@ -4,15 +4,15 @@ Each fault is a SimPy process that waits until its ``at`` and then acts on the c
 that ``FaultTargets`` exposes:
 
 * ``kill``: ``SimService.kill`` (SIGKILL: work in flight is dropped at its next effect,
-  unacked deliveries are requeued, heartbeats stop); with ``restart_after`` a new
+  unacked deliveries are requeued, heartbeats stop), at a time or, with
+  ``after_effects``, at a crash point in the service's own work; with ``restart_after`` a new
   incarnation starts that much later and runs the kind's start-up (compute reconciles
   its host against the store, as ``novalab compute`` does when it starts).
 * ``hypervisor``: ``FakeHypervisor.degrade`` for ``duration`` (or to the end).
 
 What happened is appended to ``log`` as (virtual time, label) for the summary.
 
-*Not supported* (yet): broker or store outages, network partitions, clock skew, a
-crash at a given effect rather than a given time.
+*Not supported* (yet): broker or store outages, network partitions, clock skew.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ def play(targets: FaultTargets, faults) -> None:
 
 def _one(targets: FaultTargets, fault):
     env = targets.env
+    if fault.after_effects is not None:
+        yield from _crash_point(targets, fault)
+        return
     yield env.timeout(fault.at)
     if fault.kill is not None:
         svc = targets.services[fault.kill][fault.host - 1]
@@ -64,3 +67,22 @@ def _one(targets: FaultTargets, fault):
         yield env.timeout(fault.duration)
         hypervisor.restore()
         targets.log.append((env.now, f"restored {hypervisor.host}"))
+
+
+def _crash_point(targets: FaultTargets, fault):
+    """Arm the service's crash point now; once it fires, restart as a timed kill would."""
+    env = targets.env
+    svc = targets.services[fault.kill][fault.host - 1]
+    crashed = env.event()
+
+    def on_crash():
+        targets.log.append((env.now, f"killed {svc.agent.name} after {fault.after_effects} effects"))
+        crashed.succeed()
+
+    svc.crash_after(fault.after_effects, on_crash)
+    yield crashed
+    if fault.restart_after is not None:
+        yield env.timeout(fault.restart_after)
+        if not svc.alive:
+            targets.log.append((env.now, f"restarted {svc.agent.name}"))
+            yield env.process(targets.restart(svc))

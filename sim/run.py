@@ -199,16 +199,23 @@ class Simulation:
 
     @staticmethod
     def _start_up(svc):
-        """What a service does when it starts: a compute worker reconciles its host."""
+        """What a service does when it starts: a compute worker reconciles its host; a
+        network worker puts back addresses a crashed allocation left out of the pool."""
         if svc.topic == "compute":
             return (yield from svc.manager.init_host())
+        if svc.topic == "network":
+            return (yield from svc.manager.sweep_leaked_addresses(0))
         return None
 
     def _periodic_tasks(self, svc):
         """(interval, make_work) pairs a service runs while it is up."""
-        if svc.topic == "network" and self.net_config.dhcp:
-            return [(self.scenario.timing.periodic_interval, svc.manager.reclaim_fixed_ips)]
-        return []
+        if svc.topic != "network":
+            return []
+        interval = self.scenario.timing.periodic_interval
+        tasks = [(interval, lambda: svc.manager.sweep_leaked_addresses(interval))]
+        if self.net_config.dhcp:
+            tasks.append((interval, svc.manager.reclaim_fixed_ips))
+        return tasks
 
     def _restart(self, svc):
         return svc.restart(self._start_up, self.scenario.timing.report_interval, self._periodic_tasks(svc))

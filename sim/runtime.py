@@ -20,8 +20,9 @@ the same scenario, seed and commit give the same fingerprint.
 A generator that yields another generator forgot ``yield from``; the runner throws
 UseYieldFrom into it rather than silently doing nothing.
 
-A killed service (the fault plan) is an agent whose ``alive`` flag went down. Its
-generators stop at their next scheduling point: the effect in progress completes (a
+A killed service (the fault plan) is an agent whose ``alive`` flag went down; a crash
+point kills it once it has performed a given number of effects. Its generators stop
+at their next scheduling point: the effect in progress completes (a
 store command that reached Redis stays done), the manager never sees its result, and
 no ``finally:`` of the manager runs (a crash is not an exception): the generator is
 kept, unclosed, in ``dropped``. ``drive`` raises ServiceKilled to the SimPy process
@@ -83,6 +84,14 @@ class Agent:
     netdriver: object = None
     #: False once the service is killed: its generators stop at their next effect.
     alive: bool = True
+    #: True when ``drive`` must look at this agent between effects (killed, or armed
+    #: with a crash point); False keeps the common path to one attribute test.
+    watched: bool = False
+    #: Effects performed since the agent was armed (counted only while watched).
+    performed: int = 0
+    #: Crash point: once ``performed`` reaches it, ``on_crash()`` kills the service.
+    crash_after: int | None = None
+    on_crash: object = field(default=None, repr=False)
 
 
 class SimRuntime:
@@ -160,7 +169,7 @@ class SimRuntime:
         fold = self._fingerprint.update
         send = throw = None
         while True:
-            if not agent.alive:
+            if agent.watched and self._stopped(agent):
                 self.dropped.append(gen)
                 raise ServiceKilled(agent.name)
             try:
@@ -169,6 +178,8 @@ class SimRuntime:
                 return stop.value
             send = throw = None
             self.effects += 1
+            if agent.watched:
+                agent.performed += 1
             fold(f"{env.now!r} {agent.name} {effect!r}\n".encode())
             if isinstance(effect, StoreCommand):
                 send = store.execute(effect)
@@ -188,6 +199,14 @@ class SimRuntime:
                 send = yield from handler(agent, effect)
             except (NovaError, ValueError) as e:
                 throw = e
+
+    @staticmethod
+    def _stopped(agent: Agent) -> bool:
+        """Is ``agent`` dead? Fires its crash point first when it has been reached."""
+        if agent.alive and agent.crash_after is not None and agent.performed >= agent.crash_after:
+            agent.crash_after = None
+            agent.on_crash()
+        return not agent.alive
 
     # -- store ----------------------------------------------------------------------
 

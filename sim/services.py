@@ -63,7 +63,21 @@ class SimService:
         go back to their queues), heartbeats and periodic tasks stop, and work in flight
         stops at its next effect. The hypervisor's domains live on, as libvirt's do."""
         self.agent.alive = False
+        self.agent.watched = True
         self.consumer.close()
+
+    def crash_after(self, effects: int, on_crash) -> None:
+        """Arm a crash point: once this incarnation has performed ``effects`` more
+        effects, it is killed before it sees the last one's result; then ``on_crash()``."""
+        agent = self.agent
+        agent.watched = True
+        agent.crash_after = agent.performed + effects
+
+        def crash():
+            self.kill()
+            on_crash()
+
+        agent.on_crash = crash
 
     def restart(self, start_up, report_interval: float, periodic_tasks=()):
         """SimPy process: a new incarnation runs ``start_up(service)`` (a generator of

@@ -280,12 +280,39 @@ def test_terminate_instance_lost_delete_cas_keeps_the_address():
     assert finish(gen, None) is None
 
 
-@pytest.mark.parametrize("state", ["deleted", "running", "error"])
+@pytest.mark.parametrize("state", ["running", "error"])
 def test_terminate_instance_not_shutting_down_does_nothing(state):
-    """A redelivered terminate for a deleted (or not terminated) instance only reads."""
+    """A terminate for an instance not asked to shut down only reads."""
     gen = compute().terminate_instance(CTX, IID)
     step(gen)
     assert finish(gen, record(state, host="h1")) is None
+
+
+def test_redelivered_terminate_of_a_deleted_instance_finishes_its_release():
+    """A crash between 'deleted' and the release: the redelivery gives back the address it still holds."""
+    gen = compute().terminate_instance(CTX, IID)
+    step(gen)
+    assert step(gen, record("deleted", host="h1")) == HGetAll(keys.fixedip(ADDRESS))
+    assert step(gen, {"address": ADDRESS, "instance_id": IID, "state": "allocated"}) == dealloc()
+    assert finish(gen, OK) is None
+
+
+@pytest.mark.parametrize("fixedip", [{}, {"address": ADDRESS, "instance_id": "i-other"},
+                                     {"address": ADDRESS, "instance_id": IID, "state": "deallocated"}])
+def test_redelivered_terminate_leaves_an_address_it_no_longer_holds(fixedip):
+    """Already back in the pool, someone else's, or on its way back: the redelivery writes nothing."""
+    gen = compute().terminate_instance(CTX, IID)
+    step(gen)
+    step(gen, record("deleted", host="h1"))
+    assert finish(gen, fixedip) is None
+
+
+def test_init_host_gives_back_the_address_of_an_error_record_that_kept_it():
+    """A crash between 'error' and the release: start-up finishes the release and reports the id."""
+    gen, _ = restarted({IID}, domains=())
+    assert step(gen, record("error", host="h1")) == HGetAll(keys.fixedip(ADDRESS))
+    assert step(gen, {"address": ADDRESS, "instance_id": IID, "state": "allocated"}) == dealloc()
+    assert finish(gen, OK) == [IID]
 
 
 @pytest.mark.parametrize("method", ["terminate_instance", "reboot_instance"])

@@ -9,8 +9,8 @@ from tiny_store import TinyStore, drive
 from common import keys
 from common.context import RequestContext
 from common.effects import (
-    Call, DhcpHost, EnsureBridge, EnsureVlan, Get, Guard, HDel, HGet, HGetAll, HSet, Now, SAdd, SetNX, SPop,
-    Transaction, UpdateDhcp, ZAdd, ZRangeByScore, ZRem,
+    Call, Del, DhcpHost, EnsureBridge, EnsureVlan, Get, Guard, HDel, HGet, HGetAll, HSet, Now, SAdd, SCard, SetNX,
+    SPop, SRem, Transaction, UpdateDhcp, ZAdd, ZRangeByScore, ZRem,
 )
 from common.errors import InvalidParameterValue, NoMoreAddresses, NoMoreNetworks, NotFound
 from common.network import (
@@ -322,20 +322,22 @@ def test_allocate_pops_then_writes_guarded():
             SAdd(keys.ip_instances(ADDRESS), (IID,)),
             HSet(keys.network_dhcp_hosts(FLAT), {ADDRESS: f"{MAC},{IID}"}),
             HSet(keys.instance(IID), {"fixed_ip": ADDRESS, "network_id": FLAT, "bridge": "br100"}),
+            SRem(keys.available(FLAT), (ADDRESS,)),
         ),
-        guards=(Guard(keys.instance(IID), "state", "scheduling"), Guard(keys.instance(IID), "fixed_ip", "")),
+        guards=(Guard(keys.instance(IID), "state", "scheduling"), Guard(keys.instance(IID), "fixed_ip", ""),
+                Guard(FIXED, "address", None)),
     )
-    assert finish(gen, [1, 1, 1, 1, 3]) == {"address": ADDRESS, "network_id": FLAT, "bridge": "br100"}
+    assert finish(gen, [1, 1, 1, 1, 3, 0]) == {"address": ADDRESS, "network_id": FLAT, "bridge": "br100"}
 
 
 def test_allocate_on_a_vlan_network_uses_its_pool_and_bridge():
     """A Vlan allocation pops from that network's pool and names its bridge."""
     gen = manager(VLAN).allocate_fixed_ip(CTX, IID, "vlan101", MAC)
     assert step(gen) == SPop(keys.available("vlan101"))
-    assert step(gen, "10.0.0.19").ops[-1] == HSet(
+    assert step(gen, "10.0.0.19").ops[-2] == HSet(
         keys.instance(IID), {"fixed_ip": "10.0.0.19", "network_id": "vlan101", "bridge": "br101"}
     )
-    assert finish(gen, [1] * 5)["bridge"] == "br101"
+    assert finish(gen, [1] * 6)["bridge"] == "br101"
 
 
 def test_allocate_from_empty_pool_raises_no_more_addresses():
@@ -353,13 +355,89 @@ def test_allocate_on_an_unknown_network_is_not_found_before_any_effect():
 
 
 def test_allocate_guard_failure_returns_address_then_not_found():
-    """An instance no longer waiting: the popped address goes back first, then NotFound."""
+    """An instance no longer waiting: the popped address (held by nobody) goes back first, then NotFound."""
     gen = flat().allocate_fixed_ip(CTX, IID)
     step(gen)
     step(gen, ADDRESS)
+    assert step(gen, None) == HGet(FIXED, "instance_id")
     assert step(gen, None) == SAdd(keys.available(FLAT), (ADDRESS,))
     with pytest.raises(NotFound, match=IID):
         step(gen, 1)
+
+
+def test_allocate_leaves_an_address_someone_else_recorded_and_tries_another():
+    """A popped address already recorded for another instance stays theirs; the next SPOP is tried."""
+    gen = flat().allocate_fixed_ip(CTX, IID)
+    step(gen)
+    step(gen, ADDRESS)
+    assert step(gen, None) == HGet(FIXED, "instance_id")
+    assert step(gen, "i-other") == SPop(keys.available(FLAT))
+    assert isinstance(step(gen, "10.0.0.9"), Transaction)
+    assert finish(gen, [1] * 6)["address"] == "10.0.0.9"
+
+
+def test_allocate_gives_up_after_a_bounded_number_of_taken_addresses():
+    """Every popped address held by someone else: NoMoreAddresses after the bounded tries, nothing returned."""
+    gen = flat().allocate_fixed_ip(CTX, IID)
+    effect = step(gen)
+    with pytest.raises(NoMoreAddresses, match="taken twice"):
+        for _ in range(10):
+            assert effect == SPop(keys.available(FLAT))
+            step(gen, ADDRESS)
+            step(gen, None)
+            effect = step(gen, "i-other")
+
+
+# -- leak sweep --------------------------------------------------------------------------------
+
+
+def pool_of_flat():
+    """The allocatable addresses of flat() (SMALL_RANGE)."""
+    return next(iter(flat()._specs.values())).addresses
+
+
+SMALL_POOL = len(pool_of_flat())
+
+
+def test_sweep_with_nothing_missing_only_counts():
+    """Free + recorded covers the pool: two SCARDs, the suspects cleared, nothing returned."""
+    gen = flat().sweep_leaked_addresses(60.0)
+    assert step(gen) == Now()
+    assert step(gen, 100.0) == SCard(keys.available(FLAT))
+    assert step(gen, SMALL_POOL - 2) == SCard(keys.network_fixedips(FLAT))
+    assert step(gen, 2) == Del((keys.leak_suspects(FLAT),))
+    assert finish(gen, 0) == 0
+
+
+def sweep_until_missing(grace, free):
+    """Drive a sweep to the point where it knows the missing addresses; -> gen, next effect."""
+    manager = flat()
+    pool = next(iter(manager._specs.values())).addresses
+    gen = manager.sweep_leaked_addresses(grace)
+    step(gen)
+    step(gen, 100.0)
+    step(gen, len(free))
+    step(gen, 0)
+    step(gen, set(free))
+    assert step(gen, set()) == ZRangeByScore(keys.leak_suspects(FLAT), "-inf", "+inf")
+    return gen, pool
+
+
+def test_sweep_remembers_a_newly_missing_address_without_returning_it():
+    """First sighting: the address is written down as a suspect, not returned yet."""
+    gen, pool = sweep_until_missing(60.0, pool_of_flat()[1:])
+    assert step(gen, []) == ZAdd(keys.leak_suspects(FLAT), {pool[0]: 100.0})
+    assert finish(gen, 1) == 0
+
+
+def test_sweep_returns_an_address_missing_for_the_grace_period_guarded_on_no_record():
+    """Seen missing 60 s ago: returned to the pool, only if still unrecorded."""
+    gen, pool = sweep_until_missing(60.0, pool_of_flat()[1:])
+    assert step(gen, [(pool[0], 40.0)]) == Transaction(
+        ops=(SAdd(keys.available(FLAT), (pool[0],)), ZRem(keys.leak_suspects(FLAT), (pool[0],))),
+        guards=(Guard(keys.fixedip(pool[0]), "address", None),),
+    )
+    assert finish(gen, [1, 1]) == 1
 
 
 # -- deallocate ---------------------------------------------------------------------------------

@@ -321,3 +321,16 @@ def test_a_fault_plan_survives_overrides():
     s = parse({**copy.deepcopy(BASE), "faults": [{"at": 5, "kill": "compute", "restart_after": 30},
                                                   {"at": 9, "hypervisor": 2, "spawn_failure_probability": 0.5}]})
     assert with_overrides(s, {"workload.requests": 3}).faults == s.faults
+
+
+def test_a_kill_takes_a_time_or_a_crash_point_not_both():
+    """at and after_effects together are ambiguous, and one of them is needed."""
+    message = "faults.0: a kill needs exactly one of at (seconds) or after_effects (a crash point)"
+    assert problem(faults=[{"at": 5, "after_effects": 9, "kill": "compute"}]) == message
+    assert problem(faults=[{"kill": "compute"}]) == message
+
+
+def test_a_crash_point_describes_itself():
+    """A kill after k effects says so in its label."""
+    s = parse({**copy.deepcopy(BASE), "faults": [{"after_effects": 40, "kill": "network", "restart_after": 5}]})
+    assert s.faults[0].describe() == "kill network 1 after 40 effects, restart after 5 s"
