@@ -356,6 +356,14 @@ class CloudController:
                 yield from self._finish_terminate(context, record)
             else:
                 yield from self._fail_and_release(instance_id, f"build timed out after {self.config.build_timeout:g} s")
+                if record.get("host"):
+                    # Its last step may never have been recorded (the store was
+                    # unreachable), leaving a domain: the host removes it.
+                    try:
+                        yield Cast(rpc.host_topic("compute", record["host"]), "cleanup_instance",
+                                   {"instance_id": instance_id}, context)
+                    except NovaError:
+                        pass  # the host's periodic domain sync removes it later
         return touched
 
 

@@ -16,7 +16,8 @@ from common.errors import HypervisorError, ImageError, NetworkDriverError, NotFo
 
 class ComputeManager:
     rpc_methods = frozenset(
-        {"run_instance", "terminate_instance", "reboot_instance", "list_domains", "get_console_output"}
+        {"run_instance", "terminate_instance", "reboot_instance", "list_domains", "get_console_output",
+         "cleanup_instance"}
     )
 
     def __init__(self, host: str, network_manager):
@@ -57,11 +58,30 @@ class ComputeManager:
             else:
                 continue
             settled.append(instance_id)
+        yield from self._destroy_orphans(domains)
+        return settled
+
+    def sync_domains(self):
+        """Periodic: destroy the domains no live record of this host owns. A build whose
+        last step could not be recorded (the store was unreachable) leaves a domain that
+        the API's build-timeout reaper then fails; this is what removes it. Returns the
+        names it destroyed."""
+        return (yield from self._destroy_orphans(set((yield ListDomains()))))
+
+    def cleanup_instance(self, context, instance_id: str):
+        """After the API's reaper failed a build placed here: destroy its domain if no
+        live record owns it (idempotent). Returns the names destroyed."""
+        domains = set((yield ListDomains()))
+        return (yield from self._destroy_orphans(domains & {instance_id}))
+
+    def _destroy_orphans(self, domains):
+        destroyed = []
         for name in sorted(domains):
             record = yield from instances.get(name)
             if record is None or record.get("host") != self.host or record["state"] in (lifecycle.DELETED, lifecycle.ERROR):
                 yield Destroy(name)
-        return settled
+                destroyed.append(name)
+        return destroyed
 
     def get_console_output(self, context, instance_id: str):
         """-> the console text of an instance on this host (EC2 GetConsoleOutput). Our

@@ -45,11 +45,13 @@ class AckPolicy(enum.Enum):
 #: The documented ack policy per method. Unlisted methods ack on receipt.
 #: run_instance acks on receipt as in 2010: a redelivered spawn could double-boot on a
 #: second host. terminate and reboot are idempotent by compare-and-set, so a crash
-#: mid-way redelivers them rather than leaving an instance half-deleted.
+#: mid-way redelivers them rather than leaving an instance half-deleted; so does
+#: cleanup_instance, which only destroys a domain no live record owns.
 ACK_POLICY = {
     "run_instance": AckPolicy.ON_RECEIPT,
     "terminate_instance": AckPolicy.ON_COMPLETION,
     "reboot_instance": AckPolicy.ON_COMPLETION,
+    "cleanup_instance": AckPolicy.ON_COMPLETION,
     "allocate_fixed_ip": AckPolicy.ON_RECEIPT,
 }
 

@@ -216,6 +216,9 @@ class Timing(_Model):
     service_down_time: PositiveFloat = 60.0
     build_timeout: PositiveFloat = 600.0
     periodic_interval: PositiveFloat = 60.0
+    #: Seconds between two passes of each compute host that destroy domains no live
+    #: record owns (a build whose last step the store never recorded, then reaped).
+    domain_sync_interval: PositiveFloat = 600.0
     network_call_timeout: PositiveFloat = 30.0
     #: Effects whose drawn latency is zero run without a scheduling point: faster, but
     #: they can no longer interleave (races between them become invisible).
@@ -293,11 +296,25 @@ class Fault(_Model):
     spawn_failure_probability: Probability | None = None
     #: How long the hypervisor stays degraded; null: to the end of the run.
     duration: PositiveFloat | None = None
+    #: The store (Redis) is unreachable for this many seconds: every command fails
+    #: with StoreUnavailable. Sim only.
+    store_outage: PositiveFloat | None = None
 
     @model_validator(mode="after")
     def _one_kind(self):
-        if (self.kill is None) == (self.hypervisor is None):
-            raise ValueError("give exactly one of kill (a service) or hypervisor (a compute host's number)")
+        kinds = [k for k in ("kill", "hypervisor", "store_outage") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of kill (a service), hypervisor (a compute host's number) "
+                             "or store_outage (seconds)")
+        if self.store_outage is not None:
+            if self.at is None:
+                raise ValueError("a store outage needs at (seconds)")
+            extra = [f for f, default in (("host", 1), ("restart_after", None), ("after_effects", None),
+                                          ("boot_slowdown", 1.0), ("spawn_failure_probability", None),
+                                          ("duration", None)) if getattr(self, f) != default]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} {_goes(extra)} with kill or hypervisor, not with store_outage")
+            return self
         if self.kill is not None and (self.at is None) == (self.after_effects is None):
             raise ValueError("a kill needs exactly one of at (seconds) or after_effects (a crash point)")
         if self.hypervisor is not None and self.at is None:
@@ -319,6 +336,8 @@ class Fault(_Model):
 
     def describe(self) -> str:
         """A short label for reports: ``kill compute 2, restart after 30 s``."""
+        if self.store_outage is not None:
+            return f"store outage for {self.store_outage:g} s"
         if self.kill is not None:
             label = f"kill {self.kill} {self.host}"
             if self.after_effects is not None:

@@ -29,6 +29,8 @@ class DaemonConfig(BaseModel):
     report_interval: PositiveFloat = 10.0
     service_down_time: PositiveFloat = 60.0
     periodic_interval: PositiveFloat = 60.0
+    #: Scenario seconds between two compute passes that destroy domains no live record owns.
+    domain_sync_interval: PositiveFloat = 600.0
     build_timeout: PositiveFloat = 600.0
     #: Scenario seconds per wall second (run-scenario --mode real compresses time).
     time_scale: PositiveFloat = 1.0

@@ -183,6 +183,9 @@ def serve(kind: str, host: str, config: DaemonConfig) -> int:
     svc.start(config.report_interval)
     if kind == "network" and svc.manager.dhcp:
         svc.every(config.periodic_interval, lambda: runtime.drive(svc.agent, svc.manager.reclaim_fixed_ips()), "reclaim")
+    if kind == "compute":
+        svc.every(config.domain_sync_interval, lambda: runtime.drive(svc.agent, svc.manager.sync_domains()),
+                  "domain sync")
     if kind == "network":
         svc.every(config.periodic_interval,
                   lambda: runtime.drive(svc.agent, svc.manager.sweep_leaked_addresses(config.periodic_interval)),

@@ -197,6 +197,7 @@ class RealRun:
             report_interval=timing.report_interval,
             service_down_time=timing.service_down_time,
             periodic_interval=timing.periodic_interval,
+            domain_sync_interval=timing.domain_sync_interval,
             build_timeout=timing.build_timeout,
             time_scale=self.scale,
             time_origin=time.time(),
@@ -410,6 +411,8 @@ class RealRun:
                 why = "sim-only, libvirt cannot be slowed on demand"
             elif fault.after_effects is not None:
                 why = "sim-only, a daemon's effects are not counted from outside"
+            elif fault.store_outage is not None:
+                why = "sim-only, the machine's Redis is shared and is not stopped for a run"
             if why:
                 what = f"skipped faults.{index} ({fault.describe()}): {why}"
                 print(f"run-scenario --mode real: {what}", file=sys.stderr)

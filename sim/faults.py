@@ -9,10 +9,12 @@ that ``FaultTargets`` exposes:
   incarnation starts that much later and runs the kind's start-up (compute reconciles
   its host against the store, as ``novalab compute`` does when it starts).
 * ``hypervisor``: ``FakeHypervisor.degrade`` for ``duration`` (or to the end).
+* ``store_outage``: ``SimStore.down`` for that long: every store effect raises
+  StoreUnavailable into the manager that yielded it.
 
 What happened is appended to ``log`` as (virtual time, label) for the summary.
 
-*Not supported* (yet): broker or store outages, network partitions, clock skew.
+*Not supported* (yet): broker outages, network partitions, clock skew, lost writes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class FaultTargets:
     hypervisors: list = field(default_factory=list)
     #: SimPy process body that restarts a killed service.
     restart: Callable = None
+    #: The run's SimStore (its ``down`` switch).
+    store: object = None
     log: list = field(default_factory=list)
 
 
@@ -47,6 +51,13 @@ def _one(targets: FaultTargets, fault):
         yield from _crash_point(targets, fault)
         return
     yield env.timeout(fault.at)
+    if fault.store_outage is not None:
+        targets.store.down = True
+        targets.log.append((env.now, f"store down for {fault.store_outage:g} s"))
+        yield env.timeout(fault.store_outage)
+        targets.store.down = False
+        targets.log.append((env.now, "store back"))
+        return
     if fault.kill is not None:
         svc = targets.services[fault.kill][fault.host - 1]
         if not svc.alive:

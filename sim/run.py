@@ -121,7 +121,7 @@ class Simulation:
         by_kind = {}
         for svc in self.services:
             by_kind.setdefault(svc.topic, []).append(svc)
-        self.fault_targets = faults.FaultTargets(env, by_kind, self.hypervisors, self._restart)
+        self.fault_targets = faults.FaultTargets(env, by_kind, self.hypervisors, self._restart, self.store)
         self.api = SimApi(self.runtime, self.cloud, cloud.api_workers, timing.api, stream(seed, "latency/api"))
         self.workload = Workload(self.runtime, self.api, scenario, stream(seed, "workload"))
 
@@ -209,6 +209,8 @@ class Simulation:
 
     def _periodic_tasks(self, svc):
         """(interval, make_work) pairs a service runs while it is up."""
+        if svc.topic == "compute":
+            return [(self.scenario.timing.domain_sync_interval, svc.manager.sync_domains)]
         if svc.topic != "network":
             return []
         interval = self.scenario.timing.periodic_interval

@@ -182,7 +182,10 @@ class SimRuntime:
                 agent.performed += 1
             fold(f"{env.now!r} {agent.name} {effect!r}\n".encode())
             if isinstance(effect, StoreCommand):
-                send = store.execute(effect)
+                try:
+                    send = store.execute(effect)
+                except NovaError as e:  # StoreUnavailable during an outage
+                    throw = e
                 delay = self._store_latency.sample(self._store_rng)
                 if delay > 0 or not self.inline:
                     yield env.timeout(delay)

@@ -18,6 +18,10 @@ from common.errors import NovaError, PoisonMessage
 from sim.runtime import ServiceKilled
 
 
+#: Start-up attempts of a restarted service before it stays down (its supervisor's limit).
+MAX_START_ATTEMPTS = 30
+
+
 class SimService:
     """One service (a topic on a host) and its current incarnation: the agent that
     performs its effects and the broker consumer that feeds it. ``kill`` and ``restart``
@@ -88,11 +92,19 @@ class SimService:
         self.incarnation += 1
         self.agent = self.runtime.agent(rpc.host_topic(self.topic, self.host), self.host, self.hypervisor,
                                         self.netdriver, incarnation=self.incarnation)
-        try:
-            yield from self.runtime.drive(self.agent, start_up(self))
-            yield from self.runtime.drive(self.agent, service.report_state(self.topic, self.host))
-        except ServiceKilled:
-            return
+        for _ in range(MAX_START_ATTEMPTS):
+            try:
+                yield from self.runtime.drive(self.agent, start_up(self))
+                yield from self.runtime.drive(self.agent, service.report_state(self.topic, self.host))
+                break
+            except ServiceKilled:
+                return
+            except NovaError:
+                # The daemon exits when start-up fails (e.g. the store is down) and its
+                # supervisor starts it again a report interval later.
+                yield self.runtime.env.timeout(report_interval)
+        else:
+            return  # gave up: stays down, which the invariants will show
         self.consumer = self._consume()
         self.start_background(report_interval, report_interval, periodic_tasks)
 
@@ -148,6 +160,8 @@ class SimService:
                 yield from self.runtime.drive(agent, service.report_state(self.topic, self.host))
             except ServiceKilled:
                 return
+            except NovaError:
+                pass  # e.g. the store is down: this beat is lost, the next one tries again
             yield env.timeout(interval)
 
 
@@ -160,3 +174,5 @@ def periodic(runtime, agent, interval: float, make_work):
             yield from runtime.drive(agent, make_work())
         except ServiceKilled:
             return
+        except NovaError:
+            pass  # e.g. the store is down: the next period tries again

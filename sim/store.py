@@ -4,8 +4,12 @@
 implements them); guarded transactions run at one instant of virtual time, which is
 exactly the atomicity a Lua script gives on a real server.
 
-*Not supported*: outages, latency spikes and lost writes (the fault plan has no store
-faults yet), memory limits, persistence, replication. fakeredis's SPOP
+*Features*, continued: an outage switch (``down``, the fault plan's ``store_outage``):
+while it is on, every command and transaction raises StoreUnavailable, as redis-py's
+connection errors do in ``real/store.py``.
+
+*Not supported*: latency spikes, lost writes (Redis failover), memory limits,
+persistence, replication. fakeredis's SPOP
 draws from Python's global ``random``: the run seeds it, so pool order is reproducible
 in sim (it never is on a real Redis: compare runs on properties, not on which address).
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import fakeredis
 
 from common.effects import HGet, Transaction
+from common.errors import StoreUnavailable
 
 
 def _client(server):
@@ -75,16 +80,24 @@ class SimStore:
         self.client = _client(self.server)
         self.direct = _DirectPath.attach(self.client) if direct else None
         self.commands = 0
+        #: The outage switch: while True every command raises StoreUnavailable.
+        self.down = False
 
     def execute(self, command):
         self.commands += 1
+        if self.down:
+            raise StoreUnavailable(f"the store is unreachable (outage): {command.command} not sent")
         options = {"withscores": True} if command.command == "ZRANGEBYSCORE" else {}
         if self.direct is not None:
             return self.direct.execute(command.command, command.args, options)
         return self.client.execute_command(command.command, *command.args, **options)
 
     def transaction(self, tx: Transaction):
-        """-> the ops' results, or None when a guard fails (then nothing is written)."""
+        """-> the ops' results, or None when a guard fails (then nothing is written).
+        Raises StoreUnavailable during an outage, before anything is read or written."""
+        if self.down:
+            self.commands += 1
+            raise StoreUnavailable("the store is unreachable (outage): transaction not sent")
         for guard in tx.guards:
             if self.execute(HGet(guard.key, guard.field)) != guard.expected:
                 return None

@@ -133,3 +133,36 @@ def test_without_the_leak_sweep_a_network_crash_point_leaks_an_address(monkeypat
     monkeypatch.setattr(FlatManager, "sweep_leaked_addresses", no_sweep)
     _, failures, _ = crash_sweep("5-hosts", "network", 20)
     assert any(name == "I2" for found in failures.values() for name, _ in found)
+
+
+# -- store outages ------------------------------------------------------------------------
+
+
+def outage_runs(seeds=(0, 1)):
+    """5-hosts with the store down at several moments for short and long spells; -> results."""
+    for seed in seeds:
+        for at in (10, 23.3, 41.7, 66.1, 90.9):
+            for seconds in (0.5, 5, 40):
+                yield simulate(scenario(faults=[{"at": at + seed * 0.37, "store_outage": seconds}]), seed)
+
+
+def test_store_outages_never_break_an_invariant():
+    """Reliability D1: with Redis unreachable between any two effects, workflows fail closed and I1-I6 hold after."""
+    timed_out = 0
+    for result in outage_runs():
+        assert failed(result) == [], result.summary["faults"]
+        timed_out += sum(n for reason, n in reasons(result).items() if "timed out" in reason)
+    assert timed_out > 0  # outages did cut builds short
+
+
+def test_without_the_reapers_cleanup_an_outage_leaves_an_orphan_domain(monkeypatch):
+    """Reliability G5: a boot the store never recorded leaves a domain, which I3 sees when nothing removes it."""
+    from common.compute import ComputeManager
+
+    def nothing(self, *args):
+        return []
+        yield
+
+    monkeypatch.setattr(ComputeManager, "cleanup_instance", nothing)
+    monkeypatch.setattr(ComputeManager, "sync_domains", nothing)
+    assert any(name == "I3" for result in outage_runs(seeds=(0,)) for name, _ in failed(result))

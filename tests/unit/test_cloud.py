@@ -395,8 +395,9 @@ def test_describe_lists_the_projects_instances_sorted():
 
 
 def test_reaper_fails_overdue_builds_and_resends_terminates():
-    """Overdue builds go to error with cores and address back; shutting_down gets a new
-    deadline and its terminate again; settled ones just leave the building set."""
+    """Overdue builds go to error with cores and address back, and their host is asked to
+    remove any domain left; shutting_down gets a new deadline and its terminate again;
+    settled ones just leave the building set."""
     gen = cloud().reap_stuck_builds(CTX)
     assert step(gen) == Now()
     assert step(gen, 700.0) == ZRangeByScore(keys.BUILDING, "-inf", "700.0", REAP_BATCH)
@@ -408,7 +409,8 @@ def test_reaper_fails_overdue_builds_and_resends_terminates():
     )
     step(gen, [1, 1, 1, 1])
     assert step(gen) == dealloc()
-    assert step(gen, [1, 1, 1, 1]) == HGetAll(keys.instance("i-2"))
+    assert step(gen, [1, 1, 1, 1]) == Cast("compute.h1", "cleanup_instance", {"instance_id": IID}, CTX)
+    assert step(gen) == HGetAll(keys.instance("i-2"))
     assert step(gen, record("shutting_down", iid="i-2", host="h1")) == ZAdd(keys.BUILDING, {"i-2": 1300.0})
     assert step(gen, 0) == Cast("compute.h1", "terminate_instance", {"instance_id": "i-2"}, CTX)
     assert step(gen) == HGetAll(keys.instance("i-3"))

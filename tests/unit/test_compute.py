@@ -431,3 +431,34 @@ def test_image_fetch_failure_fails_the_instance_without_spawning():
     assert step(gen, 12.0) == cas(
         "launching", "error", 12.0, released("h1"), settle(), was=held("h1"), error="spawn failed: short download"
     )
+
+
+@pytest.mark.parametrize("found, destroyed", [(record("error", host="h1"), True), ({}, True),
+                                              (record("launching", host="h1"), False)])
+def test_cleanup_instance_destroys_its_domain_only_when_no_live_record_owns_it(found, destroyed):
+    """The reaper's follow-up: a failed or vanished build's domain goes; a build still under way keeps it."""
+    gen = compute().cleanup_instance(CTX, IID)
+    assert step(gen) == ListDomains()
+    assert step(gen, (IID, "i-other")) == HGetAll(KEY)
+    if destroyed:
+        assert step(gen, found) == Destroy(IID)
+        assert finish(gen, True) == [IID]
+    else:
+        assert finish(gen, found) == []
+
+
+def test_cleanup_instance_without_a_domain_reads_nothing_more():
+    """No domain of that name on the host: nothing to read, nothing destroyed."""
+    gen = compute().cleanup_instance(CTX, IID)
+    step(gen)
+    assert finish(gen, ("i-other",)) == []
+
+
+def test_sync_domains_destroys_every_orphan_and_keeps_the_rest():
+    """The periodic pass: each domain's record is read; only those no live record owns go."""
+    gen = compute().sync_domains()
+    assert step(gen) == ListDomains()
+    assert step(gen, ("i-a", "i-b")) == HGetAll(keys.instance("i-a"))
+    assert step(gen, record("running", iid="i-a", host="h1")) == HGetAll(keys.instance("i-b"))
+    assert step(gen, record("deleted", iid="i-b", host="h1")) == Destroy("i-b")
+    assert finish(gen, True) == ["i-b"]

@@ -283,7 +283,8 @@ def test_with_overrides_rejects_unknown_paths_and_bad_values(overrides, message)
 
 def test_a_fault_names_one_kind():
     """A fault with neither kill nor hypervisor says which to give."""
-    assert problem(faults=[{"at": 5}]) == "faults.0: give exactly one of kill (a service) or hypervisor (a compute host's number)"
+    assert problem(faults=[{"at": 5}]) == ("faults.0: give exactly one of kill (a service), hypervisor (a compute "
+                                           "host's number) or store_outage (seconds)")
 
 
 def test_a_fault_on_a_host_the_cloud_lacks_is_refused():
@@ -334,3 +335,10 @@ def test_a_crash_point_describes_itself():
     """A kill after k effects says so in its label."""
     s = parse({**copy.deepcopy(BASE), "faults": [{"after_effects": 40, "kill": "network", "restart_after": 5}]})
     assert s.faults[0].describe() == "kill network 1 after 40 effects, restart after 5 s"
+
+
+def test_a_store_outage_takes_a_time_and_nothing_of_the_other_kinds():
+    """A store outage needs at; restart_after belongs to kills."""
+    assert problem(faults=[{"store_outage": 5}]) == "faults.0: a store outage needs at (seconds)"
+    assert problem(faults=[{"at": 1, "store_outage": 5, "restart_after": 3}]) == (
+        "faults.0: restart_after goes with kill or hypervisor, not with store_outage")
