@@ -323,10 +323,9 @@ class FlatManager(FloatingIps):
             if done is not None:
                 return {"address": address, "network_id": network_id, "bridge": spec.bridge}
             holder = yield HGet(keys.fixedip(address), "instance_id")
-            if holder is None:
+            if holder is None:  # nobody's: back to the pool
                 yield SAdd(keys.available(network_id), (address,))
-                raise NotFound(f"instance {instance_id} is not waiting for an address")
-            if holder == instance_id:
+            if holder in (None, instance_id):
                 raise NotFound(f"instance {instance_id} is not waiting for an address")
             # Someone else holds it (it came back through the leak sweep and was taken
             # twice): theirs. Try another.

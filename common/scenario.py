@@ -412,10 +412,9 @@ class Scenario(_Model):
             )
         if self.workload.floating_ips > 0 and self.cloud.network.floating_range is None:
             raise ValueError("workload.floating_ips: needs cloud.network.floating_range to allocate from")
-        for index, fault in enumerate(self.faults):
-            problem = self._fault_target_problem(fault, self.cloud.hosts.count)
-            if problem:
-                raise ValueError(f"faults.{index}: {problem}")
+        problems = self.fault_problems(self.cloud.hosts.count)
+        if problems:
+            raise ValueError(problems[0])
         for name in sorted(self.workload.instance_types):
             if types[name].vcpus > self.max_cores:
                 raise ValueError(

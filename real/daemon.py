@@ -17,7 +17,7 @@ import threading
 from common.compute import ComputeManager
 from common.effects import BindFloating, EnsureFloatingForward, RemoveFloatingForward, UnbindFloating
 from common.errors import HypervisorError, NetworkDriverError, NovaError
-from common import network
+from common import network, service
 from common.scheduler import SchedulerConfig, SchedulerManager
 from real.config import DaemonConfig
 from real.runner import Agent, RealRuntime
@@ -181,15 +181,9 @@ def serve(kind: str, host: str, config: DaemonConfig) -> int:
     if observers:
         svc.on_handled = lambda *row: [observe(*row) for observe in observers]
     svc.start(config.report_interval)
-    if kind == "network" and svc.manager.dhcp:
-        svc.every(config.periodic_interval, lambda: runtime.drive(svc.agent, svc.manager.reclaim_fixed_ips()), "reclaim")
-    if kind == "compute":
-        svc.every(config.domain_sync_interval, lambda: runtime.drive(svc.agent, svc.manager.sync_domains()),
-                  "domain sync")
-    if kind == "network":
-        svc.every(config.periodic_interval,
-                  lambda: runtime.drive(svc.agent, svc.manager.sweep_leaked_addresses(config.periodic_interval)),
-                  "leak sweep")
+    for name, interval, make_work in service.periodic_tasks(kind, svc.manager, config.periodic_interval,
+                                                            config.domain_sync_interval):
+        svc.every(interval, lambda make_work=make_work: runtime.drive(svc.agent, make_work()), name)
     log.info("serving %s and %s.%s", kind, kind, host)
     stopping.wait()
     log.info("stopping")

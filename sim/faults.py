@@ -65,11 +65,7 @@ def _one(targets: FaultTargets, fault):
             return
         svc.kill()
         targets.log.append((env.now, f"killed {svc.agent.name}"))
-        if fault.restart_after is not None:
-            yield env.timeout(fault.restart_after)
-            if not svc.alive:
-                targets.log.append((env.now, f"restarted {svc.agent.name}"))
-                yield env.process(targets.restart(svc))
+        yield from _restart_later(targets, svc, fault)
         return
     hypervisor = targets.hypervisors[fault.hypervisor - 1]
     hypervisor.degrade(fault.boot_slowdown, fault.spawn_failure_probability)
@@ -92,8 +88,15 @@ def _crash_point(targets: FaultTargets, fault):
 
     svc.crash_after(fault.after_effects, on_crash)
     yield crashed
-    if fault.restart_after is not None:
-        yield env.timeout(fault.restart_after)
-        if not svc.alive:
-            targets.log.append((env.now, f"restarted {svc.agent.name}"))
-            yield env.process(targets.restart(svc))
+    yield from _restart_later(targets, svc, fault)
+
+
+def _restart_later(targets: FaultTargets, svc, fault):
+    """With ``restart_after``: start the killed service again that much later."""
+    if fault.restart_after is None:
+        return
+    env = targets.env
+    yield env.timeout(fault.restart_after)
+    if not svc.alive:
+        targets.log.append((env.now, f"restarted {svc.agent.name}"))
+        yield env.process(targets.restart(svc))

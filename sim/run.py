@@ -209,15 +209,9 @@ class Simulation:
 
     def _periodic_tasks(self, svc):
         """(interval, make_work) pairs a service runs while it is up."""
-        if svc.topic == "compute":
-            return [(self.scenario.timing.domain_sync_interval, svc.manager.sync_domains)]
-        if svc.topic != "network":
-            return []
-        interval = self.scenario.timing.periodic_interval
-        tasks = [(interval, lambda: svc.manager.sweep_leaked_addresses(interval))]
-        if self.net_config.dhcp:
-            tasks.append((interval, svc.manager.reclaim_fixed_ips))
-        return tasks
+        timing = self.scenario.timing
+        return [(interval, make_work) for _, interval, make_work
+                in service.periodic_tasks(svc.topic, svc.manager, timing.periodic_interval, timing.domain_sync_interval)]
 
     def _restart(self, svc):
         return svc.restart(self._start_up, self.scenario.timing.report_interval, self._periodic_tasks(svc))

@@ -41,7 +41,6 @@ class _DirectPath:
     """
 
     def __init__(self, client, sock):
-        self.client = client
         self.sock = sock
         self.connection = client.connection
         self.encode = client.connection.encoder.encode
