@@ -47,7 +47,6 @@ import logging
 import multiprocessing as mp
 import os
 import platform
-import socket
 import statistics
 import sys
 import threading
@@ -177,7 +176,7 @@ def _raw_consumer(url, topic, prefetch, counter, stop):
             while not stop.is_set():
                 try:
                     conn.drain_events(timeout=0.2)
-                except socket.timeout:
+                except TimeoutError:
                     pass
 
 
@@ -366,7 +365,7 @@ def main(argv=None):
             ap.error(f"unknown system {s!r}; choose from {', '.join(SYSTEMS)}")
     if "oslo" in systems:
         try:
-            import oslo_messaging  # noqa: F401
+            import oslo_messaging
         except ImportError as e:
             print(f"oslo: skipped ({e}; pip install oslo.messaging)", file=sys.stderr)
             systems.remove("oslo")
@@ -416,8 +415,9 @@ def main(argv=None):
     try:
         import kombu
         print(f", kombu {kombu.__version__}", end="")
-        import oslo_messaging  # noqa: F401
         from importlib.metadata import version
+
+        import oslo_messaging  # noqa: F401
         print(f", oslo.messaging {version('oslo.messaging')}", end="")
     except ImportError:
         pass

@@ -16,7 +16,7 @@ class RequestContext:
     timestamp: float = 0.0
     remote_address: str = ""
 
-    def elevated(self) -> "RequestContext":
+    def elevated(self) -> RequestContext:
         """The same request with admin rights, for service-to-service work."""
         return RequestContext(**{**asdict(self), "is_admin": True})
 

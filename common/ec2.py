@@ -65,9 +65,10 @@ import hmac
 import inspect
 import ipaddress
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 from common import images as image_registry
@@ -300,7 +301,7 @@ def _iso_time(text: str, name: str) -> float:
     except ValueError:
         raise AuthFailure(f"{name} {text!r} is not an ISO 8601 time"[:300]) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
 
 
@@ -363,12 +364,12 @@ def _credentials_v4(request: HttpRequest, authorization: str, service_name: str 
         except (TypeError, ValueError):
             raise AuthFailure("the Date header is not an HTTP date") from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.timezone.utc)
-        amz_date = moment.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            moment = moment.replace(tzinfo=datetime.UTC)
+        amz_date = moment.astimezone(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     if amz_date is None or not _AMZ_DATE.match(amz_date):
         raise AuthFailure("a version 4 request needs an X-Amz-Date header of the form yyyymmddThhmmssZ")
     try:
-        moment = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+        moment = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
     except ValueError:
         raise AuthFailure(f"X-Amz-Date {amz_date!r} is not a time") from None
     if date != amz_date[:8]:
@@ -543,7 +544,7 @@ def _user_data(value: str) -> str:
     return value
 
 
-def parse_run_instances(p: _Params, api: "Ec2Api") -> Args:
+def parse_run_instances(p: _Params, api: Ec2Api) -> Args:
     image_id = p.required("ImageId")
     if not _IMAGE_ID.match(image_id) or image_id not in api.image_ids():
         raise ImageNotFound(f"the image id {image_id[:80]!r} does not exist")
@@ -644,7 +645,7 @@ def parse_get_console_output(p: _Params, api) -> Args:
 class ActionSpec:
     scalars: frozenset
     lists: frozenset
-    parse: Callable[[_Params, "Ec2Api"], Args]
+    parse: Callable[[_Params, Ec2Api], Args]
 
 
 def _spec(parse, scalars=(), lists=()):
@@ -676,7 +677,7 @@ ACTIONS: dict[str, ActionSpec] = {
 }
 
 
-def parse_args(action: str, params: Mapping[str, str], api: "Ec2Api") -> Args:
+def parse_args(action: str, params: Mapping[str, str], api: Ec2Api) -> Args:
     """An action's parameters, checked (pure). Raises InvalidAction for an action we do
     not have, and InvalidParameterValue (or a subclass with a more precise code)."""
     spec = ACTIONS.get(action)
@@ -713,13 +714,13 @@ def render_response(action: str, body: Mapping[str, Any], request_id: str) -> by
     lists as ``<item>`` children, None left out."""
     inner = _element("requestId", request_id) + "".join(_element(k, v) for k, v in body.items())
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<{action}Response xmlns="{NAMESPACE}">{inner}</{action}Response>').encode("utf-8")
+            f'<{action}Response xmlns="{NAMESPACE}">{inner}</{action}Response>').encode()
 
 
 def render_error(code: str, message: str, request_id: str) -> bytes:
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{_text(code)}</Code>'
             f"<Message>{_text(message)}</Message></Error></Errors>"
-            f"<RequestID>{_text(request_id)}</RequestID></Response>").encode("utf-8")
+            f"<RequestID>{_text(request_id)}</RequestID></Response>").encode()
 
 
 _SERVER_ERRORS = {"ServiceUnavailable": 503, "RequestTimeout": 503, "InternalError": 500}
@@ -747,7 +748,7 @@ def error_code(action: str, error: NovaError) -> str:
 def iso8601(seconds: float | str | None) -> str | None:
     if seconds in (None, ""):
         return None
-    moment = datetime.datetime.fromtimestamp(float(seconds), datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(float(seconds), datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

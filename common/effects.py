@@ -19,9 +19,9 @@ it as that one command, so the effect sequence is also the command log.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
-
+from typing import Any, ClassVar
 
 # ---------------------------------------------------------------------------
 # Store: one effect per Redis command.  All may raise StoreUnavailable.

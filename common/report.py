@@ -70,7 +70,7 @@ def instance_rows(store: dict) -> list[dict]:
         for entry in store.get(keys.transitions(instance_id), ()):
             src, dst, at = lifecycle.decode_transition(entry)
             column = "created_at" if src is None else f"{dst}_at"
-            if row.get(column, None) == "":
+            if row.get(column) == "":
                 row[column] = at
         if row["running_at"] != "" and row["created_at"] != "":
             row["time_to_running"] = row["running_at"] - row["created_at"]

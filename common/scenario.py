@@ -132,7 +132,7 @@ class Network(_Model):
                 raise ValueError(f"network_size {self.network_size} leaves no address after the reserved ones")
         return self
 
-    def config(self) -> "network.NetworkConfig":
+    def config(self) -> network.NetworkConfig:
         return network.NetworkConfig(
             manager=self.manager, fixed_range=self.fixed_range, bridge=self.bridge,
             bridge_interface=self.bridge_interface, dns=self.dns, network_size=self.network_size,

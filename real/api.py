@@ -255,7 +255,7 @@ class ApiApp:
     def _log(self, environ, response: HttpResponse, request_id: str, seconds: float) -> None:
         uri = environ.get("REQUEST_URI") or (environ.get("PATH_INFO", "") + (
             "?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""))
-        when = datetime.datetime.now(datetime.timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
+        when = datetime.datetime.now(datetime.UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
         line = (f'{environ.get("REMOTE_ADDR", "-")} - {response.user or "-"} [{when}] '
                 f'"{environ.get("REQUEST_METHOD", "-")} {uri[:300]} {environ.get("SERVER_PROTOCOL", "-")}" '
                 f"{response.status} {len(response.body)} {response.action or '-'} {response.code or '-'} "
@@ -290,7 +290,7 @@ class Reaper:
                         ", ".join(touched))
         return touched
 
-    def start(self) -> "Reaper":
+    def start(self) -> Reaper:
         def loop():
             while not self._stop.wait(self.interval / self.runtime.time_scale):
                 try:
@@ -334,7 +334,7 @@ class ApiServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/services/Cloud"
 
-    def start(self) -> "ApiServer":
+    def start(self) -> ApiServer:
         from cheroot import wsgi
 
         server = wsgi.Server((self.host, self.port), self.app, numthreads=self.threads, server_name="novalab-api",
@@ -364,7 +364,7 @@ class ApiServer:
         self._thread.join(STOP_TIMEOUT)
         self._thread = None
 
-    def __enter__(self) -> "ApiServer":
+    def __enter__(self) -> ApiServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

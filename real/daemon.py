@@ -14,16 +14,16 @@ import signal
 import sys
 import threading
 
+from common import network, service
 from common.compute import ComputeManager
 from common.effects import BindFloating, EnsureFloatingForward, RemoveFloatingForward, UnbindFloating
 from common.errors import HypervisorError, NetworkDriverError, NovaError
-from common import network, service
 from common.scheduler import SchedulerConfig, SchedulerManager
+from real import transport
 from real.config import DaemonConfig
-from real.runner import Agent, RealRuntime
+from real.runner import RealRuntime
 from real.service import RealService
 from real.store import RedisStore
-from real import transport
 from real.transport import RpcClient
 
 log = logging.getLogger("novalab")

@@ -61,8 +61,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml

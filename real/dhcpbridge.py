@@ -17,7 +17,7 @@ import ipaddress
 import sys
 from pathlib import Path
 
-from common import keys, network, rpc
+from common import keys, rpc
 from common.context import SYSTEM
 from common.effects import HGet
 from common.errors import NovaError

@@ -54,7 +54,19 @@ import math
 import threading
 from urllib.parse import urlsplit
 
-from ldap3 import BASE, LEVEL, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, SIMPLE, SUBTREE, SYNC, Connection, Server
+from ldap3 import (
+    BASE,
+    LEVEL,
+    MODIFY_ADD,
+    MODIFY_DELETE,
+    MODIFY_REPLACE,
+    NONE,
+    SIMPLE,
+    SUBTREE,
+    SYNC,
+    Connection,
+    Server,
+)
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPResponseTimeoutError
 
 from common.driving import run_blocking

@@ -34,7 +34,7 @@ import hashlib
 import hmac
 import http.client
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import quote, urlencode, urlsplit
 from xml.etree import ElementTree
 
@@ -97,7 +97,7 @@ class Ec2Client:
     # -- signing --------------------------------------------------------------------
 
     def signed_headers(self, body: bytes) -> dict:
-        stamp = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc)
+        stamp = datetime.datetime.fromtimestamp(self.clock(), datetime.UTC)
         amz_date = stamp.strftime("%Y%m%dT%H%M%SZ")
         date = amz_date[:8]
         headers = {

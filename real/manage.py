@@ -39,9 +39,9 @@ import os
 import secrets
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from common.directory import ROLES, Directory, Project, User
 from common.errors import (
@@ -112,7 +112,7 @@ class Session:
         self.directory = directory
 
     @classmethod
-    def connect(cls, settings: LdapSettings) -> "Session":
+    def connect(cls, settings: LdapSettings) -> Session:
         try:
             directory = Directory(settings.root)
         except ValueError as e:

@@ -123,7 +123,7 @@ def run(args) -> int:
         print(e, file=sys.stderr)
         return EXIT_BAD_INPUT
     seed = scenario.seed if args.seed is None else args.seed
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-real-seed{seed}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
     run = RealRun(scenario, seed, out, progress=not getattr(args, "no_progress", False))
@@ -319,9 +319,9 @@ class RealRun:
     # -- the API --------------------------------------------------------------------
 
     def _start_api(self):
+        from common.ec2 import Ec2Api
         from real import directory as ldap
         from real.api import ApiServer, install_keypairs
-        from common.ec2 import Ec2Api
 
         self._ldap = ldap.install(self.runtime, self.slapd.url, self.slapd.bind_dn, self.slapd.password)
         install_keypairs(self.runtime)

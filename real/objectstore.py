@@ -107,9 +107,9 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, Mapping, Optional
+from datetime import UTC, datetime
 from urllib.parse import quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
@@ -157,7 +157,7 @@ STATUS = {
     "ServiceUnavailable": 503, "SignatureDoesNotMatch": 403, "XAmzContentSHA256Mismatch": 400,
 }
 
-Lookup = Callable[[str], Optional[tuple]]
+Lookup = Callable[[str], tuple | None]
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
@@ -230,7 +230,7 @@ def sign_headers(method: str, url: str, access_key: str, secret_key: str, *, reg
     """The headers that sign a request to ``url`` (its path already percent-encoded),
     ``Host`` included: send exactly these (plus any you passed in ``headers``)."""
     parts = urlsplit(url)
-    stamp = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+    stamp = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     amz_date = stamp.strftime(AMZ_DATE)
     out = {"host": parts.netloc, "x-amz-date": amz_date, "x-amz-content-sha256": payload_hash}
     out.update({k.lower(): v for k, v in (headers or {}).items()})
@@ -302,7 +302,7 @@ def _http_date(seconds: float) -> str:
 
 
 def _iso(seconds: float) -> str:
-    stamp = datetime.fromtimestamp(seconds, timezone.utc)
+    stamp = datetime.fromtimestamp(seconds, UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 

@@ -29,6 +29,7 @@ import time
 import types
 from dataclasses import dataclass, field
 
+from common.driving import run_blocking
 from common.effects import (
     BindFloating,
     Call,
@@ -55,7 +56,6 @@ from common.effects import (
     UnbindFloating,
     UpdateDhcp,
 )
-from common.driving import run_blocking
 from common.errors import HypervisorError, NetworkDriverError, UseYieldFrom
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"

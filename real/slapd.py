@@ -215,7 +215,7 @@ class PrivateSlapd:
 
     # -- life cycle -----------------------------------------------------------------
 
-    def start(self) -> "PrivateSlapd":
+    def start(self) -> PrivateSlapd:
         """Configure (first time), run slapd and wait until it answers; idempotent."""
         if self.running:
             return self
@@ -272,7 +272,7 @@ class PrivateSlapd:
             process.kill()
             process.wait(timeout=self.stop_timeout)
 
-    def __enter__(self) -> "PrivateSlapd":
+    def __enter__(self) -> PrivateSlapd:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -95,12 +95,12 @@ from __future__ import annotations
 import logging
 import os
 import select
-import socket
 import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import amqp
 import kombu
@@ -109,8 +109,15 @@ from common import rpc
 from common.errors import NovaError, PoisonMessage, RemoteError, RpcTimeout, Unroutable
 
 __all__ = [
-    "RpcClient", "RpcServer", "queue_stats", "queue_depths", "delete_queues",
-    "exchange", "topic_queue", "EXCHANGE", "DIRECT_REPLY_TO",
+    "DIRECT_REPLY_TO",
+    "EXCHANGE",
+    "RpcClient",
+    "RpcServer",
+    "delete_queues",
+    "exchange",
+    "queue_depths",
+    "queue_stats",
+    "topic_queue",
 ]
 
 log = logging.getLogger(__name__)
@@ -224,11 +231,11 @@ def _close_quietly(conn, graceful: bool = True) -> None:
             conn.connection.sock.settimeout(CLOSE_TIMEOUT)
             conn.release()
             return
-    except Exception:  # noqa: S110 - already broken: fall through to dropping it
+    except Exception:
         pass
     try:
         conn.collect()
-    except Exception:  # noqa: S110 - nothing left to release
+    except Exception:
         pass
 
 
@@ -511,7 +518,7 @@ class RpcClient:
             self._sock_timeout = remaining
         try:
             self._raw.drain_events(timeout=None)
-        except socket.timeout:
+        except TimeoutError:
             pass
         return True
 
@@ -667,7 +674,7 @@ class RpcServer:
         """How many workers are connected and consuming right now."""
         return sum(1 for w in self.workers if w.consuming)
 
-    def start(self, timeout: float = START_TIMEOUT) -> "RpcServer":
+    def start(self, timeout: float = START_TIMEOUT) -> RpcServer:
         """Start the workers and wait until every one consumes (queues declared and
         bound). If that takes longer than ``timeout``, stop them and raise
         ConnectionError with the last connection error."""

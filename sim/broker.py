@@ -95,9 +95,9 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterable, Optional
 
 __all__ = ["EXCHANGE", "Broker", "ChannelError", "Consumer", "Delivery"]
 
@@ -130,9 +130,9 @@ class Delivery:
 class _Message:
     """The broker's record of one message copy in one queue."""
 
-    __slots__ = ("queue", "body", "published_at", "enqueued_at", "redelivered", "seq", "delivered")
+    __slots__ = ("body", "delivered", "enqueued_at", "published_at", "queue", "redelivered", "seq")
 
-    def __init__(self, queue: "_Queue", body: str, now: float, seq: int):
+    def __init__(self, queue: _Queue, body: str, now: float, seq: int):
         self.queue = queue
         self.body = body
         self.published_at = now
@@ -144,9 +144,19 @@ class _Message:
 
 class _Queue:
     __slots__ = (
-        "name", "ready", "consumers", "avail",
-        "published", "delivered", "acked", "redelivered", "requeued", "dropped",
-        "unacked", "peak_depth", "waits",
+        "acked",
+        "avail",
+        "consumers",
+        "delivered",
+        "dropped",
+        "name",
+        "peak_depth",
+        "published",
+        "ready",
+        "redelivered",
+        "requeued",
+        "unacked",
+        "waits",
     )
 
     def __init__(self, name: str):
@@ -170,9 +180,9 @@ class _Queue:
 class Consumer:
     """One consumer over one or more queues (like one channel consuming several)."""
 
-    __slots__ = ("tag", "capacity", "_broker", "_queues", "_on_delivery", "_unacked", "_held", "_closed", "_stamp", "_id")
+    __slots__ = ("_broker", "_closed", "_held", "_id", "_on_delivery", "_queues", "_stamp", "_unacked", "capacity", "tag")
 
-    def __init__(self, broker: "Broker", queues: list[_Queue], capacity: int, on_delivery, tag: str, cid: int):
+    def __init__(self, broker: Broker, queues: list[_Queue], capacity: int, on_delivery, tag: str, cid: int):
         self.tag = tag
         self.capacity = capacity
         self._broker = broker
@@ -293,7 +303,7 @@ class Broker:
 
     exchange = EXCHANGE
 
-    def __init__(self, env, delivery_latency: Optional[Callable[[], float]] = None):
+    def __init__(self, env, delivery_latency: Callable[[], float] | None = None):
         """delivery_latency: a zero-arg callable returning seconds (drawn per delivery
         from a seeded stream by the caller) or None for 0. It is the time between the
         broker choosing a consumer and on_delivery being called."""
@@ -432,7 +442,7 @@ class Broker:
 
     # -- dispatch machinery -----------------------------------------------------
 
-    def _pop_available(self, q: _Queue) -> Optional[Consumer]:
+    def _pop_available(self, q: _Queue) -> Consumer | None:
         heap = q.avail
         while heap:
             stamp, _, c = heapq.heappop(heap)
@@ -541,7 +551,7 @@ class Broker:
             self._make_available(c)
 
 
-def _quantile(sorted_values, p: float) -> Optional[float]:
+def _quantile(sorted_values, p: float) -> float | None:
     """Linear interpolation between closest ranks (numpy's default); None if empty."""
     n = len(sorted_values)
     if not n:

@@ -19,8 +19,8 @@ What happened is appended to ``log`` as (virtual time, label) for the summary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass

@@ -53,7 +53,7 @@ def run(args) -> int:
 
 
 def timestamp() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def run_one(scenario, raw: bytes, scenario_path, seed: int, out: Path, *, plots: bool = True, stamp: str | None = None,

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-from common import effects as fx
-
 
 class FakeNetDriver:
     def __init__(self, env, host: str, latency, rng):

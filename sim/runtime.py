@@ -54,7 +54,15 @@ from common.effects import (
     StoreCommand,
     Transaction,
 )
-from common.errors import HypervisorError, NetworkDriverError, NovaError, RemoteError, RpcTimeout, Unroutable, UseYieldFrom
+from common.errors import (
+    HypervisorError,
+    NetworkDriverError,
+    NovaError,
+    RemoteError,
+    RpcTimeout,
+    Unroutable,
+    UseYieldFrom,
+)
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 

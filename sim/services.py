@@ -17,7 +17,6 @@ from common import rpc, service
 from common.errors import NovaError, PoisonMessage
 from sim.runtime import ServiceKilled
 
-
 #: Start-up attempts of a restarted service before it stays down (its supervisor's limit).
 MAX_START_ATTEMPTS = 30
 

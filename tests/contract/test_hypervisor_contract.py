@@ -18,11 +18,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import simpy
+from conftest import service_unavailable
 
 from common.effects import DomainSpec
 from common.errors import HypervisorError, InsufficientMemory
 from common.scenario import Hypervisor as HypervisorTiming
-from conftest import service_unavailable
 from sim.hypervisor import FakeHypervisor
 
 HOST = "compute-1"

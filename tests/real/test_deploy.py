@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import service_unavailable
+
 from real import deploy
 from real.deploy import Deployment
 

@@ -35,7 +35,6 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 import yaml
-
 from conftest import service_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -323,7 +322,7 @@ def running(cloud):
 
 
 def _stale(ec2):
-    old = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(hours=1)
+    old = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(hours=1)
     with mock.patch("botocore.auth.get_current_datetime", lambda remove_tzinfo=True: old):
         return ec2.describe_instances()
 
@@ -515,7 +514,7 @@ def _v2_post(cloud, params, user="ops", chunked=False):
     parts = urlsplit(cloud.server.url)
     params = {**params, "AWSAccessKeyId": f"{access}:{PROJECT}", "SignatureVersion": "2",
               "SignatureMethod": "HmacSHA256", "Version": "2010-08-31",
-              "Timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+              "Timestamp": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     canonical = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
     to_sign = f"POST\n{parts.netloc}\n{parts.path}\n{canonical}"
     params["Signature"] = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha256).digest()).decode()

@@ -21,10 +21,10 @@ import tempfile
 import time
 
 import pytest
+from conftest import service_unavailable
 
 from common.effects import DhcpHost, EnsureBridge, StopDhcp, UpdateDhcp
 from common.errors import NetworkDriverError
-from conftest import service_unavailable
 from real.linux_net import LinuxNet
 
 RUN = f"novalab-lnt-{os.getpid()}"  # prefix of this run's namespaces and state dirs

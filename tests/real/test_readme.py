@@ -16,7 +16,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import service_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]

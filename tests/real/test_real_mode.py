@@ -1,6 +1,5 @@
 """run-scenario --mode real against the machine's RabbitMQ, Redis and libvirt test driver."""
 
-import time
 from pathlib import Path
 
 import pytest

@@ -2,11 +2,12 @@
 
 import random
 
+from harness import run_all, runtime
+from racy_allocator import allocate_check_then_act
+
 from common import keys, lifecycle
 from common.effects import HSet, SAdd
 from common.network import FlatManager, NetworkConfig
-from harness import run_all, runtime
-from racy_allocator import allocate_check_then_act
 
 SEEDS = range(200)
 CONCURRENT = 12

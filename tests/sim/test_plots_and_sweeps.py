@@ -13,8 +13,8 @@ from common import plots
 from common import sweep as sweeps
 from common.scenario import with_overrides
 from sim.cli import run_scenario_main
-from sim.run import simulate
 from sim.recorder import Recorder
+from sim.run import simulate
 from sim.scenario_file import load
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,8 +1,9 @@
 """The sim runner's own contract: effects, errors thrown in, forgotten yield from."""
 
+from harness import run_all, runtime
+
 from common.effects import Choose, Get, NewId, Now, SetNX, Sleep
 from common.errors import UseYieldFrom
-from harness import run_all, runtime
 
 
 def test_store_effects_return_redis_results():

@@ -8,17 +8,42 @@ from scripted import finish, run, step, throw
 from tiny_store import TinyStore, drive
 
 from common import keys
-from common.instances import MAX_CAS_RETRIES
 from common.cloud import MAX_COUNT_PER_REQUEST, REAP_BATCH, CloudConfig, CloudController, Quota, mac_address
 from common.context import RequestContext
 from common.effects import (
-    Call, Cast, Choose, Get, Guard, HGet, HGetAll, HIncrBy, HSet, NewId, Now, Record, RPush, SAdd, SMembers, SPop, SRem,
-    Transaction, ZAdd, ZRangeByScore, ZRem,
+    Call,
+    Cast,
+    Choose,
+    Get,
+    Guard,
+    HGet,
+    HGetAll,
+    HIncrBy,
+    HSet,
+    NewId,
+    Now,
+    Record,
+    RPush,
+    SAdd,
+    SMembers,
+    SPop,
+    SRem,
+    Transaction,
+    ZAdd,
+    ZRangeByScore,
+    ZRem,
 )
 from common.errors import (
-    InvalidParameterValue, NoMoreAddresses, NotFound, QuotaExceeded, RemoteError, RpcTimeout, Unroutable,
+    InvalidParameterValue,
+    NoMoreAddresses,
+    NotFound,
+    QuotaExceeded,
+    RemoteError,
+    RpcTimeout,
+    Unroutable,
 )
 from common.events import RequestRejected
+from common.instances import MAX_CAS_RETRIES
 from common.network import FLATDHCP, VLAN
 
 CTX = RequestContext("alice", "p1")

@@ -11,8 +11,24 @@ from common import keys, rpc
 from common.compute import ComputeManager
 from common.context import RequestContext
 from common.effects import (
-    Destroy, DomainSpec, EnsureBridge, EnsureVlan, FetchImage, GetInfo, Guard, HGetAll, HIncrBy, HSet, ListDomains, Now,
-    Reboot, SAdd, SMembers, Spawn, SRem, ZIncrBy,
+    Destroy,
+    DomainSpec,
+    EnsureBridge,
+    EnsureVlan,
+    FetchImage,
+    GetInfo,
+    Guard,
+    HGetAll,
+    HIncrBy,
+    HSet,
+    ListDomains,
+    Now,
+    Reboot,
+    SAdd,
+    SMembers,
+    Spawn,
+    SRem,
+    ZIncrBy,
 )
 from common.errors import HypervisorError, ImageError, NetworkDriverError, NotFound
 from common.network import FLATDHCP, VLAN

@@ -45,11 +45,11 @@ def enc(text):
 
 
 def amz(seconds):
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def iso(seconds):
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def hmac256(key, msg):
@@ -228,7 +228,7 @@ def test_v4_aws_iam_list_users_example_verifies():
         }, b"")
     message = parse_message(request, service="iam")
     assert message.action == "ListUsers"
-    assert message.credentials.timestamp == datetime.datetime(2015, 8, 30, 12, 36, tzinfo=datetime.timezone.utc).timestamp()
+    assert message.credentials.timestamp == datetime.datetime(2015, 8, 30, 12, 36, tzinfo=datetime.UTC).timestamp()
     assert message.credentials.verify("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 
 

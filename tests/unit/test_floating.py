@@ -10,8 +10,21 @@ from common import invariants as inv
 from common import keys
 from common.context import RequestContext
 from common.effects import (
-    BindFloating, Del, EnsureFloatingForward, Guard, HDel, HGetAll, HIncrBy, HSet, RemoveFloatingForward, SAdd,
-    SMembers, SPop, SRem, Transaction, UnbindFloating,
+    BindFloating,
+    Del,
+    EnsureFloatingForward,
+    Guard,
+    HDel,
+    HGetAll,
+    HIncrBy,
+    HSet,
+    RemoveFloatingForward,
+    SAdd,
+    SMembers,
+    SPop,
+    SRem,
+    Transaction,
+    UnbindFloating,
 )
 from common.errors import InvalidParameterValue, NoMoreAddresses, NotFound, QuotaExceeded
 from common.floating import FloatingIps, create_floating_ips

@@ -41,8 +41,8 @@ def test_unknown_event_is_a_key_error():
 
 def test_legal_is_exactly_the_tables_pairs():
     """LEGAL holds every (from, to) of the table and nothing else."""
-    assert lc.LEGAL == {(src, dst) for sources, dst in lc.EVENTS.values() for src in sources}
-    assert lc.LEGAL == {(src, dst) for sources, dst in TABLE.values() for src in sources}
+    assert {(src, dst) for sources, dst in lc.EVENTS.values() for src in sources} == lc.LEGAL
+    assert {(src, dst) for sources, dst in TABLE.values() for src in sources} == lc.LEGAL
 
 
 def test_no_way_out_of_deleted_and_no_way_back_to_scheduling():
@@ -83,7 +83,7 @@ def test_every_legal_pair_round_trips(src, dst):
 def test_settled_and_transitional_partition_the_states():
     """SETTLED and TRANSITIONAL are disjoint and together are every state."""
     assert not lc.SETTLED & lc.TRANSITIONAL
-    assert lc.SETTLED | lc.TRANSITIONAL == set(lc.STATES)
+    assert set(lc.STATES) == lc.SETTLED | lc.TRANSITIONAL
 
 
 def test_settled_states_only_move_on_request():
@@ -94,4 +94,4 @@ def test_settled_states_only_move_on_request():
 
 def test_holds_resources_is_the_live_states():
     """Resource-holding states are every state but error and deleted."""
-    assert lc.HOLDS_RESOURCES == set(lc.STATES) - {lc.ERROR, lc.DELETED}
+    assert set(lc.STATES) - {lc.ERROR, lc.DELETED} == lc.HOLDS_RESOURCES

@@ -9,12 +9,41 @@ from tiny_store import TinyStore, drive
 from common import keys
 from common.context import RequestContext
 from common.effects import (
-    Call, Del, DhcpHost, EnsureBridge, EnsureVlan, Get, Guard, HDel, HGet, HGetAll, HSet, Now, SAdd, SCard, SetNX,
-    SPop, SRem, Transaction, UpdateDhcp, ZAdd, ZRangeByScore, ZRem,
+    Call,
+    Del,
+    DhcpHost,
+    EnsureBridge,
+    EnsureVlan,
+    Get,
+    Guard,
+    HDel,
+    HGet,
+    HGetAll,
+    HSet,
+    Now,
+    SAdd,
+    SCard,
+    SetNX,
+    SPop,
+    SRem,
+    Transaction,
+    UpdateDhcp,
+    ZAdd,
+    ZRangeByScore,
+    ZRem,
 )
 from common.errors import InvalidParameterValue, NoMoreAddresses, NoMoreNetworks, NotFound
 from common.network import (
-    FLAT, FLATDHCP, RECLAIM_BATCH, VLAN, FlatDHCPManager, FlatManager, NetworkConfig, VlanManager, make_manager, plan,
+    FLAT,
+    FLATDHCP,
+    RECLAIM_BATCH,
+    VLAN,
+    FlatDHCPManager,
+    FlatManager,
+    NetworkConfig,
+    VlanManager,
+    make_manager,
+    plan,
     pool_addresses,
 )
 
