@@ -160,7 +160,7 @@ def _raw_entities(topic):
 def _raw_consumer(url, topic, prefetch, counter, stop):
     import kombu
 
-    exchange, queue = _raw_entities(topic)
+    _exchange, queue = _raw_entities(topic)
     with kombu.Connection(url) as conn:
         producer = kombu.Producer(conn.channel(), exchange=kombu.Exchange(""), serializer="json")
 
@@ -403,7 +403,7 @@ def main(argv=None):
         of_best = best[num][phase] / best[den][phase]
         # the same round's two numbers were measured a few seconds apart: on a busy
         # machine their ratio is steadier than the ratio of two separately picked bests
-        rounds = [a[phase] / b[phase] for a, b in zip(runs[num], runs[den])]
+        rounds = [a[phase] / b[phase] for a, b in zip(runs[num], runs[den], strict=True)]
         median = statistics.median(rounds)
         ratios[name] = {"best": of_best, "median": median, "rounds": rounds}
         verdict = ""

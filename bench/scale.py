@@ -131,13 +131,14 @@ def run_once(base, hosts: int, seed: int) -> dict:
     scenario = scaled(base, hosts)
     started = time.perf_counter()
     last = [started]
+    requests = scenario.workload.requests  # the closure must not hold the scenario (deleted below)
 
     def heartbeat(issued, finished, now):
         t = time.perf_counter()
         if t - last[0] >= HEARTBEAT:
             last[0] = t
             log(
-                f"  {hosts} hosts: {issued:,}/{scenario.workload.requests:,} issued, {finished:,} finished, "
+                f"  {hosts} hosts: {issued:,}/{requests:,} issued, {finished:,} finished, "
                 f"sim t={now:,.0f} s, {t - started:,.0f} s wall"
             )
 
@@ -231,7 +232,7 @@ def table(rows: list[dict]) -> str:
     ]
     cells = [[name for name, _ in columns]] + [[fmt(r) for _, fmt in columns] for r in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in cells]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -25,10 +25,7 @@ def expected_demand(scenario) -> dict:
     cloud, workload = scenario.cloud, scenario.workload
     per_second = workload.arrivals.rate * workload.instances_per_request
     total = workload.requests * workload.instances_per_request
-    if workload.lifetime is None:
-        instances = float(total)
-    else:
-        instances = min(float(total), per_second * workload.lifetime.mean)
+    instances = float(total) if workload.lifetime is None else min(float(total), per_second * workload.lifetime.mean)
     weights = workload.instance_types
     weight_sum = sum(weights.values())
     mean_vcpus = sum(w * cloud.instance_types[name].vcpus for name, w in weights.items()) / weight_sum

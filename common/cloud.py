@@ -375,4 +375,4 @@ def describe(error: Exception) -> str:
 def mac_address(instance_id: str) -> str:
     """2010's ``02:16:3e`` prefix; the rest derived from the id, so it is reproducible."""
     digest = hashlib.sha256(instance_id.encode()).digest()
-    return "02:16:3e:%02x:%02x:%02x" % (digest[0] & 0x7F, digest[1], digest[2])
+    return f"02:16:3e:{digest[0] & 0x7F:02x}:{digest[1]:02x}:{digest[2]:02x}"

@@ -116,7 +116,7 @@ class ComputeManager:
         placed = record.get("host", "")
         if placed and placed != self.host:
             return  # the scheduler sent it elsewhere
-        extra = (SAdd(keys.node_instances(self.host), (instance_id,)),)
+        extra: tuple = (SAdd(keys.node_instances(self.host), (instance_id,)),)
         if not placed:  # no scheduler: this host claims its cores now (2010 queue mode)
             extra += (ZIncrBy(keys.COMPUTE_CORES, int(record["vcpus"]), self.host),)
         if (yield from instances.transition(record, "claim", {"host": self.host}, extra)) is None:

@@ -786,7 +786,7 @@ class Ec2Api:
         self.max_age = max_age
         self.max_future = max_future
         try:
-            accepted = inspect.signature(cloud.run_instances).parameters
+            accepted: Mapping[str, object] = inspect.signature(cloud.run_instances).parameters
         except (TypeError, ValueError):
             accepted = {}
         #: Whether CloudController.run_instances stores key_name/user_data itself.
@@ -836,6 +836,7 @@ class Ec2Api:
             yield from self.directory.authorize(user, project, action)
             if bad is not None:
                 raise bad
+            assert args is not None  # parse_args returned it when bad is None
             if args.dry_run:
                 raise DryRunOperation("the request would have succeeded, but DryRun is set")
             context = RequestContext(

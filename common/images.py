@@ -111,7 +111,7 @@ def register_image(context, location: str, size_bytes: int, public: bool = False
             "type": "machine",
             "registered_at": repr(now),
         }
-        ops = (
+        ops: tuple = (
             HSet(image(image_id), fields),
             SAdd(IMAGES, (image_id,)),
             SAdd(project_images(context.project_id), (image_id,)),

@@ -138,7 +138,7 @@ def fail_latest(instance_id: str, reason: str):
 def finish_delete(record: dict):
     """``shutting_down`` -> ``deleted``: drop the live index entries and the quota use."""
     instance_id = record["id"]
-    ops = (
+    ops: tuple = (
         SRem(keys.project_instances(record["project_id"]), (instance_id,)),
         HIncrBy(keys.project_usage(record["project_id"]), "instances", -1),
         HIncrBy(keys.project_usage(record["project_id"]), "cores", -int(record["vcpus"])),

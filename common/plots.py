@@ -18,6 +18,7 @@ the bytes to disk is the caller's business (``sim/output.py``).
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections import defaultdict
 
@@ -96,10 +97,10 @@ def times_to_running(instance_rows) -> tuple[list[float], int]:
 def sampling_interval(rows, metric: str) -> float | None:
     """The most common gap between two samples of ``metric`` (None with fewer than two)."""
     times = sorted({t for t in (_num(row[0]) for row in rows if row[1] == metric) if t is not None})
-    gaps = defaultdict(int)
-    for a, b in zip(times, times[1:]):
+    gaps: defaultdict[float, int] = defaultdict(int)
+    for a, b in itertools.pairwise(times):
         gaps[round(b - a, 6)] += 1
-    return max(gaps, key=gaps.get) if gaps else None
+    return max(gaps, key=gaps.__getitem__) if gaps else None
 
 
 def decimate(times, values, max_points: int = MAX_POINTS):
@@ -123,7 +124,7 @@ def decimate(times, values, max_points: int = MAX_POINTS):
 
 def first_time_at_or_below(times, values, level: float) -> float | None:
     """The first sampled time the value is <= ``level`` (e.g. a pool at 0 free)."""
-    for t, v in zip(times, values):
+    for t, v in zip(times, values, strict=True):
         if v <= level:
             return t
     return None
@@ -208,10 +209,8 @@ def time_to_running_png(instance_rows, *, subtitle: str = "") -> bytes:
 
 def _cdf(ax, values, label, **style):
     n = len(values)
-    if n > MAX_POINTS:  # evenly spaced ranks, first and last kept
-        picks = sorted({round(i * (n - 1) / (MAX_POINTS - 1)) for i in range(MAX_POINTS)})
-    else:
-        picks = range(n)
+    # evenly spaced ranks, first and last kept
+    picks = sorted({round(i * (n - 1) / (MAX_POINTS - 1)) for i in range(MAX_POINTS)}) if n > MAX_POINTS else range(n)
     xs = [values[i] for i in picks]
     ys = [(i + 1) / n for i in picks]
     ax.step(xs, ys, where="post", label=label, **style)
@@ -272,7 +271,7 @@ def pool_free_png(series, *, subtitle: str = "", time_label: str = TIME_LABEL) -
 
 def _shade_dry(ax, t, v, colour):
     start = None
-    for ti, vi in zip(t, v):
+    for ti, vi in zip(t, v, strict=True):
         if vi <= 0 and start is None:
             start = ti
         elif vi > 0 and start is not None:
@@ -300,7 +299,7 @@ def host_utilisation_png(series, *, subtitle: str = "", time_label: str = TIME_L
     top.legend(loc="upper right", fontsize="small")
     top.grid(alpha=0.3)
     peak_over = 0.0
-    for name, (t, v) in over.items():
+    for t, v in over.values():
         dt, dv = decimate(t, v)
         peak_over = max(peak_over, max(v, default=0.0))
         bottom.step(dt, dv, where="post", color="tab:red", label=f"overcommitted hosts at the sample: peak {max(v, default=0):,.0f}", linewidth=1.3)
@@ -411,7 +410,7 @@ def sweep_png(rows, x: str, panels, *, group: str | None = None, title: str, xla
         groups[row.get(group) if group else ""][gx].append(row)
     markers = ["o", "s", "^", "D", "v", "P"]
     linestyles = ["-", "--", ":", "-."]
-    for ax, (ylabel, columns) in zip(axes, panels):
+    for ax, (ylabel, columns) in zip(axes, panels, strict=True):
         order = list(group_order) if group_order is not None else sorted(groups, key=_sort_key)
         order += [g for g in sorted(groups, key=_sort_key) if g not in order]
         for gi, gvalue in enumerate(g for g in order if g in groups):
@@ -431,7 +430,7 @@ def sweep_png(rows, x: str, panels, *, group: str | None = None, title: str, xla
                     continue
                 name = group_label(gvalue) if group else ""
                 label = ", ".join(part for part in (name, style) if part) or column
-                ax.errorbar(xs, means, yerr=[[m - lo for m, lo in zip(means, lows)], [hi - m for m, hi in zip(means, highs)]],
+                ax.errorbar(xs, means, yerr=[[m - lo for m, lo in zip(means, lows, strict=True)], [hi - m for m, hi in zip(means, highs, strict=True)]],
                             color=colour, marker=markers[ci % len(markers)], linestyle=linestyles[ci % len(linestyles)],
                             capsize=3, linewidth=1.3, label=label)
         if xline is not None:
@@ -462,7 +461,7 @@ def _log_ticks(xs):
     1-2-5 steps across their range."""
     if not xs:
         return []
-    if len(xs) <= 8 and all(b / a >= 1.4 for a, b in zip(xs, xs[1:])):
+    if len(xs) <= 8 and all(b / a >= 1.4 for a, b in itertools.pairwise(xs)):
         return xs
     lo, hi = xs[0], xs[-1]
     ticks = []

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from collections import Counter
+from typing import Any
 
 from rich.console import Group
 from rich.table import Table
@@ -63,7 +64,7 @@ def instance_rows(store: dict) -> list[dict]:
     rows = []
     for instance_id in sorted(store.get(keys.INSTANCES, ())):
         record = store.get(keys.instance(instance_id)) or {}
-        row = {column: "" for column in INSTANCE_COLUMNS}
+        row: dict[str, Any] = {column: "" for column in INSTANCE_COLUMNS}
         for column in ("project_id", "instance_type", "vcpus", "host", "fixed_ip", "state", "error"):
             row[column] = record.get(column, "")
         row["id"] = instance_id
@@ -94,7 +95,7 @@ def summarize(*, scenario, seed, mode, store, series, broker_stats, verdicts, fi
     states = Counter(row["state"] for row in rows)
     ttr = [row["time_to_running"] for row in rows if row["time_to_running"] != ""]
     errors = Counter(reason_group(row["error"]) for row in rows if row["error"])
-    topics = {}
+    topics: dict[str, dict] = {}
     for queue, stats in sorted(broker_stats.items()):
         topic = queue if "." not in queue else queue.split(".")[0] + ".<host>"
         entry = topics.setdefault(topic, {"peak_depth": 0, "published": 0, "wait_p95_max": 0.0, "queues": 0})
@@ -102,8 +103,8 @@ def summarize(*, scenario, seed, mode, store, series, broker_stats, verdicts, fi
         entry["published"] += stats["published"]
         entry["wait_p95_max"] = max(entry["wait_p95_max"], stats["wait_p95"] or 0.0)
         entry["queues"] += 1
-    pools = {}
-    for t, metric, name, value in series:
+    pools: dict[str, dict] = {}
+    for _t, metric, name, value in series:
         if metric == "pool_size":
             pools.setdefault(name, {})["size"] = value
         elif metric == "pool_free":
@@ -228,7 +229,7 @@ def run_files(*, manifest: dict, summary: dict, store: dict, rpc_rows, series) -
             writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
             writer.writeheader()
         else:
-            writer = csv.writer(buffer, lineterminator="\n")
+            writer = csv.writer(buffer, lineterminator="\n")  # type: ignore[assignment]  # both have writerows
             writer.writerow(header)
         writer.writerows(rows)
         return buffer.getvalue().encode()
@@ -252,7 +253,7 @@ def summary_renderable(summary: dict, out) -> object:
     for section, label, value in summary_rows(summary):
         table.add_row(section if section != previous else "", label, value, style="red" if "FAILED" in value else None)
         previous = section
-    lines = [table]
+    lines: list[Table | Text] = [table]
     for v in summary["invariants"]:
         for line in v["violations"][:5]:
             lines.append(Text.assemble((v["name"], "red"), " ", line))

@@ -8,6 +8,7 @@ expected>``. Defaults follow 2010 where 2010 had a flag for it.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import yaml
@@ -490,7 +491,7 @@ def with_overrides(scenario: Scenario, overrides: dict, source: str = "<override
     return parse(data, source)
 
 
-def _describe(err: dict) -> str:
+def _describe(err: Mapping) -> str:
     loc = [str(part) for part in err["loc"]]
     path = ".".join(loc) or "(top level)"
     kind = err["type"]

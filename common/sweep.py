@@ -29,13 +29,13 @@ RESERVED = ("seed",)
 def combinations(parameters: dict) -> list[dict]:
     """Every combination of the swept values, the first parameter varying slowest."""
     keys = list(parameters)
-    return [dict(zip(keys, values)) for values in itertools.product(*(parameters[k] for k in keys))]
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(parameters[k] for k in keys))]
 
 
 def plan(parameters: dict, base_seed: int, seeds: int) -> list[dict]:
     """The runs of a sweep in order: ``{"run": n, "params": {...}, "seed": s, "name": dir}``
     for each combination x seed (seeds ``base_seed .. base_seed + seeds - 1``)."""
-    runs = []
+    runs: list[dict] = []
     for params in combinations(parameters):
         for seed in range(base_seed, base_seed + seeds):
             index = len(runs) + 1

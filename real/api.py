@@ -80,6 +80,7 @@ import threading
 import time
 import uuid
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import quote
 
 from common.cloud import CloudConfig, CloudController, Quota
@@ -126,6 +127,7 @@ def generate_keypair(agent, effect: GenerateKeyPair) -> tuple[str, str]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
     if effect.key_type == "rsa":
         key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
         private_format = serialization.PrivateFormat.TraditionalOpenSSL
@@ -326,7 +328,7 @@ class ApiServer:
         self.threads = threads
         self.app = ApiApp(api, runtime, max_request_bytes=max_request_bytes, access_log=access_log)
         self.reaper = Reaper(runtime, api.cloud, reap_interval) if reap_interval else None
-        self._server = None
+        self._server: Any = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -338,7 +340,7 @@ class ApiServer:
         from cheroot import wsgi
 
         server = wsgi.Server((self.host, self.port), self.app, numthreads=self.threads, server_name="novalab-api",
-                             timeout=60, shutdown_timeout=STOP_TIMEOUT, request_queue_size=LISTEN_BACKLOG)
+                             timeout=60, shutdown_timeout=int(STOP_TIMEOUT), request_queue_size=LISTEN_BACKLOG)
         server.max_request_header_size = MAX_HEADER_BYTES
         server.max_request_body_size = 2 * self.app.max_request_bytes
         server.expiration_interval = POLL_INTERVAL

@@ -168,6 +168,9 @@ def run_mode(args) -> int:
             try:
                 entry.load()(args.arguments)
             except SystemExit as done:
+                if isinstance(done.code, str):  # sys.exit(message): print it, as the interpreter would
+                    print(done.code, file=sys.stderr)
+                    return 1
                 return done.code or 0
             return 0
     print("novalab run: the run-scenario command is not installed (pip install -e .)", file=sys.stderr)

@@ -114,7 +114,7 @@ class ConfigError(ValueError):
 
 def load(path: str | None, environ=os.environ) -> DaemonConfig:
     """Read the file (if any), apply the environment, validate. Raises ConfigError."""
-    data = {}
+    data: dict = {}
     if path:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}

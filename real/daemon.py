@@ -106,15 +106,15 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
             hypervisor = LibvirtDriver(config.libvirt_uri, config.instances_path)
         except HypervisorError as e:
             raise StartupError(f"cannot open libvirt at {config.libvirt_uri}: {e}") from None
-        manager = ComputeManager(host, net)
+        compute = ComputeManager(host, net)
         if config.s3_url:
             from real import images
 
             images.install(runtime, config.s3_url, (config.s3_access_key, config.s3_secret_key),
                            os.path.join(config.instances_path, "_base"))
-        svc = RealService(runtime, "compute", host, manager, amqp_url=config.amqp_url, workers=config.workers,
+        svc = RealService(runtime, "compute", host, compute, amqp_url=config.amqp_url, workers=config.workers,
                           hypervisor=hypervisor, netdriver=net_driver(config))
-        settled = runtime.drive(svc.agent, manager.init_host())
+        settled = runtime.drive(svc.agent, compute.init_host())
         if settled:
             log.warning("compute %s: settled %d instances left mid-way by a previous run: %s",
                         host, len(settled), ", ".join(settled))

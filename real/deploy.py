@@ -267,6 +267,8 @@ def _port_free(host: str, port: int) -> bool:
 def _answers(url: str, timeout: float = 2.0) -> bool:
     """Whether an HTTP server answers ``GET url`` (any status; no proxy)."""
     parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host")
     connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
     try:
         connection.request("GET", parts.path or "/")
@@ -594,7 +596,7 @@ class Deployment:
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         self.say(f"novalab deploy: {self.dir}")
         for row in rows:
-            self.say("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+            self.say("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if config is not None:
             self._print_endpoints(config)
         return 0 if all_up and state.get("processes") else 1
@@ -605,7 +607,7 @@ class Deployment:
         from common.errors import NovaError
         from real.store import RedisStore
 
-        out = {}
+        out: dict = {}
         try:
             store = RedisStore(config.redis_url, prefix=config.key_prefix, socket_timeout=2.0)
         except Exception:  # status reports; it does not fail on a missing Redis

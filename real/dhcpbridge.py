@@ -51,7 +51,7 @@ def run(args) -> int:
         return 2
     try:
         config = config_module.load(args.config)
-        store, runtime = connect(config)
+        store, _runtime = connect(config)
     except (config_module.ConfigError, StartupError) as e:
         print(f"novalab dhcpbridge: {e}", file=sys.stderr)
         return 2

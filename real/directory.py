@@ -268,7 +268,7 @@ class LdapDirectory:
         self._fail(conn, "add", effect.dn)
 
     def _modify(self, conn, effect: LdapModify):
-        changes = {}
+        changes: dict = {}
         for op, attr, values in effect.changes:
             if op not in _OPS:
                 raise ValueError(f"LdapModify op must be add, delete or replace, not {op!r}")

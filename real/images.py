@@ -128,6 +128,7 @@ class ImageCache:
     def _download(self, image_id: str, location: str, size_bytes: int, final: str):
         url = self.url(location)
         headers = sign_headers("GET", url, self.access_key, self.secret_key, region=self.region)
+        fd: int | None
         fd, tmp = tempfile.mkstemp(prefix=f".{image_id}.part-", dir=self.cache_dir)
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:

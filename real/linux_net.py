@@ -99,6 +99,7 @@ import stat
 import subprocess
 import threading
 import time
+from typing import Any
 
 from common.effects import (
     BindFloating,
@@ -225,7 +226,7 @@ class LinuxNet:
                         "support (module 8021q), so `ip link add ... type vlan` is unavailable"
                     )
                 self._ip("link", "add", "link", interface, "name", name, "type", "vlan", "id", str(vlan))
-                link = self._link(name)
+                link = self._link(name, must_exist=True)
             else:
                 info = link.get("linkinfo", {})
                 if info.get("info_kind") != "vlan" or info.get("info_data", {}).get("id") != vlan or link.get("link") not in (None, interface):
@@ -355,7 +356,7 @@ class LinuxNet:
             argv += ["--leasefile-ro", f"--dhcp-script={self.dhcp_script}"]
         else:
             argv += [f"--dhcp-leasefile={self.leases_file(bridge)}"]
-        return argv + ["--port=0"]
+        return [*argv, "--port=0"]
 
     def _prepare_state_dir(self):
         os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
@@ -565,7 +566,7 @@ class LinuxNet:
     def _ip(self, *args, check=True):
         return self._exec([self._tool("ip"), *args], check=check)
 
-    def _link(self, name, must_exist=False) -> dict | None:
+    def _link(self, name, must_exist=False) -> Any:
         result = self._ip("-j", "-d", "link", "show", "dev", name, check=False)
         if result.returncode != 0:
             if not must_exist and "does not exist" in result.stderr:

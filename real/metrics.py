@@ -19,6 +19,7 @@ family out of the scrape and is logged, it never fails the scrape.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -45,7 +46,7 @@ class DaemonMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
         )
         self.registry.register(self)
-        self._server = None
+        self._server: Any = None
 
     def observe(self, topic, message, consumer, started, finished, outcome):
         """RealService's on_handled hook."""

@@ -52,6 +52,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -178,8 +179,8 @@ class RealRun:
         fault-injection tests (e.g. SIGKILL a compute daemon mid-run)."""
         self.faults = tuple(faults)
         #: (scenario seconds since the workload began, what) of each fault-plan step.
-        self.fault_log = []
-        self.workload_origin = None
+        self.fault_log: list[tuple[float, str]] = []
+        self.workload_origin = 0.0  # runtime.now() when the workload starts
         self.scenario = scenario
         self.seed = seed
         self.out = out
@@ -219,9 +220,9 @@ class RealRun:
         self.hosts = [f"host{i + 1}" for i in range(real.hosts)]
         self.recorder = RealRecorder()
         self.processes: dict[str, subprocess.Popen] = {}
-        self.final_store = {}
-        self.slapd = None
-        self.server = None
+        self.final_store: Any = {}
+        self.slapd: Any = None  # a PrivateSlapd once started
+        self.server: Any = None  # the ApiServer once started
         #: project -> (access key, secret key) of its workload user.
         self.credentials: dict[str, tuple[str, str]] = {}
         self.workload_seconds = 0.0
@@ -276,7 +277,7 @@ class RealRun:
         summary = report.summarize(
             scenario=self.scenario, seed=self.seed, mode="real", store=snapshot.store, series=self.recorder.series,
             broker_stats=self._broker_stats, verdicts=verdicts, fingerprint="(real runs have no trace fingerprint)",
-            sim_time=self.runtime.now() - self.config.time_origin, effects=self.runtime.effects,
+            sim_time=self.runtime.now() - (self.config.time_origin or 0.0), effects=self.runtime.effects,
             wall_seconds=wall, rejected=self.recorder.rejected,
             extra={"time_scale": self.scale, "hosts": len(self.hosts), "api": self.api_summary(),
                    "faults": [{"at": at, "what": what} for at, what in sorted(self.fault_log)]},
@@ -326,7 +327,7 @@ class RealRun:
         self._ldap = ldap.install(self.runtime, self.slapd.url, self.slapd.bind_dn, self.slapd.password)
         install_keypairs(self.runtime)
         api = Ec2Api(self._cloud(), Directory(self.slapd.root))
-        access_log = open(self.out / "logs" / "api-access.log", "a", buffering=1)
+        access_log = open(self.out / "logs" / "api-access.log", "a", buffering=1)  # noqa: SIM115 - open for the whole run
         log_lock = threading.Lock()
 
         def write(line):
@@ -346,15 +347,15 @@ class RealRun:
 
     def api_summary(self) -> dict:
         calls = self.recorder.api_calls
-        by_action = {}
+        by_action: dict = {}
         for action in sorted({a for a, _, _ in calls}):
             seconds = sorted(s for a, s, _ in calls if a == action)
             by_action[action] = {
                 "count": len(seconds),
-                "p50_ms": 1000 * report.percentile(seconds, 50),
-                "p95_ms": 1000 * report.percentile(seconds, 95),
+                "p50_ms": 1000 * (report.percentile(seconds, 50) or 0.0),  # seconds is never empty
+                "p95_ms": 1000 * (report.percentile(seconds, 95) or 0.0),
             }
-        errors = {}
+        errors: dict = {}
         for action, _, code in calls:
             if code:
                 errors[f"{action} {code}"] = errors.get(f"{action} {code}", 0) + 1

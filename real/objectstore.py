@@ -110,6 +110,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
@@ -157,7 +158,7 @@ STATUS = {
     "ServiceUnavailable": 503, "SignatureDoesNotMatch": 403, "XAmzContentSHA256Mismatch": 400,
 }
 
-Lookup = Callable[[str], tuple | None]
+Lookup = Callable[..., tuple | None]  # (access), or (access, project) when scoped
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
@@ -377,7 +378,7 @@ class _Request:
         for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             if environ.get(name):
                 self.headers[name.replace("_", "-").lower()] = environ[name]
-        self.caller: Caller | None = None
+        self.caller: Caller  # set by _authenticate before any handler runs
         self.payload_hash = UNSIGNED_PAYLOAD
 
     def content_length(self) -> int | None:
@@ -528,7 +529,7 @@ class ObjectStoreApp:
                 return self._list_buckets(request)
             raise S3Error("MethodNotAllowed", f"{method} is not allowed on the service", close=True)
         if not key:
-            handler = {"GET": self._list_objects, "PUT": self._create_bucket, "DELETE": self._delete_bucket,
+            handler: Callable[..., Any] | None = {"GET": self._list_objects, "PUT": self._create_bucket, "DELETE": self._delete_bucket,
                        "HEAD": self._head_bucket}.get(method)
             if handler is None:
                 raise S3Error("MethodNotAllowed", f"{method} is not allowed on a bucket", close=True)
@@ -721,7 +722,9 @@ class ObjectStoreApp:
             after = query.get("marker", "")
         directory = self._bucket_dir(bucket)
         keys = sorted(k for k in map(_stored_key, os.listdir(directory)) if k is not None)
-        contents, prefixes, truncated, last = [], [], False, None
+        contents: list = []
+        prefixes: list = []
+        truncated, last = False, None
         for key in keys:
             if not key.startswith(prefix) or key <= after:
                 continue
@@ -791,7 +794,7 @@ class ObjectStoreApp:
 
     def _put_object(self, request: _Request, bucket: str, key: str):
         self._owned_bucket(request, bucket)
-        directory, data, meta_path = self._paths(bucket, key)
+        _directory, data, meta_path = self._paths(bucket, key)
         if "x-amz-copy-source" in request.headers:
             raise S3Error("NotImplemented", "CopyObject is not implemented by this store", close=True)
         reader = _BodyReader(request, self.max_body)
@@ -823,7 +826,7 @@ class ObjectStoreApp:
         self._owned_bucket(request, bucket)
         directory, data, _ = self._paths(bucket, key)
         try:
-            f = open(data, "rb")
+            f = open(data, "rb")  # noqa: SIM115 - the response body closes it
         except (FileNotFoundError, IsADirectoryError):
             raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": key}) from None
         try:
@@ -831,6 +834,9 @@ class ObjectStoreApp:
         except BaseException:
             f.close()
             raise
+        if meta is None:  # not with an open file, but the signature allows it
+            f.close()
+            raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": key})
         headers = [("Content-Type", meta.get("content_type", "binary/octet-stream")),
                    ("Content-Length", str(meta["size"])), ("ETag", f'"{meta["etag"]}"'),
                    ("Last-Modified", _http_date(meta["mtime_ns"] / 1e9))]
@@ -867,7 +873,7 @@ class ObjectStoreApp:
             return meta
         md5 = hashlib.md5()
         try:
-            source = f if f is not None else open(data, "rb")
+            source = f if f is not None else open(data, "rb")  # noqa: SIM115 - closed in the finally below
         except FileNotFoundError:
             return None
         try:

@@ -28,6 +28,7 @@ import threading
 import time
 import types
 from dataclasses import dataclass, field
+from typing import Any
 
 from common.driving import run_blocking
 from common.effects import (
@@ -71,8 +72,8 @@ class Agent:
 
     name: str
     host: str = ""
-    hypervisor: object = None
-    netdriver: object = None
+    hypervisor: Any = None
+    netdriver: Any = None
     rng: random.Random = field(default_factory=lambda: random.Random(secrets.randbits(64)), repr=False)
 
 
@@ -86,7 +87,7 @@ class RealRuntime:
         #: Every process of one run shares the origin, so their scaled clocks agree.
         self._wall_start = time.time() if time_origin is None else time_origin
         self._local = threading.local()
-        self._clients = []
+        self._clients: list = []
         self._clients_lock = threading.Lock()
         self._extra: dict = {}
         self.effects = 0

@@ -221,7 +221,7 @@ class PrivateSlapd:
             return self
         slapd = _find("slapd")
         self._configure()
-        log = open(self.directory / "slapd.log", "ab")
+        log = open(self.directory / "slapd.log", "ab")  # noqa: SIM115 - closed in the finally below
         try:
             self.process = subprocess.Popen(
                 [slapd, "-F", str(self.config_dir), "-h", self.url, "-d", "0"],
@@ -246,6 +246,7 @@ class PrivateSlapd:
 
         deadline = time.monotonic() + self.start_timeout
         problem = "no answer yet"
+        assert self.process is not None, "start() ran Popen"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise SlapdError(f"slapd exited with status {self.process.returncode} on start: {self._log_tail()}")

@@ -84,7 +84,7 @@ def _float_or_none(reply):
 
 def _pairs(reply):
     it = iter(reply)
-    return list(zip(it, it))
+    return list(zip(it, it, strict=True))
 
 
 # How a script's reply (RESP2 shapes: int, str, None, flat list) becomes the value
@@ -298,7 +298,7 @@ class RedisStore:
             if calls > 1:
                 results.append(_COMBINE.get(command, sum)(replies))
             else:
-                results.append(_FROM_SCRIPT.get(command, lambda r: r)(replies[0]))
+                results.append(_FROM_SCRIPT.get(command, lambda r: r)(replies[0]))  # type: ignore[operator]  # all callables
         return results
 
     # -- instrumentation and housekeeping (not effects, not counted) ---------------
@@ -344,11 +344,11 @@ class RedisStore:
                     for key in keys:
                         pipe.type(key)
                     types = pipe.execute()
-                    read = [(key, kind) for key, kind in zip(keys, types) if kind in readers]
+                    read = [(key, kind) for key, kind in zip(keys, types, strict=True) if kind in readers]
                     for key, kind in read:
                         readers[kind](pipe, key)
                     values = pipe.execute()
-                for (key, kind), value in zip(read, values):
+                for (key, kind), value in zip(read, values, strict=True):
                     if value is None or (kind != "string" and not value):
                         continue  # deleted between TYPE and the read (Redis keeps no empty containers)
                     out[key[len(self.prefix) :]] = dict(value) if kind == "zset" else value

@@ -290,9 +290,9 @@ class RpcClient:
         self.reconnects = 0
         self._owner: int | None = None
         self._conn: kombu.Connection | None = None
-        self._raw = None  # the py-amqp Connection under self._conn
-        self._channel = None
-        self._sock = None
+        self._raw: Any = None  # the py-amqp Connection under self._conn
+        self._channel: Any = None
+        self._sock: Any = None
         self._sock_timeout = confirm_timeout
         self._reply_to: str | None = None
         self._seq = 0  # publish sequence number on the current channel (confirm tags)
@@ -554,7 +554,7 @@ class RpcClient:
                 self.reconnects += 1
                 self._drop(e)
                 if attempt:
-                    raise Unroutable(f"cannot publish {method} to {topic!r}: broker connection failed twice ({e!r})")
+                    raise Unroutable(f"cannot publish {method} to {topic!r}: broker connection failed twice ({e!r})") from e
                 continue
             self._seq = seq
             self._unconfirmed.add(seq)
@@ -661,7 +661,8 @@ class RpcServer:
         self.reconnects = 0
         self._counter_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._wake_r = self._wake_w = None  # a pipe, made by start(); see stop()
+        self._wake_r: int | None = None  # a pipe, made by start(); see stop()
+        self._wake_w: int | None = None
         self.workers = [_Worker(self, i) for i in range(workers)]
         self._pump: threading.Thread | None = None
         self._started = False
@@ -714,7 +715,7 @@ class RpcServer:
         if self._pump is not None and self._pump.is_alive():
             self._pump.join(max(0.0, deadline - time.monotonic()))
         clean = not any(w.is_alive() for w in self.workers)
-        if clean and self._wake_w is not None:
+        if clean and self._wake_r is not None and self._wake_w is not None:
             os.close(self._wake_r)
             os.close(self._wake_w)
             self._wake_r = self._wake_w = None
@@ -763,8 +764,8 @@ class _Worker(threading.Thread):
         self.server = server
         self.index = index
         self.connection: kombu.Connection | None = None  # tests may break it on purpose
-        self.raw = None
-        self.channel = None
+        self.raw: Any = None
+        self.channel: Any = None
         self.consumer_tags: list[str] = []
         self.io_lock = threading.Lock()  # held except while inside handle()
         self.busy = False
@@ -830,6 +831,7 @@ class _Worker(threading.Thread):
     def _serve(self) -> None:
         stopping = self.server._stopping
         raw, conn, inbox = self.raw, self.connection, self._inbox
+        assert conn is not None, "_serve runs after _open"
         sock = raw.sock
         # Wait for input with select() and read with the socket's own timeout (set by
         # _open), instead of passing a timeout to py-amqp, which sets and restores it
@@ -860,7 +862,8 @@ class _Worker(threading.Thread):
         msg_id = props.get("correlation_id")
         method = "?"
         envelope = None
-        result = failure = None
+        result = None
+        failure: BaseException | None = None
         try:
             envelope = rpc.decode(message.body)
             if isinstance(envelope.get("method"), str) and envelope["method"]:

@@ -536,15 +536,16 @@ class Broker:
                 if not q.ready:
                     break
             else:
-                q = None
+                oldest = None
                 head = None
                 for cand in qs:
                     if cand.ready:
                         h = cand.ready[0]
                         if head is None or (h.enqueued_at, h.seq) < (head.enqueued_at, head.seq):
-                            q, head = cand, h
-                if q is None:
+                            oldest, head = cand, h
+                if oldest is None:
                     break
+                q = oldest
             self._dispatch(q, q.ready.popleft(), c)
             dispatched = True
         if not dispatched and len(c._held) < c.capacity:

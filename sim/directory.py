@@ -37,6 +37,8 @@ What it does not model:
 
 from __future__ import annotations
 
+from typing import Any
+
 from ldap3 import BASE, LEVEL, MOCK_SYNC, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, SUBTREE, Connection, Server
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import safe_dn
@@ -45,7 +47,7 @@ from common.directory import Directory, split_first_rdn
 from common.effects import LdapAdd, LdapDelete, LdapModify, LdapSearch
 from common.errors import DirectoryConflict, DirectoryUnavailable, InvalidParameterValue, NotFound
 
-_SCOPES = {"base": BASE, "level": LEVEL, "subtree": SUBTREE}
+_SCOPES: dict[str, Any] = {"base": BASE, "level": LEVEL, "subtree": SUBTREE}
 _OPS = {"add": MODIFY_ADD, "delete": MODIFY_DELETE, "replace": MODIFY_REPLACE}
 _GROUP_CLASSES = {"groupofnames", "novaproject"}
 
@@ -69,7 +71,7 @@ class SimDirectory:
         self.server = Server(f"novalab-sim-{id(self):x}", get_info=NONE)
         self.conn = Connection(self.server, client_strategy=MOCK_SYNC, raise_exceptions=False)
         self.conn.bind()
-        self._dit = self.server.dit
+        self._dit = self.server.dit  # type: ignore[attr-defined]  # the mock's in-memory DIT, not in the stubs
         if seed_base:
             for dn, classes, attrs in Directory(root).base_entries():
                 self.apply(LdapAdd(dn, classes, attrs))
@@ -201,7 +203,7 @@ class SimDirectory:
         dn, entry = self._entry(effect.dn)
         if entry is None:
             return False
-        changes = {}
+        changes: dict = {}
         for op, attr, values in effect.changes:
             if op not in _OPS:
                 raise ValueError(f"LdapModify op must be add, delete or replace, not {op!r}")

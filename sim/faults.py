@@ -21,21 +21,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
 class FaultTargets:
     """What a fault can act on, by kind and position (1-based, as in the scenario)."""
 
-    env: object
+    env: Any
     #: kind -> services of that kind, in host order.
     services: dict[str, list] = field(default_factory=dict)
     #: compute hosts' hypervisors, in host order.
     hypervisors: list = field(default_factory=list)
     #: SimPy process body that restarts a killed service.
-    restart: Callable = None
+    restart: Callable[..., Any] | None = None
     #: The run's SimStore (its ``down`` switch).
-    store: object = None
+    store: Any = None
     log: list = field(default_factory=list)
 
 
@@ -98,5 +99,7 @@ def _restart_later(targets: FaultTargets, svc, fault):
     env = targets.env
     yield env.timeout(fault.restart_after)
     if not svc.alive:
+        if targets.restart is None:
+            raise ValueError(f"fault {fault} restarts {svc.agent.name}, but the run gave no restart")
         targets.log.append((env.now, f"restarted {svc.agent.name}"))
         yield env.process(targets.restart(svc))

@@ -43,7 +43,7 @@ class FakeHypervisor:
         self.peak_vcpu_ratio = 0.0
         self.boot_slowdown = 1.0
         #: While degraded with a failure probability of its own; None: timing's.
-        self.degraded_failure_probability = None
+        self.degraded_failure_probability: float | None = None
 
     def degrade(self, boot_slowdown: float = 1.0, spawn_failure_probability: float | None = None) -> None:
         """A fault: boots take ``boot_slowdown`` times longer and fail with the given

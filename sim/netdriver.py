@@ -29,8 +29,8 @@ class FakeNetDriver:
         self.dnsmasq_running: set[str] = set()
         self.floating: set[tuple[str, str]] = set()
         self.rules: set[tuple] = set()
-        self.operations = Counter()
-        self.duplicates = Counter()
+        self.operations: Counter[str] = Counter()
+        self.duplicates: Counter[str] = Counter()
 
     def perform(self, effect):
         """SimPy generator: apply ``effect`` after the drawn latency; returns its result."""

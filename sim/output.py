@@ -46,7 +46,7 @@ def git_commit(start: Path) -> str:
 
 
 def versions() -> dict:
-    found = {"python": platform.python_version()}
+    found: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)
@@ -66,13 +66,13 @@ def write_run_dir(out: Path, *, manifest: dict, summary: dict, store: dict, rpc_
         writer.writeheader()
         writer.writerows(instances)
     with open(out / "rpc.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(report.RPC_COLUMNS)
-        writer.writerows(rpc_rows)
+        rpc_writer = csv.writer(f)
+        rpc_writer.writerow(report.RPC_COLUMNS)
+        rpc_writer.writerows(rpc_rows)
     with open(out / "timeseries.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("time", "metric", "series", "value"))
-        writer.writerows(series)
+        series_writer = csv.writer(f)
+        series_writer.writerow(("time", "metric", "series", "value"))
+        series_writer.writerows(series)
     if not plots:
         return []
     subtitle = f"{summary.get('scenario', '')} · seed {summary.get('seed', '')} · {summary.get('mode', '')}"

@@ -98,9 +98,9 @@ class Simulation:
             ),
             network.make_manager(self.net_config),
         )
-        self.hypervisors = []
-        self.netdrivers = []
-        self.services = []
+        self.hypervisors: list = []
+        self.netdrivers: list = []
+        self.services: list = []
         width = len(str(cloud.hosts.count))
         for i in range(cloud.hosts.count):
             host = f"host{i + 1:0{width}d}"
@@ -112,13 +112,13 @@ class Simulation:
             )
         for i in range(net.hosts):
             host = f"net{i + 1}"
-            manager = network.make_manager(self.net_config, host)
-            self.services.append(SimService(self.runtime, "network", host, manager, net.workers, netdriver=self._netdriver(host)))
+            network_manager = network.make_manager(self.net_config, host)
+            self.services.append(SimService(self.runtime, "network", host, network_manager, net.workers, netdriver=self._netdriver(host)))
         if cloud.scheduler != scheduler.QUEUE:
             config = scheduler.SchedulerConfig(cloud.scheduler, scenario.max_cores, timing.service_down_time)
-            manager = scheduler.SchedulerManager(config, network.make_manager(self.net_config))
-            self.services.append(SimService(self.runtime, "scheduler", "sched1", manager, cloud.scheduler_workers))
-        by_kind = {}
+            scheduler_manager = scheduler.SchedulerManager(config, network.make_manager(self.net_config))
+            self.services.append(SimService(self.runtime, "scheduler", "sched1", scheduler_manager, cloud.scheduler_workers))
+        by_kind: dict = {}
         for svc in self.services:
             by_kind.setdefault(svc.topic, []).append(svc)
         self.fault_targets = faults.FaultTargets(env, by_kind, self.hypervisors, self._restart, self.store)

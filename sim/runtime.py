@@ -35,6 +35,7 @@ import hashlib
 import random
 import types
 from dataclasses import dataclass, field
+from typing import Any
 
 from common import effects as fx
 from common import rpc
@@ -87,9 +88,9 @@ class Agent:
 
     name: str
     host: str = ""
-    hypervisor: object = None
-    rng: random.Random = field(default=None, repr=False)
-    netdriver: object = None
+    hypervisor: Any = None
+    rng: random.Random = field(default=None, repr=False)  # type: ignore[assignment]  # the runtime always gives one
+    netdriver: Any = None
     #: False once the service is killed: its generators stop at their next effect.
     alive: bool = True
     #: True when ``drive`` must look at this agent between effects (killed, or armed
@@ -99,7 +100,7 @@ class Agent:
     performed: int = 0
     #: Crash point: once ``performed`` reaches it, ``on_crash()`` kills the service.
     crash_after: int | None = None
-    on_crash: object = field(default=None, repr=False)
+    on_crash: Any = field(default=None, repr=False)
 
 
 class SimRuntime:
@@ -122,8 +123,8 @@ class SimRuntime:
         self.effects = 0
         self.late_replies = 0
         #: Generators of killed agents, kept unclosed so that no ``finally:`` runs.
-        self.dropped = []
-        self._handlers = {
+        self.dropped: list = []
+        self._handlers: dict[type, Any] = {
             Transaction: self._transaction,
             Cast: self._cast,
             Call: self._call,
@@ -175,7 +176,8 @@ class SimRuntime:
         env = self.env
         store = self.store
         fold = self._fingerprint.update
-        send = throw = None
+        send: Any = None
+        throw: BaseException | None = None
         while True:
             if agent.watched and self._stopped(agent):
                 self.dropped.append(gen)

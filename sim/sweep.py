@@ -24,6 +24,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -61,7 +62,8 @@ class SweepResult:
 def validate(scenario, parameters: dict, source: str, overrides: dict | None = None) -> list:
     """The scenario of every combination (on top of ``overrides``), validated; raises
     SweepError listing each distinct problem once (with the first combination that shows it)."""
-    scenarios, problems = [], {}
+    scenarios: list = []
+    problems: dict = {}
     overrides = dict(overrides or {})
     both = sorted(set(overrides) & set(parameters))
     if both:
@@ -206,7 +208,7 @@ def print_table(console, result: SweepResult):
     topics = [c for c in result.columns if c.startswith(plan_.TOPIC_PREFIX) and any(row.get(c) for row in rows)]
     pools = [c.split(":", 1)[1] for c in result.columns if c.startswith(plan_.POOL_SIZE_PREFIX)]
     table = Table(title=f"sweep · {len(rows)} runs · {result.sweep_dir}")
-    right = {"justify": "right"}
+    right: dict[str, Any] = {"justify": "right"}
     table.add_column("run", **right)
     for key in result.parameters:
         table.add_column(key.rsplit(".", 1)[-1])

@@ -79,10 +79,10 @@ class Cloud:
         self.bridge = f"brapi{self.tag}"
         self.state_dir = tempfile.mkdtemp(prefix=f"novalab-ec2-{self.tag}-")
         os.chmod(self.state_dir, 0o755)  # dnsmasq rereads its hosts file as nobody
-        self.processes = {}
-        self.cleanups = []
-        self.users = {}
-        self.access_log = []
+        self.processes: dict = {}
+        self.cleanups: list = []
+        self.users: dict = {}
+        self.access_log: list = []
 
     # -- bring up -------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import hashlib
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -159,4 +160,4 @@ def test_cached_file_has_the_objects_md5(tmp_path, store):
     server, _ = store
     cache = images.ImageCache(server.url, SERVICE, tmp_path / "_base")
     cache.fetch("ami-u", "imgs/ubuntu.img", len(IMAGE))
-    assert hashlib.md5(open(cache.path("ami-u"), "rb").read()).digest() == hashlib.md5(IMAGE).digest()
+    assert hashlib.md5(Path(cache.path("ami-u")).read_bytes()).digest() == hashlib.md5(IMAGE).digest()

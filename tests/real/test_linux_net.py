@@ -19,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from conftest import service_unavailable
@@ -151,7 +152,10 @@ def test_bridge_has_gateway_and_ensuring_twice_changes_nothing(lab):
     ns = lab.ns()
     net = lab.net(ns)
     assert net.ensure_bridge("nltbr0", address=GW) == "nltbr0"
-    detail = lambda: re.sub(r"\b\w+_timer\s+\S+", "", sh("ip", "-d", "addr", ns=ns))  # timers tick
+
+    def detail():
+        return re.sub(r"\b\w+_timer\s+\S+", "", sh("ip", "-d", "addr", ns=ns))  # timers tick
+
     before = detail()
     net.ensure_bridge("nltbr0", address=GW)
     assert detail() == before
@@ -179,7 +183,7 @@ def test_dhcp_script_is_called_with_add_mac_ip_host(lab):
     net.update_dhcp("nltbr0", "10.77.0.1", "10.77.0.3", [(MAC1, "i-one", "10.77.0.5")])
     lab.lease(client)
     deadline = time.monotonic() + 10
-    while f"add {MAC1} 10.77.0.5 i-one" not in (open(log).read().splitlines() if os.path.exists(log) else []):
+    while f"add {MAC1} 10.77.0.5 i-one" not in (Path(log).read_text().splitlines() if os.path.exists(log) else []):
         assert time.monotonic() < deadline, "the dhcp script was not called with add"
         time.sleep(0.05)
 
@@ -267,7 +271,7 @@ def test_failures_name_command_status_and_stderr(lab):
     with pytest.raises(NetworkDriverError, match=r"`.*ip -j addr show dev nltnone0` failed with exit status 1: Device \"nltnone0\" does not exist"):
         net.bind_floating("203.0.113.30", "nltnone0")
     net.ensure_bridge("nltbr0")
-    with pytest.raises(NetworkDriverError, match="gateway 10.77.0.1 is not an address of nltbr0"):
+    with pytest.raises(NetworkDriverError, match=re.escape("gateway 10.77.0.1 is not an address of nltbr0")):
         net.update_dhcp("nltbr0", "10.77.0.1", "10.77.0.3", [])
     assert not live_pids(lab.state)
     with pytest.raises(TypeError):

@@ -183,9 +183,9 @@ def test_unknown_access_key_is_invalid_access_key_id(store):
 @pytest.mark.parametrize("minutes", [-16, 16])
 def test_stale_or_future_timestamp_is_request_time_too_skewed(tmp_path, minutes):
     """A request signed more than 15 minutes before or after the server's clock is refused."""
-    with ObjectStoreServer(tmp_path, KEYS.get, port=0, clock=lambda: time.time() - minutes * 60) as store:
-        with pytest.raises(ClientError) as e:
-            client(store).list_buckets()
+    with (ObjectStoreServer(tmp_path, KEYS.get, port=0, clock=lambda: time.time() - minutes * 60) as store,
+          pytest.raises(ClientError) as e):
+        client(store).list_buckets()
     assert code(e) == "RequestTimeTooSkewed"
 
 

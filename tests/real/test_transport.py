@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
 import uuid
+from typing import Any, ClassVar
 
 import pytest
 
@@ -22,7 +24,7 @@ from real.transport import RpcClient, RpcServer, delete_queues, queue_depths, qu
 class Manager:
     """A tiny manager: its methods are generators that yield no effects."""
 
-    rpc_methods = {"echo", "fail", "crash", "sleep", "whoami", "block", "run_instance", "terminate_instance"}
+    rpc_methods: ClassVar = {"echo", "fail", "crash", "sleep", "whoami", "block", "run_instance", "terminate_instance"}
 
     def __init__(self, host="h1"):
         self.host = host
@@ -122,7 +124,7 @@ def raw_call(url, topic, body: bytes, timeout=5.0):
     import kombu
 
     with kombu.Connection(url) as conn:
-        channel, got = conn.channel(), []
+        channel, got = conn.channel(), list[Any]()
         channel.basic_consume("amq.rabbitmq.reply-to", no_ack=True, callback=got.append)
         channel.basic_publish(amqp.Message(body, reply_to="amq.rabbitmq.reply-to", correlation_id="raw-1"),
                               exchange="nova", routing_key=topic)
@@ -139,7 +141,7 @@ def raw_call(url, topic, body: bytes, timeout=5.0):
 
 def test_cast_reaches_handler(serve, client, topic):
     """A cast is delivered to the handler with its arguments."""
-    server, manager = serve()
+    _server, manager = serve()
     client.cast(topic, "echo", {"value": 7})
     assert eventually(lambda: manager.seen == [7])
 
@@ -181,7 +183,7 @@ def test_call_times_out_without_consumer(serve, client, topic, amqp_url):
     server, _ = serve()
     server.stop()
     start = time.monotonic()
-    with pytest.raises(RpcTimeout, match="within 0.5 s"):
+    with pytest.raises(RpcTimeout, match=re.escape("within 0.5 s")):
         client.call(topic, "echo", {}, timeout=0.5)
     assert time.monotonic() - start < 1.5
     assert queue_depths(amqp_url, [topic, f"{topic}.h1"]) == {topic: 1, f"{topic}.h1": 0}
@@ -262,7 +264,7 @@ def test_ack_policy_decides_redelivery_after_a_crash(method, deliveries, serve, 
 
 def test_batched_casts_report_unroutable_at_flush(serve, client, topic):
     """cast(wait=False) delivers routable casts; flush() names the unroutable ones."""
-    server, manager = serve()
+    _server, manager = serve()
     nobody = f"nobody-{uuid.uuid4().hex[:8]}"
     for i in range(20):
         client.cast(topic, "echo", {"value": i}, wait=False)
@@ -277,7 +279,13 @@ def test_client_refuses_a_second_thread(client, serve, topic):
     serve()
     client.call(topic, "echo", {})
     errors = []
-    t = threading.Thread(target=lambda: errors.append(pytest.raises(RuntimeError, client.cast, topic, "echo", {})))
+
+    def cast_from_another_thread():
+        with pytest.raises(RuntimeError):
+            client.cast(topic, "echo", {})
+        errors.append("refused")
+
+    t = threading.Thread(target=cast_from_another_thread)
     t.start()
     t.join()
     assert errors
@@ -312,5 +320,5 @@ def test_unreachable_broker_is_a_clear_error():
     with RpcClient(url, connect_timeout=1) as c, pytest.raises(Unroutable, match="cannot reach the broker at amqp://"):
         c.cast("compute", "echo", {})
     server = RpcServer(url, "compute", "h1", lambda m: None, workers=1, connect_timeout=1)
-    with pytest.raises(ConnectionError, match="not consuming after 0.5 s"):
+    with pytest.raises(ConnectionError, match=re.escape("not consuming after 0.5 s")):
         server.start(timeout=0.5)

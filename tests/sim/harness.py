@@ -10,7 +10,7 @@ from sim.store import SimStore
 
 def runtime(seed: int, store_latency=(0.0001, 0.002)):
     env = simpy.Environment()
-    timing = Timing(store={"uniform": list(store_latency)}, inline_zero_latency=False)
+    timing = Timing.model_validate({"store": {"uniform": list(store_latency)}, "inline_zero_latency": False})
     return SimRuntime(env, seed, SimStore(), None, timing, Recorder())
 
 

@@ -22,14 +22,14 @@ def sink(out=None):
 
 def test_exact_routing():
     """A publish reaches only the queue bound with exactly its key."""
-    env, broker = make()
+    _env, broker = make()
     assert broker.publish("compute.host1", "{}")
     assert broker.queue_depths() == {"compute": 0, "compute.host1": 1, "compute.host2": 0}
 
 
 def test_unroutable_returns_false():
     """A publish with no bound queue returns False and is counted."""
-    env, broker = make()
+    _env, broker = make()
     assert broker.publish("compute.host9", "{}") is False
     assert broker.publish("compute.*", "{}") is False
     assert broker.unroutable == 2
@@ -37,14 +37,14 @@ def test_unroutable_returns_false():
 
 def test_wildcard_binding_rejected():
     """Binding keys with * or # are refused: exact keys only."""
-    env, broker = make()
+    _env, broker = make()
     with pytest.raises(ValueError):
         broker.bind("compute", "compute.*")
 
 
 def test_double_bind_and_declare_deliver_once():
     """Declaring and binding twice is idempotent: one publish, one delivery."""
-    env, broker = make()
+    _env, broker = make()
     broker.declare_queue("compute")
     broker.bind("compute", "compute")
     got, cb = sink()
@@ -55,7 +55,7 @@ def test_double_bind_and_declare_deliver_once():
 
 def test_one_key_routes_to_every_bound_queue():
     """Two queues bound with the same key each get a copy."""
-    env, broker = make(("a", "b"))
+    _env, broker = make(("a", "b"))
     broker.bind("b", "a")
     broker.publish("a", "x")
     assert broker.queue_depths() == {"a": 1, "b": 1}
@@ -63,7 +63,7 @@ def test_one_key_routes_to_every_bound_queue():
 
 def test_consume_undeclared_queue_raises_keyerror():
     """Consuming a queue that was never declared is a KeyError naming it."""
-    env, broker = make()
+    _env, broker = make()
     with pytest.raises(KeyError, match="network"):
         broker.consume(["network"], 1, print, "c1")
 
@@ -101,7 +101,7 @@ def test_zero_latency_is_synchronous():
 
 def test_competing_consumers_round_robin():
     """Free consumers of a queue take turns."""
-    env, broker = make()
+    _env, broker = make()
     got = []
     for tag in ("a", "b", "c"):
         broker.consume(["compute"], 10, got.append, tag)
@@ -112,7 +112,7 @@ def test_competing_consumers_round_robin():
 
 def test_round_robin_counts_deliveries_from_other_queues():
     """A consumer just served from its host queue goes behind the others on the topic queue."""
-    env, broker = make()
+    _env, broker = make()
     got = []
     broker.consume(["compute", "compute.host1"], 10, got.append, "h1")
     broker.consume(["compute", "compute.host2"], 10, got.append, "h2")
@@ -123,7 +123,7 @@ def test_round_robin_counts_deliveries_from_other_queues():
 
 def test_capacity_limits_in_flight_and_release_pulls_next():
     """A full consumer gets nothing more until it releases a delivery."""
-    env, broker = make()
+    _env, broker = make()
     got, cb = sink()
     c = broker.consume(["compute"], 2, cb, "c1")
     for i in range(4):
@@ -135,7 +135,7 @@ def test_capacity_limits_in_flight_and_release_pulls_next():
 
 def test_ack_does_not_free_capacity():
     """Acking keeps the capacity unit; only release gives it back."""
-    env, broker = make()
+    _env, broker = make()
     got, cb = sink()
     c = broker.consume(["compute"], 1, cb, "c1")
     broker.publish("compute", "a")
@@ -146,7 +146,7 @@ def test_ack_does_not_free_capacity():
 
 def test_release_before_ack():
     """A released delivery can still be acked, and the next one flows."""
-    env, broker = make()
+    _env, broker = make()
     got, cb = sink()
     c = broker.consume(["compute"], 1, cb, "c1")
     broker.publish("compute", "a")
@@ -158,7 +158,7 @@ def test_release_before_ack():
 
 def test_release_twice_raises():
     """Releasing the same delivery twice is a ValueError."""
-    env, broker = make()
+    _env, broker = make()
     got, cb = sink()
     c = broker.consume(["compute"], 1, cb, "c1")
     broker.publish("compute", "a")
@@ -184,7 +184,7 @@ def test_oldest_first_across_queues():
 
 def test_ack_twice_raises_channel_error():
     """A second ack of the same tag is PRECONDITION_FAILED."""
-    env, broker = make()
+    _env, broker = make()
     got, cb = sink()
     c = broker.consume(["compute"], 1, cb, "c1")
     broker.publish("compute", "a")
@@ -195,7 +195,7 @@ def test_ack_twice_raises_channel_error():
 
 def test_ack_unknown_or_foreign_tag_raises():
     """Acking a made-up tag or another consumer's delivery is a channel error."""
-    env, broker = make()
+    _env, broker = make()
     got, cb = sink()
     c1 = broker.consume(["compute"], 1, cb, "c1")
     c2 = broker.consume(["compute.host1"], 1, cb, "c2")
@@ -215,7 +215,7 @@ def test_channel_error_survives_simpy_reraise():
 def test_close_requeues_unacked_at_head_for_another_consumer():
     """A crashed consumer's unacked deliveries go back first, in order, redelivered."""
     env, broker = make()
-    got1, cb1 = sink()
+    _got1, cb1 = sink()
     c1 = broker.consume(["compute"], 2, cb1, "c1")
     for body in ("a", "b", "c"):
         broker.publish("compute", body)
@@ -230,7 +230,7 @@ def test_close_requeues_unacked_at_head_for_another_consumer():
 def test_close_puts_requeued_before_waiting_messages():
     """Requeued deliveries sit at the head, ahead of messages already waiting."""
     env, broker = make()
-    got, cb = sink()
+    _got, cb = sink()
     c1 = broker.consume(["compute"], 1, cb, "c1")
     broker.publish("compute", "a")
     broker.publish("compute", "b")
@@ -243,7 +243,7 @@ def test_close_puts_requeued_before_waiting_messages():
 
 def test_acked_deliveries_not_requeued_on_close():
     """Only unacked deliveries come back after a crash."""
-    env, broker = make()
+    _env, broker = make()
     got, cb = sink()
     c1 = broker.consume(["compute"], 2, cb, "c1")
     broker.publish("compute", "a")
@@ -256,7 +256,7 @@ def test_acked_deliveries_not_requeued_on_close():
 
 def test_after_close_ack_raises_release_is_noop_close_idempotent():
     """A closed consumer rejects acks, ignores releases and can be closed again."""
-    env, broker = make()
+    _env, broker = make()
     got, cb = sink()
     c = broker.consume(["compute"], 1, cb, "c1")
     broker.publish("compute", "a")
@@ -285,7 +285,7 @@ def test_close_requeues_in_flight_and_never_delivers_them():
 
 def test_nack_requeue_goes_to_head_redelivered():
     """nack(requeue=True) puts the message back first with redelivered=True."""
-    env, broker = make()
+    _env, broker = make()
     got, cb = sink()
     c = broker.consume(["compute"], 1, cb, "c1")
     broker.publish("compute", "a")
@@ -297,7 +297,7 @@ def test_nack_requeue_goes_to_head_redelivered():
 
 def test_nack_drop_counts_dropped():
     """nack(requeue=False) discards the message and counts it as dropped."""
-    env, broker = make()
+    _env, broker = make()
     got, cb = sink()
     c = broker.consume(["compute"], 1, cb, "c1")
     broker.publish("compute", "a")
@@ -320,7 +320,7 @@ def test_delivery_latency_delays_on_delivery():
 
 def test_delivery_tags_unique_and_increasing():
     """Every delivery, redeliveries included, gets a fresh, larger tag."""
-    env, broker = make()
+    _env, broker = make()
     got, cb = sink()
     c = broker.consume(["compute"], 1, cb, "c1")
     broker.publish("compute", "a")
@@ -371,8 +371,8 @@ def test_stats_counts_peak_depth_and_waits():
 
 def test_redelivered_counted_in_stats():
     """Redeliveries after a crash show as requeued and redelivered."""
-    env, broker = make()
-    got, cb = sink()
+    _env, broker = make()
+    _got, cb = sink()
     c1 = broker.consume(["compute"], 1, cb, "c1")
     broker.publish("compute", "a")
     c1.close()

@@ -45,7 +45,7 @@ def write(tmp_path, text, name="s.yaml"):
 def test_bad_scenario_file_exits_2_with_one_clear_error(tmp_path, capsys, text, expected):
     """Each bad scenario gives exit status 2 and one message naming the file and field."""
     path = write(tmp_path, text)
-    code, out, err = run([path, "--out", str(tmp_path / "run")], capsys)
+    code, _out, err = run([path, "--out", str(tmp_path / "run")], capsys)
     assert code == 2
     assert expected in err and path in err
     assert len(err.strip().splitlines()) == 1

@@ -46,7 +46,7 @@ def run(rt, *work):
 
 def test_first_boot_on_a_host_pays_the_transfer_the_second_does_not():
     """The first boot waits size/bandwidth + latency for the image; a later one on the same host only boots."""
-    rt, cache, agents = cloud()
+    rt, _cache, agents = cloud()
     (first,) = run(rt, (agents["h1"], boot("i-1")))
     (second,) = run(rt, (agents["h1"], boot("i-2")))
     assert first == (True, SIZE / BANDWIDTH + 0.5 + BOOT)

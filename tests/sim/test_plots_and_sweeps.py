@@ -138,7 +138,7 @@ def test_sampled_host_queue_depths_match_the_summary_topics():
     assert {name for name in lines if "<host>" in name} == {f"{g} ({k})" for g in host_groups for k in ("sum", "max")}
     for group in host_groups:
         assert max(lines[f"{group} (max)"][1]) <= result.summary["queues"][group]["peak_depth"]
-        assert all(m <= s for m, s in zip(lines[f"{group} (max)"][1], lines[f"{group} (sum)"][1]))
+        assert all(m <= s for m, s in zip(lines[f"{group} (max)"][1], lines[f"{group} (sum)"][1], strict=True))
 
 
 # -- sweeps -----------------------------------------------------------------------

@@ -377,7 +377,7 @@ def test_terminate_cas_retries_are_bounded():
     gen = cloud().terminate_instances(CTX, [IID])
     effects = [step(gen)]
     reply = record("scheduling", host="h1")
-    for attempt in range(MAX_CAS_RETRIES):
+    for _attempt in range(MAX_CAS_RETRIES):
         effects += [step(gen, reply), step(gen, 50.0), step(gen, 50.0)]  # Now, Now, CAS
         effects.append(step(gen, None))  # lost: re-read
         reply = record("spawning", host="h1")

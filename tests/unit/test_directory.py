@@ -125,7 +125,7 @@ def test_lookup_by_access_key_is_one_escaped_search():
 def test_lookup_matches_exactly_and_refuses_ambiguity():
     """A search answer that only matches ignoring case is not the user; two users with
     one key (a lost race) is nobody."""
-    effects, found = run(D.user_by_access_key("AK"), (user_entry("alice", "ak"),))
+    _effects, found = run(D.user_by_access_key("AK"), (user_entry("alice", "ak"),))
     assert found is None
     _, found = run(D.user_by_access_key("AK"), (user_entry("alice", "AK", admin=True),))
     assert found == User("alice", "AK", "SK", True)

@@ -499,7 +499,7 @@ def test_unauthorized_action_is_403_and_hides_parameter_errors():
 
 
 def test_unauthenticated_bad_input_gets_auth_failure_not_a_parameter_error():
-    response, effects = drive(make_api(), sign_v4({"Action": "RunInstances", "MinCount": "9", "MaxCount": "1"},
+    response, _effects = drive(make_api(), sign_v4({"Action": "RunInstances", "MinCount": "9", "MaxCount": "1"},
                                                   secret="wrong"))
     assert error_of(response)[0] == "AuthFailure"
 

@@ -710,7 +710,7 @@ def test_update_dhcp_repr_is_short_and_deterministic():
     text = repr(update)
     assert text.startswith("UpdateDhcp(bridge='br100', gateway='10.0.0.1', dhcp_start='10.0.0.2', hosts=<2000 lines ")
     assert len(text) < 150 and text == repr(UpdateDhcp("br100", "10.0.0.1", "10.0.0.2", tuple(hosts)))
-    assert text != repr(UpdateDhcp("br100", "10.0.0.1", "10.0.0.2", hosts[:-1] + (DhcpHost("x", "y", "z"),)))
+    assert text != repr(UpdateDhcp("br100", "10.0.0.1", "10.0.0.2", (*hosts[:-1], DhcpHost("x", "y", "z"))))
 
 
 def test_managers_build_quickly_on_small_ranges():
