@@ -1,1 +1,1 @@
-"""The real runtime (RabbitMQ, Redis, libvirt, Linux networking): not built yet."""
+"""The real runtime: the same managers against RabbitMQ, Redis, OpenLDAP, libvirt and Linux networking."""

@@ -404,8 +404,9 @@ def build_api(config, *, scheduler: str = QUEUE, images=("ami-tiny",), instance_
     the directory does not answer, or when ``config.time_scale`` is not 1.
     """
     from real import directory as ldap
-    from real.daemon import StartupError as DaemonStartupError
-    from real.daemon import connect, network_manager
+    from real.daemon import network_manager
+    from real.startup import StartupError as DaemonStartupError
+    from real.startup import connect
 
     if config.time_scale != 1:
         raise StartupError(f"the EC2 API runs on the wall clock; time_scale is {config.time_scale}, not 1")

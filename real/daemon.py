@@ -17,22 +17,15 @@ import threading
 from common import network, service
 from common.compute import ComputeManager
 from common.effects import BindFloating, EnsureFloatingForward, RemoveFloatingForward, UnbindFloating
-from common.errors import HypervisorError, NetworkDriverError, NovaError
+from common.errors import HypervisorError, NetworkDriverError
 from common.scheduler import SchedulerConfig, SchedulerManager
-from real import transport
 from real.config import DaemonConfig
-from real.runner import RealRuntime
 from real.service import RealService
-from real.store import RedisStore
-from real.transport import RpcClient
+from real.startup import StartupError, connect
 
 log = logging.getLogger("novalab")
 
 KINDS = ("compute", "network", "scheduler")
-
-
-class StartupError(RuntimeError):
-    """A daemon cannot start; the message says which service is missing and where."""
 
 
 def network_manager(config: DaemonConfig, host: str = ""):
@@ -77,23 +70,6 @@ def net_driver(config: DaemonConfig):
     elif config.bind_floating:
         linux = LinuxNet(config.net_state_dir, namespace=config.netns, public_interface=config.public_interface)
     return linux if config.bind_floating else FloatingRecordsOnly(linux)
-
-
-def connect(config: DaemonConfig):
-    """-> (store, runtime) once Redis and RabbitMQ answer; StartupError otherwise."""
-    store = RedisStore(config.redis_url, prefix=config.key_prefix, socket_timeout=config.connect_timeout)
-    try:
-        store.ping()
-    except NovaError as e:
-        raise StartupError(f"cannot reach Redis at {config.redis_url}: {e}") from None
-    try:
-        # One real connection (RpcClient connects lazily, on its first publish).
-        transport.queue_stats(config.amqp_url, (), connect_timeout=config.connect_timeout)
-    except Exception as e:  # any failure to connect is a refusal to start
-        raise StartupError(f"cannot reach RabbitMQ at {config.amqp_url}: {e}") from None
-    runtime = RealRuntime(store, lambda: RpcClient(config.amqp_url), time_scale=config.time_scale,
-                          time_origin=config.time_origin)
-    return store, runtime
 
 
 def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:

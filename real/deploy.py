@@ -451,7 +451,7 @@ class Deployment:
             raise DeployError(f"bad setting: {e}") from None
 
     def _check_services(self, config) -> None:
-        from real.daemon import StartupError, connect
+        from real.startup import StartupError, connect
 
         for what, host, port, flag in (("EC2 API", config.api_listen, config.api_port, "--api-port"),
                                        ("object store", config.objectstore_listen, config.objectstore_port,

@@ -22,7 +22,7 @@ from common.context import SYSTEM
 from common.effects import HGet
 from common.errors import NovaError
 from real import config as config_module
-from real.daemon import StartupError, connect
+from real.startup import StartupError, connect
 from real.transport import RpcClient
 
 EVENTS = {"add": "lease_fixed_ip", "old": "lease_fixed_ip", "del": "release_fixed_ip"}

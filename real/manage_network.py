@@ -13,8 +13,9 @@ from common import floating
 from common.errors import NovaError
 from real import config as config_module
 from real import manage
-from real.daemon import StartupError, connect, network_manager
+from real.daemon import network_manager
 from real.runner import Agent
+from real.startup import StartupError, connect
 
 
 def _configure_network(parser):

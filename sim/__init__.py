@@ -1,1 +1,1 @@
-"""The SimPy runtime: virtual time, a broker model, fakeredis and a fake hypervisor."""
+"""The SimPy runtime: virtual time, a broker model, fakeredis, a mock LDAP directory and fake drivers."""

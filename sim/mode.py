@@ -3,28 +3,24 @@ summary. With ``--sweep``/``--seeds`` the work goes to ``sim.sweep``."""
 
 from __future__ import annotations
 
-import datetime
 import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from common import report
 from common.scenario import ScenarioError, with_overrides
-from sim import output
+from sim import sweep
+from sim.one_run import run_one, timestamp
 from sim.overrides import SweepError, parse_set_args
-from sim.run import simulate
-from sim.scenario_file import digest, load
+from sim.scenario_file import load
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def run(args) -> int:
     if getattr(args, "sweep", None) or getattr(args, "seeds", None) is not None:
-        from sim import sweep  # imports this module for run_one
-
         return sweep.run(args)
     try:
         scenario, raw = load(args.scenario)
@@ -50,65 +46,6 @@ def run(args) -> int:
     )
     print_summary(Console(width=max(100, Console().width)), summary, out)
     return EXIT_OK if summary["ok"] else EXIT_FAILED
-
-
-def timestamp() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def run_one(scenario, raw: bytes, scenario_path, seed: int, out: Path, *, plots: bool = True, stamp: str | None = None,
-            overrides: dict | None = None, sweep: str | None = None, console=None, progress: bool = False) -> dict:
-    """Simulate one scenario with one seed and write its run directory; returns the summary.
-
-    ``overrides`` (already applied to ``scenario``) and ``sweep`` (the sweep directory it
-    belongs to) are recorded in the manifest."""
-    if progress:
-        result = _simulate_with_progress(scenario, seed, console or Console(stderr=True), enabled=True)
-    else:
-        result = simulate(scenario, seed)
-    manifest = {
-        "scenario": scenario.name,
-        "scenario_path": str(scenario_path),
-        "scenario_hash": digest(raw),
-        "seed": seed,
-        "mode": "sim",
-        "git_commit": output.git_commit(Path(__file__).resolve().parent),
-        "versions": output.versions(),
-        "started_at": stamp or timestamp(),
-        "overrides": dict(overrides or {}),
-    }
-    if sweep is not None:
-        manifest["sweep"] = sweep
-    output.write_run_dir(
-        out,
-        manifest=manifest,
-        summary=result.summary,
-        store=result.snapshot.store,
-        rpc_rows=result.recorder.rpc_rows,
-        series=result.recorder.series,
-        plots=plots,
-    )
-    return result.summary
-
-
-def _simulate_with_progress(scenario, seed, console, enabled: bool):
-    total = scenario.workload.requests
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} requests settled"),
-        TextColumn("sim t={task.fields[sim_time]:,.0f} s"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, disable=not enabled, transient=False) as progress:
-        task = progress.add_task(scenario.name, total=total, sim_time=0.0)
-
-        def update(issued, finished, sim_time):
-            progress.update(task, completed=finished, sim_time=sim_time)
-
-        result = simulate(scenario, seed, progress=update)
-        progress.update(task, completed=total, sim_time=result.summary["sim_time"])
-    return result
 
 
 def print_summary(console, summary, out):

@@ -32,7 +32,7 @@ from rich.table import Table
 from common import sweep as plan_
 from common.scenario import ScenarioError, with_overrides
 from sim import output
-from sim.mode import run_one, timestamp
+from sim.one_run import run_one, timestamp
 from sim.overrides import SweepError, parse_set_args, parse_sweep_args
 from sim.scenario_file import digest, load
 

@@ -159,8 +159,8 @@ class Cloud:
 
     def _store(self):
         from common import floating
-        from real.daemon import connect
         from real.runner import Agent
+        from real.startup import connect
 
         self.store, runtime = connect(self.config)
         self.cleanups.append(self.store.close)
