@@ -86,7 +86,8 @@ from urllib.parse import quote
 from common.cloud import CloudConfig, CloudController, Quota
 from common.context import SYSTEM
 from common.directory import Directory
-from common.ec2 import Ec2Api, HttpRequest, HttpResponse, render_error
+from common.ec2 import Ec2Api, HttpRequest, HttpResponse
+from common.ec2.render import render_error
 from common.errors import NovaError
 from common.keypairs import GenerateKeyPair
 from common.scheduler import QUEUE

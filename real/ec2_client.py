@@ -2,9 +2,10 @@
 
 ``run-scenario --mode real`` drives its workload through the API with it, one client
 per workload thread and project. It signs exactly as boto3 does (``POST`` of a form
-body, ``Authorization: AWS4-HMAC-SHA256 ...``, ``X-Amz-Date``; the signing key comes
-from ``common.ec2.v4_signing_key``, the function the server verifies with), so the API
-cannot tell it from boto3 except by its User-Agent.
+body, ``Authorization: AWS4-HMAC-SHA256 ...``, ``X-Amz-Date``), so the API cannot tell
+it from boto3 except by its User-Agent. It sends what ``common.ec2.inprocess.signed_request``
+builds: the simulation builds its requests with the same function, and the server
+verifies them with the same signing module (common/signing.py).
 
 Why not boto3 here: the request timestamp. A real run compresses time (``time_scale``),
 and every process of the run, the API included, reads the compressed clock; a client
@@ -29,16 +30,14 @@ pagination, filters.
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import hmac
 import http.client
 import time
 from collections.abc import Callable, Mapping
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
-from common.ec2 import API_VERSION, V4_ALGORITHM, v4_signing_key
+from common.ec2 import HttpRequest
+from common.ec2.inprocess import signed_request
 
 USER_AGENT = "novalab-ec2-client/1"
 
@@ -96,29 +95,10 @@ class Ec2Client:
 
     # -- signing --------------------------------------------------------------------
 
-    def signed_headers(self, body: bytes) -> dict:
-        stamp = datetime.datetime.fromtimestamp(self.clock(), datetime.UTC)
-        amz_date = stamp.strftime("%Y%m%dT%H%M%SZ")
-        date = amz_date[:8]
-        headers = {
-            "content-type": "application/x-www-form-urlencoded; charset=utf-8",
-            "host": self.netloc,
-            "x-amz-date": amz_date,
-        }
-        names = sorted(headers)
-        canonical = "\n".join((
-            "POST", quote(self.path, safe="/~"), "",
-            "".join(f"{n}:{' '.join(headers[n].split())}\n" for n in names),
-            ";".join(names), hashlib.sha256(body).hexdigest(),
-        ))
-        scope = f"{date}/{self.region}/ec2/aws4_request"
-        to_sign = "\n".join((V4_ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()))
-        key = v4_signing_key(self.secret_key, date, self.region, "ec2")
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-        headers["authorization"] = (f"{V4_ALGORITHM} Credential={self.access_key}/{scope}, "
-                                    f"SignedHeaders={';'.join(names)}, Signature={signature}")
-        headers["user-agent"] = USER_AGENT
-        return headers
+    def signed_request(self, action: str, params: Mapping[str, object] | None = None) -> HttpRequest:
+        """The request to send, signed at the client's clock's time."""
+        return signed_request(action, params, self.access_key, self.secret_key, self.clock(), self.netloc,
+                              path=self.path, region=self.region)
 
     # -- one request ------------------------------------------------------------------
 
@@ -133,12 +113,14 @@ class Ec2Client:
             self._connection.close()
             self._connection = None
 
-    def _exchange(self, body: bytes) -> tuple[int, bytes]:
+    def _exchange(self, action: str, params: Mapping[str, object] | None) -> tuple[int, bytes]:
         for attempt in (1, 2):
             connection = self._connect()
             reused = self._used
+            request = self.signed_request(action, params)
             try:
-                connection.request("POST", self.path, body=body, headers=self.signed_headers(body))
+                connection.request(request.method, request.path, body=request.body,
+                                   headers={**request.headers, "user-agent": USER_AGENT})
                 answer = connection.getresponse()
                 data = answer.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
@@ -160,9 +142,7 @@ class Ec2Client:
 
     def call(self, action: str, params: Mapping[str, object] | None = None):
         """-> the XML root of the answer; Ec2Error for an error answer."""
-        form = {"Action": action, "Version": API_VERSION}
-        form.update({k: str(v) for k, v in (params or {}).items()})
-        status, data = self._exchange(urlencode(form).encode())
+        status, data = self._exchange(action, params)
         self.requests += 1
         try:
             root = ElementTree.fromstring(data)

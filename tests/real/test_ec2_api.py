@@ -537,6 +537,24 @@ def test_signature_version_2_over_http(cloud):
     assert status == 200, body
 
 
+def test_the_server_never_trusts_a_request_that_claims_it(cloud):
+    """A Trusted-Access-Key header or trusted_access_key parameter is unsigned: 401."""
+    access, _ = cloud.users["ops"]
+    parts = urlsplit(cloud.server.url)
+    body = urlencode({"Action": "DescribeAvailabilityZones", "Version": "2010-08-31",
+                      "trusted_access_key": f"{access}:{PROJECT}"}).encode()
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.request("POST", parts.path, body=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Trusted-Access-Key": f"{access}:{PROJECT}",
+            "Trusted_Access_Key": f"{access}:{PROJECT}"})
+        answer = connection.getresponse()
+        assert answer.status == 401
+        assert b"<Code>AuthFailure</Code>" in answer.read()
+    finally:
+        connection.close()
+
+
 def test_a_chunked_body_over_the_bound_is_413(cloud):
     parts = urlsplit(cloud.server.url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)

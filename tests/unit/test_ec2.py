@@ -16,10 +16,15 @@ from urllib.parse import quote, urlencode
 import pytest
 from tiny_store import TinyStore
 
-from common import ec2, keypairs, keys
+from common import keypairs, keys, signing
 from common.cloud import MAX_COUNT_PER_REQUEST, CloudConfig, CloudController, Quota
 from common.directory import Project, User
-from common.ec2 import Ec2Api, HttpRequest, parse_message
+from common.ec2 import ACTIONS, Ec2Api, HttpRequest
+from common.ec2.errors import MissingParameter, http_status
+from common.ec2.inprocess import signed_request, trusted_request
+from common.ec2.params import parse_args
+from common.ec2.render import render_error, render_response
+from common.ec2.request import credentials_v4, parse_message
 from common.effects import Call, Cast, HGet, HGetAll, LdapSearch, Now, SMembers, StoreCommand, Transaction
 from common.errors import AuthFailure, NotAuthorized, NovaError, QuotaExceeded, RemoteError
 from common.network import FlatManager, NetworkConfig
@@ -195,7 +200,7 @@ def writes(effects):
 
 def test_v4_signing_key_matches_the_aws_published_example():
     """AWS's documented derivation (secret wJalr..., 20120215, us-east-1, iam)."""
-    key = ec2.v4_signing_key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "20120215", "us-east-1", "iam")
+    key = signing.signing_key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "20120215", "us-east-1", "iam")
     assert key.hex() == "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
 
 
@@ -208,9 +213,9 @@ def test_v4_aws_test_suite_get_vanilla_verifies():
                              "SignedHeaders=host;x-amz-date, "
                              "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
         }, b"")
-    with pytest.raises(ec2.MissingParameter):  # no Action: but the credentials parse first
+    with pytest.raises(MissingParameter):  # no Action: but the credentials parse first
         parse_message(request, service="service")
-    creds = ec2._credentials_v4(request, request.headers["authorization"], "service")
+    creds = credentials_v4(request, request.headers["authorization"], "service")
     assert creds.access_key == "AKIDEXAMPLE"
     assert creds.verify("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
     assert not creds.verify("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEy")
@@ -302,7 +307,7 @@ def test_v2_signed_here_is_accepted(method, verb):
 
 
 def test_v2_canonical_query_sorts_by_name_and_encodes_rfc3986():
-    assert ec2.canonical_query_v2({"b": "x y", "a": "1/2~", "Signature": "drop", "B": "*"}) == "B=%2A&a=1%2F2~&b=x%20y"
+    assert signing.canonical_query_v2({"b": "x y", "a": "1/2~", "Signature": "drop", "B": "*"}) == "B=%2A&a=1%2F2~&b=x%20y"
 
 
 @pytest.mark.parametrize("build", [
@@ -356,7 +361,7 @@ def test_v2_expires_instead_of_timestamp():
 
 
 def parse(action, **params):
-    return ec2.parse_args(action, {"Action": action, **params}, make_api())
+    return parse_args(action, {"Action": action, **params}, make_api())
 
 
 def test_list_parameters_are_ordered_by_index_and_deduplicated():
@@ -459,7 +464,7 @@ def test_a_body_that_is_not_a_form_is_refused():
 
 
 def test_response_xml_has_the_2010_namespace_request_id_and_items():
-    body = ec2.render_response("DescribeThings", {
+    body = render_response("DescribeThings", {
         "thingSet": [{"name": "a & <b>", "n": 1, "ok": True, "skip": None}, {"name": "bad\x00char"}],
         "empty": [], "blank": "",
     }, "req-9")
@@ -474,7 +479,7 @@ def test_response_xml_has_the_2010_namespace_request_id_and_items():
 
 
 def test_error_xml_is_the_ec2_error_document():
-    assert ec2.render_error("InvalidParameterValue", "MinCount < 'x' & more", "req-3") == (
+    assert render_error("InvalidParameterValue", "MinCount < 'x' & more", "req-3") == (
         b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>InvalidParameterValue</Code>'
         b"<Message>MinCount &lt; 'x' &amp; more</Message></Error></Errors><RequestID>req-3</RequestID></Response>"
     )
@@ -487,7 +492,7 @@ def test_error_xml_is_the_ec2_error_document():
     ("InternalError", 500),
 ])
 def test_http_status_of_each_code(code, status):
-    assert ec2.http_status(code) == status
+    assert http_status(code) == status
 
 
 def test_unauthorized_action_is_403_and_hides_parameter_errors():
@@ -691,8 +696,8 @@ def test_a_workflow_error_is_answered_not_raised():
 
 def test_every_action_has_a_parser_and_a_handler():
     api = make_api()
-    assert set(api._handlers) == set(ec2.ACTIONS)
-    assert len(ec2.ACTIONS) == 15
+    assert set(api._handlers) == set(ACTIONS)
+    assert len(ACTIONS) == 15
 
 
 def test_store_effects_only_use_validated_ids():
@@ -700,3 +705,55 @@ def test_store_effects_only_use_validated_ids():
     response, effects = drive(make_api(), sign_v4({"Action": "DescribeInstances", "InstanceId.1": "x}:*"}))
     assert error_of(response)[0] == "InvalidInstanceID.Malformed"
     assert not any(isinstance(e, StoreCommand) for e in effects)
+
+
+# ---------------------------------------------------------------------------
+# In-process requests (common.ec2.inprocess)
+
+
+def test_in_process_signed_request_is_accepted_and_is_what_the_client_sends():
+    """signed_request passes the full signature check, and Ec2Client sends exactly it."""
+    from real.ec2_client import Ec2Client
+
+    request = signed_request("DescribeAvailabilityZones", {}, ACCESS, SECRET, NOW, HOST, path=PATH)
+    response, _ = drive(make_api(), request)
+    assert response.status == 200, response.body
+    client = Ec2Client(f"http://{HOST}{PATH}", ACCESS, SECRET, clock=lambda: NOW)
+    assert client.signed_request("DescribeAvailabilityZones", {}) == request
+
+
+def test_in_process_signed_request_with_a_wrong_secret_is_refused():
+    """The in-process signed path still verifies: a wrong secret is AuthFailure."""
+    response, _ = drive(make_api(), signed_request("DescribeInstances", {}, ACCESS, "wrong", NOW, HOST))
+    assert (response.status, response.code) == (401, "AuthFailure")
+
+
+def test_trusted_request_skips_the_signature_but_asks_the_directory():
+    """A trusted request needs no signature or time, yet the directory lookup runs."""
+    response, effects = drive(make_api(), trusted_request("DescribeAvailabilityZones", {}, ACCESS))
+    assert response.status == 200, response.body
+    assert response.user == "alice"
+    assert any(isinstance(e, LdapSearch) and "accessKey=AKALICE" in e.filter for e in effects)
+
+
+@pytest.mark.parametrize("access, denied, status, code", [
+    ("AKNOBODY:proj1", (), 401, "AuthFailure"),
+    ("AKALICE:other", (), 401, "AuthFailure"),
+    (ACCESS, (("alice", "AllocateAddress"),), 403, "UnauthorizedOperation"),
+])
+def test_trusted_request_is_still_authenticated_and_authorized(access, denied, status, code):
+    """An unknown key, a foreign project or a missing role is refused as for a signed request."""
+    response, _ = drive(make_api(denied=denied), trusted_request("AllocateAddress", {}, access))
+    assert (response.status, response.code) == (status, code)
+
+
+@pytest.mark.parametrize("request_", [
+    HttpRequest("POST", PATH, "", {"host": HOST, "content-type": "application/x-www-form-urlencoded",
+                                   "trusted-access-key": ACCESS}, b"Action=DescribeInstances"),
+    HttpRequest("POST", PATH, "", {"host": HOST, "content-type": "application/x-www-form-urlencoded"},
+                urlencode({"Action": "DescribeInstances", "trusted_access_key": ACCESS}).encode()),
+], ids=["header", "param"])
+def test_trust_cannot_be_claimed_in_a_header_or_parameter(request_):
+    """Only the HttpRequest field trusts: a header or parameter of that name is unsigned."""
+    response, _ = drive(make_api(), request_)
+    assert (response.status, response.code) == (401, "AuthFailure")

@@ -1,0 +1,220 @@
+"""AWS request signing, Signature Versions 4 and 2: one implementation for every server and client. Pure.
+
+The EC2 API (common/ec2), the object store's S3 server (real/objectstore) and the
+clients (real/ec2_client.py, real/images.py, the simulation's in-process requests)
+all sign and verify through these functions, so a client and a server can never
+disagree on a canonical form. Nothing here reads a clock: the request time is an
+argument (seconds since the epoch, UTC).
+
+*Features*
+
+- Version 4 (``AWS4-HMAC-SHA256``): the signing key derivation, the canonical query,
+  path and request, the string to sign, parsing the ``Authorization`` header for a
+  given service (``ec2``, ``s3``, ...) and checking a signature against a secret;
+  ``sign_v4`` makes the headers that sign a request, as botocore does. The path is
+  URI-encoded once more for every service but ``s3``, which signs it as sent.
+- Version 2 (EC2's query signatures of 2010): the canonical query, the string to sign
+  and the ``HmacSHA256``/``HmacSHA1`` signature.
+
+*Not supported*: pre-signed (query-string) v4, ``aws-chunked`` streaming payloads,
+session tokens, Signature Versions 0 and 1 and S3's version 2 (``AWS access:sig``).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import quote, unquote
+
+V4_ALGORITHM = "AWS4-HMAC-SHA256"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+V2_METHODS = {"HmacSHA256": hashlib.sha256, "HmacSHA1": hashlib.sha1}
+#: The service that signs its path as sent; every other one encodes it once more.
+RAW_PATH_SERVICE = "s3"
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class SignatureError(ValueError):
+    """A signed request that cannot be checked. ``reason`` says which part is wrong:
+    ``algorithm`` (not AWS4-HMAC-SHA256), ``malformed`` (the header's form), ``scope``
+    (the credential scope), ``signed-headers`` or ``signature`` (not 64 hex digits); each server answers with its own code."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------
+# Version 4: canonical forms.
+
+
+def rfc3986(text: str) -> str:
+    """Percent-encode all but the unreserved characters ``A-Za-z0-9-_.~``."""
+    return quote(text, safe="-_.~")
+
+
+def amz_date(now: float) -> str:
+    """``yyyymmddThhmmssZ`` for ``now`` (seconds since the epoch)."""
+    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime(AMZ_DATE_FORMAT)
+
+
+def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
+    """The v4 key of one day, region and service, derived from the secret."""
+    key = ("AWS4" + secret_key).encode("utf-8")
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
+    return key
+
+
+def canonical_query(query_string: str) -> str:
+    """Every ``name=value`` pair decoded, then encoded the v4 way, sorted."""
+    pairs = []
+    for part in query_string.split("&") if query_string else ():
+        name, _, value = part.partition("=")
+        pairs.append((rfc3986(unquote(name)), rfc3986(unquote(value))))
+    return "&".join(f"{name}={value}" for name, value in sorted(pairs))
+
+
+def canonical_path(raw_path: str, service: str) -> str:
+    """The path as the canonical request holds it: S3 signs the path as sent, other
+    services encode it (already percent-encoded) once more."""
+    path = raw_path or "/"
+    return path if service == RAW_PATH_SERVICE else quote(path, safe="/~")
+
+
+def canonical_request(method: str, path: str, query_string: str, headers: Mapping[str, str],
+                      signed_headers: list[str] | tuple[str, ...], payload_hash: str) -> str:
+    """``path`` is already canonical (``canonical_path``); ``headers`` has lower-case
+    names, and a signed header that is absent counts as empty."""
+    lines = "".join(f"{name}:{' '.join(headers.get(name, '').split())}\n" for name in signed_headers)
+    return "\n".join((method, path, canonical_query(query_string), lines, ";".join(signed_headers), payload_hash))
+
+
+def string_to_sign(amz_date_text: str, scope: str, canonical: str) -> str:
+    return "\n".join((V4_ALGORITHM, amz_date_text, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest()))
+
+
+def v4_signature(secret_key: str, date: str, region: str, service: str, to_sign: str) -> str:
+    """The hex signature of a string to sign, with the key of that scope."""
+    return hmac.new(signing_key(secret_key, date, region, service), to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def v4_matches(secret_key: str, date: str, region: str, service: str, to_sign: str, signature: str) -> bool:
+    """Whether ``signature`` is the one ``secret_key`` makes for that scope (constant time)."""
+    expected = v4_signature(secret_key, date, region, service, to_sign)
+    return hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace"))
+
+
+# ---------------------------------------------------------------------------
+# Version 4: the Authorization header, verifying, signing.
+
+
+@dataclass(frozen=True)
+class V4Authorization:
+    """An ``Authorization: AWS4-HMAC-SHA256 ...`` header, parsed."""
+
+    access_key: str
+    date: str
+    region: str
+    service: str
+    signed_headers: tuple[str, ...]
+    signature: str
+
+    @property
+    def scope(self) -> str:
+        return f"{self.date}/{self.region}/{self.service}/aws4_request"
+
+    def string_to_sign(self, method: str, raw_path: str, query_string: str, headers: Mapping[str, str],
+                       payload_hash: str, amz_date_text: str) -> tuple[str, str]:
+        """-> (canonical request, string to sign) of a request under this header."""
+        canonical = canonical_request(method, canonical_path(raw_path, self.service), query_string, headers,
+                                      self.signed_headers, payload_hash)
+        return canonical, string_to_sign(amz_date_text, self.scope, canonical)
+
+    def matches(self, secret_key: str, to_sign: str) -> bool:
+        """Whether the header's signature is the one ``secret_key`` makes (constant time)."""
+        return v4_matches(secret_key, self.date, self.region, self.service, to_sign, self.signature)
+
+
+def parse_v4_authorization(header: str, service: str) -> V4Authorization:
+    """The parts of a v4 ``Authorization`` header for ``service`` (any region). Raises
+    SignatureError; the signed headers must be lower case, sorted and include ``host``,
+    the signature 64 lower-case hex digits."""
+    algorithm, _, rest = header.strip().partition(" ")
+    if algorithm != V4_ALGORITHM:
+        raise SignatureError("algorithm", f"unsupported Authorization scheme {algorithm[:40]!r} (use {V4_ALGORITHM})")
+    fields: dict[str, str] = {}
+    for part in rest.split(","):
+        name, eq, value = part.strip().partition("=")
+        if not eq or name in fields:
+            raise SignatureError("malformed", "malformed Authorization header")
+        fields[name] = value.strip()
+    try:
+        credential, signed, signature = fields["Credential"], fields["SignedHeaders"], fields["Signature"]
+    except KeyError as e:
+        raise SignatureError("malformed", f"the Authorization header has no {e.args[0]}") from None
+    pieces = credential.rsplit("/", 4)
+    if len(pieces) != 5 or pieces[4] != "aws4_request":
+        raise SignatureError("malformed", "the Credential must be <access key>/<date>/<region>/<service>/aws4_request")
+    access, date, region, scope_service, _ = pieces
+    if scope_service != service:
+        raise SignatureError("scope", f"the credential scope names service {scope_service[:40]!r}; this is {service}")
+    names = signed.split(";")
+    if names != sorted(names) or any(n != n.lower() or not n for n in names) or "host" not in names:
+        raise SignatureError("signed-headers", "SignedHeaders must be lower-case, sorted, and include host")
+    if not _HEX64.match(signature):
+        raise SignatureError("signature", "the Signature must be 64 lower-case hex digits")
+    return V4Authorization(access, date, region, scope_service, tuple(names), signature)
+
+
+def sign_v4(method: str, host: str, raw_path: str, query_string: str, payload_hash: str, *, access_key: str,
+            secret_key: str, region: str, service: str, now: float,
+            headers: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The headers that sign a request, as botocore makes them: ``host``, ``x-amz-date``
+    and the given ``headers`` (names lower-cased), all signed, plus ``authorization``.
+    ``raw_path`` is percent-encoded as it goes on the wire; ``payload_hash`` is the hex
+    SHA-256 of the body (or UNSIGNED_PAYLOAD). Send exactly these headers."""
+    stamp = amz_date(now)
+    out = {"host": host, "x-amz-date": stamp}
+    out.update({name.lower(): value for name, value in (headers or {}).items()})
+    auth = V4Authorization(access_key, stamp[:8], region, service, tuple(sorted(out)), "")
+    _, to_sign = auth.string_to_sign(method, raw_path, query_string, out, payload_hash, stamp)
+    signature = v4_signature(secret_key, auth.date, region, service, to_sign)
+    out["authorization"] = (f"{V4_ALGORITHM} Credential={access_key}/{auth.scope}, "
+                            f"SignedHeaders={';'.join(auth.signed_headers)}, Signature={signature}")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Version 2 (EC2's query signatures).
+
+
+def canonical_query_v2(params: Mapping[str, str]) -> str:
+    """Every parameter but ``Signature``, sorted by name (byte order), RFC 3986 encoded."""
+    pairs = sorted((k, v) for k, v in params.items() if k != "Signature")
+    return "&".join(f"{rfc3986(k)}={rfc3986(v)}" for k, v in pairs)
+
+
+def string_to_sign_v2(method: str, host: str, path: str, params: Mapping[str, str]) -> str:
+    """``VERB\\nhost\\npath\\ncanonical query``; ``host`` lower case, port included."""
+    return f"{method}\n{host.lower()}\n{path or '/'}\n{canonical_query_v2(params)}"
+
+
+def v2_signature(secret_key: str, to_sign: str, method: str = "HmacSHA256") -> str:
+    """The base64 signature; ``method`` is HmacSHA256 or HmacSHA1 (KeyError otherwise)."""
+    mac = hmac.new(secret_key.encode("utf-8"), to_sign.encode("utf-8"), V2_METHODS[method]).digest()
+    return base64.b64encode(mac).decode("ascii")
+
+
+def v2_matches(secret_key: str, to_sign: str, method: str, signature: str) -> bool:
+    """Whether ``signature`` is the one ``secret_key`` makes (constant time)."""
+    expected = v2_signature(secret_key, to_sign, method)
+    return hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace"))
