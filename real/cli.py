@@ -104,8 +104,9 @@ def objectstore(args) -> int:
     import logging
 
     from real import config as config_module
-    from real.objectstore import ObjectStoreApp, directory_lookup, file_lookup
+    from real.objectstore import ObjectStoreApp
     from real.objectstore import serve as serve_store
+    from real.objectstore.auth import directory_lookup, file_lookup
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s objectstore %(levelname)s %(name)s: %(message)s")

@@ -47,7 +47,7 @@ from xml.etree import ElementTree
 from common.effects import FetchImage
 from common.errors import ImageError, InvalidParameterValue
 from common.images import parse_location
-from real.objectstore import sign_headers
+from real.objectstore.auth import sign_headers
 
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHUNK = 1 << 20

@@ -1,4 +1,4 @@
-"""real/objectstore.py served on a free local port, driven by boto3's S3 client as it is."""
+"""real/objectstore served on a free local port, driven by boto3's S3 client as it is."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ boto3 = pytest.importorskip("boto3") if not os.environ.get("CI") else __import__
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-from real.objectstore import ObjectStoreServer, file_lookup, sign_headers  # noqa: E402
+from real.objectstore import ObjectStoreServer  # noqa: E402
+from real.objectstore.auth import file_lookup, sign_headers  # noqa: E402
 
 KEYS = {
     "alice": ("alice-secret", "p1", False),

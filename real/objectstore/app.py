@@ -1,0 +1,356 @@
+"""The object store's WSGI application: S3 requests dispatched to buckets and objects.
+
+What it serves is in the package docstring; the disk layout is ``store.DiskStore``,
+the protocol pieces ``protocol``, the signatures ``auth``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from typing import Callable
+from urllib.parse import quote, unquote
+
+from real.objectstore.auth import Lookup, authenticate
+from real.objectstore.protocol import (
+    BUCKET_META,
+    MAX_BODY,
+    MAX_KEYS,
+    MAX_SKEW,
+    MAX_SMALL_BODY,
+    META_DIR,
+    SUBRESOURCES,
+    BodyReader,
+    FileBody,
+    S3Error,
+    S3Request,
+    element,
+    http_date,
+    iso_time,
+    stored_key,
+    xml_document,
+)
+from real.objectstore.store import DiskStore
+
+log = logging.getLogger("novalab.objectstore")
+
+
+class ObjectStoreApp:
+    """The WSGI application. ``lookup(access_key) -> (secret_key, project, is_admin) |
+    None``; ``clock`` gives the server's time (seconds since the epoch)."""
+
+    def __init__(self, root, lookup: Lookup, *, max_body: int = MAX_BODY, max_skew: float = MAX_SKEW,
+                 clock: Callable[[], float] = time.time):
+        self.store = DiskStore(root, clock)
+        self.root = self.store.root
+        self.lookup = lookup
+        self.max_body = max_body
+        self.max_skew = max_skew
+        self.clock = clock
+
+    # -- WSGI --------------------------------------------------------------------------
+
+    def __call__(self, environ, start_response):
+        request_id = uuid.uuid4().hex[:16].upper()
+        try:
+            request = S3Request(environ)
+            status, headers, body = self._handle(request)
+        except S3Error as e:
+            status, headers, body = self._error(environ, e, request_id)
+        except Exception:  # a bug or an I/O failure: answer, log, keep serving
+            log.exception("objectstore: %s %s failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            status, headers, body = self._error(environ, S3Error("InternalError", "We encountered an internal "
+                                                                 "error. Please try again."), request_id)
+        headers = [*headers, ("x-amz-request-id", request_id), ("Date", http_date(self.clock())),
+                   ("Server", "novalab-objectstore")]
+        start_response(f"{status} {http.HTTPStatus(status).phrase}", headers)
+        if environ["REQUEST_METHOD"].upper() == "HEAD":
+            if hasattr(body, "close"):
+                body.close()
+            return []
+        return body if isinstance(body, FileBody) else [body]
+
+    def _error(self, environ, e: S3Error, request_id: str):
+        resource = environ.get("PATH_INFO", "")
+        extra = "".join(element(k, v) for k, v in e.extra.items())
+        body = xml_document("Error", element("Code", e.code) + element("Message", e.message) + extra + element("Resource", resource)
+                    + element("RequestId", request_id), namespace=False)
+        headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))]
+        if e.close:
+            headers.append(("Connection", "close"))
+        if environ["REQUEST_METHOD"].upper() == "HEAD":
+            headers[1] = ("Content-Length", "0")
+        return e.status, headers, body
+
+    def _handle(self, request: S3Request):
+        raw_bucket, _, raw_key = request.raw_path.lstrip("/").partition("/")
+        try:
+            bucket = unquote(raw_bucket, errors="strict")
+            key = unquote(raw_key, errors="strict")
+        except UnicodeDecodeError:
+            raise S3Error("InvalidURI", "Couldn't parse the specified URI (not UTF-8).") from None
+        request.caller = authenticate(request, self.lookup, self.clock(), self.max_skew)
+        method = request.method
+        unsupported = sorted(SUBRESOURCES.intersection(request.query))
+        if unsupported:
+            raise S3Error("NotImplemented", f"The ?{unsupported[0]} subresource is not implemented by this store",
+                          close=True)
+        if not bucket:
+            if method == "GET":
+                self._drain_small(request)
+                return self._list_buckets(request)
+            raise S3Error("MethodNotAllowed", f"{method} is not allowed on the service", close=True)
+        if not key:
+            handler = {"GET": self._list_objects, "PUT": self._create_bucket, "DELETE": self._delete_bucket,
+                       "HEAD": self._head_bucket}.get(method)
+            if handler is None:
+                raise S3Error("MethodNotAllowed", f"{method} is not allowed on a bucket", close=True)
+            if method != "PUT":
+                self._drain_small(request)
+            return handler(request, bucket)
+        handler = {"GET": self._get_object, "HEAD": self._get_object, "PUT": self._put_object,
+                   "DELETE": self._delete_object}.get(method)
+        if handler is None:
+            raise S3Error("MethodNotAllowed", f"{method} is not allowed on an object", close=True)
+        if method != "PUT":
+            self._drain_small(request)
+        return handler(request, bucket, key)
+
+    # -- authentication ----------------------------------------------------------------
+
+    # -- buckets -----------------------------------------------------------------------
+
+    def _owned_bucket(self, request: S3Request, bucket: str) -> dict:
+        info = self.store.bucket_info(bucket)
+        caller = request.caller
+        if info["owner"] != caller.project and not caller.is_admin:
+            raise S3Error("AccessDenied", f"Access Denied: bucket {bucket!r} belongs to another project", close=True)
+        return info
+
+    def _list_buckets(self, request: S3Request):
+        caller = request.caller
+        entries = []
+        for name in sorted(os.listdir(self.store.root)):
+            if name.startswith("."):
+                continue
+            try:
+                info = self.store.bucket_info(name)
+            except S3Error:
+                continue
+            if info["owner"] == caller.project or caller.is_admin:
+                entries.append(f"<Bucket>{element('Name', name)}{element('CreationDate', iso_time(info['created']))}</Bucket>")
+        owner = f"<Owner>{element('ID', caller.project)}{element('DisplayName', caller.project)}</Owner>"
+        return self._xml_response("ListAllMyBucketsResult", owner + "<Buckets>" + "".join(entries) + "</Buckets>")
+
+    def _create_bucket(self, request: S3Request, bucket: str):
+        target = self.store.bucket_dir(bucket)
+        reader = BodyReader(request, MAX_SMALL_BODY)
+        reader.read_all()  # CreateBucketConfiguration: any region is fine here
+        reader.check()
+        caller = request.caller
+        with self.store.lock:
+            try:
+                info = self.store.bucket_info(bucket)
+            except S3Error:
+                info = None
+            if info is None:
+                staging = tempfile.mkdtemp(prefix="bucket-", dir=self.store.tmp)
+                self.store.write_json(os.path.join(staging, BUCKET_META), {"owner": caller.project, "created": self.clock()})
+                os.mkdir(os.path.join(staging, META_DIR))
+                try:
+                    os.rename(staging, target)  # fails on an existing bucket (never empty)
+                except OSError:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    info = self.store.bucket_info(bucket)
+                else:
+                    return 200, [("Location", f"/{bucket}"), ("Content-Length", "0")], b""
+        if info["owner"] == caller.project:
+            raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the named bucket succeeded and "
+                          "you already own it.", {"BucketName": bucket})
+        raise S3Error("BucketAlreadyExists", "The requested bucket name is not available. Please select a different "
+                      "name and try again.", {"BucketName": bucket})
+
+    def _head_bucket(self, request: S3Request, bucket: str):
+        self._owned_bucket(request, bucket)
+        return 200, [("Content-Length", "0")], b""
+
+    def _delete_bucket(self, request: S3Request, bucket: str):
+        with self.store.lock:
+            self._owned_bucket(request, bucket)
+            directory = self.store.bucket_dir(bucket)
+            if any(not name.startswith(".") for name in os.listdir(directory)):
+                raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty", {"BucketName": bucket})
+            grave = os.path.join(self.store.tmp, f"deleted-{uuid.uuid4().hex}")
+            os.rename(directory, grave)
+        shutil.rmtree(grave, ignore_errors=True)
+        return 204, [], b""
+
+    def _list_objects(self, request: S3Request, bucket: str):
+        info = self._owned_bucket(request, bucket)
+        query = request.query
+        v2 = query.get("list-type") == "2"
+        prefix = query.get("prefix", "")
+        delimiter = query.get("delimiter", "")
+        encode = query.get("encoding-type") == "url"
+        max_keys, after = _listing_window(query, v2)
+        directory = self.store.bucket_dir(bucket)
+        keys = sorted(k for k in map(stored_key, os.listdir(directory)) if k is not None)
+        contents, prefixes, truncated, last = [], [], False, None
+        for key in keys:
+            if not key.startswith(prefix) or key <= after:
+                continue
+            common = None
+            if delimiter:
+                cut = key.find(delimiter, len(prefix))
+                if cut >= 0:
+                    common = key[: cut + len(delimiter)]
+                    if (prefixes and prefixes[-1] == common) or after.startswith(common):
+                        continue
+            if len(contents) + len(prefixes) >= max_keys:
+                truncated = max_keys > 0
+                break
+            if common is not None:
+                prefixes.append(common)
+                last = common
+                continue
+            meta = self.store.object_meta(directory, key)
+            if meta is None:  # deleted while we listed
+                continue
+            contents.append((key, meta))
+            last = key
+
+        def enc(value):
+            return quote(value, safe="/") if encode else value
+
+        owner = f"<Owner>{element('ID', info['owner'])}{element('DisplayName', info['owner'])}</Owner>"
+        body = [element("Name", bucket), element("Prefix", enc(prefix))]
+        if v2:
+            body.append(element("KeyCount", len(contents) + len(prefixes)))
+            if query.get("continuation-token"):
+                body.append(element("ContinuationToken", query["continuation-token"]))
+            if query.get("start-after"):
+                body.append(element("StartAfter", enc(query["start-after"])))
+        else:
+            body.append(element("Marker", enc(after)))
+        body.append(element("MaxKeys", max_keys))
+        if delimiter:
+            body.append(element("Delimiter", enc(delimiter)))
+        if encode:
+            body.append(element("EncodingType", "url"))
+        body.append(element("IsTruncated", "true" if truncated else "false"))
+        if truncated and last is not None:
+            if v2:
+                body.append(element("NextContinuationToken", base64.urlsafe_b64encode(last.encode()).decode()))
+            else:
+                body.append(element("NextMarker", enc(last)))
+        for key, meta in contents:
+            body.append("<Contents>" + element("Key", enc(key)) + element("LastModified", iso_time(meta["mtime_ns"] / 1e9))
+                        + element("ETag", f'"{meta["etag"]}"') + element("Size", meta["size"])
+                        + element("StorageClass", "STANDARD") + (owner if not v2 or query.get("fetch-owner") == "true"
+                                                              else "") + "</Contents>")
+        for common in prefixes:
+            body.append(f"<CommonPrefixes>{element('Prefix', enc(common))}</CommonPrefixes>")
+        return self._xml_response("ListBucketResult", "".join(body))
+
+    # -- objects -------------------------------------------------------------------------
+
+    def _put_object(self, request: S3Request, bucket: str, key: str):
+        self._owned_bucket(request, bucket)
+        directory, data, meta_path = self.store.paths(bucket, key)
+        if "x-amz-copy-source" in request.headers:
+            raise S3Error("NotImplemented", "CopyObject is not implemented by this store", close=True)
+        reader = BodyReader(request, self.max_body)
+        if reader.length is None and request.headers.get("transfer-encoding", "").lower() != "chunked":
+            raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.", close=True)
+        fd, tmp = tempfile.mkstemp(prefix="put-", dir=self.store.tmp)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in reader.chunks():
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            reader.check()
+            etag = reader.md5.hexdigest()
+            user_meta = {k: v for k, v in request.headers.items() if k.startswith("x-amz-meta-")}
+            content_type = request.headers.get("content-type", "binary/octet-stream")
+            with self.store.lock:
+                self._owned_bucket(request, bucket)  # still there, still theirs
+                os.replace(tmp, data)
+                st = os.stat(data)
+                self.store.write_json(meta_path, {"key": key, "etag": etag, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                             "ino": st.st_ino, "content_type": content_type, "meta": user_meta})
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return 200, [("ETag", f'"{etag}"'), ("Content-Length", "0")], b""
+
+    def _get_object(self, request: S3Request, bucket: str, key: str):
+        self._owned_bucket(request, bucket)
+        directory, data, _ = self.store.paths(bucket, key)
+        try:
+            f = open(data, "rb")  # noqa: SIM115 - the response body closes it
+        except (FileNotFoundError, IsADirectoryError):
+            raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": key}) from None
+        try:
+            meta = self.store.object_meta(directory, key, f)
+        except BaseException:
+            f.close()
+            raise
+        headers = [("Content-Type", meta.get("content_type", "binary/octet-stream")),
+                   ("Content-Length", str(meta["size"])), ("ETag", f'"{meta["etag"]}"'),
+                   ("Last-Modified", http_date(meta["mtime_ns"] / 1e9))]
+        headers += [(k, v) for k, v in sorted(meta.get("meta", {}).items())]
+        return 200, headers, FileBody(f, meta["size"])
+
+    def _delete_object(self, request: S3Request, bucket: str, key: str):
+        self._owned_bucket(request, bucket)
+        _, data, meta_path = self.store.paths(bucket, key)
+        with self.store.lock:
+            for path in (data, meta_path):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        return 204, [], b""
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _drain_small(self, request: S3Request):
+        reader = BodyReader(request, MAX_SMALL_BODY)
+        reader.read_all()
+        reader.check()
+
+    def _xml_response(self, root: str, body: str):
+        payload = xml_document(root, body)
+        return 200, [("Content-Type", "application/xml"), ("Content-Length", str(len(payload)))], payload
+
+
+def _listing_window(query, v2: bool) -> tuple[int, str]:
+    """-> (max-keys, the key to list after) of a ListObjects (v1 or v2) query. Raises S3Error."""
+    try:
+        max_keys = int(query.get("max-keys", MAX_KEYS))
+    except ValueError:
+        raise S3Error("InvalidArgument", "max-keys must be an integer", {"ArgumentName": "max-keys"}) from None
+    if max_keys < 0:
+        raise S3Error("InvalidArgument", "max-keys must not be negative", {"ArgumentName": "max-keys"})
+    max_keys = min(max_keys, MAX_KEYS)
+    if v2:
+        token = query.get("continuation-token")
+        if token:
+            try:
+                after = base64.urlsafe_b64decode(token.encode()).decode()
+            except (binascii.Error, ValueError):
+                raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
+                              {"ArgumentName": "continuation-token"}) from None
+        else:
+            after = query.get("start-after", "")
+    else:
+        after = query.get("marker", "")
+    return max_keys, after

@@ -1,0 +1,302 @@
+"""The S3 protocol of the object store: errors, names, XML, times and request bodies.
+
+Pure parsing and formatting plus the WSGI request wrapper (``S3Request``) and the body
+reader that hashes as it reads; the object store's package docstring says what is
+supported.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import email.utils
+import hashlib
+import re
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Mapping
+from urllib.parse import quote, unquote, urlsplit
+from xml.sax.saxutils import escape
+
+from common.signing import AMZ_DATE_FORMAT as AMZ_DATE
+from common.signing import UNSIGNED_PAYLOAD
+
+DEFAULT_PORT = 3333
+#: S3's single-PUT limit; see the module docstring for why there is a bound at all.
+MAX_BODY = 5 * 1024**3
+#: Bodies of requests that are not PutObject (CreateBucketConfiguration and the like).
+MAX_SMALL_BODY = 1024 * 1024
+#: Seconds a request's timestamp may be away from the server's clock.
+MAX_SKEW = 15 * 60
+MAX_KEY_BYTES = 1024
+#: Longest escaped key we store as a file name (255, less room for the temp suffixes).
+MAX_NAME = 240
+MAX_KEYS = 1000
+CHUNK = 1 << 16
+
+S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+BUCKET_META = ".bucket.json"
+META_DIR = ".meta"
+TMP_DIR = ".tmp"
+
+#: Query parameters that name an S3 subresource we do not implement.
+SUBRESOURCES = frozenset({
+    "accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption", "intelligent-tiering",
+    "inventory", "legal-hold", "lifecycle", "location", "logging", "metrics", "notification", "object-lock",
+    "ownershipControls", "partNumber", "policy", "policyStatus", "publicAccessBlock", "replication",
+    "requestPayment", "restore", "retention", "select", "tagging", "torrent", "uploadId", "uploads",
+    "versionId", "versioning", "versions", "website",
+})
+
+STATUS = {
+    "AccessDenied": 403, "AuthorizationHeaderMalformed": 400, "BadDigest": 400,
+    "BucketAlreadyExists": 409, "BucketAlreadyOwnedByYou": 409, "BucketNotEmpty": 409,
+    "EntityTooLarge": 400, "IncompleteBody": 400, "InternalError": 500, "InvalidAccessKeyId": 403,
+    "InvalidArgument": 400, "InvalidBucketName": 400, "InvalidDigest": 400, "InvalidRequest": 400,
+    "InvalidURI": 400, "KeyTooLongError": 400, "MethodNotAllowed": 405, "MissingContentLength": 411,
+    "NoSuchBucket": 404, "NoSuchKey": 404, "NotImplemented": 501, "RequestTimeTooSkewed": 403,
+    "ServiceUnavailable": 503, "SignatureDoesNotMatch": 403, "XAmzContentSHA256Mismatch": 400,
+}
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class S3Error(Exception):
+    """An S3 error response: ``code`` decides the HTTP status; ``extra`` adds elements."""
+
+    def __init__(self, code: str, message: str, extra: Mapping[str, str] | None = None, close: bool = False):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.status = STATUS.get(code, 400)
+        self.extra = dict(extra or {})
+        #: Answer with Connection: close (a large unread body must not be drained).
+        self.close = close
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a verified request comes from."""
+
+    access_key: str
+    project: str
+    is_admin: bool
+
+
+# ---------------------------------------------------------------------------
+# Names
+
+
+def validate_bucket_name(name: str) -> str:
+    if not _BUCKET_RE.match(name) or ".." in name or _IPV4_RE.match(name) or name.startswith("xn--") \
+            or name.endswith("-s3alias"):
+        raise S3Error("InvalidBucketName", f"The specified bucket is not valid: {name!r} (S3 naming rules: 3-63 "
+                      "characters of a-z 0-9 . -, a letter or digit at both ends, no '..', not an IP address)")
+    return name
+
+
+def key_file_name(key: str) -> str:
+    """The file name a key is stored under: every byte but ``A-Za-z0-9_.-~`` escaped,
+    and a leading ``.`` too, so it is never ``.``/``..`` nor one of the store's own
+    dot-files. Injective, so two keys never share a file. Raises S3Error."""
+    if not key:
+        raise S3Error("InvalidArgument", "The object key is empty")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise S3Error("KeyTooLongError", f"Your key is too long (at most {MAX_KEY_BYTES} UTF-8 bytes)")
+    if _CONTROL_RE.search(key):
+        raise S3Error("InvalidArgument", "The object key contains a control character")
+    if any(segment in (".", "..") for segment in key.split("/")):
+        raise S3Error("InvalidArgument", f"The object key {key!r} has a '.' or '..' path segment")
+    name = quote(key, safe="")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if len(name) > MAX_NAME:
+        raise S3Error("KeyTooLongError", f"Your key is too long for this store: escaped it is {len(name)} "
+                      f"characters, at most {MAX_NAME} fit in a file name")
+    return name
+
+
+def key_from_file_name(name: str) -> str:
+    return unquote(name, errors="strict")
+
+
+def stored_key(name: str) -> str | None:
+    """The key a bucket directory entry stores, or None for the store's own dot-files
+    and for names this store did not write (a file dropped in by hand)."""
+    if name.startswith("."):
+        return None
+    try:
+        key = key_from_file_name(name)
+        return key if key_file_name(key) == name else None
+    except (UnicodeDecodeError, S3Error):
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Formatting
+
+
+def http_date(seconds: float) -> str:
+    return email.utils.formatdate(seconds, usegmt=True)
+
+
+def iso_time(seconds: float) -> str:
+    stamp = datetime.fromtimestamp(seconds, timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def element(name: str, value) -> str:
+    return f"<{name}>{escape(str(value))}</{name}>"
+
+
+def xml_document(root: str, body: str, namespace: bool = True) -> bytes:
+    ns = f' xmlns="{S3_NS}"' if namespace else ""
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<{root}{ns}>{body}</{root}>'.encode()
+
+
+def parse_time(value: str) -> float | None:
+    try:
+        return calendar.timegm(time.strptime(value, AMZ_DATE))
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_tz(value)
+    except (TypeError, ValueError):
+        return None
+    return None if parsed is None else email.utils.mktime_tz(parsed)
+
+
+# ---------------------------------------------------------------------------
+# Requests
+
+
+class FileBody:
+    """A WSGI response body streamed from an open file; closes it when done."""
+
+    def __init__(self, f, length: int):
+        self.f = f
+        self.remaining = length
+
+    def __iter__(self):
+        while self.remaining > 0:
+            chunk = self.f.read(min(CHUNK, self.remaining))
+            if not chunk:
+                break
+            self.remaining -= len(chunk)
+            yield chunk
+
+    def close(self):
+        self.f.close()
+
+
+class S3Request:
+    """What the handlers need from one WSGI request."""
+
+    def __init__(self, environ):
+        self.environ = environ
+        self.method = environ["REQUEST_METHOD"].upper()
+        self.query_string = environ.get("QUERY_STRING", "")
+        raw = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+        if raw:
+            raw = raw.split("?", 1)[0]
+            if "://" in raw:  # absolute-form request target
+                raw = urlsplit(raw).path
+        else:
+            path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+            raw = quote(path, safe="/~")
+        self.raw_path = raw or "/"
+        self.query = {}
+        for part in self.query_string.split("&") if self.query_string else ():
+            name, _, value = part.partition("=")
+            self.query.setdefault(unquote(name), unquote(value))
+        self.headers = {}
+        for name, value in environ.items():
+            if name.startswith("HTTP_"):
+                self.headers[name[5:].replace("_", "-").lower()] = value
+        for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if environ.get(name):
+                self.headers[name.replace("_", "-").lower()] = environ[name]
+        self.caller: Caller | None = None
+        self.payload_hash = UNSIGNED_PAYLOAD
+
+    def content_length(self) -> int | None:
+        value = self.headers.get("content-length")
+        if value is None or value == "":
+            return None
+        try:
+            length = int(value)
+        except ValueError:
+            raise S3Error("InvalidArgument", f"Content-Length {value!r} is not a number") from None
+        if length < 0:
+            raise S3Error("InvalidArgument", "Content-Length is negative")
+        return length
+
+
+class BodyReader:
+    """Reads a request body in chunks, hashing as it goes; ``check()`` afterwards raises
+    S3Error when it is short or a sent digest does not match."""
+
+    def __init__(self, request: S3Request, limit: int):
+        self.request = request
+        self.length = request.content_length()
+        chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
+        if self.length is None and not chunked:
+            self.length = 0
+        if self.length is not None and self.length > limit:
+            raise S3Error("EntityTooLarge", f"Your proposed upload is {self.length} bytes, larger than the maximum "
+                          f"allowed size of {limit} bytes", {"MaxSizeAllowed": str(limit)}, close=True)
+        self.limit = limit
+        self.md5 = hashlib.md5()
+        self.sha256 = hashlib.sha256() if request.payload_hash != UNSIGNED_PAYLOAD else None
+        self.crc32 = 0 if "x-amz-checksum-crc32" in request.headers else None
+        self.size = 0
+
+    def chunks(self):
+        stream = self.request.environ["wsgi.input"]
+        while self.length is None or self.size < self.length:
+            want = CHUNK if self.length is None else min(CHUNK, self.length - self.size)
+            chunk = stream.read(want)
+            if not chunk:
+                break
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise S3Error("EntityTooLarge", f"Your upload is larger than the maximum allowed size of {self.limit} "
+                              "bytes", {"MaxSizeAllowed": str(self.limit)}, close=True)
+            self.md5.update(chunk)
+            if self.sha256 is not None:
+                self.sha256.update(chunk)
+            if self.crc32 is not None:
+                self.crc32 = zlib.crc32(chunk, self.crc32)
+            yield chunk
+
+    def read_all(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def check(self):
+        headers = self.request.headers
+        if self.length is not None and self.size != self.length:
+            raise S3Error("IncompleteBody", f"You did not provide the number of bytes specified by the Content-Length "
+                          f"HTTP header ({self.size} of {self.length})", close=True)
+        if self.sha256 is not None and self.sha256.hexdigest() != self.request.payload_hash:
+            raise S3Error("XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match "
+                          "what was computed.", {"ClientComputedContentSHA256": self.request.payload_hash,
+                                                 "S3ComputedContentSHA256": self.sha256.hexdigest()})
+        if "content-md5" in headers:
+            try:
+                sent = base64.b64decode(headers["content-md5"], validate=True)
+            except (binascii.Error, ValueError):
+                raise S3Error("InvalidDigest", "The Content-MD5 you specified is not valid.") from None
+            if len(sent) != 16:
+                raise S3Error("InvalidDigest", "The Content-MD5 you specified is not valid.")
+            if sent != self.md5.digest():
+                raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
+        if self.crc32 is not None:
+            computed = base64.b64encode(self.crc32.to_bytes(4, "big")).decode()
+            if headers["x-amz-checksum-crc32"] != computed:
+                raise S3Error("BadDigest", "The CRC32 you specified did not match the calculated checksum.")
