@@ -45,7 +45,8 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 class SignatureError(ValueError):
     """A signed request that cannot be checked. ``reason`` says which part is wrong:
     ``algorithm`` (not AWS4-HMAC-SHA256), ``malformed`` (the header's form), ``scope``
-    (the credential scope), ``signed-headers`` or ``signature`` (not 64 hex digits); each server answers with its own code."""
+    (the credential scope), ``signed-headers`` or ``signature`` (not 64 hex digits);
+    each server answers with its own code."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)

@@ -97,6 +97,7 @@ class Ec2Api:
         self.console_timeout = console_timeout
         self.max_age = max_age
         self.max_future = max_future
+        accepted: Mapping[str, inspect.Parameter]
         try:
             accepted = inspect.signature(cloud.run_instances).parameters
         except (TypeError, ValueError):
@@ -149,6 +150,7 @@ class Ec2Api:
             yield from self.directory.authorize(user, project, action)
             if bad is not None:
                 raise bad
+            assert args is not None  # parsed, since bad is None
             if args.dry_run:
                 raise DryRunOperation("the request would have succeeded, but DryRun is set")
             context = RequestContext(

@@ -168,12 +168,6 @@ def _check_access_key(access: str) -> str:
     return access
 
 
-def _check_access_key(access: str) -> str:
-    if not access or len(access) > MAX_ACCESS_KEY or any(ord(c) < 0x20 or ord(c) == 0x7F for c in access):
-        raise AuthFailure("the access key is missing, too long or has control characters")
-    return access
-
-
 def credentials_v2(request: HttpRequest, params: Mapping[str, str]) -> Credentials:
     """The version 2 signature in the parameters. Raises AuthFailure."""
     version = params.get("SignatureVersion")

@@ -80,8 +80,8 @@ class ObjectStoreApp:
     def _error(self, environ, e: S3Error, request_id: str):
         resource = environ.get("PATH_INFO", "")
         extra = "".join(element(k, v) for k, v in e.extra.items())
-        body = xml_document("Error", element("Code", e.code) + element("Message", e.message) + extra + element("Resource", resource)
-                    + element("RequestId", request_id), namespace=False)
+        body = xml_document("Error", element("Code", e.code) + element("Message", e.message) + extra
+                            + element("Resource", resource) + element("RequestId", request_id), namespace=False)
         headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))]
         if e.close:
             headers.append(("Connection", "close"))
@@ -108,13 +108,14 @@ class ObjectStoreApp:
                 return self._list_buckets(request)
             raise S3Error("MethodNotAllowed", f"{method} is not allowed on the service", close=True)
         if not key:
-            handler = {"GET": self._list_objects, "PUT": self._create_bucket, "DELETE": self._delete_bucket,
+            bucket_handler: Callable[[S3Request, str], tuple] | None
+            bucket_handler = {"GET": self._list_objects, "PUT": self._create_bucket, "DELETE": self._delete_bucket,
                        "HEAD": self._head_bucket}.get(method)
-            if handler is None:
+            if bucket_handler is None:
                 raise S3Error("MethodNotAllowed", f"{method} is not allowed on a bucket", close=True)
             if method != "PUT":
                 self._drain_small(request)
-            return handler(request, bucket)
+            return bucket_handler(request, bucket)
         handler = {"GET": self._get_object, "HEAD": self._get_object, "PUT": self._put_object,
                    "DELETE": self._delete_object}.get(method)
         if handler is None:
@@ -145,7 +146,8 @@ class ObjectStoreApp:
             except S3Error:
                 continue
             if info["owner"] == caller.project or caller.is_admin:
-                entries.append(f"<Bucket>{element('Name', name)}{element('CreationDate', iso_time(info['created']))}</Bucket>")
+                created = element("CreationDate", iso_time(info["created"]))
+                entries.append(f"<Bucket>{element('Name', name)}{created}</Bucket>")
         owner = f"<Owner>{element('ID', caller.project)}{element('DisplayName', caller.project)}</Owner>"
         return self._xml_response("ListAllMyBucketsResult", owner + "<Buckets>" + "".join(entries) + "</Buckets>")
 
@@ -162,7 +164,8 @@ class ObjectStoreApp:
                 info = None
             if info is None:
                 staging = tempfile.mkdtemp(prefix="bucket-", dir=self.store.tmp)
-                self.store.write_json(os.path.join(staging, BUCKET_META), {"owner": caller.project, "created": self.clock()})
+                self.store.write_json(os.path.join(staging, BUCKET_META),
+                                      {"owner": caller.project, "created": self.clock()})
                 os.mkdir(os.path.join(staging, META_DIR))
                 try:
                     os.rename(staging, target)  # fails on an existing bucket (never empty)
@@ -202,7 +205,9 @@ class ObjectStoreApp:
         max_keys, after = _listing_window(query, v2)
         directory = self.store.bucket_dir(bucket)
         keys = sorted(k for k in map(stored_key, os.listdir(directory)) if k is not None)
-        contents, prefixes, truncated, last = [], [], False, None
+        contents: list[tuple[str, dict]] = []
+        prefixes: list[str] = []
+        truncated, last = False, None
         for key in keys:
             if not key.startswith(prefix) or key <= after:
                 continue
@@ -250,11 +255,12 @@ class ObjectStoreApp:
                 body.append(element("NextContinuationToken", base64.urlsafe_b64encode(last.encode()).decode()))
             else:
                 body.append(element("NextMarker", enc(last)))
+        show_owner = not v2 or query.get("fetch-owner") == "true"
         for key, meta in contents:
-            body.append("<Contents>" + element("Key", enc(key)) + element("LastModified", iso_time(meta["mtime_ns"] / 1e9))
+            body.append("<Contents>" + element("Key", enc(key))
+                        + element("LastModified", iso_time(meta["mtime_ns"] / 1e9))
                         + element("ETag", f'"{meta["etag"]}"') + element("Size", meta["size"])
-                        + element("StorageClass", "STANDARD") + (owner if not v2 or query.get("fetch-owner") == "true"
-                                                              else "") + "</Contents>")
+                        + element("StorageClass", "STANDARD") + (owner if show_owner else "") + "</Contents>")
         for common in prefixes:
             body.append(f"<CommonPrefixes>{element('Prefix', enc(common))}</CommonPrefixes>")
         return self._xml_response("ListBucketResult", "".join(body))
@@ -284,8 +290,9 @@ class ObjectStoreApp:
                 self._owned_bucket(request, bucket)  # still there, still theirs
                 os.replace(tmp, data)
                 st = os.stat(data)
-                self.store.write_json(meta_path, {"key": key, "etag": etag, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                             "ino": st.st_ino, "content_type": content_type, "meta": user_meta})
+                self.store.write_json(meta_path, {"key": key, "etag": etag, "size": st.st_size,
+                                                  "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
+                                                  "content_type": content_type, "meta": user_meta})
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -303,6 +310,9 @@ class ObjectStoreApp:
         except BaseException:
             f.close()
             raise
+        if meta is None:  # cannot happen with the file open; for the type checker
+            f.close()
+            raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": key})
         headers = [("Content-Type", meta.get("content_type", "binary/octet-stream")),
                    ("Content-Length", str(meta["size"])), ("ETag", f'"{meta["etag"]}"'),
                    ("Last-Modified", http_date(meta["mtime_ns"] / 1e9))]

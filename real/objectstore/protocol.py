@@ -89,6 +89,10 @@ class Caller:
     is_admin: bool
 
 
+#: The caller of a request not yet authenticated: no project, no rights.
+NOBODY = Caller("", "", False)
+
+
 # ---------------------------------------------------------------------------
 # Names
 
@@ -222,7 +226,7 @@ class S3Request:
         for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             if environ.get(name):
                 self.headers[name.replace("_", "-").lower()] = environ[name]
-        self.caller: Caller | None = None
+        self.caller = NOBODY  # until authenticated
         self.payload_hash = UNSIGNED_PAYLOAD
 
     def content_length(self) -> int | None:
