@@ -27,8 +27,8 @@ import datetime
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import quote, unquote
 
 V4_ALGORITHM = "AWS4-HMAC-SHA256"
@@ -64,7 +64,7 @@ def rfc3986(text: str) -> str:
 
 def amz_date(now: float) -> str:
     """``yyyymmddThhmmssZ`` for ``now`` (seconds since the epoch)."""
-    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime(AMZ_DATE_FORMAT)
+    return datetime.datetime.fromtimestamp(now, datetime.UTC).strftime(AMZ_DATE_FORMAT)
 
 
 def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:

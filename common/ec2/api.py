@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import base64
 import inspect
-from typing import Mapping
+from collections.abc import Mapping
 
 from common import images as image_registry
 from common import instances, keypairs, keys, lifecycle, rpc

@@ -15,7 +15,7 @@ sets the field (common.ec2.request, "Trusted requests").
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlencode
 
 from common import signing

@@ -11,8 +11,9 @@ import base64
 import binascii
 import ipaddress
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from common import keypairs
 from common.cloud import MAX_COUNT_PER_REQUEST
@@ -143,7 +144,7 @@ def _user_data(value: str) -> str:
     return value
 
 
-def parse_run_instances(p: _Params, api: "Ec2Api") -> Args:
+def parse_run_instances(p: _Params, api: Ec2Api) -> Args:
     image_id = p.required("ImageId")
     if not _IMAGE_ID.match(image_id) or image_id not in api.image_ids():
         raise ImageNotFound(f"the image id {image_id[:80]!r} does not exist")
@@ -244,7 +245,7 @@ def parse_get_console_output(p: _Params, api) -> Args:
 class ActionSpec:
     scalars: frozenset
     lists: frozenset
-    parse: Callable[[_Params, "Ec2Api"], Args]
+    parse: Callable[[_Params, Ec2Api], Args]
 
 
 def _spec(parse, scalars=(), lists=()):
@@ -276,7 +277,7 @@ ACTIONS: dict[str, ActionSpec] = {
 }
 
 
-def parse_args(action: str, params: Mapping[str, str], api: "Ec2Api") -> Args:
+def parse_args(action: str, params: Mapping[str, str], api: Ec2Api) -> Args:
     """An action's parameters, checked (pure). Raises InvalidAction for an action we do
     not have, and InvalidParameterValue (or a subclass with a more precise code)."""
     spec = ACTIONS.get(action)

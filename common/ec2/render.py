@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 NAMESPACE = "http://ec2.amazonaws.com/doc/2010-08-31/"
 
@@ -35,20 +36,20 @@ def render_response(action: str, body: Mapping[str, Any], request_id: str) -> by
     lists as ``<item>`` children, None left out."""
     inner = _element("requestId", request_id) + "".join(_element(k, v) for k, v in body.items())
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<{action}Response xmlns="{NAMESPACE}">{inner}</{action}Response>').encode("utf-8")
+            f'<{action}Response xmlns="{NAMESPACE}">{inner}</{action}Response>').encode()
 
 
 def render_error(code: str, message: str, request_id: str) -> bytes:
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{_text(code)}</Code>'
             f"<Message>{_text(message)}</Message></Error></Errors>"
-            f"<RequestID>{_text(request_id)}</RequestID></Response>").encode("utf-8")
+            f"<RequestID>{_text(request_id)}</RequestID></Response>").encode()
 
 
 
 def iso8601(seconds: float | str | None) -> str | None:
     if seconds in (None, ""):
         return None
-    moment = datetime.datetime.fromtimestamp(float(seconds), datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(float(seconds), datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

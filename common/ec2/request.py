@@ -35,9 +35,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Mapping
 from urllib.parse import parse_qsl
 
 from common import signing
@@ -158,7 +158,7 @@ def _iso_time(text: str, name: str) -> float:
     except ValueError:
         raise AuthFailure(f"{name} {text!r} is not an ISO 8601 time"[:300]) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
 
 
@@ -203,12 +203,12 @@ def _request_time(headers: Mapping[str, str]) -> tuple[str, float]:
         except (TypeError, ValueError):
             raise AuthFailure("the Date header is not an HTTP date") from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.timezone.utc)
-        amz_date = moment.astimezone(datetime.timezone.utc).strftime(signing.AMZ_DATE_FORMAT)
+            moment = moment.replace(tzinfo=datetime.UTC)
+        amz_date = moment.astimezone(datetime.UTC).strftime(signing.AMZ_DATE_FORMAT)
     if amz_date is None or not _AMZ_DATE.match(amz_date):
         raise AuthFailure("a version 4 request needs an X-Amz-Date header of the form yyyymmddThhmmssZ")
     try:
-        moment = datetime.datetime.strptime(amz_date, signing.AMZ_DATE_FORMAT).replace(tzinfo=datetime.timezone.utc)
+        moment = datetime.datetime.strptime(amz_date, signing.AMZ_DATE_FORMAT).replace(tzinfo=datetime.UTC)
     except ValueError:
         raise AuthFailure(f"X-Amz-Date {amz_date!r} is not a time") from None
     return amz_date, moment.timestamp()

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import quote, unquote
 
 from real.objectstore.auth import Lookup, authenticate
@@ -269,7 +269,7 @@ class ObjectStoreApp:
 
     def _put_object(self, request: S3Request, bucket: str, key: str):
         self._owned_bucket(request, bucket)
-        directory, data, meta_path = self.store.paths(bucket, key)
+        _directory, data, meta_path = self.store.paths(bucket, key)
         if "x-amz-copy-source" in request.headers:
             raise S3Error("NotImplemented", "CopyObject is not implemented by this store", close=True)
         reader = BodyReader(request, self.max_body)

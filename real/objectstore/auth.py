@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from common import signing

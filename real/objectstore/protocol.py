@@ -15,9 +15,9 @@ import hashlib
 import re
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import UTC, datetime
 from urllib.parse import quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
@@ -151,7 +151,7 @@ def http_date(seconds: float) -> str:
 
 
 def iso_time(seconds: float) -> str:
-    stamp = datetime.fromtimestamp(seconds, timezone.utc)
+    stamp = datetime.fromtimestamp(seconds, UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from real.objectstore.protocol import (
     BUCKET_META,

@@ -23,7 +23,7 @@ FORM = "application/x-www-form-urlencoded; charset=utf-8"
 def botocore_headers(auth_class, method, url, body, region, service, headers):
     """The headers botocore's signer adds to a request, its clock fixed at NOW."""
     request = AWSRequest(method=method, url=url, data=body, headers=headers)
-    moment = datetime.datetime.fromtimestamp(NOW, datetime.timezone.utc).replace(tzinfo=None)
+    moment = datetime.datetime.fromtimestamp(NOW, datetime.UTC).replace(tzinfo=None)
     with mock.patch("botocore.auth.get_current_datetime", return_value=moment):
         auth_class(Credentials(ACCESS, SECRET), service, region).add_auth(request)
     return {name.lower(): value for name, value in request.headers.items()}
