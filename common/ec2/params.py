@@ -13,7 +13,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from common import keypairs
 from common.cloud import MAX_COUNT_PER_REQUEST
@@ -26,9 +26,6 @@ from common.ec2.errors import (
     UnknownParameter,
 )
 from common.errors import InvalidParameterValue
-
-if TYPE_CHECKING:
-    from common.ec2.api import Ec2Api
 
 #: EC2's bound on user data, in bytes before base64.
 MAX_USER_DATA_BYTES = 16 * 1024
@@ -45,6 +42,16 @@ _INSTANCE_ID = re.compile(r"^i-[0-9a-z]{1,64}$")
 _IMAGE_ID = re.compile(r"^[a-z]{3}-[0-9A-Za-z._-]{1,64}$")
 _COUNT = re.compile(r"^[0-9]{1,9}$")
 _LIST_PARAM = re.compile(r"^([A-Za-z][A-Za-z0-9]*)\.([1-9][0-9]{0,5})$")
+
+
+class ApiSettings(Protocol):
+    """What parsing reads from the API (an Ec2Api): its images, instance types and zone."""
+
+    cloud: Any
+    zone: str
+    default_instance_type: str
+
+    def image_ids(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,7 @@ def _user_data(value: str) -> str:
     return value
 
 
-def parse_run_instances(p: _Params, api: Ec2Api) -> Args:
+def parse_run_instances(p: _Params, api: ApiSettings) -> Args:
     image_id = p.required("ImageId")
     if not _IMAGE_ID.match(image_id) or image_id not in api.image_ids():
         raise ImageNotFound(f"the image id {image_id[:80]!r} does not exist")
@@ -245,7 +252,7 @@ def parse_get_console_output(p: _Params, api) -> Args:
 class ActionSpec:
     scalars: frozenset
     lists: frozenset
-    parse: Callable[[_Params, Ec2Api], Args]
+    parse: Callable[[_Params, ApiSettings], Args]
 
 
 def _spec(parse, scalars=(), lists=()):
@@ -277,7 +284,7 @@ ACTIONS: dict[str, ActionSpec] = {
 }
 
 
-def parse_args(action: str, params: Mapping[str, str], api: Ec2Api) -> Args:
+def parse_args(action: str, params: Mapping[str, str], api: ApiSettings) -> Args:
     """An action's parameters, checked (pure). Raises InvalidAction for an action we do
     not have, and InvalidParameterValue (or a subclass with a more precise code)."""
     spec = ACTIONS.get(action)
