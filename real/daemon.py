@@ -116,7 +116,7 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
 
 
 class RpcLog:
-    """Appends one CSV row per handled message (columns of common.report.RPC_COLUMNS;
+    """Appends one CSV row per handled message (columns of common.analysis.report.RPC_COLUMNS;
     what the broker alone knows, delivery tag and publish time, stays empty)."""
 
     def __init__(self, path: str):

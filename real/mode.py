@@ -57,7 +57,8 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from common import invariants, keys, lifecycle, network, report, rpc
+from common import invariants, keys, lifecycle, network, rpc
+from common.analysis import report
 from common.cloud import CloudConfig, CloudController, Quota
 from common.context import SYSTEM
 from common.directory import Directory, valid_name
@@ -147,7 +148,7 @@ def run(args) -> int:
     files = report.run_files(manifest=manifest, summary=summary, store=run.final_store,
                              rpc_rows=run.recorder.rpc_rows, series=run.recorder.series)
     if not getattr(args, "no_plots", False):
-        from common import plots  # matplotlib only when plots are wanted
+        from common.analysis import plots  # matplotlib only when plots are wanted
 
         files.update(plots.run_figures(run.recorder.series, report.instance_rows(run.final_store),
                                        subtitle=f"{scenario.name} · real · time x{scenario.real.time_scale:g}",

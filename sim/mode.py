@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from common import report
+from common.analysis import report
 from common.scenario import ScenarioError, with_overrides
 from sim import sweep
 from sim.one_run import run_one, timestamp

@@ -5,7 +5,7 @@ summary.json    the summary printed at the end, with invariant and SLO verdicts
 instances.csv   one row per instance: when it first reached each state
 rpc.csv         one row per handled RPC message
 timeseries.csv  long format: time, metric, series, value
-*.png           figures (unless plots are turned off): see common.plots.RUN_FIGURES
+*.png           figures (unless plots are turned off): see common.analysis.plots.RUN_FIGURES
 
 A sweep directory holds one run directory per run, ``sweep.json`` (what was swept) and
 ``sweep.csv`` (one row per run: swept values, seed, run directory, headline metrics).
@@ -19,7 +19,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from common import report
+from common.analysis import report
 
 PACKAGES = ("novalab", "simpy", "fakeredis", "redis", "pydantic", "PyYAML", "rich", "matplotlib")
 
@@ -80,8 +80,8 @@ def write_run_dir(out: Path, *, manifest: dict, summary: dict, store: dict, rpc_
 
 
 def write_plots(out: Path, series, instances, *, subtitle: str = "") -> list[Path]:
-    """The run's figures as PNG files in ``out`` (built by common.plots)."""
-    from common import plots  # matplotlib is imported only when plots are wanted
+    """The run's figures as PNG files in ``out`` (built by common.analysis.plots)."""
+    from common.analysis import plots  # matplotlib is imported only when plots are wanted
 
     written = []
     for name, data in plots.run_figures(series, instances, subtitle=subtitle).items():

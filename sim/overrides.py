@@ -10,7 +10,7 @@ import re
 
 import yaml
 
-from common import sweep as plan_
+from common.analysis import sweep as plan_
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 

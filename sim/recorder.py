@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from common import keys, lifecycle, report
+from common import keys, lifecycle
+from common.analysis import report
 from common.events import InstanceStateChanged, RequestRejected
 
 

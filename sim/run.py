@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import simpy
 
-from common import floating, invariants, network, report, scheduler, service
+from common import floating, invariants, network, scheduler, service
+from common.analysis import report
 from common.cloud import CloudConfig, CloudController, Quota
 from common.compute import ComputeManager
 from common.context import SYSTEM

@@ -29,7 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from common import sweep as plan_
+from common.analysis import sweep as plan_
 from common.scenario import ScenarioError, with_overrides
 from sim import output
 from sim.one_run import run_one, timestamp

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from common import report
+from common.analysis import report
 from common.scenario import with_overrides
 from sim.run import simulate
 from sim.scenario_file import load

@@ -9,8 +9,8 @@ import matplotlib.image
 import pytest
 import yaml
 
-from common import plots
-from common import sweep as sweeps
+from common.analysis import plots
+from common.analysis import sweep as sweeps
 from common.scenario import with_overrides
 from sim.cli import run_scenario_main
 from sim.recorder import Recorder

@@ -4,10 +4,10 @@ Both runtimes produce the same rows, so both get the same figures:
 
 - time-series rows ``(time, metric, series, value)`` as the recorder keeps them or as
   read back from ``timeseries.csv`` (strings are accepted and converted);
-- instance rows as ``common.report.instance_rows`` returns them or as read back from
+- instance rows as ``common.analysis.report.instance_rows`` returns them or as read back from
   ``instances.csv`` (``time_to_running`` is a number, or ``""`` when the instance never
   reached running);
-- sweep rows as ``common.sweep.sweep_row`` returns them or as read back from ``sweep.csv``.
+- sweep rows as ``common.analysis.sweep.sweep_row`` returns them or as read back from ``sweep.csv``.
 
 Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``),
 never through ``pyplot``, so nothing here touches a global backend or figure registry and
@@ -25,7 +25,7 @@ from collections import defaultdict
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from common.report import percentile
+from common.analysis.report import percentile
 
 #: Default label of the time axis (a real run passes its own: wall seconds since start).
 TIME_LABEL = "simulated time since start (s)"
