@@ -208,6 +208,8 @@ class Timing(_Model):
     store: Dist = distributions.Constant(0.0005)
     rpc: Dist = distributions.Constant(0.002)
     api: Dist = distributions.Constant(0.01)
+    #: One directory (LDAP) round trip: the API authenticates every request with one.
+    directory: Dist = distributions.Constant(0.001)
     hypervisor: Hypervisor = Hypervisor()
     #: A compute host's first fetch of an image (when cloud.image_size_mb > 0).
     image_fetch: ImageFetch = ImageFetch()
@@ -248,6 +250,11 @@ class Workload(_Model):
     #: first instance ``floating_delay`` seconds after launch (released before terminate).
     floating_ips: Probability = 0.0
     floating_delay: Dist = distributions.Constant(60.0)
+    #: Sim: sign every request (Signature Version 4 with the user's secret, checked by
+    #: the API) as a real client does, paying its CPU cost; false sends trusted
+    #: in-process requests that skip only the signature and timestamp checks. Real
+    #: mode always signs.
+    sign_requests: bool = True
 
 
 class Slo(_Model):

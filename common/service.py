@@ -23,19 +23,6 @@ def host_is_up(topic: str, host: str, down_time: float):
     return service_is_up(last, now, down_time)
 
 
-def periodic_tasks(topic: str, manager, periodic_interval: float, domain_sync_interval: float):
-    """The periodic work of a service of ``topic`` while it is up, as (name, interval,
-    make_work) triples; one list, so the sim and the daemons run the same tasks."""
-    if topic == "compute":
-        return [("domain sync", domain_sync_interval, manager.sync_domains)]
-    if topic != "network":
-        return []
-    tasks = [("leak sweep", periodic_interval, lambda: manager.sweep_leaked_addresses(periodic_interval))]
-    if manager.dhcp:
-        tasks.append(("reclaim", periodic_interval, manager.reclaim_fixed_ips))
-    return tasks
-
-
 def hosts_up(topic: str, down_time: float):
     """-> sorted tuple of the hosts of ``topic`` with a fresh heartbeat."""
     now = yield Now()

@@ -108,6 +108,62 @@ class DaemonConfig(BaseModel):
         )
 
 
+    def settings(self):
+        """The managers' settings (common.assembly) this daemon runs with."""
+        from common.assembly import Settings
+
+        return Settings(
+            network=self.network_config(), scheduler_driver=self.scheduler_driver, max_cores=self.max_cores,
+            service_down_time=self.service_down_time, floating_range=self.floating_range,
+            report_interval=self.report_interval, periodic_interval=self.periodic_interval,
+            domain_sync_interval=self.domain_sync_interval,
+        )
+
+    @classmethod
+    def from_scenario(cls, scenario, **settings) -> DaemonConfig:
+        """The daemons' configuration for a run of ``scenario``: every field of
+        ``FROM_SCENARIO`` read from its scenario path, the rest from ``settings``
+        (connections, paths, the clock) or the defaults."""
+        values = {}
+        for name, path in FROM_SCENARIO.items():
+            node = scenario
+            for part in path.split("."):
+                node = getattr(node, part)
+            values[name] = node
+        if values["scheduler_driver"] == "queue":
+            values["scheduler_driver"] = "simple"  # no scheduler daemon runs; the API casts to the queue
+        return cls(**values, **settings)
+
+
+#: Daemon settings that a scenario decides, by the scenario field they come from: the
+#: one table that maps the scenario onto a daemon's configuration file.
+FROM_SCENARIO = {
+    "workers": "cloud.hosts.workers",
+    "scheduler_driver": "cloud.scheduler",
+    "max_cores": "max_cores",
+    "network_manager": "cloud.network.manager",
+    "fixed_range": "cloud.network.fixed_range",
+    "flat_network_bridge": "cloud.network.bridge",
+    "bridge_interface": "cloud.network.bridge_interface",
+    "flat_network_dns": "cloud.network.dns",
+    "network_size": "cloud.network.network_size",
+    "num_networks": "cloud.network.num_networks",
+    "vlan_start": "cloud.network.vlan_start",
+    "vpn_clients": "cloud.network.vpn_clients",
+    "disassociate_timeout": "cloud.network.disassociate_timeout",
+    "floating_range": "cloud.network.floating_range",
+    "public_interface": "cloud.network.public_interface",
+    "report_interval": "timing.report_interval",
+    "service_down_time": "timing.service_down_time",
+    "periodic_interval": "timing.periodic_interval",
+    "domain_sync_interval": "timing.domain_sync_interval",
+    "build_timeout": "timing.build_timeout",
+    "redis_url": "real.redis_url",
+    "amqp_url": "real.amqp_url",
+    "time_scale": "real.time_scale",
+}
+
+
 class ConfigError(ValueError):
     pass
 

@@ -14,11 +14,9 @@ import signal
 import sys
 import threading
 
-from common import network, service
-from common.compute import ComputeManager
+from common import assembly, network
 from common.effects import BindFloating, EnsureFloatingForward, RemoveFloatingForward, UnbindFloating
 from common.errors import HypervisorError, NetworkDriverError
-from common.scheduler import SchedulerConfig, SchedulerManager
 from real.config import DaemonConfig
 from real.service import RealService
 from real.startup import StartupError, connect
@@ -73,46 +71,36 @@ def net_driver(config: DaemonConfig):
 
 
 def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
-    """Make the service for ``kind`` on ``host`` and run its start-up work."""
-    net = network_manager(config, host)
-    if kind == "compute":
+    """Make the service for ``kind`` on ``host`` and run its start-up work
+    (common.assembly: the same start-up as the sim's)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown daemon kind {kind!r}; expected one of {', '.join(KINDS)}")
+    settings = config.settings()
+    manager = assembly.make_manager(kind, host, settings)
+    hypervisor = netdriver = None
+    if kind == assembly.COMPUTE:
         from real.libvirt_driver import LibvirtDriver
 
         try:
             hypervisor = LibvirtDriver(config.libvirt_uri, config.instances_path)
         except HypervisorError as e:
             raise StartupError(f"cannot open libvirt at {config.libvirt_uri}: {e}") from None
-        compute = ComputeManager(host, net)
         if config.s3_url:
             from real import images
 
             images.install(runtime, config.s3_url, (config.s3_access_key, config.s3_secret_key),
                            os.path.join(config.instances_path, "_base"))
-        svc = RealService(runtime, "compute", host, compute, amqp_url=config.amqp_url, workers=config.workers,
-                          hypervisor=hypervisor, netdriver=net_driver(config))
-        settled = runtime.drive(svc.agent, compute.init_host())
-        if settled:
-            log.warning("compute %s: settled %d instances left mid-way by a previous run: %s",
-                        host, len(settled), ", ".join(settled))
-        return svc
-    if kind == "network":
-        svc = RealService(runtime, "network", host, net, amqp_url=config.amqp_url, workers=config.workers,
-                          netdriver=net_driver(config))
-        runtime.drive(svc.agent, net.create_networks())
-        if config.floating_range:
-            from common.floating import create_floating_ips
-
-            runtime.drive(svc.agent, create_floating_ips(host, config.floating_range))
-        runtime.drive(svc.agent, net.init_host())
-        returned = runtime.drive(svc.agent, net.sweep_leaked_addresses(0))
-        if returned:
-            log.warning("network %s: returned %d addresses a crashed allocation had left out of the pool",
-                        host, returned)
-        return svc
-    if kind == "scheduler":
-        manager = SchedulerManager(SchedulerConfig(config.scheduler_driver, config.max_cores, config.service_down_time), net)
-        return RealService(runtime, "scheduler", host, manager, amqp_url=config.amqp_url, workers=config.workers)
-    raise ValueError(f"unknown daemon kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind != assembly.SCHEDULER:
+        netdriver = net_driver(config)
+    svc = RealService(runtime, kind, host, manager, amqp_url=config.amqp_url, workers=config.workers,
+                      hypervisor=hypervisor, netdriver=netdriver)
+    done = runtime.drive(svc.agent, assembly.start_up(kind, host, manager, settings))
+    if done and kind == assembly.COMPUTE:
+        log.warning("compute %s: settled %d instances left mid-way by a previous run: %s",
+                    host, len(done), ", ".join(done))
+    elif done and kind == assembly.NETWORK:
+        log.warning("network %s: returned %d addresses a crashed allocation had left out of the pool", host, done)
+    return svc
 
 
 class RpcLog:
@@ -157,8 +145,7 @@ def serve(kind: str, host: str, config: DaemonConfig) -> int:
     if observers:
         svc.on_handled = lambda *row: [observe(*row) for observe in observers]
     svc.start(config.report_interval)
-    for name, interval, make_work in service.periodic_tasks(kind, svc.manager, config.periodic_interval,
-                                                            config.domain_sync_interval):
+    for name, interval, make_work in assembly.periodic_tasks(kind, svc.manager, config.settings()):
         svc.every(interval, lambda make_work=make_work: runtime.drive(svc.agent, make_work()), name)
     log.info("serving %s and %s.%s", kind, kind, host)
     stopping.wait()

@@ -31,6 +31,7 @@ pagination, filters.
 from __future__ import annotations
 
 import http.client
+import threading
 import time
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
@@ -38,6 +39,7 @@ from xml.etree import ElementTree
 
 from common.ec2 import HttpRequest
 from common.ec2.inprocess import signed_request
+from common.workload import ApiAnswer, ApiCall
 
 USER_AGENT = "novalab-ec2-client/1"
 
@@ -185,3 +187,45 @@ class Ec2Client:
 
     def release_address(self, public_ip: str) -> None:
         self.call("ReleaseAddress", {"PublicIp": public_ip})
+
+
+class HttpApi:
+    """The ``ApiCall`` performer of real mode (common.workload): each request is signed
+    and sent by a client of the calling thread for the call's project (clients are
+    not thread-safe). ``credentials`` maps a project to its user's (access, secret)."""
+
+    def __init__(self, url: str, credentials: Mapping[str, tuple[str, str]], *,
+                 clock: Callable[[], float] = time.time, timeout: float = 60.0):
+        self.url = url
+        self.credentials = credentials
+        self.clock = clock
+        self.timeout = timeout
+        self._local = threading.local()
+        self._clients: list[Ec2Client] = []
+        self._lock = threading.Lock()
+
+    def _client(self, project: str) -> Ec2Client:
+        mine = getattr(self._local, "clients", None)
+        if mine is None:
+            mine = self._local.clients = {}
+        if project not in mine:
+            access, secret = self.credentials[project]
+            mine[project] = Ec2Client(self.url, f"{access}:{project}", secret, clock=self.clock, timeout=self.timeout)
+            with self._lock:
+                self._clients.append(mine[project])
+        return mine[project]
+
+    def perform(self, agent, call: ApiCall) -> ApiAnswer:
+        client = self._client(call.project)
+        try:
+            status, body = client._exchange(call.action, dict(call.params))
+        except Ec2Error as e:
+            return ApiAnswer(0, b"", e.code)
+        client.requests += 1
+        return ApiAnswer(status, body)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()

@@ -17,13 +17,12 @@ Theory of operation
    127.0.0.1, ``cloud.api_workers`` threads, the scenario's quotas, images and instance
    types; its build-timeout reaper is the API's periodic task). Its access log is
    ``<run>/logs/api-access.log``.
-5. Drive the workload through the API, like real traffic: every RunInstances,
-   TerminateInstances and (for ``workload.floating_ips``) AllocateAddress,
-   AssociateAddress, DisassociateAddress and ReleaseAddress is a signed HTTP request
-   (Signature Version 4, ``real.ec2_client``) made by a thread of a bounded pool with
-   one client per thread and project, as that project's user. Arrival gaps, lifetimes
-   and floating delays are divided by the time scale; requests are stamped with the
-   run's compressed clock, which the API reads too. The scenario's ``faults`` play on
+5. Drive the workload through the API: the same effect generator as the sim's
+   (``common.workload``), driven by the real runner. Every ``ApiCall`` is a signed HTTP
+   request (Signature Version 4, ``real.ec2_client``) as that project's user, each
+   launch a thread of its own (``real.tasks``). Sleeps are divided by the time scale;
+   requests are stamped with the run's compressed clock, which the API reads too. The
+   scenario's ``faults`` play on
    timers from the same start: a kill is a SIGKILL of the daemon, a restart starts it
    again (it reconciles its host on start-up); hypervisor faults are sim-only and are
    skipped with a warning.
@@ -42,35 +41,33 @@ from __future__ import annotations
 import csv
 import datetime
 import hashlib
-import heapq
-import itertools
 import random
 import secrets
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 from rich.console import Console
 
-from common import invariants, keys, lifecycle, network, rpc
+from common import assembly, invariants, keys, lifecycle, network, rpc
 from common.analysis import report
-from common.cloud import CloudConfig, CloudController, Quota
+from common.cloud import CloudController
 from common.context import SYSTEM
 from common.directory import Directory, valid_name
 from common.effects import HGet, SCard, SMembers, ZRangeByScore
 from common.errors import NovaError
-from common.events import InstanceStateChanged, RequestRejected
+from common.events import RequestRejected
 from common.scenario import ScenarioError, parse_yaml
-from real import deploy, transport
+from common.workload import WORKLOAD_STREAM, ApiCall, Workload, workload_user
+from real import deploy, tasks, transport
 from real.config import DaemonConfig
-from real.daemon import StartupError, connect, network_manager
-from real.ec2_client import Ec2Client, Ec2Error
-from real.runner import RealRuntime
+from real.daemon import StartupError, connect
+from real.ec2_client import HttpApi
+from real.runner import Agent, RealRuntime
 from real.transport import RpcClient
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -85,10 +82,6 @@ DRAIN_POLL = 0.5
 AUDIT_CALL_TIMEOUT = 10.0
 #: Wall seconds a workload request may take before the client gives up on it.
 API_REQUEST_TIMEOUT = 60.0
-#: The user who manages every scenario project (the workload users are members).
-OPERATOR = "operator"
-#: The roles each workload user holds, globally and in its project.
-WORKLOAD_ROLES = ("sysadmin", "netadmin")
 
 
 class RealRecorder:
@@ -99,20 +92,12 @@ class RealRecorder:
         self.rejected = {}
         self.rpc_rows = []
         self.series = []
-        #: (action, wall seconds, EC2 error code or "") per workload request.
-        self.api_calls = []
-
-    def api_call(self, action: str, seconds: float, code: str = "") -> None:
-        with self.lock:
-            self.api_calls.append((action, seconds, code))
 
     def observe(self, event, now):
         if isinstance(event, RequestRejected):
             with self.lock:
                 key = (event.action, event.code)
                 self.rejected[key] = self.rejected.get(key, 0) + 1
-        elif isinstance(event, InstanceStateChanged):
-            pass  # read back from the store's transition lists at the end
 
 
 def run(args) -> int:
@@ -159,7 +144,8 @@ def run(args) -> int:
     console.print(report.summary_renderable(summary, out))
     api = summary.get("api") or {}
     if api.get("requests"):
-        latency = ", ".join(f"{action} p50 {v['p50_ms']:.0f} ms" for action, v in api["by_action"].items())
+        latency = ", ".join(f"{action} p50 {1000 * v['p50_s'] / scenario.real.time_scale:.0f} ms"
+                            for action, v in api["by_action"].items())
         console.print(f"API: {api['requests']:,} signed requests in {api['workload_wall_seconds']:.1f} s "
                       f"({api['requests_per_second']:.1f}/s); {latency}")
     return EXIT_OK if summary["ok"] else EXIT_FAILED
@@ -186,46 +172,29 @@ class RealRun:
         self.seed = seed
         self.out = out
         self.show_progress = progress
-        real, timing, cloud = scenario.real, scenario.timing, scenario.cloud
+        real = scenario.real
         self.scale = real.time_scale
-        self.config = DaemonConfig(
-            redis_url=real.redis_url,
-            amqp_url=real.amqp_url,
+        self.config = DaemonConfig.from_scenario(
+            scenario,
             key_prefix=real.key_prefix or f"novalab-{scenario.name}-{secrets.token_hex(4)}:",
             libvirt_uri=real.libvirt_uri if real.libvirt_uri != "test" else "test:///default",
             rpc_log=str((out / "logs" / "rpc-{name}.csv").resolve()),
             instances_path=str((out / "instances").resolve()),
-            workers=cloud.hosts.workers,
-            report_interval=timing.report_interval,
-            service_down_time=timing.service_down_time,
-            periodic_interval=timing.periodic_interval,
-            domain_sync_interval=timing.domain_sync_interval,
-            build_timeout=timing.build_timeout,
-            time_scale=self.scale,
             time_origin=time.time(),
-            scheduler_driver=cloud.scheduler if cloud.scheduler != "queue" else "simple",
-            max_cores=scenario.max_cores,
-            network_manager=cloud.network.manager,
-            fixed_range=cloud.network.fixed_range,
-            flat_network_bridge=cloud.network.bridge,
-            flat_network_dns=cloud.network.dns,
-            network_size=cloud.network.network_size,
-            num_networks=cloud.network.num_networks,
-            vlan_start=cloud.network.vlan_start,
-            vpn_clients=cloud.network.vpn_clients,
-            disassociate_timeout=cloud.network.disassociate_timeout,
-            floating_range=cloud.network.floating_range,
             # No namespace of its own: floating addresses stay in the records.
             bind_floating=False,
         )
-        self.hosts = [f"host{i + 1}" for i in range(real.hosts)]
+        self.roster = assembly.roster(scenario, real.hosts)
+        self.hosts = [spec.host for spec in self.roster if spec.topic == assembly.COMPUTE]
         self.recorder = RealRecorder()
         self.processes: dict[str, subprocess.Popen] = {}
         self.final_store: Any = {}
         self.slapd: Any = None  # a PrivateSlapd once started
         self.server: Any = None  # the ApiServer once started
-        #: project -> (access key, secret key) of its workload user.
-        self.credentials: dict[str, tuple[str, str]] = {}
+        #: directory user -> (access key, secret key).
+        self.credentials = {user: (secrets.token_hex(10), secrets.token_urlsafe(30))
+                            for user in assembly.directory_users(scenario)}
+        self.workload = Workload(scenario, random.Random(f"{seed}/{WORKLOAD_STREAM}"), real.requests)
         self.workload_seconds = 0.0
 
     # -- the whole run ----------------------------------------------------------------
@@ -235,6 +204,7 @@ class RealRun:
         plan = self._fault_plan()  # raises StartupError for a plan real mode cannot play
         store, _ = connect(self.config)  # raises StartupError naming what is missing
         self.store = store
+        self._isolate_queues()
         self.runtime = RealRuntime(store, lambda: RpcClient(self.config.amqp_url), self.recorder,
                                    time_scale=self.scale, time_origin=self.config.time_origin)
         config_path = self.out / "daemon-config.yaml"
@@ -294,7 +264,7 @@ class RealRun:
         from real.slapd import PrivateSlapd, SlapdError
 
         projects = [p.id for p in self.scenario.cloud.projects]
-        bad = [p for p in projects if not valid_name(p) or not valid_name(f"{p}-user")]
+        bad = [p for p in projects if not valid_name(p) or not valid_name(workload_user(p))]
         if bad:
             raise StartupError(f"project ids {', '.join(bad)} are not directory names "
                                "([A-Za-z0-9][A-Za-z0-9._-]*, at most 58 characters)")
@@ -302,17 +272,8 @@ class RealRun:
             self.slapd = PrivateSlapd(self.out / "ldap").start()
         except SlapdError as e:
             raise StartupError(f"cannot start a private slapd: {e}") from None
-        directory = Directory(self.slapd.root)
         with LdapDirectory(self.slapd.url, self.slapd.bind_dn, self.slapd.password) as ldap:
-            ldap.run(directory.create_user(OPERATOR, secrets.token_hex(10), secrets.token_urlsafe(30)))
-            for project in projects:
-                user = f"{project}-user"
-                self.credentials[project] = (secrets.token_hex(10), secrets.token_urlsafe(30))
-                ldap.run(directory.create_user(user, *self.credentials[project]))
-                ldap.run(directory.create_project(project, OPERATOR, "run-scenario --mode real", members=(user,)))
-                for role in WORKLOAD_ROLES:
-                    ldap.run(directory.add_role(user, role))
-                    ldap.run(directory.add_role(user, role, project))
+            ldap.run(assembly.populate_directory(Directory(self.slapd.root), self.scenario, self.credentials))
 
     def _stop_directory(self):
         if self.slapd is not None:
@@ -327,7 +288,9 @@ class RealRun:
 
         self._ldap = ldap.install(self.runtime, self.slapd.url, self.slapd.bind_dn, self.slapd.password)
         install_keypairs(self.runtime)
-        api = Ec2Api(self._cloud(), Directory(self.slapd.root))
+        settings = assembly.Settings.from_scenario(self.scenario)
+        api = Ec2Api(CloudController(settings.cloud, network.make_manager(settings.network)),
+                     Directory(self.slapd.root))
         access_log = open(self.out / "logs" / "api-access.log", "a", buffering=1)  # noqa: SIM115 - open for the whole run
         log_lock = threading.Lock()
 
@@ -347,37 +310,15 @@ class RealRun:
             self._ldap.close()
 
     def api_summary(self) -> dict:
-        calls = self.recorder.api_calls
-        by_action: dict = {}
-        for action in sorted({a for a, _, _ in calls}):
-            seconds = sorted(s for a, s, _ in calls if a == action)
-            by_action[action] = {
-                "count": len(seconds),
-                "p50_ms": 1000 * (report.percentile(seconds, 50) or 0.0),  # seconds is never empty
-                "p95_ms": 1000 * (report.percentile(seconds, 95) or 0.0),
-            }
-        errors: dict = {}
-        for action, _, code in calls:
-            if code:
-                errors[f"{action} {code}"] = errors.get(f"{action} {code}", 0) + 1
-        return {
-            "url": self.server.url if self.server is not None else None,
-            "client": "real.ec2_client (Signature Version 4 over http.client)",
-            "requests": len(calls),
-            "workload_wall_seconds": self.workload_seconds,
-            "requests_per_second": len(calls) / self.workload_seconds if self.workload_seconds else None,
-            "by_action": by_action,
-            "errors": dict(sorted(errors.items())),
-        }
+        return {"url": self.server.url if self.server is not None else None,
+                "client": "real.ec2_client (Signature Version 4 over http.client)",
+                **self.workload.api_summary(self.workload_seconds)}
 
     # -- daemons --------------------------------------------------------------------
 
     def _start_daemons(self, config_path: Path):
-        kinds = [("network", "net1")] + [("compute", h) for h in self.hosts]
-        if self.scenario.cloud.scheduler != "queue":
-            kinds.append(("scheduler", "sched1"))
-        for kind, host in kinds:
-            self.start_daemon(kind, host, config_path)
+        for spec in self.roster:
+            self.start_daemon(spec.topic, spec.host, config_path)
 
     def start_daemon(self, kind: str, host: str, config_path: Path | None = None):
         config_path = config_path or self.out / "daemon-config.yaml"
@@ -403,8 +344,9 @@ class RealRun:
                 problems.append(f"faults.{index}: kill network {fault.host}: real mode runs one network daemon")
         if problems:
             raise StartupError("the fault plan does not fit real mode: " + "; ".join(problems))
-        names = {"compute": [f"host{i + 1}" for i in range(scenario.real.hosts)], "network": ["net1"],
-                 "scheduler": ["sched1"]}
+        names: dict[str, list[str]] = {}
+        for spec in self.roster:
+            names.setdefault(spec.topic, []).append(spec.host)
         plan = []
         for index, fault in enumerate(scenario.faults):
             # The same file drives both modes, so sim-only faults are said, not refused.
@@ -455,147 +397,19 @@ class RealRun:
 
     # -- workload -------------------------------------------------------------------
 
-    def _cloud(self) -> CloudController:
-        cloud, timing = self.scenario.cloud, self.scenario.timing
-        return CloudController(
-            CloudConfig(
-                scheduler=cloud.scheduler,
-                instance_types={k: v.model_dump() for k, v in cloud.instance_types.items()},
-                images=tuple(cloud.images),
-                quotas={p.id: Quota(p.quota.instances, p.quota.cores, p.quota.floating_ips) for p in cloud.projects},
-                network_call_timeout=timing.network_call_timeout,
-                build_timeout=timing.build_timeout,
-            ),
-            network_manager(self.config),
-        )
-
     def _drive_workload(self):
-        """Issue the requests through the API on the (compressed) wall clock: launch,
-        then (for a share of launches) take a floating address after its delay, then
-        terminate after the lifetime (giving the address back first). Each launch's
-        steps run in order, as tasks of a bounded pool. Returns once every task is done."""
-        spec = self.scenario.workload
-        rng = random.Random(f"{self.seed}/workload")
-        image = spec.image or self.scenario.cloud.images[0]
-        types = sorted(spec.instance_types.items())
-        projects = sorted((spec.projects or {p.id: 1.0 for p in self.scenario.cloud.projects}).items())
-        total = self.scenario.real.requests or spec.requests
-        n = spec.instances_per_request
-        due: list = []  # (monotonic time, seq, task) of steps that wait for their time
-        order = itertools.count()
-        lock = threading.Lock()
-        idle = threading.Condition(lock)
-        busy = [0]  # tasks submitted and not finished
-        pool = ThreadPoolExecutor(max_workers=self.scenario.cloud.api_workers, thread_name_prefix="workload")
-        local = threading.local()
-        clients = []
-
-        def client(project) -> Ec2Client:
-            mine = getattr(local, "clients", None)
-            if mine is None:
-                mine = local.clients = {}
-            if project not in mine:
-                access, secret = self.credentials[project]
-                mine[project] = Ec2Client(self.server.url, f"{access}:{project}", secret, clock=self.runtime.now,
-                                          timeout=API_REQUEST_TIMEOUT)
-                with lock:
-                    clients.append(mine[project])
-            return mine[project]
-
-        def call(project, action, method, *args):
-            """One request; -> its result, or None when the API said no."""
-            begun = time.perf_counter()
-            try:
-                result = method(client(project), *args)
-            except Ec2Error as e:
-                self.recorder.api_call(action, time.perf_counter() - begun, e.code)
-                return None
-            self.recorder.api_call(action, time.perf_counter() - begun)
-            return result if result is not None else True
-
-        def later(at, task):
-            with lock:
-                heapq.heappush(due, (at, next(order), task))
-
-        def submit(task):
-            def run():
-                try:
-                    task()
-                finally:
-                    with idle:
-                        busy[0] -= 1
-                        idle.notify_all()
-
-            with lock:
-                busy[0] += 1
-            pool.submit(run)
-
-        def launch(project, itype, issued, lifetime, floating_after):
-            ids = call(project, "RunInstances", Ec2Client.run_instances, image, itype, n, n)
-            if not ids:
-                return
-            end = None if lifetime is None else issued + lifetime / self.scale
-            if floating_after is not None and (lifetime is None or floating_after < lifetime):
-                later(issued + floating_after / self.scale, lambda: take_address(project, ids, end))
-            elif end is not None:
-                later(end, lambda: terminate(project, ids, None))
-
-        def take_address(project, ids, end):
-            address = call(project, "AllocateAddress", Ec2Client.allocate_address)
-            if address and not call(project, "AssociateAddress", Ec2Client.associate_address, address, ids[0]):
-                call(project, "ReleaseAddress", Ec2Client.release_address, address)
-                address = None
-            if end is not None:
-                later(end, lambda: terminate(project, ids, address))
-
-        def terminate(project, ids, address):
-            if address:
-                call(project, "DisassociateAddress", Ec2Client.disassociate_address, address)
-                call(project, "ReleaseAddress", Ec2Client.release_address, address)
-            call(project, "TerminateInstances", Ec2Client.terminate_instances, ids)
-
-        console = Console(stderr=True)
+        """Drive the shared workload generator through the API (module docstring, step 5)."""
+        by_project = {p.id: self.credentials[workload_user(p.id)] for p in self.scenario.cloud.projects}
+        http = HttpApi(self.server.url, by_project, clock=self.runtime.now, timeout=API_REQUEST_TIMEOUT)
+        self.runtime.register(ApiCall, http.perform)
+        pool = tasks.install(self.runtime)
         began = time.monotonic()
-        next_at = began
-        for index in range(total):
-            gap = 1.0 / spec.arrivals.rate if spec.arrivals.process == "constant" else rng.expovariate(spec.arrivals.rate)
-            next_at += gap / self.scale
-            project = rng.choices([p for p, _ in projects], weights=[w for _, w in projects])[0]
-            itype = rng.choices([t for t, _ in types], weights=[w for _, w in types])[0]
-            lifetime = spec.lifetime.sample(rng) if spec.lifetime is not None else None
-            floating_after = None
-            if spec.floating_ips and rng.random() < spec.floating_ips:
-                floating_after = spec.floating_delay.sample(rng)
-            self._run_due(due, lock, submit, until=next_at)
-            submit(lambda p=project, t=itype, at=next_at, life=lifetime, fl=floating_after: launch(p, t, at, life, fl))
-            if self.show_progress and (index + 1) % max(1, total // 10) == 0:
-                console.print(f"{index + 1}/{total} requests issued")
-        while True:
-            with lock:
-                if not due and busy[0] == 0:
-                    break
-                wake = due[0][0] if due else time.monotonic() + 0.05
-            self._run_due(due, lock, submit, until=wake)
-        pool.shutdown(wait=True)
+        try:
+            self.runtime.drive(Agent("workload"), self.workload.run())
+        finally:
+            pool.shutdown()
+            http.close()
         self.workload_seconds = time.monotonic() - began
-        for c in clients:
-            c.close()
-
-    @staticmethod
-    def _run_due(due, lock, submit, until: float):
-        """Sleep until ``until``, submitting every task that falls due meanwhile."""
-        while True:
-            with lock:
-                head = due[0] if due else None
-            now = time.monotonic()
-            if head is not None and head[0] <= min(now, until):
-                with lock:
-                    _, _, task = heapq.heappop(due)
-                submit(task)
-                continue
-            if now >= until:
-                return
-            time.sleep(min(until - now, 0.05, max(0.0, head[0] - now) if head else 0.05))
 
     def _drain(self):
         deadline = time.monotonic() + self.scenario.drain_timeout / self.scale
@@ -619,8 +433,12 @@ class RealRun:
 
     def _sample_until(self, stop: threading.Event):
         interval = self.scenario.metrics.interval / self.scale
+        console = Console(stderr=True)
         while not stop.wait(interval):
             self._sample()
+            if self.show_progress:
+                console.print(f"{self.workload.issued}/{self.workload.total} requests issued, "
+                              f"{self.workload.finished} launches settled")
 
     def _sample(self):
         now = self.runtime.now() - self.config.time_origin
@@ -688,8 +506,23 @@ class RealRun:
         rows.sort(key=lambda row: float(row[5]))  # by the time handling started
         self.recorder.rpc_rows.extend(rows)
 
+    def _isolate_queues(self):
+        """Queue names are the 2010 topic names, so two runs on one vhost would take each
+        other's messages: a run gets a vhost of its own when the broker is local and
+        ``rabbitmqctl`` is at hand (otherwise it shares the configured one, and says so)."""
+        self.vhost = f"novalab-{self.config.key_prefix.rstrip(':')}"
+        url = deploy.private_vhost(self.config.amqp_url, self.vhost)
+        if url is None:
+            self.vhost = None
+            print("run-scenario --mode real: no private RabbitMQ vhost (not a local broker, or no rabbitmqctl): "
+                  "a second run on the same vhost would take this run's messages", file=sys.stderr)
+            return
+        self.config = self.config.model_copy(update={"amqp_url": url})
+
     def _clean_up(self):
         transport.delete_queues(self.config.amqp_url, self._queue_names())
+        if getattr(self, "vhost", None):
+            deploy.delete_vhost(self.vhost)
         self.store.flush()
         self.runtime.close()
         self.store.close()

@@ -8,12 +8,16 @@ from dataclasses import dataclass
 
 import simpy
 
-from common import floating, invariants, network, scheduler, service
+from common import assembly, invariants, network, service
 from common.analysis import report
-from common.cloud import CloudConfig, CloudController, Quota
-from common.compute import ComputeManager
+from common.cloud import CloudController
 from common.context import SYSTEM
-from sim import faults
+from common.directory import Directory
+from common.ec2 import Ec2Api
+from common.workload import WORKLOAD_STREAM, Workload, workload_user
+from sim import api as sim_api
+from sim import directory as sim_directory
+from sim import faults, tasks
 from sim import images as image_cache
 from sim.broker import Broker
 from sim.hypervisor import FakeHypervisor
@@ -22,7 +26,6 @@ from sim.recorder import Recorder
 from sim.runtime import SimRuntime, stream
 from sim.services import SimService, periodic
 from sim.store import SimStore
-from sim.workload import Workload
 
 #: Simulated seconds between two checks for quiescence while draining.
 DRAIN_POLL = 5.0
@@ -31,24 +34,6 @@ DRAIN_POLL = 5.0
 PROGRESS_STEP = 20.0
 
 MIB = 1024 * 1024
-
-
-class SimApi:
-    """The API service: bounded concurrent requests, each paying the API latency."""
-
-    def __init__(self, runtime, cloud, workers, latency, rng):
-        self.runtime = runtime
-        self.cloud = cloud
-        self.slots = simpy.Resource(runtime.env, capacity=workers)
-        self.latency = latency
-        self.rng = rng
-        self.agent = runtime.agent("api")
-
-    def request(self, work):
-        with self.slots.request() as slot:
-            yield slot
-            yield self.runtime.env.timeout(self.latency.sample(self.rng))
-            return (yield from self.runtime.drive(self.agent, work))
 
 
 @dataclass
@@ -83,48 +68,36 @@ class Simulation:
             self.image_cache = image_cache.install(
                 self.runtime, fetch.bandwidth_mb_per_s * MIB, fetch.latency, stream(seed, "image-fetch")
             )
-        net = cloud.network
-        self.net_config = net.config()
+        self.settings = settings = assembly.Settings.from_scenario(
+            scenario, {name: (f"images/{name}.img", image_bytes) for name in cloud.images} if image_bytes else {})
+        self.net_config = settings.network
         self.network_sizes = {spec.network_id: len(spec.addresses) for spec in network.plan(self.net_config)}
-        quotas = {p.id: Quota(p.quota.instances, p.quota.cores, p.quota.floating_ips) for p in cloud.projects}
-        self.cloud = CloudController(
-            CloudConfig(
-                scheduler=cloud.scheduler,
-                instance_types={k: v.model_dump() for k, v in cloud.instance_types.items()},
-                images=tuple(cloud.images),
-                image_locations={name: (f"images/{name}.img", image_bytes) for name in cloud.images} if image_bytes else {},
-                quotas=quotas,
-                network_call_timeout=timing.network_call_timeout,
-                build_timeout=timing.build_timeout,
-            ),
-            network.make_manager(self.net_config),
-        )
+        self.cloud = CloudController(settings.cloud, network.make_manager(self.net_config))
+        self.directory = sim_directory.install(self.runtime, timing.directory, stream(seed, "latency/directory"))
+        self.credentials = _credentials(scenario, stream(seed, "credentials"))
+        by_project = {p.id: self.credentials[workload_user(p.id)] for p in cloud.projects}
+        ec2 = Ec2Api(self.cloud, Directory(self.directory.root))
+        self.api = sim_api.install(self.runtime, sim_api.SimApi(
+            self.runtime, ec2, by_project, workers=cloud.api_workers, latency=timing.api,
+            rng=stream(seed, "latency/api"), signed=scenario.workload.sign_requests))
+        tasks.install(self.runtime)
         self.hypervisors: list = []
         self.netdrivers: list = []
         self.services: list = []
-        width = len(str(cloud.hosts.count))
-        for i in range(cloud.hosts.count):
-            host = f"host{i + 1:0{width}d}"
-            hv = FakeHypervisor(env, host, cloud.hosts.vcpus, cloud.hosts.memory_mb, timing.hypervisor, stream(seed, f"hypervisor/{host}"))
-            self.hypervisors.append(hv)
-            manager = ComputeManager(host, network.make_manager(self.net_config, host))
-            self.services.append(
-                SimService(self.runtime, "compute", host, manager, cloud.hosts.workers, hv, self._netdriver(host))
-            )
-        for i in range(net.hosts):
-            host = f"net{i + 1}"
-            network_manager = network.make_manager(self.net_config, host)
-            self.services.append(SimService(self.runtime, "network", host, network_manager, net.workers, netdriver=self._netdriver(host)))
-        if cloud.scheduler != scheduler.QUEUE:
-            config = scheduler.SchedulerConfig(cloud.scheduler, scenario.max_cores, timing.service_down_time)
-            scheduler_manager = scheduler.SchedulerManager(config, network.make_manager(self.net_config))
-            self.services.append(SimService(self.runtime, "scheduler", "sched1", scheduler_manager, cloud.scheduler_workers))
+        for spec in assembly.roster(scenario):
+            manager = assembly.make_manager(spec.topic, spec.host, settings)
+            hv = None
+            if spec.topic == assembly.COMPUTE:
+                hv = FakeHypervisor(env, spec.host, cloud.hosts.vcpus, cloud.hosts.memory_mb, timing.hypervisor,
+                                    stream(seed, f"hypervisor/{spec.host}"))
+                self.hypervisors.append(hv)
+            netdriver = self._netdriver(spec.host) if spec.topic != assembly.SCHEDULER else None
+            self.services.append(SimService(self.runtime, spec.topic, spec.host, manager, spec.workers, hv, netdriver))
         by_kind: dict = {}
         for svc in self.services:
             by_kind.setdefault(svc.topic, []).append(svc)
         self.fault_targets = faults.FaultTargets(env, by_kind, self.hypervisors, self._restart, self.store)
-        self.api = SimApi(self.runtime, self.cloud, cloud.api_workers, timing.api, stream(seed, "latency/api"))
-        self.workload = Workload(self.runtime, self.api, scenario, stream(seed, "workload"))
+        self.workload = Workload(scenario, stream(seed, WORKLOAD_STREAM))
 
     def _netdriver(self, host):
         driver = FakeNetDriver(self.env, host, self.scenario.timing.network_driver, stream(self.seed, f"netdriver/{host}"))
@@ -140,7 +113,8 @@ class Simulation:
         for svc in self.services:
             svc.start_background(timing.report_interval, beat_rng.uniform(0, timing.report_interval),
                                  self._periodic_tasks(svc))
-        env.process(periodic(runtime, self.api.agent, timing.periodic_interval, lambda: self.cloud.reap_stuck_builds(SYSTEM)))
+        env.process(periodic(runtime, self.api.agent, timing.periodic_interval,
+                             lambda: self.cloud.reap_stuck_builds(SYSTEM)))
         faults.play(self.fault_targets, self.scenario.faults)
         env.process(
             self.recorder.sampler(
@@ -185,41 +159,36 @@ class Simulation:
                 "image_transfers": self.image_cache.transfers if self.image_cache else 0,
                 "image_bytes_transferred": self.image_cache.bytes_transferred if self.image_cache else 0,
                 "faults": [{"at": at, "what": what} for at, what in self.fault_targets.log],
+                "api": self.workload.api_summary(),
             },
         )
         return SimResult(self.scenario, self.seed, self.recorder, verdicts, summary, snapshot, broker_stats, wall)
 
     def _setup(self):
-        agent = self.runtime.agent("setup")
-        yield from self.runtime.drive(agent, self.cloud.network.create_networks())
-        if self.scenario.cloud.network.floating_range:
-            yield from self.runtime.drive(agent, floating.create_floating_ips("net1", self.scenario.cloud.network.floating_range))
+        """The cloud before the workload: the directory's users and projects, then each
+        service's start-up and first heartbeat (network hosts first)."""
+        yield from self.runtime.drive(self.runtime.agent("setup"),
+                                      assembly.populate_directory(Directory(self.directory.root), self.scenario,
+                                                                  self.credentials))
         for svc in self.services:
             yield from self.runtime.drive(svc.agent, self._start_up(svc))
             yield from self.runtime.drive(svc.agent, service.report_state(svc.topic, svc.host))
 
-    @staticmethod
-    def _start_up(svc):
-        """What a service does when it starts: a compute worker reconciles its host; a
-        network worker puts back addresses a crashed allocation left out of the pool."""
-        if svc.topic == "compute":
-            return (yield from svc.manager.init_host())
-        if svc.topic == "network":
-            return (yield from svc.manager.sweep_leaked_addresses(0))
-        return None
+    def _start_up(self, svc):
+        return assembly.start_up(svc.topic, svc.host, svc.manager, self.settings)
 
     def _periodic_tasks(self, svc):
         """(interval, make_work) pairs a service runs while it is up."""
-        timing = self.scenario.timing
         return [(interval, make_work) for _, interval, make_work
-                in service.periodic_tasks(svc.topic, svc.manager, timing.periodic_interval, timing.domain_sync_interval)]
+                in assembly.periodic_tasks(svc.topic, svc.manager, self.settings)]
 
     def _restart(self, svc):
-        return svc.restart(self._start_up, self.scenario.timing.report_interval, self._periodic_tasks(svc))
+        return svc.restart(lambda s: self._start_up(s), self.scenario.timing.report_interval,
+                           self._periodic_tasks(svc))
 
     def _drive_to_quiescence(self):
         env = self.env
-        yield env.process(self.workload.arrivals())
+        yield from self.runtime.drive(self.runtime.agent("workload"), self.workload.run())
         deadline = env.now + self.scenario.drain_timeout
         while env.now < deadline and not self._quiet():
             yield env.timeout(DRAIN_POLL)
@@ -242,3 +211,10 @@ class Simulation:
 def simulate(scenario, seed: int | None = None, progress=None) -> SimResult:
     seed = scenario.seed if seed is None else seed
     return Simulation(scenario, seed).run(progress)
+
+
+def _credentials(scenario, rng) -> dict[str, tuple[str, str]]:
+    """Deterministic keys for the run's directory users (a real run draws them from
+    ``secrets``)."""
+    return {user: (f"{rng.getrandbits(80):020x}", f"{rng.getrandbits(180):045x}")
+            for user in assembly.directory_users(scenario)}
