@@ -72,6 +72,10 @@ class SimDirectory:
         self.conn = Connection(self.server, client_strategy=MOCK_SYNC, raise_exceptions=False)
         self.conn.bind()
         self._dit = self.server.dit  # type: ignore[attr-defined]  # the mock's in-memory DIT, not in the stubs
+        #: Search answers by (base, filter, scope, attributes), dropped on every write:
+        #: the mock's search scans and re-parses the whole DIT (milliseconds each), and
+        #: a run's directory is written during set-up and then only read.
+        self._answers: dict = {}
         if seed_base:
             for dn, classes, attrs in Directory(root).base_entries():
                 self.apply(LdapAdd(dn, classes, attrs))
@@ -96,9 +100,16 @@ class SimDirectory:
         """Perform one LDAP effect now and return its result (no latency, no outage)."""
         self.operations += 1
         kind = type(effect)
+        if kind is LdapSearch:
+            key = (effect.base, effect.filter, effect.scope, effect.attributes)
+            if key in self._answers:
+                return self._answers[key]
+        else:
+            self._answers.clear()
         try:
             if kind is LdapSearch:
-                return self._search(effect)
+                answer = self._answers[key] = self._search(effect)
+                return answer
             if kind is LdapAdd:
                 return self._add(effect)
             if kind is LdapModify:
