@@ -119,25 +119,17 @@ def run(args) -> int:
     except StartupError as e:
         print(f"run-scenario --mode real: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    manifest = {
-        "scenario": scenario.name,
-        "scenario_path": str(args.scenario),
-        "scenario_hash": "sha256:" + hashlib.sha256(Path(args.scenario).read_bytes()).hexdigest(),
-        "seed": seed,
-        "mode": "real",
-        "time_scale": scenario.real.time_scale,
-        "key_prefix": run.config.key_prefix,
-        "git_commit": git_commit(),
-        "started_at": stamp,
-    }
+    manifest = report.manifest(
+        scenario=scenario, scenario_path=args.scenario,
+        scenario_hash="sha256:" + hashlib.sha256(Path(args.scenario).read_bytes()).hexdigest(), seed=seed,
+        mode="real", started_at=stamp, provenance=getattr(args, "provenance", None) or {},
+        time_scale=scenario.real.time_scale, key_prefix=run.config.key_prefix,
+    )
     files = report.run_files(manifest=manifest, summary=summary, store=run.final_store,
-                             rpc_rows=run.recorder.rpc_rows, series=run.recorder.series)
-    if not getattr(args, "no_plots", False):
-        from common.analysis import plots  # matplotlib only when plots are wanted
-
-        files.update(plots.run_figures(run.recorder.series, report.instance_rows(run.final_store),
-                                       subtitle=f"{scenario.name} · real · time x{scenario.real.time_scale:g}",
-                                       time_label="scenario time since start (s)"))
+                             rpc_rows=run.recorder.rpc_rows, series=run.recorder.series,
+                             plots=not getattr(args, "no_plots", False),
+                             subtitle=f"{scenario.name} · real · time x{scenario.real.time_scale:g}",
+                             time_label="scenario time since start (s)")
     for name, data in files.items():
         (out / name).write_bytes(data)
     console = Console(width=max(100, Console().width))
@@ -149,15 +141,6 @@ def run(args) -> int:
         console.print(f"API: {api['requests']:,} signed requests in {api['workload_wall_seconds']:.1f} s "
                       f"({api['requests_per_second']:.1f}/s); {latency}")
     return EXIT_OK if summary["ok"] else EXIT_FAILED
-
-
-def git_commit() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 class RealRun:

@@ -17,6 +17,8 @@ import argparse
 import sys
 from importlib import metadata
 
+from sim import output
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -69,6 +71,8 @@ def run(args) -> int:
     if runner is None:
         print(f"run-scenario: unknown mode {args.mode!r} (expected sim or real)", file=sys.stderr)
         return EXIT_BAD_INPUT
+    # The commit and versions are read here, once, for whichever mode runs.
+    args.provenance = output.provenance()
     return runner(args)
 
 

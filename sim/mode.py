@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from common.analysis import report
 from common.scenario import ScenarioError, with_overrides
@@ -49,18 +48,4 @@ def run(args) -> int:
 
 
 def print_summary(console, summary, out):
-    table = Table(title=f"{summary['scenario']} · seed {summary['seed']} · {summary['mode']}", show_lines=False)
-    table.add_column("section", style="dim")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    previous = None
-    for section, label, value in report.summary_rows(summary):
-        style = "red" if "FAILED" in value else None
-        table.add_row(section if section != previous else "", label, value, style=style)
-        previous = section
-    console.print(table)
-    for v in summary["invariants"]:
-        for line in v["violations"][:5]:
-            console.print(f"[red]{v['name']}[/red] {line}", highlight=False)
-    verdict = "[green]all invariants and SLOs hold[/green]" if summary["ok"] else "[red]FAILED[/red]"
-    console.print(f"{verdict} · run directory: {out}")
+    console.print(report.summary_renderable(summary, out))

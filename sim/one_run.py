@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.analysis import report
 from sim import output
 from sim.run import simulate
 from sim.scenario_file import digest
@@ -28,28 +29,16 @@ def run_one(scenario, raw: bytes, scenario_path, seed: int, out: Path, *, plots:
         result = _simulate_with_progress(scenario, seed, console or Console(stderr=True), enabled=True)
     else:
         result = simulate(scenario, seed)
-    manifest = {
-        "scenario": scenario.name,
-        "scenario_path": str(scenario_path),
-        "scenario_hash": digest(raw),
-        "seed": seed,
-        "mode": "sim",
-        "git_commit": output.git_commit(Path(__file__).resolve().parent),
-        "versions": output.versions(),
-        "started_at": stamp or timestamp(),
-        "overrides": dict(overrides or {}),
-    }
-    if sweep is not None:
-        manifest["sweep"] = sweep
-    output.write_run_dir(
-        out,
-        manifest=manifest,
-        summary=result.summary,
-        store=result.snapshot.store,
-        rpc_rows=result.recorder.rpc_rows,
-        series=result.recorder.series,
-        plots=plots,
+    manifest = report.manifest(
+        scenario=scenario, scenario_path=scenario_path, scenario_hash=digest(raw), seed=seed, mode="sim",
+        started_at=stamp or timestamp(), provenance=output.provenance(), overrides=dict(overrides or {}),
+        **({"sweep": sweep} if sweep is not None else {}),
     )
+    summary = result.summary
+    output.save_run_dir(out, report.run_files(
+        manifest=manifest, summary=summary, store=result.snapshot.store, rpc_rows=result.recorder.rpc_rows,
+        series=result.recorder.series, plots=plots,
+        subtitle=f"{summary.get('scenario', '')} · seed {summary.get('seed', '')} · sim"))
     return result.summary
 
 

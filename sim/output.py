@@ -19,8 +19,6 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from common.analysis import report
-
 PACKAGES = ("novalab", "simpy", "fakeredis", "redis", "pydantic", "PyYAML", "rich", "matplotlib")
 
 
@@ -55,40 +53,16 @@ def versions() -> dict:
     return found
 
 
-def write_run_dir(out: Path, *, manifest: dict, summary: dict, store: dict, rpc_rows, series, plots: bool = True) -> list[Path]:
-    """Write the run directory; returns the plot files written (none when ``plots`` is off)."""
+def provenance() -> dict:
+    """The commit and package versions a run records (the CLI hands them to either mode)."""
+    return {"git_commit": git_commit(Path(__file__).resolve().parent), "versions": versions()}
+
+
+def save_run_dir(out: Path, files: dict[str, bytes]) -> None:
+    """Save a run directory's files (common.analysis.report.run_files made them)."""
     out.mkdir(parents=True, exist_ok=True)
-    instances = report.instance_rows(store)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    with open(out / "instances.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=report.INSTANCE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(instances)
-    with open(out / "rpc.csv", "w", newline="") as f:
-        rpc_writer = csv.writer(f)
-        rpc_writer.writerow(report.RPC_COLUMNS)
-        rpc_writer.writerows(rpc_rows)
-    with open(out / "timeseries.csv", "w", newline="") as f:
-        series_writer = csv.writer(f)
-        series_writer.writerow(("time", "metric", "series", "value"))
-        series_writer.writerows(series)
-    if not plots:
-        return []
-    subtitle = f"{summary.get('scenario', '')} · seed {summary.get('seed', '')} · {summary.get('mode', '')}"
-    return write_plots(out, series, instances, subtitle=subtitle)
-
-
-def write_plots(out: Path, series, instances, *, subtitle: str = "") -> list[Path]:
-    """The run's figures as PNG files in ``out`` (built by common.analysis.plots)."""
-    from common.analysis import plots  # matplotlib is imported only when plots are wanted
-
-    written = []
-    for name, data in plots.run_figures(series, instances, subtitle=subtitle).items():
-        path = out / name
-        path.write_bytes(data)
-        written.append(path)
-    return written
+    for name, data in files.items():
+        (out / name).write_bytes(data)
 
 
 def write_json(path: Path, data) -> None:

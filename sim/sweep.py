@@ -131,8 +131,7 @@ def run_sweep(scenario_path, parameters: dict, *, seeds: int = 1, seed: int | No
             "overrides": overrides,
             "seeds": list(range(base_seed, base_seed + seeds)),
             "runs": [{"run": r["run"], "params": r["params"], "seed": r["seed"], "run_dir": r["name"]} for r in runs],
-            "git_commit": output.git_commit(Path(__file__).resolve().parent),
-            "versions": output.versions(),
+            **output.provenance(),
             "started_at": stamp,
         },
     )

@@ -184,6 +184,11 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
         add("instances", f"  error: {reason}", f"{n:,}")
     for name, n in summary["requests"]["rejected"].items():
         add("requests", f"rejected {name}", f"{n:,}")
+    api = summary.get("api") or {}
+    for action, entry in api.get("by_action", {}).items():
+        add("api", f"{action} (p50 / p95)", f"{entry['count']:,} ({entry['p50_s']:.3g} / {entry['p95_s']:.3g} s)")
+    for name, n in api.get("errors", {}).items():
+        add("api", f"refused {name}", f"{n:,}")
     ttr = summary["time_to_running"]
     for key, label in (("peak_host_vcpu_ratio", "peak vCPU claimed / host vCPUs"),
                        ("hosts_ever_overcommitted", "hosts ever overcommitted")):
@@ -220,27 +225,54 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
-def run_files(*, manifest: dict, summary: dict, store: dict, rpc_rows, series) -> dict[str, bytes]:
-    """The run directory's files as bytes, by name (same schema in both modes); the
-    runner writes them."""
+def manifest(*, scenario, scenario_path, scenario_hash: str, seed: int, mode: str, started_at: str,
+             provenance: dict, **extra) -> dict:
+    """What ran, the same keys in both modes: scenario, hash, seed, mode, commit,
+    package versions (``provenance``), start time, and the mode's own ``extra``."""
+    return {
+        "scenario": scenario.name,
+        "scenario_path": str(scenario_path),
+        "scenario_hash": scenario_hash,
+        "seed": seed,
+        "mode": mode,
+        "git_commit": provenance.get("git_commit", ""),
+        "versions": provenance.get("versions", {}),
+        "started_at": started_at,
+        **extra,
+    }
+
+
+def run_files(*, manifest: dict, summary: dict, store: dict, rpc_rows, series, plots: bool = False,
+              subtitle: str = "", time_label: str | None = None) -> dict[str, bytes]:
+    """The run directory's files as bytes, by name, the same schema in both modes (the
+    one writer of a run directory; the runner only saves them). With ``plots`` the
+    figures come too (matplotlib is imported only then)."""
     def table(header, rows, dict_rows=False) -> bytes:
         buffer = io.StringIO()
         if dict_rows:
-            writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
-            writer.writeheader()
+            by_name = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
+            by_name.writeheader()
+            by_name.writerows(rows)
         else:
-            writer = csv.writer(buffer, lineterminator="\n")  # type: ignore[assignment]  # both have writerows
+            writer = csv.writer(buffer, lineterminator="\n")
             writer.writerow(header)
-        writer.writerows(rows)
+            writer.writerows(rows)
         return buffer.getvalue().encode()
 
-    return {
+    instances = instance_rows(store)
+    files = {
         "manifest.json": (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
         "summary.json": (json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n").encode(),
-        "instances.csv": table(INSTANCE_COLUMNS, instance_rows(store), dict_rows=True),
+        "instances.csv": table(INSTANCE_COLUMNS, instances, dict_rows=True),
         "rpc.csv": table(RPC_COLUMNS, rpc_rows),
         "timeseries.csv": table(("time", "metric", "series", "value"), series),
     }
+    if plots:
+        from common.analysis import plots as figures
+
+        extra = {"time_label": time_label} if time_label else {}
+        files.update(figures.run_figures(series, instances, subtitle=subtitle, **extra))
+    return files
 
 
 def summary_renderable(summary: dict, out) -> object:
