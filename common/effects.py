@@ -14,6 +14,22 @@ raise into the manager, and whether performing it twice is the same as once
 
 Every store effect carries a Redis ``command`` name and its ``args``: a runner performs
 it as that one command, so the effect sequence is also the command log.
+
+Families
+--------
+Every effect class belongs to exactly one *family*, a base class here: ``StoreEffect``,
+``RpcEffect``, ``HypervisorEffect``, ``NetDriverEffect``, ``DirectoryEffect``,
+``ImageEffect``, ``KeyPairEffect`` and ``RuntimeEffect`` (time, ids, randomness,
+records). A family is what one performer serves: ``common.performers`` has its
+``typing.Protocol``, and a runtime is told who performs a family with
+``runtime.register(Family, performer)``. ``perform_with(performer, agent)`` is how an
+effect is performed by its family's performer: the one place that maps an effect to a
+performer method, so runners never list effect types.
+
+To add a family: a base class here (subclass ``Effect``, add it to ``FAMILIES``), its
+effects subclassing it and overriding ``perform_with``, a Protocol in
+``common.performers`` (add it to ``PROTOCOLS``), and a ``register`` call in each runtime
+that should perform it.
 """
 
 from __future__ import annotations
@@ -23,19 +39,110 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+
+class Effect:
+    """Base of every effect. Subclasses are frozen dataclasses under exactly one family."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        """Perform this effect with ``performer``, its family's performer (a Protocol of
+        ``common.performers``), for ``agent``. Returns the result, or a SimPy generator
+        returning it when the performer is a simulated one."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how it is performed")
+
+
+class StoreEffect(Effect):
+    """Family: the datastore (Redis). Performer: ``StorePerformer``."""
+
+    __slots__ = ()
+
+
+class RpcEffect(Effect):
+    """Family: messages between services. Performer: ``RpcPerformer``."""
+
+    __slots__ = ()
+
+
+class HypervisorEffect(Effect):
+    """Family: the hypervisor of the agent's host. Performer: ``HypervisorPerformer``."""
+
+    __slots__ = ()
+
+
+class NetDriverEffect(Effect):
+    """Family: linux_net on the agent's network host. Performer: ``NetDriverPerformer``."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.perform(self)
+
+
+class DirectoryEffect(Effect):
+    """Family: the LDAP directory. Performer: ``DirectoryPerformer``."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.perform(agent, self)
+
+
+class ImageEffect(Effect):
+    """Family: the compute host's image cache. Performer: ``ImageFetcher``."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.perform(agent, self)
+
+
+class KeyPairEffect(Effect):
+    """Family: making SSH key pairs (randomness). Performer: ``KeyPairGenerator``."""
+
+    __slots__ = ()
+
+
+class RuntimeEffect(Effect):
+    """Family: the runtime's own clock, ids, random streams and recorder. Performer:
+    ``RuntimePerformer`` (the runtime itself)."""
+
+    __slots__ = ()
+
+
+#: Every family, in no particular order; each effect class subclasses exactly one.
+FAMILIES: tuple[type[Effect], ...] = (
+    StoreEffect, RpcEffect, HypervisorEffect, NetDriverEffect, DirectoryEffect, ImageEffect,
+    KeyPairEffect, RuntimeEffect,
+)
+
+
+def family_of(kind: type) -> type[Effect]:
+    """-> the family ``kind`` belongs to. Raises TypeError when it is not an effect or
+    belongs to more than one family."""
+    found = [family for family in FAMILIES if issubclass(kind, family)]
+    if len(found) != 1:
+        what = "no family" if not found else "families " + ", ".join(f.__name__ for f in found)
+        raise TypeError(f"{kind.__qualname__} belongs to {what}; an effect belongs to exactly one")
+    return found[0]
+
+
 # ---------------------------------------------------------------------------
 # Store: one effect per Redis command.  All may raise StoreUnavailable.
 
 
 @dataclass(frozen=True)
-class StoreCommand:
-    """Base of the store effects; ``args`` is what follows the command name."""
+class StoreCommand(StoreEffect):
+    """Base of the one-command store effects; ``args`` is what follows the command name."""
 
     command: ClassVar[str] = ""
 
     @property
     def args(self) -> tuple:
         raise NotImplementedError
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.execute(self)
 
 
 @dataclass(frozen=True)
@@ -316,7 +423,7 @@ class Guard:
 
 
 @dataclass(frozen=True)
-class Transaction:
+class Transaction(StoreEffect):
     """Run ``ops`` atomically, only if every guard holds at that instant.
 
     Returns the list of the ops' results, or None when a guard failed (nothing was
@@ -328,13 +435,16 @@ class Transaction:
     ops: tuple[StoreCommand, ...]
     guards: tuple[Guard, ...] = ()
 
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.transaction(self)
+
 
 # ---------------------------------------------------------------------------
 # RPC
 
 
 @dataclass(frozen=True)
-class Cast:
+class Cast(RpcEffect):
     """Publish ``method(**args)`` to ``topic`` and do not wait.
 
     Returns None once the broker has routed it. Raises Unroutable when no queue is bound
@@ -347,9 +457,12 @@ class Cast:
     args: Mapping[str, Any]
     context: Any = None
 
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.cast(agent, self)
+
 
 @dataclass(frozen=True)
-class Call:
+class Call(RpcEffect):
     """Publish ``method(**args)`` to ``topic`` and wait for the reply.
 
     Returns the callee's return value. Raises RemoteError when the callee raised,
@@ -363,6 +476,9 @@ class Call:
     args: Mapping[str, Any]
     context: Any = None
     timeout: float = 30.0
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.call(agent, self)
 
 
 # ---------------------------------------------------------------------------
@@ -383,7 +499,7 @@ class DomainSpec:
 
 
 @dataclass(frozen=True)
-class Spawn:
+class Spawn(HypervisorEffect):
     """Define and boot a domain; returns once it is running.
 
     Raises HypervisorError (InsufficientMemory when it does not fit); on failure no
@@ -393,34 +509,49 @@ class Spawn:
 
     spec: DomainSpec
 
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.spawn(self.spec)
+
 
 @dataclass(frozen=True)
-class Destroy:
+class Destroy(HypervisorEffect):
     """Stop and undefine a domain. Returns True if it existed, False if it was already
     gone (which is success). Idempotent."""
 
     name: str
 
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.destroy(self.name)
+
 
 @dataclass(frozen=True)
-class Reboot:
+class Reboot(HypervisorEffect):
     """Restart a domain; returns once it is running again. Raises HypervisorError when
     the domain does not exist. Idempotent in outcome."""
 
     name: str
 
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.reboot(self.name)
+
 
 @dataclass(frozen=True)
-class GetInfo:
+class GetInfo(HypervisorEffect):
     """-> dict(state, vcpus, memory_mb) of a domain, or None when it does not exist.
     Idempotent."""
 
     name: str
 
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.info(self.name)
+
 
 @dataclass(frozen=True)
-class ListDomains:
+class ListDomains(HypervisorEffect):
     """-> sorted tuple of the domain names on this hypervisor. Idempotent."""
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.names()
 
 
 # ---------------------------------------------------------------------------
@@ -430,7 +561,7 @@ class ListDomains:
 
 
 @dataclass(frozen=True)
-class EnsureVlan:
+class EnsureVlan(NetDriverEffect):
     """Create 802.1q interface ``vlan<vlan>`` on ``interface`` and bring it up. Returns
     the interface name."""
 
@@ -439,7 +570,7 @@ class EnsureVlan:
 
 
 @dataclass(frozen=True)
-class EnsureBridge:
+class EnsureBridge(NetDriverEffect):
     """Create ``bridge`` (forward delay 0, STP off), enslave ``interface`` if given,
     give it ``address`` (CIDR form, e.g. the gateway ``10.0.0.1/24``) if given, bring it
     up, and accept forwarding in and out of it."""
@@ -457,7 +588,7 @@ class DhcpHost:
 
 
 @dataclass(frozen=True, repr=False)
-class UpdateDhcp:
+class UpdateDhcp(NetDriverEffect):
     """Write the hosts file of the network on ``bridge`` (``mac,hostname.novalocal,ip``
     lines) and make its dnsmasq serve it: HUP a running one, start one otherwise.
     ``gateway`` is the listen address; leases are static, ``lease_seconds`` long."""
@@ -476,14 +607,14 @@ class UpdateDhcp:
 
 
 @dataclass(frozen=True)
-class StopDhcp:
+class StopDhcp(NetDriverEffect):
     """Stop the dnsmasq of ``bridge`` if one runs. Idempotent."""
 
     bridge: str
 
 
 @dataclass(frozen=True)
-class BindFloating:
+class BindFloating(NetDriverEffect):
     """Add floating ``address`` (/32) to ``interface``."""
 
     address: str
@@ -491,7 +622,7 @@ class BindFloating:
 
 
 @dataclass(frozen=True)
-class UnbindFloating:
+class UnbindFloating(NetDriverEffect):
     """Remove floating ``address`` from ``interface``; absent is success."""
 
     address: str
@@ -499,7 +630,7 @@ class UnbindFloating:
 
 
 @dataclass(frozen=True)
-class EnsureFloatingForward:
+class EnsureFloatingForward(NetDriverEffect):
     """NAT ``floating`` to ``fixed`` (DNAT in, SNAT out) and accept ICMP and the default
     ports (tcp 22/80/443, udp 1194) to ``fixed``."""
 
@@ -508,7 +639,7 @@ class EnsureFloatingForward:
 
 
 @dataclass(frozen=True)
-class RemoveFloatingForward:
+class RemoveFloatingForward(NetDriverEffect):
     """Undo EnsureFloatingForward; rules already gone are success."""
 
     floating: str
@@ -516,7 +647,7 @@ class RemoveFloatingForward:
 
 
 @dataclass(frozen=True)
-class EnsureVpnForward:
+class EnsureVpnForward(NetDriverEffect):
     """Forward udp ``public_ip:port`` to ``private_ip:1194`` (the project's VPN)."""
 
     public_ip: str
@@ -525,7 +656,7 @@ class EnsureVpnForward:
 
 
 @dataclass(frozen=True)
-class InitHostNat:
+class InitHostNat(NetDriverEffect):
     """The network host's NAT: SNAT ``fixed_range`` to ``routing_source_ip`` on the way
     out, and leave traffic within ``fixed_range`` alone."""
 
@@ -539,7 +670,7 @@ class InitHostNat:
 
 
 @dataclass(frozen=True)
-class LdapSearch:
+class LdapSearch(DirectoryEffect):
     """Search below ``base`` (scope ``base``, ``level`` or ``subtree``) with ``filter``
     (already escaped: build it with common.directory.filter_eq) -> tuple of (dn, {attr:
     tuple of values}) sorted by dn; empty when nothing (or no base) matches. Idempotent."""
@@ -551,7 +682,7 @@ class LdapSearch:
 
 
 @dataclass(frozen=True, repr=False)
-class LdapAdd:
+class LdapAdd(DirectoryEffect):
     """Add entry ``dn`` with ``object_classes`` and ``attributes`` ({attr: tuple of
     values}). Returns True; raises DirectoryConflict when it exists. Not idempotent."""
 
@@ -565,7 +696,7 @@ class LdapAdd:
 
 
 @dataclass(frozen=True)
-class LdapModify:
+class LdapModify(DirectoryEffect):
     """Apply ``changes`` to ``dn``: each (op, attr, values) with op ``add``, ``delete``
     or ``replace``. Returns True, False when ``dn`` does not exist. Idempotent for
     replace; add of a present value raises DirectoryConflict."""
@@ -575,7 +706,7 @@ class LdapModify:
 
 
 @dataclass(frozen=True)
-class LdapDelete:
+class LdapDelete(DirectoryEffect):
     """Delete entry ``dn`` (a leaf). Returns True if it existed, False if not.
     Idempotent."""
 
@@ -587,7 +718,7 @@ class LdapDelete:
 
 
 @dataclass(frozen=True)
-class FetchImage:
+class FetchImage(ImageEffect):
     """Make image ``image_id`` (``size_bytes`` long, served at ``location`` by the object
     store) available on this host; returns True when it had to be transferred, False
     when the host's cache already had it. Raises ImageError. Idempotent."""
@@ -603,36 +734,51 @@ class FetchImage:
 
 
 @dataclass(frozen=True)
-class Now:
+class Now(RuntimeEffect):
     """-> the current time in seconds (virtual in sim). Never raises."""
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.now()
 
 
 @dataclass(frozen=True)
-class Sleep:
+class Sleep(RuntimeEffect):
     """Wait ``seconds``. Never raises."""
 
     seconds: float
 
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.sleep(self.seconds)
+
 
 @dataclass(frozen=True)
-class NewId:
+class NewId(RuntimeEffect):
     """-> a fresh id ``<prefix>-`` plus 8 base-36 characters, unique within the run.
     Never raises."""
 
     prefix: str
 
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.new_id(self.prefix)
+
 
 @dataclass(frozen=True)
-class Choose:
+class Choose(RuntimeEffect):
     """-> one of ``options``, drawn from the component's seeded stream. Raises
     ValueError when ``options`` is empty."""
 
     options: tuple
 
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.choose(agent, self.options)
+
 
 @dataclass(frozen=True)
-class Record:
+class Record(RuntimeEffect):
     """Hand ``event`` (a frozen dataclass) to the run's recorder. Takes no time, never
     raises; it is how managers report what a store snapshot cannot show."""
 
     event: Any = field(default=None)
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.record(self.event)

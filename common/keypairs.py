@@ -27,7 +27,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from common.effects import Guard, HDel, HGet, HGetAll, HSet, Now, Transaction
+from common.effects import Guard, HDel, HGet, HGetAll, HSet, KeyPairEffect, Now, Transaction
 from common.errors import InvalidParameterValue, NotFound
 
 #: Key types CreateKeyPair accepts (EC2's KeyType); "rsa" is the default, as in EC2.
@@ -47,7 +47,7 @@ class KeyPairDuplicate(InvalidParameterValue):
 
 
 @dataclass(frozen=True)
-class GenerateKeyPair:
+class GenerateKeyPair(KeyPairEffect):
     """Make a fresh key of ``key_type`` (one of KEY_TYPES).
 
     Returns ``(private_key, public_key)``: ``private_key`` is PEM text (PKCS#1
@@ -58,6 +58,9 @@ class GenerateKeyPair:
 
     key_type: str = "rsa"
     comment: str = ""
+
+    def perform_with(self, performer, agent):
+        return performer.generate(self.key_type, self.comment)
 
 
 def user_keypairs(user_id: str) -> str:

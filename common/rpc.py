@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import inspect
 import json
+from typing import Any, Mapping
 
 from common import context as ctx
 from common.errors import PoisonMessage
@@ -60,7 +61,7 @@ def ack_policy(method: str) -> AckPolicy:
     return ACK_POLICY.get(method, AckPolicy.ON_RECEIPT)
 
 
-def envelope(method: str, args: dict, context=None, msg_id: str | None = None) -> dict:
+def envelope(method: str, args: Mapping[str, Any], context=None, msg_id: str | None = None) -> dict:
     message = {"method": method, "args": dict(args)}
     if msg_id is not None:
         message["_msg_id"] = msg_id

@@ -88,8 +88,8 @@ from common.context import SYSTEM
 from common.directory import Directory
 from common.ec2 import Ec2Api, HttpRequest, HttpResponse
 from common.ec2.render import render_error
+from common.effects import KeyPairEffect
 from common.errors import NovaError
-from common.keypairs import GenerateKeyPair
 from common.scheduler import QUEUE
 from real.runner import Agent, RealRuntime
 
@@ -123,29 +123,33 @@ class StartupError(RuntimeError):
 # Key pairs (the GenerateKeyPair effect)
 
 
-def generate_keypair(agent, effect: GenerateKeyPair) -> tuple[str, str]:
-    """Perform GenerateKeyPair: -> (private key PEM, OpenSSH public key line)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+class KeyPairMaker:
+    """Performs KeyPairEffect (GenerateKeyPair) with the ``cryptography`` package; a
+    ``common.performers.KeyPairGenerator``."""
 
-    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-    if effect.key_type == "rsa":
-        key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
-        private_format = serialization.PrivateFormat.TraditionalOpenSSL
-    elif effect.key_type == "ed25519":
-        key = ed25519.Ed25519PrivateKey.generate()
-        private_format = serialization.PrivateFormat.OpenSSH
-    else:
-        raise ValueError(f"cannot make a key of type {effect.key_type!r}")
-    private = key.private_bytes(serialization.Encoding.PEM, private_format, serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    if effect.comment:
-        public = f"{public} {effect.comment}"
-    return private, public
+    def generate(self, key_type: str, comment: str) -> tuple[str, str]:
+        """-> (private key PEM, OpenSSH public key line). ValueError for another type."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+        key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+        if key_type == "rsa":
+            key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+            private_format = serialization.PrivateFormat.TraditionalOpenSSL
+        elif key_type == "ed25519":
+            key = ed25519.Ed25519PrivateKey.generate()
+            private_format = serialization.PrivateFormat.OpenSSH
+        else:
+            raise ValueError(f"cannot make a key of type {key_type!r}")
+        private = key.private_bytes(serialization.Encoding.PEM, private_format, serialization.NoEncryption()).decode()
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        if comment:
+            public = f"{public} {comment}"
+        return private, public
 
 
 def install_keypairs(runtime: RealRuntime) -> None:
-    runtime.register(GenerateKeyPair, generate_keypair)
+    runtime.register(KeyPairEffect, KeyPairMaker())
 
 
 # ---------------------------------------------------------------------------

@@ -70,7 +70,7 @@ from ldap3 import (
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPResponseTimeoutError
 
 from common.driving import run_blocking
-from common.effects import LdapAdd, LdapDelete, LdapModify, LdapSearch
+from common.effects import DirectoryEffect, LdapAdd, LdapDelete, LdapModify, LdapSearch
 from common.errors import DirectoryConflict, DirectoryUnavailable, InvalidParameterValue, NotFound, NovaError
 
 _SCOPES = {"base": BASE, "level": LEVEL, "subtree": SUBTREE}
@@ -106,7 +106,7 @@ def _redact(url: str) -> str:
 
 
 class LdapDirectory:
-    """The directory effects' performer against the server at ``url``."""
+    """A ``common.performers.DirectoryPerformer`` against the server at ``url``."""
 
     def __init__(self, url: str, bind_dn: str, password: str, timeout: float = 5):
         self.url = _redact(url)
@@ -292,6 +292,5 @@ def install(runtime, url: str, bind_dn: str, password: str, timeout: float = 5) 
     """Give ``runtime`` (a RealRuntime) a directory at ``url``; returns the
     LdapDirectory (close it when the runtime stops)."""
     directory = LdapDirectory(url, bind_dn, password, timeout)
-    for kind in (LdapSearch, LdapAdd, LdapModify, LdapDelete):
-        runtime.register(kind, directory.perform)
+    runtime.register(DirectoryEffect, directory)
     return directory

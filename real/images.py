@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 
-from common.effects import FetchImage
+from common.effects import FetchImage, ImageEffect
 from common.errors import ImageError, InvalidParameterValue
 from common.images import parse_location
 from real.objectstore.auth import sign_headers
@@ -54,6 +54,8 @@ CHUNK = 1 << 20
 
 
 class ImageCache:
+    """A ``common.performers.ImageFetcher`` downloading from the object store."""
+
     def __init__(self, base_url: str, credentials, cache_dir, *, region: str = "us-east-1", timeout: float = 60.0):
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -182,5 +184,5 @@ def _describe_error(response) -> str:
 def install(runtime, base_url: str, credentials, cache_dir, **options) -> ImageCache:
     """Perform FetchImage on ``runtime`` with an image cache in ``cache_dir``; returns it."""
     cache = ImageCache(base_url, credentials, cache_dir, **options)
-    runtime.register(FetchImage, cache.perform)
+    runtime.register(ImageEffect, cache)
     return cache

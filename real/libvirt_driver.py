@@ -120,7 +120,8 @@ _BOOTING = "booting"
 
 
 class LibvirtDriver:
-    """Blocking hypervisor driver over one libvirt connection.
+    """Blocking hypervisor driver over one libvirt connection; a
+    ``common.performers.HypervisorPerformer``.
 
     ``uri``: see the module docstring. ``instances_path``: directory holding one
     ``<name>/`` directory per domain (created when missing). ``boot_timeout``: seconds

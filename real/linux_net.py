@@ -129,7 +129,8 @@ _START_WAIT = 5.0  # seconds to wait for a started dnsmasq's pid file
 
 
 class LinuxNet:
-    """The real network driver; see the module docstring. Thread-safe (one lock)."""
+    """The real network driver, a ``common.performers.NetDriverPerformer``; see the
+    module docstring. Thread-safe (one lock)."""
 
     def __init__(self, state_dir, namespace=None, dhcp_script=None, public_interface="eth0", *, timeout=30.0):
         self.state_dir = os.path.abspath(os.fspath(state_dir))

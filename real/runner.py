@@ -18,6 +18,12 @@ Time can be compressed (``time_scale``): Now reports scenario seconds (wall seco
 since a shared origin times the scale, plus the origin) and Sleep sleeps scenario seconds
 divided by the scale, so timeouts written in scenario seconds keep their meaning
 relative to the workload.
+
+Who performs what is a registration table (``common.performers.PerformerTable``), the
+same as the sim's: the store (real.store), RPC and the runtime's own effects (this
+class), each agent's own libvirt driver and linux_net (``AgentsOwn``); the directory,
+image cache and key pair maker register theirs. A mixed run swaps performers per family
+(see ``register``), not this loop.
 """
 
 from __future__ import annotations
@@ -28,42 +34,13 @@ import threading
 import time
 import types
 from dataclasses import dataclass, field
-from typing import Any
 
 from common.driving import run_blocking
-from common.effects import (
-    BindFloating,
-    Call,
-    Cast,
-    Choose,
-    Destroy,
-    EnsureBridge,
-    EnsureFloatingForward,
-    EnsureVlan,
-    EnsureVpnForward,
-    GetInfo,
-    InitHostNat,
-    ListDomains,
-    NewId,
-    Now,
-    Reboot,
-    Record,
-    RemoveFloatingForward,
-    Sleep,
-    Spawn,
-    StopDhcp,
-    StoreCommand,
-    Transaction,
-    UnbindFloating,
-    UpdateDhcp,
-)
+from common.effects import Call, Cast, HypervisorEffect, NetDriverEffect, RpcEffect, RuntimeEffect, StoreEffect
 from common.errors import HypervisorError, NetworkDriverError, UseYieldFrom
+from common.performers import AgentsOwn, HypervisorPerformer, NetDriverPerformer, PerformerTable
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-_NET_EFFECTS = (
-    EnsureVlan, EnsureBridge, UpdateDhcp, StopDhcp, BindFloating, UnbindFloating,
-    EnsureFloatingForward, RemoveFloatingForward, EnsureVpnForward, InitHostNat,
-)
 
 
 @dataclass
@@ -72,8 +49,8 @@ class Agent:
 
     name: str
     host: str = ""
-    hypervisor: Any = None
-    netdriver: Any = None
+    hypervisor: HypervisorPerformer | None = None
+    netdriver: NetDriverPerformer | None = None
     rng: random.Random = field(default_factory=lambda: random.Random(secrets.randbits(64)), repr=False)
 
 
@@ -89,13 +66,26 @@ class RealRuntime:
         self._local = threading.local()
         self._clients: list = []
         self._clients_lock = threading.Lock()
-        self._extra: dict = {}
         self.effects = 0
+        self.performers = PerformerTable()
+        if store is not None:
+            self.register(StoreEffect, store)
+        self.register(RpcEffect, self)
+        self.register(HypervisorEffect, AgentsOwn("hypervisor", HypervisorError, "hypervisor"))
+        self.register(NetDriverEffect, AgentsOwn("netdriver", NetworkDriverError, "network driver"))
+        self.register(RuntimeEffect, self)
 
-    def register(self, effect_type, performer):
-        """Perform ``effect_type`` with ``performer(agent, effect)`` (blocking), how
-        real/ components plug in: the directory, the image cache."""
-        self._extra[effect_type] = performer
+    def register(self, family_or_type: type, performer) -> None:
+        """Perform a family (``common.effects.FAMILIES``) with ``performer``, which
+        satisfies the family's Protocol (``common.performers``), or with ``AgentsOwn``
+        (each agent's own: libvirt, linux_net); or one effect class with a function
+        ``(agent, effect)``. Performers block and return the result. How real/
+        components plug in (directory, image cache, key pairs), and how a mixed run
+        would be assembled: keep this runtime's store and RPC, and give hundreds of
+        compute agents in one process a simulated hypervisor each (``AgentsOwn``); a
+        SimPy-generator performer then needs a wall-clock SimPy environment to run in.
+        """
+        self.performers.register(family_or_type, performer)
 
     # -- time -----------------------------------------------------------------------
 
@@ -106,6 +96,28 @@ class RealRuntime:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds) / self.time_scale)
+
+    # -- RuntimePerformer's other effects: ids, randomness, records -----------------
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+
+    def choose(self, agent, options: tuple):
+        if not options:
+            raise ValueError("Choose needs at least one option")
+        return agent.rng.choice(options)
+
+    def record(self, event) -> None:
+        if self.recorder is not None:
+            self.recorder.observe(event, self.now())
+
+    # -- RpcPerformer: kombu over RabbitMQ, one client per thread -------------------
+
+    def cast(self, agent, cast: Cast) -> None:
+        return self.rpc().cast(cast.topic, cast.method, cast.args, cast.context)
+
+    def call(self, agent, call: Call):
+        return self.rpc().call(call.topic, call.method, call.args, call.context, timeout=call.timeout / self.time_scale)
 
     # -- rpc client per thread ------------------------------------------------------
 
@@ -136,53 +148,10 @@ class RealRuntime:
         return self.perform(agent, effect)
 
     def perform(self, agent: Agent, effect):
-        if isinstance(effect, StoreCommand):
-            return self.store.execute(effect)
         kind = type(effect)
-        extra = self._extra.get(kind)
-        if extra is not None:
-            return extra(agent, effect)
-        if kind is Transaction:
-            return self.store.transaction(effect)
-        if kind is Cast:
-            return self.rpc().cast(effect.topic, effect.method, effect.args, effect.context)
-        if kind is Call:
-            return self.rpc().call(effect.topic, effect.method, effect.args, effect.context, timeout=effect.timeout / self.time_scale)
-        if kind is Now:
-            return self.now()
-        if kind is Sleep:
-            return self.sleep(effect.seconds)
-        if kind is NewId:
-            return f"{effect.prefix}-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
-        if kind is Choose:
-            if not effect.options:
-                raise ValueError("Choose needs at least one option")
-            return agent.rng.choice(effect.options)
-        if kind is Record:
-            if self.recorder is not None:
-                self.recorder.observe(effect.event, self.now())
-            return None
-        if kind in (Spawn, Destroy, Reboot, GetInfo, ListDomains):
-            return self._hypervisor(agent, effect)
-        if kind in _NET_EFFECTS:
-            if agent.netdriver is None:
-                raise NetworkDriverError(f"{agent.name} has no network driver")
-            return agent.netdriver.perform(effect)
-        if isinstance(effect, types.GeneratorType):
-            raise UseYieldFrom(f"{agent.name} yielded a generator ({effect.__qualname__}); use 'yield from' to call it")
-        raise TypeError(f"{agent.name} yielded {effect!r}, which is not an effect")
-
-    def _hypervisor(self, agent: Agent, effect):
-        hv = agent.hypervisor
-        if hv is None:
-            raise HypervisorError(f"{agent.name} has no hypervisor")
-        kind = type(effect)
-        if kind is Spawn:
-            return hv.spawn(effect.spec)
-        if kind is Destroy:
-            return hv.destroy(effect.name)
-        if kind is Reboot:
-            return hv.reboot(effect.name)
-        if kind is GetInfo:
-            return hv.info(effect.name)
-        return hv.names()
+        entry = self.performers.resolved.get(kind) or self.performers.lookup(kind)
+        if entry is None:
+            if kind is types.GeneratorType:
+                raise UseYieldFrom(f"{agent.name} yielded a generator ({effect.__qualname__}); use 'yield from' to call it")
+            raise TypeError(f"{agent.name} yielded {effect!r}, which is not an effect with a registered performer")
+        return entry[0](agent, effect)

@@ -154,7 +154,8 @@ def _glob_escape(text: str) -> str:
 
 
 class RedisStore:
-    """A ``SimStore`` lookalike on a real Redis; see the module docstring.
+    """A ``common.performers.StorePerformer`` on a real Redis, like SimStore; see the
+    module docstring.
 
     ``url``: where Redis is (see *Connection string*); ``prefix``: prepended to every
     key, must not be empty; ``socket_timeout``: seconds to wait for a connection or a

@@ -44,7 +44,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import safe_dn
 
 from common.directory import Directory, split_first_rdn
-from common.effects import LdapAdd, LdapDelete, LdapModify, LdapSearch
+from common.effects import DirectoryEffect, LdapAdd, LdapDelete, LdapModify, LdapSearch
 from common.errors import DirectoryConflict, DirectoryUnavailable, InvalidParameterValue, NotFound
 
 _SCOPES: dict[str, Any] = {"base": BASE, "level": LEVEL, "subtree": SUBTREE}
@@ -57,7 +57,7 @@ def _norm(dn: str) -> str:
 
 
 class SimDirectory:
-    """An in-memory LDAP server for one run; ``perform`` is the effects' performer."""
+    """An in-memory LDAP server for one run; a ``common.performers.DirectoryPerformer``."""
 
     def __init__(self, env, latency, rng, root: str = "dc=novalab,dc=local", seed_base: bool = True):
         self.env = env
@@ -266,6 +266,5 @@ def install(runtime, latency, rng, root: str = "dc=novalab,dc=local") -> SimDire
     effect taking ``latency.sample(rng)`` seconds. Returns the SimDirectory (its
     ``available`` flag is the fault plan's switch)."""
     directory = SimDirectory(runtime.env, latency, rng, root)
-    for kind in (LdapSearch, LdapAdd, LdapModify, LdapDelete):
-        runtime.register(kind, directory.perform)
+    runtime.register(DirectoryEffect, directory)
     return directory

@@ -7,7 +7,7 @@ InsufficientMemory); an optional spawn-failure probability, failing part-way thr
 boot and leaving no domain behind; a degraded period (the fault plan) with slower boots
 and a failure probability of its own.
 
-*Not supported*: disks, images and their transfer, networking, CPU time and guest load
+*What it does not model*: disks, images and their transfer, networking, CPU time and guest load
 after boot, guest crashes, pause/suspend, migration, the 0.5 s state polling of the 2010
 driver (a boot is one wait).
 """
@@ -30,6 +30,9 @@ class Domain:
 
 
 class FakeHypervisor:
+    """One host's hypervisor; a ``common.performers.HypervisorPerformer`` whose
+    spawn, destroy and reboot are SimPy generators."""
+
     def __init__(self, env, host: str, vcpus: int, memory_mb: int, timing, rng):
         self.env = env
         self.host = host

@@ -9,7 +9,7 @@ as the real cache's lock per image does (the transfer runs as its own SimPy proc
 a requester that dies does not strand the others). ``transfers``, ``hits``, ``waits``
 and ``bytes_transferred`` count what happened.
 
-*Not supported*: a shared link (each host pulls at the full ``bandwidth`` however many
+*What it does not model*: a shared link (each host pulls at the full ``bandwidth`` however many
 pull at once, and the object store has no capacity limit), transfer failures and
 corrupt downloads, disk space and eviction (a cached image stays for the run, as in
 2010's ``_base``, which nothing pruned), copy-on-write overlays and their creation time.
@@ -17,11 +17,13 @@ corrupt downloads, disk space and eviction (a cached image stays for the run, as
 
 from __future__ import annotations
 
-from common.effects import FetchImage
+from common.effects import FetchImage, ImageEffect
 from common.errors import ImageError
 
 
 class SimImageCache:
+    """Every compute host's image cache; a ``common.performers.ImageFetcher``."""
+
     def __init__(self, env, bandwidth: float, latency, rng):
         """``bandwidth``: bytes per second one host pulls at; ``latency``: a
         distribution (``sample(rng)``) or a number of seconds added to each transfer."""
@@ -75,5 +77,5 @@ class SimImageCache:
 def install(runtime, bandwidth: float, latency, rng) -> SimImageCache:
     """Perform FetchImage on ``runtime`` with a new per-host cache; returns the cache."""
     cache = SimImageCache(runtime.env, bandwidth, latency, rng)
-    runtime.register(FetchImage, cache.perform)
+    runtime.register(ImageEffect, cache)
     return cache

@@ -6,7 +6,7 @@ interface, NAT and forward rules as sets; every operation takes a time drawn fro
 scenario's ``timing.network_driver``; ``ensure_*`` calls that found their work already
 done are counted in ``duplicates`` (an ensure applied twice must change nothing).
 
-*Not supported*: packets. No DHCP client ever asks for a lease, so nothing reports
+*What it does not model*: packets. No DHCP client ever asks for a lease, so nothing reports
 leases or releases (deallocated addresses come back by the reclaim timeout); no
 kernel limits (8021q is always there), no iptables ordering, no failures (the fault plan
 has no network-driver faults yet).
@@ -18,6 +18,8 @@ from collections import Counter
 
 
 class FakeNetDriver:
+    """One host's linux_net; a ``common.performers.NetDriverPerformer``."""
+
     def __init__(self, env, host: str, latency, rng):
         self.env = env
         self.host = host

@@ -27,6 +27,13 @@ store command that reached Redis stays done), the manager never sees its result,
 no ``finally:`` of the manager runs (a crash is not an exception): the generator is
 kept, unclosed, in ``dropped``. ``drive`` raises ServiceKilled to the SimPy process
 that drove it, which ends quietly.
+
+Who performs what is a registration table (``common.performers.PerformerTable``), one
+entry per effect family, shared in shape with the real runner: the store (SimStore,
+with the scenario's store latency waited after each command), RPC and the runtime's own
+effects (this class), each agent's own fake hypervisor and fake network driver
+(``AgentsOwn``); ``sim.directory`` and ``sim.images`` register theirs. A mixed run is
+assembled by registering other performers for some families (see ``register``).
 """
 
 from __future__ import annotations
@@ -37,24 +44,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import effects as fx
 from common import rpc
-from common.effects import (
-    Call,
-    Cast,
-    Choose,
-    Destroy,
-    GetInfo,
-    ListDomains,
-    NewId,
-    Now,
-    Reboot,
-    Record,
-    Sleep,
-    Spawn,
-    StoreCommand,
-    Transaction,
-)
+from common.effects import Call, Cast, HypervisorEffect, NetDriverEffect, RpcEffect, RuntimeEffect, StoreEffect
 from common.errors import (
     HypervisorError,
     NetworkDriverError,
@@ -64,13 +55,9 @@ from common.errors import (
     Unroutable,
     UseYieldFrom,
 )
+from common.performers import AgentsOwn, HypervisorPerformer, Latency, NetDriverPerformer, PerformerTable
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-NET_EFFECTS = (
-    fx.EnsureVlan, fx.EnsureBridge, fx.UpdateDhcp, fx.StopDhcp, fx.BindFloating, fx.UnbindFloating,
-    fx.EnsureFloatingForward, fx.RemoveFloatingForward, fx.EnsureVpnForward, fx.InitHostNat,
-)
 
 
 def stream(seed: int, name: str) -> random.Random:
@@ -88,9 +75,9 @@ class Agent:
 
     name: str
     host: str = ""
-    hypervisor: Any = None
-    rng: random.Random = field(default=None, repr=False)  # type: ignore[assignment]  # the runtime always gives one
-    netdriver: Any = None
+    hypervisor: HypervisorPerformer | None = None
+    rng: random.Random = field(default=None, repr=False)  # type: ignore[assignment]  # agent() always gives one
+    netdriver: NetDriverPerformer | None = None
     #: False once the service is killed: its generators stop at their next effect.
     alive: bool = True
     #: True when ``drive`` must look at this agent between effects (killed, or armed
@@ -123,28 +110,31 @@ class SimRuntime:
         self.effects = 0
         self.late_replies = 0
         #: Generators of killed agents, kept unclosed so that no ``finally:`` runs.
-        self.dropped: list = []
-        self._handlers: dict[type, Any] = {
-            Transaction: self._transaction,
-            Cast: self._cast,
-            Call: self._call,
-            Spawn: self._spawn,
-            Destroy: self._destroy,
-            Reboot: self._reboot,
-            GetInfo: self._get_info,
-            ListDomains: self._list_domains,
-            Now: self._now,
-            Sleep: self._sleep,
-            NewId: self._new_id,
-            Choose: self._choose,
-            Record: self._record,
-            **{kind: self._network for kind in NET_EFFECTS},
-        }
+        self.dropped: list[types.GeneratorType] = []
+        self.performers = PerformerTable()
+        self.register(StoreEffect, store, latency=self._store_delay)
+        self.register(RpcEffect, self)
+        self.register(HypervisorEffect, AgentsOwn("hypervisor", HypervisorError, "hypervisor"))
+        self.register(NetDriverEffect, AgentsOwn("netdriver", NetworkDriverError, "network driver"))
+        self.register(RuntimeEffect, self)
 
-    def register(self, effect_type, performer):
-        """Perform ``effect_type`` with ``performer(agent, effect)``, a SimPy generator
-        returning the result (how sim/ components plug in: directory, image cache)."""
-        self._handlers[effect_type] = performer
+    def register(self, family_or_type: type, performer, latency: Latency = None) -> None:
+        """Perform a family (``common.effects.FAMILIES``) with ``performer``, which
+        satisfies the family's Protocol (``common.performers``), or with ``AgentsOwn``
+        (each agent's own: hypervisors, network drivers); or one effect class with a
+        function ``(agent, effect)``. A performer returns the result, or a SimPy
+        generator returning it; ``latency()`` seconds are waited after each effect.
+        How sim/ components plug in (directory, image cache), and how a mixed run would
+        be assembled: register ``real.store.RedisStore`` for StoreEffect (a blocking
+        call inside a SimPy process is correct, it only costs wall time) and keep
+        ``AgentsOwn`` fakes for hundreds of simulated compute hosts. Real RPC in a
+        simulation needs a performer that turns a transport's replies into SimPy
+        events (an environment running at wall-clock pace, ``simpy.rt``); the table
+        does not change for it."""
+        self.performers.register(family_or_type, performer, latency)
+
+    def _store_delay(self) -> float:
+        return self._store_latency.sample(self._store_rng)
 
     @property
     def fingerprint(self) -> str:
@@ -174,7 +164,8 @@ class SimRuntime:
 
     def drive(self, agent: Agent, gen):
         env = self.env
-        store = self.store
+        inline = self.inline
+        resolved = self.performers.resolved
         fold = self._fingerprint.update
         send: Any = None
         throw: BaseException | None = None
@@ -191,27 +182,26 @@ class SimRuntime:
             if agent.watched:
                 agent.performed += 1
             fold(f"{env.now!r} {agent.name} {effect!r}\n".encode())
-            if isinstance(effect, StoreCommand):
-                try:
-                    send = store.execute(effect)
-                except NovaError as e:  # StoreUnavailable during an outage
-                    throw = e
-                delay = self._store_latency.sample(self._store_rng)
-                if delay > 0 or not self.inline:
-                    yield env.timeout(delay)
-                continue
-            handler = self._handlers.get(type(effect))
-            if handler is None:
-                if not isinstance(effect, types.GeneratorType):
-                    raise TypeError(f"{agent.name} yielded {effect!r}, which is not an effect")
+            kind = type(effect)
+            entry = resolved.get(kind) or self.performers.lookup(kind)
+            if entry is None:
+                if kind is not types.GeneratorType:
+                    raise TypeError(f"{agent.name} yielded {effect!r}, which is not an effect with a registered performer")
                 throw = UseYieldFrom(
                     f"{agent.name} yielded a generator ({effect.__qualname__}); use 'yield from' to call it"
                 )
                 continue
+            handler, latency = entry
             try:
-                send = yield from handler(agent, effect)
-            except (NovaError, ValueError) as e:
-                throw = e
+                send = handler(agent, effect)
+                if type(send) is types.GeneratorType:
+                    send = yield from send
+            except (NovaError, ValueError) as e:  # e.g. StoreUnavailable during an outage
+                send, throw = None, e
+            if latency is not None:
+                delay = latency()
+                if delay > 0 or not inline:
+                    yield env.timeout(delay)
 
     @staticmethod
     def _stopped(agent: Agent) -> bool:
@@ -221,25 +211,16 @@ class SimRuntime:
             agent.on_crash()
         return not agent.alive
 
-    # -- store ----------------------------------------------------------------------
+    # -- RpcPerformer: the broker model -----------------------------------------
 
-    def _transaction(self, agent, tx):
-        result = self.store.transaction(tx)
-        delay = self._store_latency.sample(self._store_rng)
-        if delay > 0 or not self.inline:
-            yield self.env.timeout(delay)
-        return result
-
-    # -- rpc ----------------------------------------------------------------------
-
-    def _cast(self, agent, cast):
+    def cast(self, agent, cast: Cast):
         body = rpc.encode(rpc.envelope(cast.method, cast.args, cast.context))
         if not self.broker.publish(cast.topic, body):
             raise Unroutable(f"no queue is bound to topic {cast.topic!r} (cast {cast.method})")
         self.recorder.rpc_published(cast.topic, cast.method, None, self.env.now, agent.name)
         yield from self._hop()
 
-    def _call(self, agent, call):
+    def call(self, agent, call: Call):
         self._call_counter += 1
         msg_id = f"{self._call_counter:012x}"
         body = rpc.encode(rpc.envelope(call.method, call.args, call.context, msg_id=msg_id))
@@ -281,60 +262,26 @@ class SimRuntime:
         if delay > 0 or not self.inline:
             yield self.env.timeout(delay)
 
-    # -- hypervisor -----------------------------------------------------------------
+    # -- RuntimePerformer: time, ids, randomness, records --------------------------
 
-    def _hypervisor(self, agent):
-        if agent.hypervisor is None:
-            raise HypervisorError(f"{agent.name} has no hypervisor")
-        return agent.hypervisor
-
-    def _spawn(self, agent, spawn):
-        return (yield from self._hypervisor(agent).spawn(spawn.spec))
-
-    def _destroy(self, agent, destroy):
-        return (yield from self._hypervisor(agent).destroy(destroy.name))
-
-    def _reboot(self, agent, reboot):
-        return (yield from self._hypervisor(agent).reboot(reboot.name))
-
-    def _get_info(self, agent, get_info):
-        return self._hypervisor(agent).info(get_info.name)
-        yield  # a generator, like every handler
-
-    def _list_domains(self, agent, _):
-        return self._hypervisor(agent).names()
-        yield
-
-    def _network(self, agent, effect):
-        if agent.netdriver is None:
-            raise NetworkDriverError(f"{agent.name} has no network driver")
-        return (yield from agent.netdriver.perform(effect))
-
-    # -- time, ids, randomness, records -----------------------------------------
-
-    def _now(self, agent, _):
+    def now(self) -> float:
         return float(self.env.now)  # SimPy's clock stays an int until a fractional delay
-        yield
 
-    def _sleep(self, agent, sleep):
-        yield self.env.timeout(sleep.seconds)
+    def sleep(self, seconds: float):
+        yield self.env.timeout(seconds)
 
-    def _new_id(self, agent, new_id):
+    def new_id(self, prefix: str) -> str:
         rng = self._ids_rng
         while True:
-            candidate = f"{new_id.prefix}-" + "".join(rng.choice(_ID_ALPHABET) for _ in range(8))
+            candidate = f"{prefix}-" + "".join(rng.choice(_ID_ALPHABET) for _ in range(8))
             if candidate not in self._issued_ids:
                 self._issued_ids.add(candidate)
                 return candidate
-        yield
 
-    def _choose(self, agent, choose):
-        if not choose.options:
+    def choose(self, agent, options: tuple):
+        if not options:
             raise ValueError("Choose needs at least one option")
-        return choose.options[int(agent.rng.random() * len(choose.options))]
-        yield
+        return options[int(agent.rng.random() * len(options))]
 
-    def _record(self, agent, record):
-        self.recorder.observe(record.event, self.env.now)
-        return None
-        yield
+    def record(self, event) -> None:
+        self.recorder.observe(event, self.env.now)

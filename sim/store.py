@@ -8,7 +8,7 @@ exactly the atomicity a Lua script gives on a real server.
 while it is on, every command and transaction raises StoreUnavailable, as redis-py's
 connection errors do in ``real/store.py``.
 
-*Not supported*: latency spikes, lost writes (Redis failover), memory limits,
+*What it does not model*: latency spikes, lost writes (Redis failover), memory limits,
 persistence, replication. fakeredis's SPOP
 draws from Python's global ``random``: the run seeds it, so pool order is reproducible
 in sim (it never is on a real Redis: compare runs on properties, not on which address).
@@ -73,6 +73,8 @@ class _DirectPath:
 
 
 class SimStore:
+    """The run's datastore; a ``common.performers.StorePerformer``."""
+
     def __init__(self, direct: bool = True):
         """``direct=False`` keeps every command on redis-py's public client path."""
         self.server = fakeredis.FakeServer()

@@ -18,7 +18,7 @@ from conftest import service_unavailable
 
 from common.directory import Directory, Project, User
 from common.distributions import Constant
-from common.effects import LdapAdd, LdapDelete, LdapModify, LdapSearch
+from common.effects import DirectoryEffect, LdapAdd, LdapDelete, LdapModify, LdapSearch
 from common.errors import (
     AuthFailure,
     DirectoryConflict,
@@ -434,11 +434,11 @@ def test_sim_install_registers_the_performer_and_latency_passes():
 
     runtime = Runtime()
     sim = install(runtime, Constant(0.25), random.Random(0))
-    assert set(runtime.handlers) == {LdapSearch, LdapAdd, LdapModify, LdapDelete}
+    assert runtime.handlers == {DirectoryEffect: sim}
     box = {}
 
     def probe():
-        box["found"] = yield from runtime.handlers[LdapSearch](None, LdapSearch(sim.root, "(objectClass=*)", "base", ()))
+        box["found"] = yield from sim.perform(None, LdapSearch(sim.root, "(objectClass=*)", "base", ()))
 
     runtime.env.process(probe())
     runtime.env.run()

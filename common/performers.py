@@ -1,0 +1,299 @@
+"""Who performs effects: one ``typing.Protocol`` per effect family, and the table that
+both runtimes dispatch through.
+
+Theory of operation
+-------------------
+Each family of ``common.effects`` (a base class) has one Protocol here. A simulated
+performer (a fake in ``sim/``) and a real adapter (in ``real/``) satisfy the same
+Protocol, so a runtime is assembled by choosing, per family, which one performs it:
+``runtime.register(HypervisorEffect, performer)``. That choice is per family, not per
+mode, so a mixed run (real Redis and RabbitMQ, simulated hypervisors) is a different set
+of ``register`` calls, not different code.
+
+A simulated performer is a SimPy model: where the operation takes virtual time its
+method returns a SimPy generator that returns the result (the sim runtime runs it with
+``yield from``); a real one blocks and returns the result. ``Performed[T]`` is that
+"T, or a generator returning T".
+
+Each Protocol's docstring is its contract, in the manner of Nova's virt driver: what
+every method returns and which ``NovaError`` it raises on failure. A performer raises
+nothing else for an expected failure; anything else is a bug and ends the run. The
+runtimes throw these errors into the manager at its ``yield``.
+
+``PerformerTable`` is the registration table: a family maps to a performer (or to
+``AgentsOwn``, "the agent's own one", for per-host drivers), a single effect type may
+map to a plain function ``(agent, effect)``, and the most specific registration wins.
+Lookups are cached per effect type, so dispatch is one dict lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from common.effects import (
+    FAMILIES,
+    Call,
+    Cast,
+    DirectoryEffect,
+    DomainSpec,
+    Effect,
+    FetchImage,
+    HypervisorEffect,
+    ImageEffect,
+    KeyPairEffect,
+    NetDriverEffect,
+    RpcEffect,
+    RuntimeEffect,
+    StoreCommand,
+    StoreEffect,
+    Transaction,
+)
+from common.errors import NovaError
+
+T = TypeVar("T")
+
+#: A result, or (simulated performers) a SimPy generator that returns it.
+Performed = T | Generator[Any, Any, T]
+
+#: What the table hands a runtime: ``handler(agent, effect)`` -> ``Performed[result]``.
+Handler = Callable[[Any, Any], Any]
+
+#: Seconds to wait after the handler (sim only): a zero-argument draw, or None.
+Latency = Callable[[], float] | None
+
+
+@runtime_checkable
+class StorePerformer(Protocol):
+    """Performs StoreEffect: Redis commands and guarded transactions.
+
+    On failure: raises ``StoreUnavailable`` when the store cannot be reached or the
+    connection broke mid-command (the command may or may not have been applied: callers
+    treat the outcome as unknown). A command Redis itself rejects is a bug in the
+    caller and is not turned into a NovaError.
+    """
+
+    def execute(self, command: StoreCommand) -> Any:
+        """Run one command; -> its reply with the types SimStore gives (str, int,
+        float, set, list, dict, None)."""
+        ...
+
+    def transaction(self, tx: Transaction) -> list[Any] | None:
+        """Check every guard and run the ops atomically; -> their results, or None
+        when a guard failed (nothing written)."""
+        ...
+
+
+@runtime_checkable
+class RpcPerformer(Protocol):
+    """Performs RpcEffect: casts and calls between services (the runtime itself, or a
+    transport it owns).
+
+    On failure: ``Unroutable`` when no queue is bound to the topic (or the broker cannot
+    be reached to publish), ``RpcTimeout`` when a call's reply did not come within its
+    timeout (the callee may still have run), ``RemoteError`` carrying the callee's
+    error class and message when the callee raised.
+    """
+
+    def cast(self, agent: Any, cast: Cast) -> Performed[None]:
+        ...
+
+    def call(self, agent: Any, call: Call) -> Performed[Any]:
+        ...
+
+
+@runtime_checkable
+class HypervisorPerformer(Protocol):
+    """Performs HypervisorEffect on one host's hypervisor.
+
+    On failure: ``HypervisorError`` for anything the hypervisor refuses or that breaks
+    (domain exists, no such domain to reboot, connection lost, boot failed), and its
+    subclass ``InsufficientMemory`` when a spawn does not fit. A failed spawn leaves no
+    domain behind. ``destroy`` of a missing domain and ``info`` of one are not failures.
+    """
+
+    def spawn(self, spec: DomainSpec) -> Performed[None]:
+        """Define and boot; returns once the domain runs."""
+        ...
+
+    def destroy(self, name: str) -> Performed[bool]:
+        """Stop and undefine; -> True if it existed."""
+        ...
+
+    def reboot(self, name: str) -> Performed[None]:
+        """Restart; returns once it runs again."""
+        ...
+
+    def info(self, name: str) -> Performed[dict[str, Any] | None]:
+        """-> {state, vcpus, memory_mb}, or None when there is no such domain."""
+        ...
+
+    def names(self) -> Performed[tuple[str, ...]]:
+        """-> the sorted names of the domains on this host."""
+        ...
+
+
+@runtime_checkable
+class NetDriverPerformer(Protocol):
+    """Performs NetDriverEffect (linux_net) on one network host; every effect is an
+    idempotent "ensure".
+
+    On failure: ``NetworkDriverError`` naming the operation and what the system said
+    (a command failed, an interface exists with another configuration). An effect of
+    another family is a bug: TypeError.
+    """
+
+    def perform(self, effect: NetDriverEffect) -> Performed[Any]:
+        ...
+
+
+@runtime_checkable
+class DirectoryPerformer(Protocol):
+    """Performs DirectoryEffect against one LDAP directory.
+
+    On failure: ``DirectoryUnavailable`` when the server cannot be reached or broke
+    mid-request, ``DirectoryConflict`` when an add finds the entry (or value) present,
+    ``InvalidParameterValue`` when the server refuses the request itself (bad DN,
+    filter or value).
+    """
+
+    def perform(self, agent: Any, effect: DirectoryEffect) -> Performed[Any]:
+        ...
+
+
+@runtime_checkable
+class ImageFetcher(Protocol):
+    """Performs ImageEffect: makes an image available in the agent's host's cache.
+
+    On failure: ``ImageError`` (bad image id or size, the object store refused or
+    failed, a transfer came short); nothing partial is left in the cache.
+    """
+
+    def perform(self, agent: Any, effect: FetchImage) -> Performed[bool]:
+        """-> True when this fetch transferred the image, False when it was cached."""
+        ...
+
+
+@runtime_checkable
+class KeyPairGenerator(Protocol):
+    """Performs KeyPairEffect: makes a fresh SSH key pair.
+
+    On failure: ``ValueError`` for a key type it cannot make (callers validate first);
+    making a key has no other expected failure.
+    """
+
+    def generate(self, key_type: str, comment: str) -> Performed[tuple[str, str]]:
+        """-> (private key PEM, OpenSSH public key line ending in ``comment``)."""
+        ...
+
+
+@runtime_checkable
+class RuntimePerformer(Protocol):
+    """Performs RuntimeEffect: the runtime's clock, ids, random streams and recorder.
+
+    On failure: ``Choose`` with no options raises ValueError; nothing else fails.
+    """
+
+    def now(self) -> Performed[float]:
+        ...
+
+    def sleep(self, seconds: float) -> Performed[None]:
+        ...
+
+    def new_id(self, prefix: str) -> Performed[str]:
+        ...
+
+    def choose(self, agent: Any, options: tuple) -> Performed[Any]:
+        ...
+
+    def record(self, event: Any) -> Performed[None]:
+        ...
+
+
+#: The Protocol each family's performer satisfies.
+PROTOCOLS: dict[type[Effect], type] = {
+    StoreEffect: StorePerformer,
+    RpcEffect: RpcPerformer,
+    HypervisorEffect: HypervisorPerformer,
+    NetDriverEffect: NetDriverPerformer,
+    DirectoryEffect: DirectoryPerformer,
+    ImageEffect: ImageFetcher,
+    KeyPairEffect: KeyPairGenerator,
+    RuntimeEffect: RuntimePerformer,
+}
+assert set(PROTOCOLS) == set(FAMILIES), "every family has a Protocol"
+
+
+@dataclass(frozen=True)
+class AgentsOwn:
+    """Register this for a family whose performer belongs to each agent (a host's
+    hypervisor, its network driver): the agent's ``attribute`` performs it, and an agent
+    without one gets ``error`` ("<agent> has no <what>")."""
+
+    attribute: str
+    error: type[NovaError]
+    what: str
+
+
+class PerformerTable:
+    """The registration table both runtimes dispatch through (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._registered: dict[type, tuple[Handler, Latency]] = {}
+        #: Resolved (handler, latency) per concrete effect type; cleared on register.
+        self.resolved: dict[type, tuple[Handler, Latency]] = {}
+
+    def register(self, family_or_type: type, performer: Any, latency: Latency = None) -> None:
+        """A family (a base in ``common.effects.FAMILIES``) takes a performer satisfying
+        its Protocol, or ``AgentsOwn``; any other effect class takes a function
+        ``(agent, effect)``. ``latency`` (sim only) is waited after each effect."""
+        if not (isinstance(family_or_type, type) and issubclass(family_or_type, Effect)):
+            raise TypeError(f"register needs an effect family or effect class, got {family_or_type!r}")
+        if family_or_type in PROTOCOLS:
+            handler = _family_handler(family_or_type, performer)
+        elif callable(performer):
+            handler = performer
+        else:
+            raise TypeError(
+                f"{family_or_type.__name__} is not a family: register a function (agent, effect), got {performer!r}"
+            )
+        self._registered[family_or_type] = (handler, latency)
+        self.resolved.clear()
+
+    def lookup(self, kind: type) -> tuple[Handler, Latency] | None:
+        """-> (handler, latency) for effect class ``kind``, or None when nothing
+        registered performs it. The most specific registration wins."""
+        entry = self.resolved.get(kind)
+        if entry is None:
+            for klass in kind.__mro__:
+                entry = self._registered.get(klass)
+                if entry is not None:
+                    self.resolved[kind] = entry
+                    break
+        return entry
+
+    def families(self) -> list[str]:
+        """Names of the registered families and types (for error messages)."""
+        return sorted(k.__name__ for k in self._registered)
+
+
+def _family_handler(family: type[Effect], performer: Any) -> Handler:
+    if isinstance(performer, AgentsOwn):
+        attribute, error, what = performer.attribute, performer.error, performer.what
+
+        def agents_own(agent: Any, effect: Effect) -> Any:
+            own = getattr(agent, attribute, None)
+            if own is None:
+                raise error(f"{agent.name} has no {what}")
+            return effect.perform_with(own, agent)
+
+        return agents_own
+    protocol = PROTOCOLS[family]
+    if not isinstance(performer, protocol):
+        raise TypeError(f"{performer!r} cannot perform {family.__name__}: it does not satisfy {protocol.__name__}")
+
+    def handler(agent: Any, effect: Effect) -> Any:
+        return effect.perform_with(performer, agent)
+
+    return handler

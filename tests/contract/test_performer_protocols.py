@@ -1,0 +1,83 @@
+"""Each fake and each real adapter satisfies its family's performer Protocol.
+
+The ``_static`` functions are for mypy (never called): each returns an adapter as its
+Protocol, so a method missing or with an incompatible signature fails type checking.
+The tests check the same at run time with ``runtime_checkable`` (method names only).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from common.performers import (
+    DirectoryPerformer,
+    HypervisorPerformer,
+    ImageFetcher,
+    KeyPairGenerator,
+    NetDriverPerformer,
+    RpcPerformer,
+    RuntimePerformer,
+    StorePerformer,
+)
+from real.api import KeyPairMaker
+from real.directory import LdapDirectory
+from real.images import ImageCache
+from real.libvirt_driver import LibvirtDriver
+from real.linux_net import LinuxNet
+from real.runner import RealRuntime
+from real.store import RedisStore
+from sim.directory import SimDirectory
+from sim.hypervisor import FakeHypervisor
+from sim.images import SimImageCache
+from sim.netdriver import FakeNetDriver
+from sim.runtime import SimRuntime
+from sim.store import SimStore
+
+PAIRS = [
+    (StorePerformer, SimStore, RedisStore),
+    (HypervisorPerformer, FakeHypervisor, LibvirtDriver),
+    (NetDriverPerformer, FakeNetDriver, LinuxNet),
+    (DirectoryPerformer, SimDirectory, LdapDirectory),
+    (ImageFetcher, SimImageCache, ImageCache),
+    (RpcPerformer, SimRuntime, RealRuntime),
+    (RuntimePerformer, SimRuntime, RealRuntime),
+]
+
+
+@pytest.mark.parametrize("protocol, fake, real", PAIRS, ids=[p[0].__name__ for p in PAIRS])
+def test_fake_and_real_adapter_satisfy_the_protocol(protocol, fake, real):
+    """The fake and the real adapter both have every method of the family's Protocol."""
+    assert issubclass(fake, protocol) and issubclass(real, protocol)
+
+
+def test_real_key_pair_maker_satisfies_the_protocol():
+    """The API host's key pair maker is a KeyPairGenerator."""
+    assert isinstance(KeyPairMaker(), KeyPairGenerator)
+
+
+def _static_store(fake: SimStore, real: RedisStore) -> list[StorePerformer]:
+    return [fake, real]
+
+
+def _static_hypervisor(fake: FakeHypervisor, real: LibvirtDriver) -> list[HypervisorPerformer]:
+    return [fake, real]
+
+
+def _static_netdriver(fake: FakeNetDriver, real: LinuxNet) -> list[NetDriverPerformer]:
+    return [fake, real]
+
+
+def _static_directory(fake: SimDirectory, real: LdapDirectory) -> list[DirectoryPerformer]:
+    return [fake, real]
+
+
+def _static_images(fake: SimImageCache, real: ImageCache) -> list[ImageFetcher]:
+    return [fake, real]
+
+
+def _static_keypairs(real: KeyPairMaker) -> KeyPairGenerator:
+    return real
+
+
+def _static_runtimes(fake: SimRuntime, real: RealRuntime) -> list[RpcPerformer | RuntimePerformer]:
+    return [fake, real]
