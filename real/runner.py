@@ -154,4 +154,8 @@ class RealRuntime:
             if kind is types.GeneratorType:
                 raise UseYieldFrom(f"{agent.name} yielded a generator ({effect.__qualname__}); use 'yield from' to call it")
             raise TypeError(f"{agent.name} yielded {effect!r}, which is not an effect with a registered performer")
-        return entry[0](agent, effect)
+        result = entry[0](agent, effect)
+        if type(result) is types.GeneratorType:
+            # A SimPy-model performer registered here: its time would never pass.
+            raise TypeError(f"the performer of {kind.__name__} returned a SimPy generator; a real runtime needs a blocking one")
+        return result

@@ -20,6 +20,7 @@ from common.performers import (
     StorePerformer,
 )
 from real.api import KeyPairMaker
+from real.daemon import FloatingRecordsOnly
 from real.directory import LdapDirectory
 from real.images import ImageCache
 from real.libvirt_driver import LibvirtDriver
@@ -63,8 +64,8 @@ def _static_hypervisor(fake: FakeHypervisor, real: LibvirtDriver) -> list[Hyperv
     return [fake, real]
 
 
-def _static_netdriver(fake: FakeNetDriver, real: LinuxNet) -> list[NetDriverPerformer]:
-    return [fake, real]
+def _static_netdriver(fake: FakeNetDriver, real: LinuxNet, records: FloatingRecordsOnly) -> list[NetDriverPerformer]:
+    return [fake, real, records]
 
 
 def _static_directory(fake: SimDirectory, real: LdapDirectory) -> list[DirectoryPerformer]:
