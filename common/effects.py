@@ -35,7 +35,7 @@ that should perform it.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -50,6 +50,17 @@ class Effect:
         ``common.performers``), for ``agent``. Returns the result, or a SimPy generator
         returning it when the performer is a simulated one."""
         raise NotImplementedError(f"{type(self).__name__} does not say how it is performed")
+
+    @classmethod
+    def bind(cls, performer: Any) -> Callable[[Any, Any], Any]:
+        """-> ``handler(agent, effect)`` performing effects of this class with
+        ``performer``: what a runtime's table calls. Hot effects override it to skip
+        a call."""
+
+        def handler(agent: Any, effect: Effect) -> Any:
+            return effect.perform_with(performer, agent)
+
+        return handler
 
 
 class StoreEffect(Effect):
@@ -143,6 +154,12 @@ class StoreCommand(StoreEffect):
 
     def perform_with(self, performer: Any, agent: Any) -> Any:
         return performer.execute(self)
+
+    @classmethod
+    def bind(cls, performer: Any) -> Callable[[Any, Any], Any]:
+        # The hot path (~300,000 commands in the 500-host run): one call, not two.
+        execute = performer.execute
+        return lambda agent, effect: execute(effect)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from common.effects import (
     FAMILIES,
@@ -240,7 +240,8 @@ class PerformerTable:
     """The registration table both runtimes dispatch through (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._registered: dict[type, tuple[Handler, Latency]] = {}
+        #: family or effect class -> (performer or handler, latency, is a family)
+        self._registered: dict[type, tuple[Any, Latency, bool]] = {}
         #: Resolved (handler, latency) per concrete effect type; cleared on register.
         self.resolved: dict[type, tuple[Handler, Latency]] = {}
 
@@ -250,50 +251,47 @@ class PerformerTable:
         ``(agent, effect)``. ``latency`` (sim only) is waited after each effect."""
         if not (isinstance(family_or_type, type) and issubclass(family_or_type, Effect)):
             raise TypeError(f"register needs an effect family or effect class, got {family_or_type!r}")
-        if family_or_type in PROTOCOLS:
-            handler = _family_handler(family_or_type, performer)
-        elif callable(performer):
-            handler = performer
-        else:
+        family = family_or_type in PROTOCOLS
+        if family and not isinstance(performer, (AgentsOwn, PROTOCOLS[family_or_type])):
+            raise TypeError(
+                f"{performer!r} cannot perform {family_or_type.__name__}: it does not satisfy "
+                f"{PROTOCOLS[family_or_type].__name__}"
+            )
+        if not family and not callable(performer):
             raise TypeError(
                 f"{family_or_type.__name__} is not a family: register a function (agent, effect), got {performer!r}"
             )
-        self._registered[family_or_type] = (handler, latency)
+        self._registered[family_or_type] = (performer, latency, family)
         self.resolved.clear()
 
     def lookup(self, kind: type) -> tuple[Handler, Latency] | None:
         """-> (handler, latency) for effect class ``kind``, or None when nothing
         registered performs it. The most specific registration wins."""
         entry = self.resolved.get(kind)
-        if entry is None:
-            for klass in kind.__mro__:
-                entry = self._registered.get(klass)
-                if entry is not None:
-                    self.resolved[kind] = entry
-                    break
-        return entry
+        if entry is not None:
+            return entry
+        for klass in kind.__mro__:
+            found = self._registered.get(klass)
+            if found is not None:
+                performer, latency, family = found
+                if not family:
+                    handler = performer
+                elif isinstance(performer, AgentsOwn):
+                    handler = _agents_own(performer)
+                else:
+                    handler = cast(type[Effect], kind).bind(performer)  # a family matched: an Effect
+                entry = self.resolved[kind] = (handler, latency)
+                return entry
+        return None
 
-    def families(self) -> list[str]:
-        """Names of the registered families and types (for error messages)."""
-        return sorted(k.__name__ for k in self._registered)
 
-
-def _family_handler(family: type[Effect], performer: Any) -> Handler:
-    if isinstance(performer, AgentsOwn):
-        attribute, error, what = performer.attribute, performer.error, performer.what
-
-        def agents_own(agent: Any, effect: Effect) -> Any:
-            own = getattr(agent, attribute, None)
-            if own is None:
-                raise error(f"{agent.name} has no {what}")
-            return effect.perform_with(own, agent)
-
-        return agents_own
-    protocol = PROTOCOLS[family]
-    if not isinstance(performer, protocol):
-        raise TypeError(f"{performer!r} cannot perform {family.__name__}: it does not satisfy {protocol.__name__}")
+def _agents_own(own: AgentsOwn) -> Handler:
+    attribute, error, what = own.attribute, own.error, own.what
 
     def handler(agent: Any, effect: Effect) -> Any:
+        performer = getattr(agent, attribute, None)
+        if performer is None:
+            raise error(f"{agent.name} has no {what}")
         return effect.perform_with(performer, agent)
 
     return handler

@@ -14,7 +14,8 @@ from __future__ import annotations
 import enum
 import inspect
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from common import context as ctx
 from common.errors import PoisonMessage

@@ -42,6 +42,7 @@ import hashlib
 import random
 import types
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from common import rpc
@@ -112,7 +113,7 @@ class SimRuntime:
         #: Generators of killed agents, kept unclosed so that no ``finally:`` runs.
         self.dropped: list[types.GeneratorType] = []
         self.performers = PerformerTable()
-        self.register(StoreEffect, store, latency=self._store_delay)
+        self.register(StoreEffect, store, latency=partial(self._store_latency.sample, self._store_rng))
         self.register(RpcEffect, self)
         self.register(HypervisorEffect, AgentsOwn("hypervisor", HypervisorError, "hypervisor"))
         self.register(NetDriverEffect, AgentsOwn("netdriver", NetworkDriverError, "network driver"))
@@ -132,9 +133,6 @@ class SimRuntime:
         events (an environment running at wall-clock pace, ``simpy.rt``); the table
         does not change for it."""
         self.performers.register(family_or_type, performer, latency)
-
-    def _store_delay(self) -> float:
-        return self._store_latency.sample(self._store_rng)
 
     @property
     def fingerprint(self) -> str:
@@ -166,6 +164,7 @@ class SimRuntime:
         env = self.env
         inline = self.inline
         resolved = self.performers.resolved
+        generator = types.GeneratorType
         fold = self._fingerprint.update
         send: Any = None
         throw: BaseException | None = None
@@ -194,7 +193,7 @@ class SimRuntime:
             handler, latency = entry
             try:
                 send = handler(agent, effect)
-                if type(send) is types.GeneratorType:
+                if type(send) is generator:
                     send = yield from send
             except (NovaError, ValueError) as e:  # e.g. StoreUnavailable during an outage
                 send, throw = None, e
