@@ -19,7 +19,8 @@ Families
 --------
 Every effect class belongs to exactly one *family*, a base class here: ``StoreEffect``,
 ``RpcEffect``, ``HypervisorEffect``, ``NetDriverEffect``, ``DirectoryEffect``,
-``ImageEffect``, ``KeyPairEffect`` and ``RuntimeEffect`` (time, ids, randomness,
+``ImageEffect``, ``KeyPairEffect``, ``ApiEffect`` (EC2 requests), ``TaskEffect``
+(fork and join of sub-workflows) and ``RuntimeEffect`` (time, ids, randomness,
 records). A family is what one performer serves: ``common.performers`` has its
 ``typing.Protocol``, and a runtime is told who performs a family with
 ``runtime.register(Family, performer)``. ``perform_with(performer, agent)`` is how an
@@ -114,6 +115,25 @@ class KeyPairEffect(Effect):
     __slots__ = ()
 
 
+class ApiEffect(Effect):
+    """Family: requests entering at the EC2 API (the workload's). Performer: ``ApiPerformer``."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.perform(agent, self)
+
+
+class TaskEffect(Effect):
+    """Family: starting sub-workflows as tasks of their own and waiting for them (fork
+    and join). Performer: ``TaskPerformer`` (the runtime's process or thread pool)."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.perform(agent, self)
+
+
 class RuntimeEffect(Effect):
     """Family: the runtime's own clock, ids, random streams and recorder. Performer:
     ``RuntimePerformer`` (the runtime itself)."""
@@ -124,7 +144,7 @@ class RuntimeEffect(Effect):
 #: Every family, in no particular order; each effect class subclasses exactly one.
 FAMILIES: tuple[type[Effect], ...] = (
     StoreEffect, RpcEffect, HypervisorEffect, NetDriverEffect, DirectoryEffect, ImageEffect,
-    KeyPairEffect, RuntimeEffect,
+    KeyPairEffect, ApiEffect, TaskEffect, RuntimeEffect,
 )
 
 

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
 
 from common.effects import (
     FAMILIES,
+    ApiEffect,
     Call,
     Cast,
     DirectoryEffect,
@@ -48,6 +49,7 @@ from common.effects import (
     RuntimeEffect,
     StoreCommand,
     StoreEffect,
+    TaskEffect,
     Transaction,
 )
 from common.errors import NovaError
@@ -55,13 +57,13 @@ from common.errors import NovaError
 T = TypeVar("T")
 
 #: A result, or (simulated performers) a SimPy generator that returns it.
-Performed = T | Generator[Any, Any, T]
+Performed: TypeAlias = T | Generator[Any, Any, T]
 
 #: What the table hands a runtime: ``handler(agent, effect)`` -> ``Performed[result]``.
-Handler = Callable[[Any, Any], Any]
+Handler: TypeAlias = Callable[[Any, Any], Any]
 
 #: Seconds to wait after the handler (sim only): a zero-argument draw, or None.
-Latency = Callable[[], float] | None
+Latency: TypeAlias = Callable[[], float] | None
 
 
 @runtime_checkable
@@ -189,6 +191,34 @@ class KeyPairGenerator(Protocol):
 
 
 @runtime_checkable
+class ApiPerformer(Protocol):
+    """Performs ApiEffect: one EC2 Query request (``common.workload.ApiCall``) -> its
+    ``ApiAnswer``.
+
+    On failure: none raised. An error answer is an answer (its HTTP status and XML
+    error document); no answer at all (connection refused, timeout) is an ApiAnswer
+    with status 0 and ``failure`` naming it, so the workload counts every outcome.
+    """
+
+    def perform(self, agent: Any, call: Any) -> Performed[Any]:
+        ...
+
+
+@runtime_checkable
+class TaskPerformer(Protocol):
+    """Performs TaskEffect: ``Fork`` starts a generator as a task of its own (a SimPy
+    process, a thread) -> a handle; ``Join`` waits for every handle -> None.
+
+    On failure: a forked task's own errors stay in that task (it ends); the runtime
+    raises nothing into the forking generator. Registered today per effect class with
+    functions (``sim.tasks``, ``real.tasks``), which the table also accepts.
+    """
+
+    def perform(self, agent: Any, effect: TaskEffect) -> Performed[Any]:
+        ...
+
+
+@runtime_checkable
 class RuntimePerformer(Protocol):
     """Performs RuntimeEffect: the runtime's clock, ids, random streams and recorder.
 
@@ -220,6 +250,8 @@ PROTOCOLS: dict[type[Effect], type] = {
     DirectoryEffect: DirectoryPerformer,
     ImageEffect: ImageFetcher,
     KeyPairEffect: KeyPairGenerator,
+    ApiEffect: ApiPerformer,
+    TaskEffect: TaskPerformer,
     RuntimeEffect: RuntimePerformer,
 }
 assert set(PROTOCOLS) == set(FAMILIES), "every family has a Protocol"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from xml.etree import ElementTree
 
-from common.effects import Now, Sleep
+from common.effects import ApiEffect, Now, Sleep, TaskEffect
 
 #: The EC2 API version the workload speaks (2010-08-31, the API's own).
 API_VERSION = "2010-08-31"
@@ -66,7 +66,7 @@ class Draws(Protocol):
 
 
 @dataclass(frozen=True)
-class ApiCall:
+class ApiCall(ApiEffect):
     """One EC2 Query request by ``project``'s workload user; -> ``ApiAnswer``."""
 
     project: str
@@ -85,7 +85,7 @@ class ApiAnswer:
 
 
 @dataclass(frozen=True)
-class Fork:
+class Fork(TaskEffect):
     """Start ``work`` (a generator of effects) as a task of its own; -> a handle for Join."""
 
     name: str
@@ -93,7 +93,7 @@ class Fork:
 
 
 @dataclass(frozen=True)
-class Join:
+class Join(TaskEffect):
     """Wait until every forked task in ``handles`` has ended; -> None."""
 
     handles: tuple = field(repr=False, compare=False)

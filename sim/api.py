@@ -28,6 +28,7 @@ from __future__ import annotations
 import simpy
 
 from common.ec2.inprocess import signed_request, trusted_request
+from common.effects import ApiEffect
 from common.workload import ApiAnswer, ApiCall
 
 #: The Host the sim's requests are signed for (any name does; it is signed and checked).
@@ -73,5 +74,5 @@ class SimApi:
 
 
 def install(runtime, api: SimApi) -> SimApi:
-    runtime.register(ApiCall, api.perform)
+    runtime.register(ApiEffect, api)
     return api

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from common.performers import (
+    ApiPerformer,
     DirectoryPerformer,
     HypervisorPerformer,
     ImageFetcher,
@@ -22,11 +23,13 @@ from common.performers import (
 from real.api import KeyPairMaker
 from real.daemon import FloatingRecordsOnly
 from real.directory import LdapDirectory
+from real.ec2_client import HttpApi
 from real.images import ImageCache
 from real.libvirt_driver import LibvirtDriver
 from real.linux_net import LinuxNet
 from real.runner import RealRuntime
 from real.store import RedisStore
+from sim.api import SimApi
 from sim.directory import SimDirectory
 from sim.hypervisor import FakeHypervisor
 from sim.images import SimImageCache
@@ -40,6 +43,7 @@ PAIRS = [
     (NetDriverPerformer, FakeNetDriver, LinuxNet),
     (DirectoryPerformer, SimDirectory, LdapDirectory),
     (ImageFetcher, SimImageCache, ImageCache),
+    (ApiPerformer, SimApi, HttpApi),
     (RpcPerformer, SimRuntime, RealRuntime),
     (RuntimePerformer, SimRuntime, RealRuntime),
 ]
@@ -73,6 +77,10 @@ def _static_directory(fake: SimDirectory, real: LdapDirectory) -> list[Directory
 
 
 def _static_images(fake: SimImageCache, real: ImageCache) -> list[ImageFetcher]:
+    return [fake, real]
+
+
+def _static_api(fake: SimApi, real: HttpApi) -> list[ApiPerformer]:
     return [fake, real]
 
 
