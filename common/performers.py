@@ -209,8 +209,9 @@ class TaskPerformer(Protocol):
     """Performs TaskEffect: ``Fork`` starts a generator as a task of its own (a SimPy
     process, a thread) -> a handle; ``Join`` waits for every handle -> None.
 
-    On failure: a forked task's own errors stay in that task (it ends); the runtime
-    raises nothing into the forking generator. Registered today per effect class with
+    On failure: a forked task handles its own NovaErrors (the workload's launches do);
+    an unexpected exception in a task (a bug) is not swallowed: the sim's event loop
+    raises it, and real mode raises it at ``Join``. Registered per effect class with
     functions (``sim.tasks``, ``real.tasks``), which the table also accepts.
     """
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from xml.etree import ElementTree
 
+from common.analysis.stats import percentile
 from common.effects import ApiEffect, Now, Sleep, TaskEffect
 
 #: The EC2 API version the workload speaks (2010-08-31, the API's own).
@@ -262,11 +263,10 @@ class Workload:
         refusal by action and code: the ``api`` section of summary.json in both modes."""
         by_action = {}
         for action, seconds in sorted(self.latencies.items()):
-            ordered = sorted(seconds)
             by_action[action] = {
-                "count": len(ordered),
-                "p50_s": ordered[len(ordered) // 2],
-                "p95_s": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+                "count": len(seconds),
+                "p50_s": percentile(seconds, 50),
+                "p95_s": percentile(seconds, 95),
             }
         errors = {f"{action} {code}": n for (action, code), n in sorted(self.answers.items()) if code}
         requests = sum(self.answers.values())

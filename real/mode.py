@@ -58,11 +58,11 @@ from common.analysis import report
 from common.cloud import CloudController
 from common.context import SYSTEM
 from common.directory import Directory, valid_name
-from common.effects import HGet, SCard, SMembers, ZRangeByScore
+from common.effects import ApiEffect, HGet, SCard, SMembers, ZRangeByScore
 from common.errors import NovaError
 from common.events import RequestRejected
 from common.scenario import ScenarioError, parse_yaml
-from common.workload import WORKLOAD_STREAM, ApiCall, Workload, workload_user
+from common.workload import WORKLOAD_STREAM, Workload, workload_user
 from real import deploy, tasks, transport
 from real.config import DaemonConfig
 from real.daemon import StartupError, connect
@@ -384,7 +384,7 @@ class RealRun:
         """Drive the shared workload generator through the API (module docstring, step 5)."""
         by_project = {p.id: self.credentials[workload_user(p.id)] for p in self.scenario.cloud.projects}
         http = HttpApi(self.server.url, by_project, clock=self.runtime.now, timeout=API_REQUEST_TIMEOUT)
-        self.runtime.register(ApiCall, http.perform)
+        self.runtime.register(ApiEffect, http)
         pool = tasks.install(self.runtime)
         began = time.monotonic()
         try:

@@ -25,7 +25,7 @@ from collections import defaultdict
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from common.analysis.report import percentile
+from common.analysis.stats import percentile
 
 #: Default label of the time axis (a real run passes its own: wall seconds since start).
 TIME_LABEL = "simulated time since start (s)"

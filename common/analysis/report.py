@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 from collections import Counter
 from typing import Any
@@ -19,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from common import keys, lifecycle
+from common.analysis.stats import percentile
 
 INSTANCE_COLUMNS = (
     "id", "project_id", "instance_type", "vcpus", "host", "fixed_ip", "state", "error",
@@ -48,15 +48,6 @@ def queue_depth_rows(now: float, depths: dict) -> list[tuple]:
         rows.append((now, "queue_depth", f"{topic}.<host> (sum)", sum(values)))
         rows.append((now, "queue_depth", f"{topic}.<host> (max)", max(values)))
     return rows
-
-
-def percentile(values, q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of ``values``; None when empty."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def instance_rows(store: dict) -> list[dict]:
