@@ -16,8 +16,13 @@ argument (seconds since the epoch, UTC).
 - Version 2 (EC2's query signatures of 2010): the canonical query, the string to sign
   and the ``HmacSHA256``/``HmacSHA1`` signature.
 
-*Not supported*: pre-signed (query-string) v4, ``aws-chunked`` streaming payloads,
-session tokens, Signature Versions 0 and 1 and S3's version 2 (``AWS access:sig``).
+- Pre-signed v4 URLs (query-string authentication): parsing, checking, ``presign_v4``;
+  at most seven days of validity, as AWS.
+- S3's version 2 (``Authorization: AWS access:sig`` and ``AWSAccessKeyId``/``Expires``/
+  ``Signature`` in the query): the string to sign and the ``HmacSHA1`` signature.
+
+*Not supported*: ``aws-chunked`` streaming payloads, session tokens, Signature
+Versions 0 and 1.
 """
 
 from __future__ import annotations
@@ -162,6 +167,10 @@ def parse_v4_authorization(header: str, service: str) -> V4Authorization:
         credential, signed, signature = fields["Credential"], fields["SignedHeaders"], fields["Signature"]
     except KeyError as e:
         raise SignatureError("malformed", f"the Authorization header has no {e.args[0]}") from None
+    return _v4_parts(credential, signed, signature, service)
+
+
+def _v4_parts(credential: str, signed: str, signature: str, service: str) -> V4Authorization:
     pieces = credential.rsplit("/", 4)
     if len(pieces) != 5 or pieces[4] != "aws4_request":
         raise SignatureError("malformed", "the Credential must be <access key>/<date>/<region>/<service>/aws4_request")
@@ -192,6 +201,105 @@ def sign_v4(method: str, host: str, raw_path: str, query_string: str, payload_ha
     out["authorization"] = (f"{V4_ALGORITHM} Credential={access_key}/{auth.scope}, "
                             f"SignedHeaders={';'.join(auth.signed_headers)}, Signature={signature}")
     return out
+
+
+# ---------------------------------------------------------------------------
+# Version 4 pre-signed URLs (query-string authentication).
+
+#: The query parameters of a pre-signed v4 request, all required.
+V4_QUERY_PARAMS = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders",
+                   "X-Amz-Signature")
+#: Longest validity of a pre-signed v4 URL (AWS's own limit: seven days).
+V4_MAX_EXPIRES = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class V4Presigned:
+    """The signature parameters of a pre-signed v4 URL, parsed."""
+
+    auth: V4Authorization
+    amz_date: str
+    expires: int
+
+    def string_to_sign(self, method: str, raw_path: str, query_string: str,
+                       headers: Mapping[str, str]) -> tuple[str, str]:
+        """-> (canonical request, string to sign); the payload is UNSIGNED-PAYLOAD and
+        the query is signed without its ``X-Amz-Signature``."""
+        return self.auth.string_to_sign(method, raw_path, query_without(query_string, "X-Amz-Signature"), headers,
+                                        UNSIGNED_PAYLOAD, self.amz_date)
+
+
+def query_without(query_string: str, name: str) -> str:
+    """The query string less every ``name=...`` pair (the signature of a signed query)."""
+    return "&".join(p for p in query_string.split("&") if p and unquote(p.partition("=")[0]) != name)
+
+
+def parse_v4_query(params: Mapping[str, str], service: str) -> V4Presigned:
+    """The signature parameters of a pre-signed v4 URL (decoded query ``params``).
+    Raises SignatureError (reasons as for the header, plus ``expires``)."""
+    missing = [name for name in V4_QUERY_PARAMS if not params.get(name)]
+    if missing:
+        raise SignatureError("malformed", f"the pre-signed URL has no {missing[0]}")
+    if params["X-Amz-Algorithm"] != V4_ALGORITHM:
+        raise SignatureError("algorithm", f"unsupported X-Amz-Algorithm {params['X-Amz-Algorithm'][:40]!r} "
+                             f"(use {V4_ALGORITHM})")
+    try:
+        expires = int(params["X-Amz-Expires"])
+    except ValueError:
+        expires = -1
+    if not 1 <= expires <= V4_MAX_EXPIRES:
+        raise SignatureError("expires", f"X-Amz-Expires must be a number of seconds from 1 to {V4_MAX_EXPIRES}")
+    auth = _v4_parts(params["X-Amz-Credential"], params["X-Amz-SignedHeaders"], params["X-Amz-Signature"], service)
+    return V4Presigned(auth, params["X-Amz-Date"], expires)
+
+
+def presign_v4(method: str, host: str, raw_path: str, query_string: str, *, access_key: str, secret_key: str,
+               region: str, service: str, now: float, expires: int) -> str:
+    """The query string (``query_string`` plus the signature parameters) of a URL that
+    lets whoever holds it make this request for ``expires`` seconds from ``now``."""
+    stamp = amz_date(now)
+    auth = V4Authorization(access_key, stamp[:8], region, service, ("host",), "")
+    params = {"X-Amz-Algorithm": V4_ALGORITHM, "X-Amz-Credential": f"{access_key}/{auth.scope}",
+              "X-Amz-Date": stamp, "X-Amz-Expires": str(expires), "X-Amz-SignedHeaders": "host"}
+    signed_query = "&".join(p for p in [query_string, *(f"{k}={rfc3986(v)}" for k, v in params.items())] if p)
+    _, to_sign = auth.string_to_sign(method, raw_path, signed_query, {"host": host}, UNSIGNED_PAYLOAD, stamp)
+    return f"{signed_query}&X-Amz-Signature={v4_signature(secret_key, auth.date, region, service, to_sign)}"
+
+
+# ---------------------------------------------------------------------------
+# S3's version 2 (``Authorization: AWS access:signature``, or ``AWSAccessKeyId``,
+# ``Expires`` and ``Signature`` in the query).
+
+#: The query parameters S3's version 2 signs (the subresources and response overrides).
+S3_V2_SIGNED_PARAMS = frozenset({
+    "accelerate", "acl", "analytics", "cors", "defaultObjectAcl", "delete", "inventory", "lifecycle", "location",
+    "logging", "metrics", "notification", "object-lock", "partNumber", "policy", "replication", "requestPayment",
+    "response-cache-control", "response-content-disposition", "response-content-encoding",
+    "response-content-language", "response-content-type", "response-expires", "restore", "select", "select-type",
+    "storageClass", "tagging", "torrent", "uploadId", "uploads", "versionId", "versioning", "versions", "website",
+})
+
+
+def s3_v2_string_to_sign(method: str, raw_path: str, query_string: str, headers: Mapping[str, str],
+                         date: str) -> str:
+    """``VERB\\nContent-MD5\\nContent-Type\\nDATE\\n`` + the ``x-amz-*`` headers + the
+    resource (path as sent, then the signed parameters, sorted). ``headers`` has
+    lower-case names; ``date`` is the Date header, or ``Expires`` of a signed query."""
+    amz = sorted((name, ",".join(v.strip() for v in value.split(","))) for name, value in headers.items()
+                 if name.startswith("x-amz-"))
+    params = []
+    for part in query_string.split("&") if query_string else ():
+        name, eq, value = part.partition("=")
+        if name in S3_V2_SIGNED_PARAMS:
+            params.append((name, f"{name}={unquote(value)}" if eq else name))
+    resource = (raw_path or "/") + ("?" + "&".join(p for _, p in sorted(params)) if params else "")
+    lines = [method, headers.get("content-md5", "").strip(), headers.get("content-type", "").strip(), date]
+    return "\n".join(lines) + "\n" + "".join(f"{name}:{value}\n" for name, value in amz) + resource
+
+
+def s3_v2_matches(secret_key: str, to_sign: str, signature: str) -> bool:
+    """Whether ``signature`` (base64 HMAC-SHA1) is the one ``secret_key`` makes (constant time)."""
+    return v2_matches(secret_key, to_sign, "HmacSHA1", signature)
 
 
 # ---------------------------------------------------------------------------

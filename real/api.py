@@ -31,8 +31,9 @@ forks and cannot be embedded.
 - A bound on request size (``MAX_REQUEST_BYTES``, 256 KiB; 16 KiB of user data is
   about 22 KiB in base64). A bigger body gets a 413 EC2 error document: a declared
   length is refused before anything is read, and a chunked body is read up to one byte
-  past the bound. As a backstop, cheroot itself refuses bodies over twice the bound
-  (its own 413, in plain text). Headers are bounded to 64 KiB.
+  past the bound. As a backstop, cheroot itself refuses bodies over twice the bound.
+  Headers are bounded to 64 KiB. What cheroot refuses itself (oversized or malformed
+  HTTP) is answered with an EC2 error document too (real.httpserver).
 - Each request gets an id (a UUID4): the ``requestId``/``RequestID`` of the answer, the
   ``x-amzn-RequestId`` header and the access log's last field. One access line per
   request goes to stderr: ``ADDRESS - USER [TIME] "METHOD URI PROTOCOL" STATUS BYTES
@@ -273,6 +274,17 @@ class ApiApp:
             log.exception("cannot write the access log")
 
 
+#: EC2's codes for what the HTTP server itself refuses, by its status.
+_HTTP_REFUSALS = {413: "RequestEntityTooLarge", 500: "InternalError", 501: "UnsupportedHttpVerb",
+                  503: "Unavailable"}
+
+
+def ec2_error_document(status: int, message: str) -> tuple[int, str, bytes]:
+    """The EC2 error document for a refusal of the HTTP server (real.httpserver)."""
+    code = _HTTP_REFUSALS.get(status, "InvalidRequest")
+    return status, "text/xml", render_error(code, message, str(uuid.uuid4()))
+
+
 # ---------------------------------------------------------------------------
 # The build-timeout reaper
 
@@ -342,10 +354,11 @@ class ApiServer:
         return f"http://{host}:{self.port}/services/Cloud"
 
     def start(self) -> ApiServer:
-        from cheroot import wsgi
+        from real.httpserver import xml_error_server
 
-        server = wsgi.Server((self.host, self.port), self.app, numthreads=self.threads, server_name="novalab-api",
-                             timeout=60, shutdown_timeout=int(STOP_TIMEOUT), request_queue_size=LISTEN_BACKLOG)
+        server = xml_error_server((self.host, self.port), self.app, ec2_error_document, numthreads=self.threads,
+                                  server_name="novalab-api", timeout=60, shutdown_timeout=int(STOP_TIMEOUT),
+                                  request_queue_size=LISTEN_BACKLOG)
         server.max_request_header_size = MAX_HEADER_BYTES
         server.max_request_body_size = 2 * self.app.max_request_bytes
         server.expiration_interval = POLL_INTERVAL

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import http
 import logging
 import os
@@ -18,9 +19,12 @@ import uuid
 from collections.abc import Callable
 from urllib.parse import quote, unquote
 
+from real.objectstore import multipart
 from real.objectstore.auth import Lookup, authenticate
+from real.objectstore.multipart import MultipartUploads
 from real.objectstore.protocol import (
     BUCKET_META,
+    KNOWN_FLAGS,
     MAX_BODY,
     MAX_KEYS,
     MAX_SKEW,
@@ -31,9 +35,12 @@ from real.objectstore.protocol import (
     FileBody,
     S3Error,
     S3Request,
+    check_preconditions,
     element,
     http_date,
     iso_time,
+    parse_range,
+    range_still_valid,
     stored_key,
     xml_document,
 )
@@ -47,8 +54,10 @@ class ObjectStoreApp:
     None``; ``clock`` gives the server's time (seconds since the epoch)."""
 
     def __init__(self, root, lookup: Lookup, *, max_body: int = MAX_BODY, max_skew: float = MAX_SKEW,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, min_part_size: int = multipart.MIN_PART_SIZE,
+                 max_uploads: int = multipart.MAX_UPLOADS_PER_BUCKET):
         self.store = DiskStore(root, clock)
+        self.uploads = MultipartUploads(self.store, min_part_size=min_part_size, max_uploads=max_uploads)
         self.root = self.store.root
         self.lookup = lookup
         self.max_body = max_body
@@ -82,7 +91,7 @@ class ObjectStoreApp:
         extra = "".join(element(k, v) for k, v in e.extra.items())
         body = xml_document("Error", element("Code", e.code) + element("Message", e.message) + extra
                             + element("Resource", resource) + element("RequestId", request_id), namespace=False)
-        headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))]
+        headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(body))), *e.headers]
         if e.close:
             headers.append(("Connection", "close"))
         if environ["REQUEST_METHOD"].upper() == "HEAD":
@@ -102,6 +111,10 @@ class ObjectStoreApp:
         if unsupported:
             raise S3Error("NotImplemented", f"The ?{unsupported[0]} subresource is not implemented by this store",
                           close=True)
+        unknown = sorted(name for name in request.flags if name not in KNOWN_FLAGS)
+        if unknown:
+            raise S3Error("InvalidRequest", f"Unknown subresource ?{unknown[0][:64]}", close=True)
+        query = request.query
         if not bucket:
             if method == "GET":
                 self._drain_small(request)
@@ -110,17 +123,29 @@ class ObjectStoreApp:
         if not key:
             bucket_handler: Callable[[S3Request, str], tuple] | None
             bucket_handler = {"GET": self._list_objects, "PUT": self._create_bucket, "DELETE": self._delete_bucket,
-                       "HEAD": self._head_bucket}.get(method)
+                              "HEAD": self._head_bucket}.get(method)
+            if method == "GET" and "uploads" in query:
+                bucket_handler = self._list_uploads
             if bucket_handler is None:
                 raise S3Error("MethodNotAllowed", f"{method} is not allowed on a bucket", close=True)
             if method != "PUT":
                 self._drain_small(request)
             return bucket_handler(request, bucket)
-        handler = {"GET": self._get_object, "HEAD": self._get_object, "PUT": self._put_object,
-                   "DELETE": self._delete_object}.get(method)
+        handler: Callable[[S3Request, str, str], tuple] | None
+        if "uploads" in query:
+            handler = {"POST": self._create_upload}.get(method)
+        elif "uploadId" in query:
+            handler = {"PUT": self._upload_part, "POST": self._complete_upload, "DELETE": self._abort_upload,
+                       "GET": self._list_parts}.get(method)
+        elif "partNumber" in query:
+            raise S3Error("NotImplemented", "GET or PUT of one part of a completed object (?partNumber without "
+                          "?uploadId) is not implemented by this store", close=True)
+        else:
+            handler = {"GET": self._get_object, "HEAD": self._get_object, "PUT": self._put_object,
+                       "DELETE": self._delete_object}.get(method)
         if handler is None:
-            raise S3Error("MethodNotAllowed", f"{method} is not allowed on an object", close=True)
-        if method != "PUT":
+            raise S3Error("MethodNotAllowed", f"{method} is not allowed on this resource", close=True)
+        if method not in ("PUT", "POST"):
             self._drain_small(request)
         return handler(request, bucket, key)
 
@@ -271,10 +296,8 @@ class ObjectStoreApp:
         self._owned_bucket(request, bucket)
         _directory, data, meta_path = self.store.paths(bucket, key)
         if "x-amz-copy-source" in request.headers:
-            raise S3Error("NotImplemented", "CopyObject is not implemented by this store", close=True)
-        reader = BodyReader(request, self.max_body)
-        if reader.length is None and request.headers.get("transfer-encoding", "").lower() != "chunked":
-            raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.", close=True)
+            return self._copy_object(request, bucket, key, data, meta_path)
+        reader = self._upload_reader(request, self.max_body)
         fd, tmp = tempfile.mkstemp(prefix="put-", dir=self.store.tmp)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -284,19 +307,96 @@ class ObjectStoreApp:
                 os.fsync(out.fileno())
             reader.check()
             etag = reader.md5.hexdigest()
-            user_meta = {k: v for k, v in request.headers.items() if k.startswith("x-amz-meta-")}
-            content_type = request.headers.get("content-type", "binary/octet-stream")
-            with self.store.lock:
-                self._owned_bucket(request, bucket)  # still there, still theirs
-                os.replace(tmp, data)
-                st = os.stat(data)
-                self.store.write_json(meta_path, {"key": key, "etag": etag, "size": st.st_size,
-                                                  "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
-                                                  "content_type": content_type, "meta": user_meta})
+            self._commit(request, bucket, key, tmp, data, meta_path, etag, _content_type(request),
+                         _user_meta(request))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return 200, [("ETag", f'"{etag}"'), ("Content-Length", "0")], b""
+
+    def _upload_reader(self, request: S3Request, limit: int) -> BodyReader:
+        reader = BodyReader(request, limit)
+        if reader.length is None and request.headers.get("transfer-encoding", "").lower() != "chunked":
+            raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.", close=True)
+        return reader
+
+    def _commit(self, request: S3Request, bucket: str, key: str, tmp: str, data: str, meta_path: str, etag: str,
+                content_type: str, user_meta: dict):
+        """Rename a verified temporary file into place as the object, with its metadata."""
+        with self.store.lock:
+            self._owned_bucket(request, bucket)  # still there, still theirs
+            os.replace(tmp, data)
+            st = os.stat(data)
+            self.store.write_json(meta_path, {"key": key, "etag": etag, "size": st.st_size,
+                                              "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
+                                              "content_type": content_type, "meta": user_meta})
+
+    def _open_copy_source(self, request: S3Request):
+        """-> (open file, metadata, bucket, key) of ``x-amz-copy-source``, which the caller must own."""
+        source = unquote(request.headers["x-amz-copy-source"])
+        source, _, version = source.partition("?")
+        if version:
+            raise S3Error("NotImplemented", "Copying a version (?versionId) is not implemented by this store")
+        source_bucket, _, source_key = source.lstrip("/").partition("/")
+        if not source_bucket or not source_key:
+            raise S3Error("InvalidArgument", "x-amz-copy-source must be <bucket>/<key>",
+                          {"ArgumentName": "x-amz-copy-source"})
+        self._owned_bucket(request, source_bucket)
+        directory, source_data, _ = self.store.paths(source_bucket, source_key)
+        try:
+            f = open(source_data, "rb")  # noqa: SIM115 - closed by the callers
+        except (FileNotFoundError, IsADirectoryError):
+            raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": source_key}) from None
+        meta = self.store.object_meta(directory, source_key, f)
+        if meta is None:
+            f.close()
+            raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": source_key})
+        return f, meta, source_bucket, source_key
+
+    def _copy_to_tmp(self, f, offset: int, size: int, prefix: str) -> tuple[str, str]:
+        """Copy ``size`` bytes of ``f`` from ``offset`` into a new temporary file: -> (path, MD5 hex)."""
+        md5 = hashlib.md5()
+        fd, tmp = tempfile.mkstemp(prefix=prefix, dir=self.store.tmp)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in FileBody(f, size, offset):
+                    md5.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp, md5.hexdigest()
+
+    def _copy_object(self, request: S3Request, bucket: str, key: str, data: str, meta_path: str):
+        self._drain_small(request)
+        directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
+        if directive not in ("COPY", "REPLACE"):
+            raise S3Error("InvalidArgument", "x-amz-metadata-directive must be COPY or REPLACE",
+                          {"ArgumentName": "x-amz-metadata-directive"})
+        f, meta, source_bucket, source_key = self._open_copy_source(request)
+        tmp = ""
+        try:
+            if (source_bucket, source_key) == (bucket, key) and directive == "COPY":
+                raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object "
+                              "to itself without changing the object's metadata.")
+            if meta["size"] > self.max_body:  # S3's rule: larger objects are copied part by part
+                raise S3Error("InvalidRequest", f"The source is larger than {self.max_body} bytes: copy it with a "
+                              "multipart upload (UploadPartCopy)")
+            tmp, md5 = self._copy_to_tmp(f, 0, meta["size"], "copy-")
+            etag = meta["etag"] if "-" in meta["etag"] else md5
+            if directive == "REPLACE":
+                content_type, user_meta = _content_type(request), _user_meta(request)
+            else:
+                content_type, user_meta = meta.get("content_type", "binary/octet-stream"), meta.get("meta", {})
+            self._commit(request, bucket, key, tmp, data, meta_path, etag, content_type, user_meta)
+        finally:
+            f.close()
+            if tmp and os.path.exists(tmp):
+                os.unlink(tmp)
+        result = element("LastModified", iso_time(self.clock())) + element("ETag", f'"{etag}"')
+        return self._xml_response("CopyObjectResult", result)
 
     def _get_object(self, request: S3Request, bucket: str, key: str):
         self._owned_bucket(request, bucket)
@@ -307,17 +407,135 @@ class ObjectStoreApp:
             raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": key}) from None
         try:
             meta = self.store.object_meta(directory, key, f)
+            if meta is None:  # cannot happen with the file open; for the type checker
+                raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": key})
+            size, mtime = meta["size"], meta["mtime_ns"] / 1e9
+            validators = [("ETag", f'"{meta["etag"]}"'), ("Last-Modified", http_date(mtime))]
+            refused = check_preconditions(request.headers, meta["etag"], mtime)
+            if refused == 412:
+                raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold",
+                              {"Condition": "If-Match" if "if-match" in request.headers else "If-Unmodified-Since"})
+            if refused == 304:
+                f.close()
+                return 304, validators, b""
+            wanted = parse_range(request.headers.get("range"), size)
+            if wanted is not None and not range_still_valid(request.headers, meta["etag"], mtime):
+                wanted = None
+        except S3Error as e:
+            f.close()
+            if e.code == "InvalidRange":
+                e.headers = [("Content-Range", f"bytes */{size}")]
+            raise
         except BaseException:
             f.close()
             raise
-        if meta is None:  # cannot happen with the file open; for the type checker
+        headers = [("Content-Type", meta.get("content_type", "binary/octet-stream")), ("Accept-Ranges", "bytes"),
+                   *validators, *sorted(meta.get("meta", {}).items())]
+        if wanted is None:
+            return 200, [*headers, ("Content-Length", str(size))], FileBody(f, size)
+        first, last = wanted
+        headers += [("Content-Length", str(last - first + 1)), ("Content-Range", f"bytes {first}-{last}/{size}")]
+        return 206, headers, FileBody(f, last - first + 1, first)
+
+    # -- multipart uploads --------------------------------------------------------------
+
+    def _create_upload(self, request: S3Request, bucket: str, key: str):
+        self._owned_bucket(request, bucket)
+        self.store.paths(bucket, key)  # the key is one we can store
+        self._drain_small(request)
+        upload_id = self.uploads.create(bucket, key, _content_type(request), _user_meta(request))
+        return self._xml_response("InitiateMultipartUploadResult", element("Bucket", bucket) + element("Key", key)
+                                  + element("UploadId", upload_id))
+
+    def _upload_part(self, request: S3Request, bucket: str, key: str):
+        self._owned_bucket(request, bucket)
+        number = multipart.part_number(request.query.get("partNumber"))
+        upload_id = request.query["uploadId"]
+        if "x-amz-copy-source" in request.headers:
+            return self._upload_part_copy(request, bucket, key, upload_id, number)
+        self.uploads.directory(bucket, key, upload_id)  # before reading a byte of the body
+        reader = self._upload_reader(request, min(self.max_body, multipart.MAX_PART_SIZE))
+        etag, _ = self.uploads.put_part(bucket, key, upload_id, number, reader.chunks(), reader.check)
+        return 200, [("ETag", f'"{etag}"'), ("Content-Length", "0")], b""
+
+    def _upload_part_copy(self, request: S3Request, bucket: str, key: str, upload_id: str, number: int):
+        self._drain_small(request)
+        self.uploads.directory(bucket, key, upload_id)
+        f, meta, _, _ = self._open_copy_source(request)
+        try:
+            wanted = (0, meta["size"] - 1)
+            if "x-amz-copy-source-range" in request.headers:
+                wanted = parse_range(request.headers["x-amz-copy-source-range"], meta["size"]) or (-1, -1)
+                if wanted[0] < 0:
+                    raise S3Error("InvalidArgument", "x-amz-copy-source-range must be bytes=<first>-<last>",
+                                  {"ArgumentName": "x-amz-copy-source-range"})
+            size = max(0, wanted[1] - wanted[0] + 1)
+            if size > multipart.MAX_PART_SIZE:
+                raise S3Error("EntityTooLarge", f"A part is at most {multipart.MAX_PART_SIZE} bytes")
+            etag, _ = self.uploads.put_part(bucket, key, upload_id, number, FileBody(f, size, wanted[0]),
+                                            lambda: None)
+        finally:
             f.close()
-            raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": key})
-        headers = [("Content-Type", meta.get("content_type", "binary/octet-stream")),
-                   ("Content-Length", str(meta["size"])), ("ETag", f'"{meta["etag"]}"'),
-                   ("Last-Modified", http_date(meta["mtime_ns"] / 1e9))]
-        headers += [(k, v) for k, v in sorted(meta.get("meta", {}).items())]
-        return 200, headers, FileBody(f, meta["size"])
+        result = element("LastModified", iso_time(self.clock())) + element("ETag", f'"{etag}"')
+        return self._xml_response("CopyPartResult", result)
+
+    def _complete_upload(self, request: S3Request, bucket: str, key: str):
+        self._owned_bucket(request, bucket)
+        upload_id = request.query["uploadId"]
+        self.uploads.directory(bucket, key, upload_id)
+        reader = BodyReader(request, multipart.MAX_COMPLETE_BODY)
+        body = reader.read_all()
+        reader.check()
+        wanted = multipart.parse_complete_body(body)
+        _, data, meta_path = self.store.paths(bucket, key)
+        etag = self.uploads.complete(bucket, key, upload_id, wanted, data, meta_path,
+                                     lambda: self._owned_bucket(request, bucket))
+        result = (element("Location", f"/{bucket}/{quote(key)}") + element("Bucket", bucket) + element("Key", key)
+                  + element("ETag", f'"{etag}"'))
+        return self._xml_response("CompleteMultipartUploadResult", result)
+
+    def _abort_upload(self, request: S3Request, bucket: str, key: str):
+        self._owned_bucket(request, bucket)
+        self.uploads.abort(bucket, key, request.query["uploadId"])
+        return 204, [], b""
+
+    def _list_parts(self, request: S3Request, bucket: str, key: str):
+        self._owned_bucket(request, bucket)
+        upload_id = request.query["uploadId"]
+        path = self.uploads.directory(bucket, key, upload_id)
+        max_parts = _bounded_int(request.query, "max-parts", MAX_KEYS)
+        after = _bounded_int(request.query, "part-number-marker", 0, multipart.MAX_PARTS)
+        parts = [p for p in self.uploads.parts(path) if p["number"] > after]
+        page, truncated = parts[:max_parts], len(parts) > max_parts
+        body = [element("Bucket", bucket), element("Key", key), element("UploadId", upload_id),
+                element("PartNumberMarker", after), element("MaxParts", max_parts),
+                element("IsTruncated", "true" if truncated else "false")]
+        if truncated:
+            body.append(element("NextPartNumberMarker", page[-1]["number"]))
+        for part in page:
+            body.append("<Part>" + element("PartNumber", part["number"]) + element("LastModified",
+                        iso_time(part["mtime"])) + element("ETag", f'"{part["etag"]}"')
+                        + element("Size", part["size"]) + "</Part>")
+        return self._xml_response("ListPartsResult", "".join(body))
+
+    def _list_uploads(self, request: S3Request, bucket: str):
+        self._owned_bucket(request, bucket)
+        query = request.query
+        prefix = query.get("prefix", "")
+        max_uploads = _bounded_int(query, "max-uploads", MAX_KEYS)
+        after = (query.get("key-marker", ""), query.get("upload-id-marker", ""))
+        uploads = sorted((u["key"], u["upload_id"], u["initiated"]) for u in self.uploads.uploads(bucket)
+                         if u["key"].startswith(prefix) and (u["key"], u["upload_id"]) > after)
+        page, truncated = uploads[:max_uploads], len(uploads) > max_uploads
+        body = [element("Bucket", bucket), element("KeyMarker", after[0]), element("UploadIdMarker", after[1]),
+                element("Prefix", prefix), element("MaxUploads", max_uploads),
+                element("IsTruncated", "true" if truncated else "false")]
+        if truncated:
+            body += [element("NextKeyMarker", page[-1][0]), element("NextUploadIdMarker", page[-1][1])]
+        for upload_key, upload_id, initiated in page:
+            body.append("<Upload>" + element("Key", upload_key) + element("UploadId", upload_id)
+                        + element("StorageClass", "STANDARD") + element("Initiated", iso_time(initiated)) + "</Upload>")
+        return self._xml_response("ListMultipartUploadsResult", "".join(body))
 
     def _delete_object(self, request: S3Request, bucket: str, key: str):
         self._owned_bucket(request, bucket)
@@ -340,6 +558,25 @@ class ObjectStoreApp:
     def _xml_response(self, root: str, body: str):
         payload = xml_document(root, body)
         return 200, [("Content-Type", "application/xml"), ("Content-Length", str(len(payload)))], payload
+
+
+def _content_type(request: S3Request) -> str:
+    return request.headers.get("content-type", "binary/octet-stream")
+
+
+def _user_meta(request: S3Request) -> dict:
+    return {k: v for k, v in request.headers.items() if k.startswith("x-amz-meta-")}
+
+
+def _bounded_int(query, name: str, default: int, limit: int = MAX_KEYS) -> int:
+    """A listing parameter: an integer from 0, at most ``limit``. Raises InvalidArgument."""
+    try:
+        value = int(query.get(name, default))
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise S3Error("InvalidArgument", f"{name} must be a non-negative integer", {"ArgumentName": name})
+    return min(value, limit)
 
 
 def _listing_window(query, v2: bool) -> tuple[int, str]:

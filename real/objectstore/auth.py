@@ -1,4 +1,4 @@
-"""Who an object store request comes from: credentials lookups and Signature V4.
+"""Who an object store request comes from: credentials lookups and signatures.
 
 The canonical forms and the signature are common.signing's (the EC2 API and the
 clients use the same ones); this module adds S3's error codes, the clock-skew bound,
@@ -81,15 +81,22 @@ def _payload_hash(request: S3Request) -> str:
 
 
 def authenticate(request: S3Request, lookup: Lookup, now: float, max_skew: float) -> Caller:
-    """The caller of a v4-signed request (package docstring, "Authentication"). Sets
+    """The caller of a signed request (package docstring, "Authentication"): v4 in the
+    header or the query (a pre-signed URL), or S3's v2 in either. Sets
     ``request.payload_hash`` for the body reader. Raises S3Error."""
+    query = request.query
+    if "X-Amz-Algorithm" in query or "X-Amz-Signature" in query:
+        return _presigned_v4(request, lookup, now, max_skew)
+    if "Signature" in query or "AWSAccessKeyId" in query:
+        return _presigned_v2(request, lookup, now)
+    if request.headers.get("authorization", "").startswith("AWS "):
+        return _header_v2(request, lookup, now, max_skew)
+    return _header_v4(request, lookup, now, max_skew)
+
+
+def _header_v4(request: S3Request, lookup: Lookup, now: float, max_skew: float) -> Caller:
     auth = _authorization(request)
-    access, _, project = auth.access_key.partition(":")
-    found = lookup(access, project) if getattr(lookup, "scoped", False) else lookup(access)
-    if found is None:
-        raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.",
-                      {"AWSAccessKeyId": auth.access_key}, close=True)
-    secret, own_project, is_admin = found
+    found = _lookup(lookup, auth.access_key)
     amz_date = _request_time(request, now, max_skew)
     if auth.date != amz_date[:8]:
         raise S3Error("AuthorizationHeaderMalformed", f"Invalid credential date {auth.date!r}: it is not the date "
@@ -97,12 +104,95 @@ def authenticate(request: S3Request, lookup: Lookup, now: float, max_skew: float
     payload_hash = _payload_hash(request)
     canonical, to_sign = auth.string_to_sign(request.method, request.raw_path, request.query_string,
                                              request.headers, payload_hash, amz_date)
-    if not auth.matches(secret, to_sign):
-        raise S3Error("SignatureDoesNotMatch", "The request signature we calculated does not match the signature "
-                      "you provided. Check your key and signing method.",
-                      {"AWSAccessKeyId": auth.access_key, "StringToSign": to_sign, "CanonicalRequest": canonical},
-                      close=True)
+    if not auth.matches(found[0], to_sign):
+        raise _mismatch(auth.access_key, to_sign, canonical)
     request.payload_hash = payload_hash
+    return _caller(auth.access_key, found)
+
+
+def _presigned_v4(request: S3Request, lookup: Lookup, now: float, max_skew: float) -> Caller:
+    try:
+        presigned = signing.parse_v4_query(request.query, SERVICE)
+    except signing.SignatureError as e:
+        raise S3Error("AuthorizationQueryParametersError", f"The pre-signed URL is malformed: {e}",
+                      close=True) from None
+    found = _lookup(lookup, presigned.auth.access_key)
+    when = parse_time(presigned.amz_date)
+    if when is None or presigned.auth.date != presigned.amz_date[:8]:
+        raise S3Error("AuthorizationQueryParametersError", "X-Amz-Date must be yyyymmddThhmmssZ of the "
+                      "credential's date", close=True)
+    if when > now + max_skew:
+        raise S3Error("AccessDenied", "Request is not valid yet: its X-Amz-Date is in the future", close=True)
+    if now > when + presigned.expires:
+        raise S3Error("AccessDenied", "Request has expired", {"X-Amz-Expires": str(presigned.expires),
+                      "Expires": iso_time(when + presigned.expires), "ServerTime": iso_time(now)}, close=True)
+    canonical, to_sign = presigned.string_to_sign(request.method, request.raw_path, request.query_string,
+                                                  request.headers)
+    if not presigned.auth.matches(found[0], to_sign):
+        raise _mismatch(presigned.auth.access_key, to_sign, canonical)
+    return _caller(presigned.auth.access_key, found)
+
+
+def _presigned_v2(request: S3Request, lookup: Lookup, now: float) -> Caller:
+    query = request.query
+    missing = [name for name in ("AWSAccessKeyId", "Expires", "Signature") if not query.get(name)]
+    if missing:
+        raise S3Error("AccessDenied", f"Query-string authentication requires the {missing[0]} parameter",
+                      close=True)
+    try:
+        expires = int(query["Expires"])
+    except ValueError:
+        raise S3Error("AccessDenied", "Expires must be seconds since the epoch", close=True) from None
+    found = _lookup(lookup, query["AWSAccessKeyId"])
+    if now > expires:
+        raise S3Error("AccessDenied", "Request has expired", {"Expires": iso_time(expires),
+                      "ServerTime": iso_time(now)}, close=True)
+    if expires > now + signing.V4_MAX_EXPIRES:  # the v4 bound: a leaked URL must not work for years
+        raise S3Error("AccessDenied", f"Expires is more than {signing.V4_MAX_EXPIRES} seconds ahead", close=True)
+    to_sign = signing.s3_v2_string_to_sign(request.method, request.raw_path, request.query_string,
+                                           request.headers, query["Expires"])
+    if not signing.s3_v2_matches(found[0], to_sign, query["Signature"]):
+        raise _mismatch(query["AWSAccessKeyId"], to_sign)
+    return _caller(query["AWSAccessKeyId"], found)
+
+
+def _header_v2(request: S3Request, lookup: Lookup, now: float, max_skew: float) -> Caller:
+    access, colon, signature = request.headers["authorization"][4:].strip().rpartition(":")
+    if not colon or not access:
+        raise S3Error("InvalidArgument", "The Authorization header must be 'AWS <access key>:<signature>'",
+                      close=True)
+    found = _lookup(lookup, access)
+    _request_time(request, now, max_skew)
+    date = "" if "x-amz-date" in request.headers else request.headers.get("date", "")
+    to_sign = signing.s3_v2_string_to_sign(request.method, request.raw_path, request.query_string,
+                                           request.headers, date)
+    if not signing.s3_v2_matches(found[0], to_sign, signature):
+        raise _mismatch(access, to_sign)
+    return _caller(access, found)
+
+
+def _lookup(lookup: Lookup, access_key: str) -> tuple:
+    """(secret, project the key may act for, is_admin) of ``<access>[:<project>]``."""
+    access, _, project = access_key.partition(":")
+    found = lookup(access, project) if getattr(lookup, "scoped", False) else lookup(access)
+    if found is None:
+        raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.",
+                      {"AWSAccessKeyId": access_key}, close=True)
+    return found
+
+
+def _mismatch(access_key: str, to_sign: str, canonical: str | None = None) -> S3Error:
+    extra = {"AWSAccessKeyId": access_key, "StringToSign": to_sign}
+    if canonical is not None:
+        extra["CanonicalRequest"] = canonical
+    return S3Error("SignatureDoesNotMatch", "The request signature we calculated does not match the signature "
+                   "you provided. Check your key and signing method.", extra, close=True)
+
+
+def _caller(access_key: str, found: tuple) -> Caller:
+    """The caller once the signature holds: the project asked for, if the key may act for it."""
+    access, _, project = access_key.partition(":")
+    _, own_project, is_admin = found
     project = project or own_project
     if not project:
         raise S3Error("AccessDenied", f"Access key {access!r} names no project it may act for: use "

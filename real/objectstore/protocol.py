@@ -47,10 +47,14 @@ TMP_DIR = ".tmp"
 SUBRESOURCES = frozenset({
     "accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption", "intelligent-tiering",
     "inventory", "legal-hold", "lifecycle", "location", "logging", "metrics", "notification", "object-lock",
-    "ownershipControls", "partNumber", "policy", "policyStatus", "publicAccessBlock", "replication",
-    "requestPayment", "restore", "retention", "select", "tagging", "torrent", "uploadId", "uploads",
-    "versionId", "versioning", "versions", "website",
+    "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication",
+    "requestPayment", "restore", "retention", "select", "tagging", "torrent", "versionId", "versioning", "versions",
+    "website",
 })
+
+#: Query parameters without a value that we serve (the rest of SUBRESOURCES is
+#: NotImplemented; any other bare name is an unknown subresource, InvalidRequest).
+KNOWN_FLAGS = frozenset({"uploads"})
 
 STATUS = {
     "AccessDenied": 403, "AuthorizationHeaderMalformed": 400, "BadDigest": 400,
@@ -60,6 +64,9 @@ STATUS = {
     "InvalidURI": 400, "KeyTooLongError": 400, "MethodNotAllowed": 405, "MissingContentLength": 411,
     "NoSuchBucket": 404, "NoSuchKey": 404, "NotImplemented": 501, "RequestTimeTooSkewed": 403,
     "ServiceUnavailable": 503, "SignatureDoesNotMatch": 403, "XAmzContentSHA256Mismatch": 400,
+    "AuthorizationQueryParametersError": 400, "EntityTooSmall": 400, "InvalidPart": 400, "InvalidPartOrder": 400,
+    "InvalidRange": 416, "MalformedXML": 400, "NoSuchUpload": 404, "PreconditionFailed": 412,
+    "RequestHeaderSectionTooLarge": 400, "TooManyUploads": 503,
 }
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -78,6 +85,8 @@ class S3Error(Exception):
         self.extra = dict(extra or {})
         #: Answer with Connection: close (a large unread body must not be drained).
         self.close = close
+        #: Headers the error response carries (Content-Range of a 416).
+        self.headers: list[tuple[str, str]] = []
 
 
 @dataclass(frozen=True)
@@ -176,16 +185,91 @@ def parse_time(value: str) -> float | None:
     return None if parsed is None else email.utils.mktime_tz(parsed)
 
 
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The ``(first, last)`` byte positions of a ``Range: bytes=a-b | a- | -n`` header
+    on an object of ``size`` bytes, or None to send the whole object (no header, a
+    form we do not parse, or several ranges: RFC 9110 lets a server ignore them, and
+    S3 does). Raises InvalidRange (416) when the range is past the end."""
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_text, dash, last_text = spec.strip().partition("-")
+    if not dash or not (first_text + last_text).isdigit() or len(first_text + last_text) > 20:
+        return None
+    if not first_text:  # the last n bytes
+        suffix = int(last_text)
+        if suffix == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - suffix), size - 1
+    first = int(first_text)
+    last = int(last_text) if last_text else size - 1
+    if last < first:
+        return None
+    if first >= size:
+        raise _unsatisfiable(size)
+    return first, min(last, size - 1)
+
+
+def _unsatisfiable(size: int) -> S3Error:
+    return S3Error("InvalidRange", "The requested range is not satisfiable", {"ActualObjectSize": str(size)})
+
+
+def check_preconditions(headers: Mapping[str, str], etag: str, mtime: float) -> int | None:
+    """The status a conditional GET or HEAD gets instead of 200, or None: 412 when
+    If-Match fails (or If-Unmodified-Since, when no If-Match is sent), 304 when
+    If-None-Match matches (or If-Modified-Since holds, when no If-None-Match is sent).
+    S3's rules; times compare at whole seconds, as HTTP dates carry them."""
+    seconds = int(mtime)
+
+    def etag_matches(value: str) -> bool:
+        tags = [t.strip().removeprefix("W/").strip('"') for t in value.split(",")]
+        return "*" in tags or etag in tags
+
+    if "if-match" in headers:
+        if not etag_matches(headers["if-match"]):
+            return 412
+    elif "if-unmodified-since" in headers:
+        since = parse_time(headers["if-unmodified-since"])
+        if since is not None and seconds > since:
+            return 412
+    if "if-none-match" in headers:
+        if etag_matches(headers["if-none-match"]):
+            return 304
+    elif "if-modified-since" in headers:
+        since = parse_time(headers["if-modified-since"])
+        if since is not None and seconds <= since:
+            return 304
+    return None
+
+
+def range_still_valid(headers: Mapping[str, str], etag: str, mtime: float) -> bool:
+    """False when an ``If-Range`` names another version of the object (then the whole
+    object is sent, as RFC 9110 says)."""
+    value = headers.get("if-range")
+    if not value:
+        return True
+    if value.strip().startswith('"'):
+        return value.strip().strip('"') == etag
+    since = parse_time(value)
+    return since is not None and int(mtime) <= since
+
+
 # ---------------------------------------------------------------------------
 # Requests
 
 
 class FileBody:
-    """A WSGI response body streamed from an open file; closes it when done."""
+    """A WSGI response body streamed from an open file (``length`` bytes from
+    ``offset``) in CHUNK pieces, so memory does not grow with the object; closes it
+    when done."""
 
-    def __init__(self, f, length: int):
+    def __init__(self, f, length: int, offset: int = 0):
         self.f = f
         self.remaining = length
+        if offset:
+            f.seek(offset)
 
     def __iter__(self):
         while self.remaining > 0:
@@ -216,9 +300,13 @@ class S3Request:
             raw = quote(path, safe="/~")
         self.raw_path = raw or "/"
         self.query = {}
+        #: Query parameters sent without ``=`` (``?uploads``): the subresources.
+        self.flags: set[str] = set()
         for part in self.query_string.split("&") if self.query_string else ():
-            name, _, value = part.partition("=")
+            name, eq, value = part.partition("=")
             self.query.setdefault(unquote(name), unquote(value))
+            if not eq and name:
+                self.flags.add(unquote(name))
         self.headers = {}
         for name, value in environ.items():
             if name.startswith("HTTP_"):

@@ -4,20 +4,37 @@ from __future__ import annotations
 
 import signal
 import threading
+import uuid
 
 from real.objectstore.app import ObjectStoreApp
 from real.objectstore.auth import Lookup
-from real.objectstore.protocol import DEFAULT_PORT
+from real.objectstore.protocol import DEFAULT_PORT, STATUS, element, xml_document
 
 
 def make_server(app, host: str = "127.0.0.1", port: int = DEFAULT_PORT, threads: int = 16):
-    """A cheroot WSGI server for ``app`` (not yet listening)."""
-    from cheroot import wsgi
+    """A cheroot WSGI server for ``app`` (not yet listening); what cheroot refuses
+    itself gets S3 error XML too."""
+    from real.httpserver import xml_error_server
 
-    server = wsgi.Server((host, port), app, numthreads=threads, server_name="novalab-objectstore",
-                         timeout=60, shutdown_timeout=5,
-                         request_queue_size=1024)  # cheroot's 5 resets connections in a burst (real/api.py)
-    return server
+    return xml_error_server((host, port), app, s3_error_document, numthreads=threads,
+                            server_name="novalab-objectstore", timeout=60, shutdown_timeout=5,
+                            request_queue_size=1024)  # cheroot's 5 resets connections in a burst (real/api.py)
+
+
+#: S3's codes for what the HTTP server itself refuses, by its status.
+_HTTP_REFUSALS = {400: "InvalidRequest", 405: "MethodNotAllowed", 413: "EntityTooLarge", 414: "InvalidURI",
+                  500: "InternalError", 501: "NotImplemented", 503: "ServiceUnavailable", 505: "HttpVersionNotSupported"}
+
+
+def s3_error_document(status: int, message: str) -> tuple[int, str, bytes]:
+    """The S3 error document for a refusal of the HTTP server (real.httpserver)."""
+    code = _HTTP_REFUSALS.get(status, "InvalidRequest")
+    if status == 413 and "header" in message.lower():
+        code = "RequestHeaderSectionTooLarge"
+    status = STATUS.get(code, status)
+    body = xml_document("Error", element("Code", code) + element("Message", message)
+                        + element("RequestId", uuid.uuid4().hex[:16].upper()), namespace=False)
+    return status, "application/xml", body
 
 
 def serve(app, host: str = "127.0.0.1", port: int = DEFAULT_PORT, threads: int = 16) -> None:
