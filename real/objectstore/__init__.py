@@ -1,13 +1,13 @@
-"""An S3-compatible object store: buckets and objects on disk, behind AWS Signature V4.
+"""An S3-compatible object store: buckets and objects on disk, behind AWS signatures.
 
 The 2010 ``nova-objectstore`` (twisted.web on port 3333) rebuilt as a WSGI application
 (``ObjectStoreApp``) served by cheroot. boto3's S3 client works against it unmodified.
 ``serve(app, host, port)`` runs it in the foreground until SIGTERM/SIGINT;
 ``ObjectStoreServer(root, lookup, host, port)`` runs it on a background thread (tests,
 daemons); ``auth.dict_lookup``/``auth.file_lookup`` make a credentials lookup from a table.
-Modules: ``app`` (the WSGI application), ``store`` (the on-disk store), ``protocol``
-(S3 errors, names, XML, request bodies), ``auth`` (Signature V4 and the lookups),
-``server`` (cheroot).
+Modules: ``app`` (the WSGI application), ``store`` (the on-disk store), ``multipart``
+(uploads in parts), ``protocol`` (S3 errors, names, XML, ranges, conditions, request
+bodies), ``auth`` (signatures and the lookups), ``server`` (cheroot).
 
 Why cheroot (CherryPy's server, pure Python, maintained): it hands the request body to
 the application as a stream, so an upload is written once, into our own temporary file,
@@ -24,14 +24,36 @@ server on a free port is a few lines; and it passes the raw request target
   ``marker``, ``max-keys`` up to 1000, ``delimiter``, ``IsTruncated``/``NextMarker``) and
   v2 (``list-type=2``, ``continuation-token``, ``start-after``), ``encoding-type=url``;
   PutObject, GetObject, HeadObject, DeleteObject (204 also when the key is absent).
+- Ranged GET: ``Range: bytes=a-b``, ``a-`` and ``-n`` answer 206 with ``Content-Range``;
+  a range past the end is 416 InvalidRange with ``Content-Range: bytes */<size>``;
+  several ranges, or an ``If-Range`` naming another version, get the whole object (200).
+- Conditional GET and HEAD: If-Match and If-Unmodified-Since (412 PreconditionFailed),
+  If-None-Match and If-Modified-Since (304), with S3's precedence between them.
+- Multipart upload (``multipart``): CreateMultipartUpload, UploadPart, UploadPartCopy,
+  CompleteMultipartUpload (ETag ``"<MD5 of the parts' MD5s>-<parts>"``; InvalidPartOrder,
+  InvalidPart, EntityTooSmall), AbortMultipartUpload, ListParts, ListMultipartUploads.
+  Bounds: part numbers 1-10,000, parts up to 5 GiB and (but the last) at least 5 MiB,
+  as S3; 1,000 uploads in progress per bucket and 24 hours untouched before an upload
+  is abandoned, because each holds disk space; 64 GiB per assembled object.
+- CopyObject (``x-amz-copy-source``, ``x-amz-metadata-directive`` COPY or REPLACE), up
+  to ``max_body``; larger objects are copied part by part, as S3 requires.
+- Bodies stream to and from disk in 64 KiB pieces, so a server's memory does not grow
+  with the size of what it stores or serves.
 - ``ETag`` = the quoted MD5 hex of the body, ``Content-Length``, ``Last-Modified``; the
   ``Content-Type`` and ``x-amz-meta-*`` headers of a PUT are kept and served back.
-- Errors are S3 error XML with S3's codes and statuses: NoSuchBucket, NoSuchKey,
+- Errors are S3 error XML with S3's codes and statuses, those of the HTTP server
+  included (oversized headers, malformed request lines or ``Content-Length``:
+  real.httpserver); unknown subresources (``?name`` without a value) are
+  InvalidRequest, known ones we do not serve NotImplemented: NoSuchBucket, NoSuchKey,
   BucketAlreadyOwnedByYou, BucketAlreadyExists, BucketNotEmpty, AccessDenied,
   SignatureDoesNotMatch, InvalidAccessKeyId, RequestTimeTooSkewed, InvalidBucketName,
   KeyTooLongError, EntityTooLarge, BadDigest, XAmzContentSHA256Mismatch, NotImplemented...
 - Authentication: AWS Signature Version 4 in the ``Authorization`` header, as boto3
-  sends it. The payload hash in ``x-amz-content-sha256`` is checked against the body
+  sends it, or in the query (pre-signed URLs: ``X-Amz-Algorithm``, ``X-Amz-Credential``,
+  ``X-Amz-Date``, ``X-Amz-Expires`` up to seven days, ``X-Amz-SignedHeaders``,
+  ``X-Amz-Signature``); S3's Signature Version 2 in the header (``AWS access:sig``) or
+  the query (``AWSAccessKeyId``, ``Expires``, at most seven days ahead, ``Signature``).
+  A URL past its expiry is AccessDenied "Request has expired". The payload hash in ``x-amz-content-sha256`` is checked against the body
   (a mismatch stores nothing); ``UNSIGNED-PAYLOAD`` is accepted; ``Content-MD5`` and
   ``x-amz-checksum-crc32`` are verified when sent. A request whose ``x-amz-date`` (or
   ``Date``) is more than 15 minutes from the server's clock, either way, is refused
@@ -67,18 +89,17 @@ On disk (``root``)::
     <root>/<bucket>/.bucket.json           {"owner": <project>, "created": <epoch>}
     <root>/<bucket>/<escaped key>          the object's bytes, as uploaded
     <root>/<bucket>/.meta/<escaped key>    {"etag", "size", "mtime_ns", "ino", ...}
+    <root>/<bucket>/.uploads/<upload id>/  a multipart upload: upload.json, parts 00001...
     <root>/.tmp/                           uploads in flight (same filesystem: rename is atomic)
 
 The ``.meta`` record is trusted only while the data file's inode, size and mtime match
 it; otherwise the MD5 is recomputed (after a crash between the two renames, or a file
 replaced by hand).
 
-*Not supported*: multipart upload (so boto3's ``upload_file`` needs a
-``TransferConfig(multipart_threshold=...)`` above the file size), versioning, ACL,
-policy, CORS, lifecycle, tagging and every other ``?subresource`` (NotImplemented),
-CopyObject, DeleteObjects (batch), Range and conditional GETs, presigned URLs
-(query-string auth), Signature Version 2 (``Authorization: AWS access:sig``, what 2010
-used), signed or unsigned streaming (``aws-chunked``) payloads, anonymous access,
+*Not supported*: versioning, ACL, policy, CORS, lifecycle, tagging and every other
+``?subresource`` (NotImplemented), GET of one part (``?partNumber`` without
+``?uploadId``), the ``x-amz-copy-source-if-*`` conditions, DeleteObjects (batch),
+signed or unsigned streaming (``aws-chunked``) payloads, anonymous access,
 virtual-hosted-style addressing, server-side encryption, storage classes, keys whose
 escaped form is over 240 characters (each UTF-8 byte outside ``A-Za-z0-9_.-~`` counts
 three; KeyTooLongError), more than one server process per root, and the 2010 ``/_images``

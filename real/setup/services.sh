@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Make sure Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672) answer, for real mode
 # and its tests: install them from Debian if missing, start them if stopped, and wait
-# (bounded) until they accept connections. Idempotent and quiet when both already run.
+# (bounded) until they accept connections; install curl too (a client the object store
+# tests drive). Idempotent and quiet when both already run.
 # Returns non-zero, naming the service, when one cannot be brought up.
 
 novalab_port_open() {
@@ -30,6 +31,7 @@ novalab_setup_services() (
     missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+    command -v curl >/dev/null || missing+=(curl)  # the object store tests fetch pre-signed URLs with it
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "services setup: installing ${missing[*]}" >&2
         export DEBIAN_FRONTEND=noninteractive

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import hmac
 from unittest import mock
+from urllib.parse import unquote
 
 import pytest
 from botocore.auth import S3SigV4Auth, SigV4Auth
@@ -95,3 +96,51 @@ def test_version_2_signature_is_hmac_of_the_documented_string(method, digest):
     expected = base64.b64encode(hmac.new(SECRET.encode(), to_sign.encode(), digest).digest()).decode()
     assert signing.v2_signature(SECRET, to_sign, method) == expected
     assert signing.v2_matches(SECRET, to_sign, method, expected)
+
+
+# -- pre-signed v4 URLs and S3's version 2 -------------------------------------------------
+
+EXAMPLE_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+EXAMPLE_NOW = 1369353600  # 2013-05-24T00:00:00Z
+
+
+def _presigned_example() -> str:
+    return signing.presign_v4("GET", "examplebucket.s3.amazonaws.com", "/test.txt", "",
+                              access_key="AKIAIOSFODNN7EXAMPLE", secret_key=EXAMPLE_SECRET, region="us-east-1",
+                              service="s3", now=EXAMPLE_NOW, expires=86400)
+
+
+def test_presign_v4_matches_the_published_example():
+    """The pre-signed URL of AWS's documented example carries its documented signature."""
+    assert _presigned_example().endswith(
+        "X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404")
+
+
+def test_a_presigned_query_verifies_and_a_changed_path_does_not():
+    """parse_v4_query plus the string to sign accept the URL's own path and refuse another."""
+    query = _presigned_example()
+    params = dict(p.split("=", 1) for p in query.split("&"))
+    params = {k: unquote(v) for k, v in params.items()}
+    presigned = signing.parse_v4_query(params, "s3")
+    headers = {"host": "examplebucket.s3.amazonaws.com"}
+    assert presigned.auth.matches(EXAMPLE_SECRET, presigned.string_to_sign("GET", "/test.txt", query, headers)[1])
+    assert not presigned.auth.matches(EXAMPLE_SECRET, presigned.string_to_sign("GET", "/other", query, headers)[1])
+
+
+@pytest.mark.parametrize("expires", ["0", "604801", "soon"])
+def test_presigned_expiry_outside_one_second_to_seven_days_is_refused(expires):
+    """X-Amz-Expires must be 1 s to 7 days."""
+    params = {"X-Amz-Algorithm": signing.V4_ALGORITHM, "X-Amz-Credential": "a/20130524/us-east-1/s3/aws4_request",
+              "X-Amz-Date": "20130524T000000Z", "X-Amz-Expires": expires, "X-Amz-SignedHeaders": "host",
+              "X-Amz-Signature": "0" * 64}
+    with pytest.raises(signing.SignatureError) as e:
+        signing.parse_v4_query(params, "s3")
+    assert e.value.reason == "expires"
+
+
+def test_s3_v2_string_to_sign_keeps_subresources_and_amz_headers():
+    """S3's v2 string signs the path, the subresources (sorted) and the x-amz-* headers, not other parameters."""
+    to_sign = signing.s3_v2_string_to_sign("PUT", "/b/k", "uploadId=7&partNumber=2&foo=bar",
+                                           {"content-type": "text/plain", "x-amz-meta-b": "2", "x-amz-meta-a": "1"},
+                                           "1700000000")
+    assert to_sign == "PUT\n\ntext/plain\n1700000000\nx-amz-meta-a:1\nx-amz-meta-b:2\n/b/k?partNumber=2&uploadId=7"
