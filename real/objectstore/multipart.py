@@ -52,7 +52,8 @@ _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 def no_such_upload(upload_id: str) -> S3Error:
     return S3Error("NoSuchUpload", "The specified multipart upload does not exist. The upload ID may be invalid, "
-                   "or the upload may have been aborted or completed.", {"UploadId": upload_id[:64]})
+                   "or the upload may have been aborted or completed.", {"UploadId": upload_id[:64]},
+                   close=True)  # a part's body may follow, unread
 
 
 def part_number(value: str | None) -> int:
@@ -63,7 +64,7 @@ def part_number(value: str | None) -> int:
         number = 0
     if not 1 <= number <= MAX_PARTS:
         raise S3Error("InvalidArgument", f"Part number must be an integer between 1 and {MAX_PARTS}, inclusive",
-                      {"ArgumentName": "partNumber", "ArgumentValue": (value or "")[:20]})
+                      {"ArgumentName": "partNumber", "ArgumentValue": (value or "")[:20]}, close=True)
     return number
 
 
