@@ -8,6 +8,8 @@ A distribution is written as a one-key mapping, or a bare number for a constant:
     {exponential: {mean: 600}}
     {lognormal: {median: 20, p95: 45}}     set by the median and the 95th percentile
     {normal: {mean: 20, stddev: 3}}        truncated at zero
+    {empirical: [0.1, 0.2, 0.3, 0.9]}      quantiles at evenly spaced probabilities 0..1
+                                           (here 0, 1/3, 2/3, 1), linearly interpolated
 
 ``to_spec()`` gives the scenario form back. ``sample(rng)`` takes a ``random.Random``-like stream owned by the caller, so drawing
 costs no I/O and each component can keep its own stream.
@@ -94,9 +96,38 @@ class Normal:
         return {"normal": {"mean": self.mean, "stddev": self.stddev}}
 
 
-Distribution = Constant | Uniform | Exponential | LogNormal | Normal
+#: Most quantiles an empirical distribution may list: a calibration writes 101 (every
+#: percentile); a thousand keeps a scenario file readable and a draw cheap.
+MAX_QUANTILES = 1001
 
-KINDS = ("constant", "uniform", "exponential", "lognormal", "normal")
+
+@dataclass(frozen=True)
+class Empirical:
+    """A distribution measured rather than assumed: ``quantiles[i]`` is the value at
+    probability ``i / (len - 1)``; a draw interpolates linearly between two neighbours,
+    so it never leaves [first, last] and needs one uniform number from the stream."""
+
+    quantiles: tuple[float, ...]
+
+    def sample(self, rng) -> float:
+        position = rng.random() * (len(self.quantiles) - 1)
+        index = min(int(position), len(self.quantiles) - 2)
+        low, high = self.quantiles[index], self.quantiles[index + 1]
+        return low + (high - low) * (position - index)
+
+    def to_spec(self):
+        return {"empirical": list(self.quantiles)}
+
+    @property
+    def mean(self) -> float:
+        # The mean of the piecewise-linear quantile function: trapezoids of equal width.
+        q = self.quantiles
+        return sum((a + b) / 2 for a, b in zip(q, q[1:])) / (len(q) - 1)
+
+
+Distribution = Constant | Uniform | Exponential | LogNormal | Normal | Empirical
+
+KINDS = ("constant", "uniform", "exponential", "lognormal", "normal", "empirical")
 
 
 def parse(spec) -> Distribution:
@@ -125,6 +156,8 @@ def parse(spec) -> Distribution:
         if high < low:
             raise ValueError(f"uniform high {high} is below low {low}")
         return Uniform(low, high)
+    if kind == "empirical":
+        return _empirical(params)
     if not isinstance(params, dict):
         raise ValueError(f"{kind} takes a mapping of parameters, got {params!r}")
     if kind == "exponential":
@@ -144,6 +177,18 @@ def parse(spec) -> Distribution:
         _non_negative(stddev, "normal stddev")
         return Normal(mean, stddev)
     raise AssertionError(kind)  # KINDS and the branches above disagree
+
+
+def _empirical(params) -> Empirical:
+    if not isinstance(params, (list, tuple)) or not 2 <= len(params) <= MAX_QUANTILES:
+        raise ValueError(f"empirical takes a list of 2 to {MAX_QUANTILES} quantiles "
+                         f"(values at evenly spaced probabilities from 0 to 1), got {params!r}")
+    values = tuple(_number(v, f"empirical quantile {i}") for i, v in enumerate(params))
+    _non_negative(values[0], "empirical quantile 0")
+    for i, (a, b) in enumerate(zip(values, values[1:]), start=1):
+        if b < a:
+            raise ValueError(f"empirical quantiles must not decrease: quantile {i} is {b}, below {a}")
+    return Empirical(values)
 
 
 def _number(value, what) -> float:

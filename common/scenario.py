@@ -7,6 +7,7 @@ expected>``. Defaults follow 2010 where 2010 had a flag for it.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Literal
@@ -397,6 +398,9 @@ class Scenario(_Model):
     #: Timed faults (kill and restart a service, degrade a hypervisor), in order of ``at``.
     faults: tuple[Fault, ...] = ()
     real: Real = Real()
+    #: A YAML file, relative to the scenario file, whose ``timing`` section (fitted from a
+    #: real run by ``novalab calibrate``) replaces the timing fields it lists.
+    calibration: str | None = None
 
     @model_validator(mode="after")
     def _cross_references(self):
@@ -469,8 +473,7 @@ def parse(data, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(source, [_describe(err) for err in e.errors()]) from None
 
 
-def parse_yaml(raw: bytes | str, source: str = "<scenario>") -> Scenario:
-    """Validate a scenario from YAML text; syntax errors name the line and column."""
+def _load_yaml(raw: bytes | str, source: str):
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as e:
@@ -480,7 +483,71 @@ def parse_yaml(raw: bytes | str, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(source, [f"{where}not valid YAML ({problem})"]) from None
     if data is None:
         raise ScenarioError(source, ["the file is empty"])
-    return parse(data, source)
+    return data
+
+
+def parse_yaml(raw: bytes | str, source: str = "<scenario>", read_beside=None) -> Scenario:
+    """Validate a scenario from YAML text; syntax errors name the line and column.
+
+    ``read_beside(name) -> bytes`` reads a file named relative to the scenario file (the
+    caller does the I/O): a scenario with ``calibration`` gets that file's timing. Without
+    it such a scenario is refused."""
+    scenario = parse(_load_yaml(raw, source), source)
+    if scenario.calibration is None:
+        return scenario
+    if read_beside is None:
+        raise ScenarioError(source, [f"calibration: {scenario.calibration!r} cannot be read "
+                                     "(the scenario was not read from a file)"])
+    name = scenario.calibration
+    try:
+        calibration = read_beside(name)
+    except OSError as e:
+        raise ScenarioError(source, [f"calibration: cannot read {name!r} beside the scenario file "
+                                     f"({e.strerror or e})"]) from None
+    return apply_calibration(scenario, calibration, f"{source}: calibration {name}")
+
+
+#: Top-level sections of a calibration file (``novalab calibrate`` writes both).
+CALIBRATION_SECTIONS = ("timing", "provenance")
+
+
+def apply_calibration(scenario: Scenario, raw: bytes | str, source: str) -> Scenario:
+    """``scenario`` with the timing fields a calibration file lists replaced by its values
+    (nested sections such as ``hypervisor`` field by field); raises ScenarioError naming
+    the calibration file and the field."""
+    data = _load_yaml(raw, source)
+    if not isinstance(data, dict):
+        raise ScenarioError(source, [f"expected a mapping with a timing section, got {type(data).__name__}"])
+    unknown = sorted(set(data) - set(CALIBRATION_SECTIONS))
+    if unknown:
+        raise ScenarioError(source, [f"{', '.join(map(str, unknown))}: unknown section "
+                                     f"(expected: {', '.join(CALIBRATION_SECTIONS)})"])
+    timing = data.get("timing")
+    if not isinstance(timing, dict) or not timing:
+        raise ScenarioError(source, ["timing: expected a mapping of timing fields (store, rpc, hypervisor, ...)"])
+    merged = scenario.model_dump(mode="python")
+
+    def merge(into: dict, changes: dict):
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict) and key in _SECTIONS_OF_TIMING:
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(merged["timing"], timing)
+    return parse(merged, source)
+
+
+def calibration_entry(scenario: Scenario, read_beside) -> dict | None:
+    """What a run's manifest records of the scenario's calibration: the file as named
+    and the sha256 of its bytes (read by ``read_beside``); None without one."""
+    if scenario.calibration is None:
+        return None
+    return {"file": scenario.calibration, "hash": "sha256:" + hashlib.sha256(read_beside(scenario.calibration)).hexdigest()}
+
+
+#: Timing fields that are sections of their own (merged field by field, not replaced).
+_SECTIONS_OF_TIMING = ("hypervisor", "image_fetch")
 
 
 def with_overrides(scenario: Scenario, overrides: dict, source: str = "<overrides>") -> Scenario:

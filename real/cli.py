@@ -14,6 +14,7 @@
     novalab manage user|project|role|credentials    users, projects, roles (LDAP)
     novalab dhcpbridge add|old|del MAC IP HOST      dnsmasq's lease hook
     novalab validate FILE...                        check scenario files
+    novalab calibrate RUN_DIR [--out FILE]          fit the sim's timing from a real run
 
 Exit status: 0 clean, 1 a run's invariant or SLO failed, 2 bad input or a service it
 needs is unreachable.
@@ -61,6 +62,9 @@ def main(argv=None):
     from real import dhcpbridge
 
     dhcpbridge.add_parser(sub)
+    calibrate = sub.add_parser("calibrate", help="fit the sim's timing from a real run directory "
+                               "(see python -m sim.calibrate --help)", add_help=False)
+    calibrate.add_argument("arguments", nargs=argparse.REMAINDER)
     validate = sub.add_parser("validate", help="check scenario files without running them")
     validate.add_argument("scenarios", nargs="+")
     args = parser.parse_args(argv)
@@ -89,6 +93,8 @@ def main(argv=None):
         sys.exit(serve_config(config))
     if args.command == "run":
         sys.exit(run_mode(args))
+    if args.command == "calibrate":
+        sys.exit(hand_over("novalab.tools", "calibrate", args.arguments))
     if args.command == "dhcpbridge":
         sys.exit(dhcpbridge.run(args))
     if args.command == "manage":
@@ -178,11 +184,23 @@ def run_mode(args) -> int:
     return 2
 
 
+def hand_over(group: str, name: str, arguments) -> int:
+    """Run the command an entry point names (the calibration is the simulator's: real/
+    does not import sim/)."""
+    for entry in metadata.entry_points(group=group):
+        if entry.name == name:
+            return entry.load()(arguments) or 0
+    print(f"novalab {name}: not installed (pip install -e .); from a source tree run "
+          f"python -m sim.{name}", file=sys.stderr)
+    return 2
+
+
 def validate_files(paths) -> int:
     status = 0
     for path in paths:
         try:
-            scenario = parse_yaml(Path(path).read_bytes(), path)
+            scenario = parse_yaml(Path(path).read_bytes(), path,
+                                  read_beside=lambda name, path=path: (Path(path).parent / name).read_bytes())
         except FileNotFoundError:
             print(f"{path}: no such file", file=sys.stderr)
             status = 2

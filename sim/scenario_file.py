@@ -20,7 +20,7 @@ def load(path) -> tuple[Scenario, bytes]:
         raise ScenarioError(source, ["is a directory, expected a YAML file"]) from None
     except OSError as e:
         raise ScenarioError(source, [f"cannot read: {e.strerror}"]) from None
-    return parse_yaml(raw, source), raw
+    return parse_yaml(raw, source, read_beside=lambda name: (path.parent / name).read_bytes()), raw
 
 
 def digest(raw: bytes) -> str:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from common import distributions as d
-from common.scenario import ScenarioError, parse, with_overrides
+from common.scenario import ScenarioError, parse, parse_yaml, with_overrides
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
 BASE = {"name": "t", "cloud": {"hosts": {"count": 2}}, "workload": {"arrivals": {"rate": 1}, "requests": 10}}
@@ -60,7 +60,7 @@ def test_not_a_mapping():
 def test_unknown_field_lists_the_allowed_ones():
     """A misspelt field names its path and every field allowed there."""
     assert problem(cloud__hosts__cnt=3) == "cloud.hosts.cnt: unknown field (expected one of: count, memory_mb, vcpus, workers)"
-    assert problem(bogus=1).startswith("bogus: unknown field (expected one of: cloud, description, drain_timeout,")
+    assert problem(bogus=1).startswith("bogus: unknown field (expected one of: calibration, cloud, description,")
 
 
 def test_unknown_field_inside_a_list_and_a_dict():
@@ -96,7 +96,7 @@ def test_non_positive_hosts(count):
 def test_unknown_distribution():
     """A distribution kind not in KINDS is named with the kinds allowed."""
     assert problem(timing__store={"gamma": {"k": 1}}) == (
-        "timing.store: unknown distribution 'gamma'; expected one of: constant, uniform, exponential, lognormal, normal"
+        "timing.store: unknown distribution 'gamma'; expected one of: constant, uniform, exponential, lognormal, normal, empirical"
     )
 
 
@@ -195,6 +195,7 @@ def test_several_mistakes_are_all_reported():
         ({"exponential": {"mean": 600}}, d.Exponential(600.0)),
         ({"lognormal": {"median": 20, "p95": 45}}, d.LogNormal(20.0, 45.0)),
         ({"normal": {"mean": 20, "stddev": 3}}, d.Normal(20.0, 3.0)),
+        ({"empirical": [0, 1, 1, 4]}, d.Empirical((0.0, 1.0, 1.0, 4.0))),
     ],
 )
 def test_distribution_parse_and_to_spec_round_trip(spec, expected):
@@ -212,6 +213,7 @@ def test_distribution_parse_and_to_spec_round_trip(spec, expected):
         (d.Exponential(0.0), 0.0, 0.0),
         (d.LogNormal(20.0, 45.0), 0.0, float("inf")),
         (d.Normal(1.0, 5.0), 0.0, float("inf")),
+        (d.Empirical((0.5, 0.6, 3.0)), 0.5, 3.0),
     ],
 )
 def test_distribution_samples_in_range_and_reproducibly(dist, low, high):
@@ -230,6 +232,21 @@ def test_lognormal_is_set_by_median_and_p95():
     assert dist.mean == pytest.approx(sum(draws) / len(draws), rel=0.05)
 
 
+def test_empirical_interpolates_between_its_quantiles():
+    """Half the draws of [0, 1, 9] fall under 1 (the median), and between quantiles the values spread evenly."""
+    rng, dist = random.Random(3), d.Empirical((0.0, 1.0, 9.0))
+    draws = sorted(dist.sample(rng) for _ in range(4000))
+    assert 0.9 < draws[2000] < 1.1
+    assert 0.45 < draws[1000] < 0.55 and 4.6 < draws[3000] < 5.4
+    assert dist.mean == pytest.approx(sum(draws) / len(draws), rel=0.05) and dist.mean == 2.75
+
+
+def test_empirical_with_equal_quantiles_is_a_constant():
+    """Two equal quantiles give that value every time."""
+    rng = random.Random(1)
+    assert {d.Empirical((2.0, 2.0)).sample(rng) for _ in range(10)} == {2.0}
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
@@ -244,6 +261,12 @@ def test_lognormal_is_set_by_median_and_p95():
         ({"normal": {"mean": 1, "stddev": -1}}, "normal stddev must not be negative"),
         ({"constant": float("nan")}, "must be a finite number"),
         ({"constant": "1"}, "must be a finite number"),
+        ({"empirical": [1]}, "empirical takes a list of 2 to 1001 quantiles"),
+        ({"empirical": {"median": 1}}, "empirical takes a list"),
+        ({"empirical": list(range(1002))}, "empirical takes a list of 2 to 1001 quantiles"),
+        ({"empirical": [1, 3, 2]}, "empirical quantiles must not decrease: quantile 2 is 2.0, below 3.0"),
+        ({"empirical": [-1, 3]}, "empirical quantile 0 must not be negative"),
+        ({"empirical": [0, "x"]}, "empirical quantile 1 must be a finite number"),
     ],
 )
 def test_distribution_parse_errors(spec, message):
@@ -342,3 +365,55 @@ def test_a_store_outage_takes_a_time_and_nothing_of_the_other_kinds():
     assert problem(faults=[{"store_outage": 5}]) == "faults.0: a store outage needs at (seconds)"
     assert problem(faults=[{"at": 1, "store_outage": 5, "restart_after": 3}]) == (
         "faults.0: restart_after goes with kill or hypervisor, not with store_outage")
+
+
+# -- calibration files -----------------------------------------------------------------
+
+CALIBRATION = {"provenance": {"real_run": "runs/x"},
+               "timing": {"store": 0.003, "hypervisor": {"boot_time": {"empirical": [0.01, 0.02, 0.5]}}}}
+
+
+def with_calibration(calibration, name="cal.yaml"):
+    """BASE naming ``name`` as its calibration, read through a fake file reader; -> the scenario."""
+    files = {name: yaml.safe_dump(calibration).encode()} if calibration is not None else {}
+
+    def read_beside(wanted):
+        if wanted not in files:
+            raise FileNotFoundError(2, "No such file or directory")
+        return files[wanted]
+
+    return parse_yaml(yaml.safe_dump({**BASE, "calibration": "cal.yaml"}), "t.yaml", read_beside=read_beside)
+
+
+def test_a_calibration_replaces_only_the_timing_fields_it_lists():
+    """store and the boot time come from the file; rpc and the destroy time keep their defaults."""
+    scenario = with_calibration(CALIBRATION)
+    assert scenario.timing.store == d.Constant(0.003)
+    assert scenario.timing.hypervisor.boot_time == d.Empirical((0.01, 0.02, 0.5))
+    assert scenario.timing.rpc == parse(BASE).timing.rpc
+    assert scenario.timing.hypervisor.destroy_time == parse(BASE).timing.hypervisor.destroy_time
+    assert scenario.calibration == "cal.yaml"
+
+
+@pytest.mark.parametrize(
+    "calibration, message",
+    [
+        (None, "t.yaml: calibration: cannot read 'cal.yaml' beside the scenario file (No such file or directory)"),
+        ({"timing": {"store": -1}}, "t.yaml: calibration cal.yaml: timing.store: constant must not be negative"),
+        ({"timing": {"stor": 1}}, "t.yaml: calibration cal.yaml: timing.stor: unknown field"),
+        ({"timing": {"store": 1}, "seed": 3}, "t.yaml: calibration cal.yaml: seed: unknown section (expected: timing, provenance)"),
+        ({"provenance": {}}, "t.yaml: calibration cal.yaml: timing: expected a mapping of timing fields"),
+        ([1, 2], "t.yaml: calibration cal.yaml: expected a mapping with a timing section, got list"),
+    ],
+)
+def test_a_bad_calibration_names_the_file_and_the_field(calibration, message):
+    """A missing file, a bad value, an unknown field or section: one ScenarioError naming both files."""
+    with pytest.raises(ScenarioError) as raised:
+        with_calibration(calibration)
+    assert str(raised.value).startswith(message), str(raised.value)
+
+
+def test_a_calibrated_scenario_not_read_from_a_file_is_refused():
+    """Without a way to read beside the scenario, naming a calibration is an error, not ignored."""
+    with pytest.raises(ScenarioError, match="calibration: 'cal.yaml' cannot be read"):
+        parse_yaml(yaml.safe_dump({**BASE, "calibration": "cal.yaml"}), "t.yaml")
