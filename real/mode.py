@@ -61,7 +61,7 @@ from common.directory import Directory, valid_name
 from common.effects import ApiEffect, HGet, SCard, SMembers, ZRangeByScore
 from common.errors import NovaError
 from common.events import RequestRejected
-from common.scenario import ScenarioError, parse_yaml
+from common.scenario import ScenarioError, calibration_entry, parse_yaml
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
 from real import deploy, tasks, transport
 from real.config import DaemonConfig
@@ -102,7 +102,8 @@ class RealRecorder:
 
 def run(args) -> int:
     try:
-        scenario = parse_yaml(Path(args.scenario).read_bytes(), args.scenario)
+        scenario = parse_yaml(Path(args.scenario).read_bytes(), args.scenario,
+                              read_beside=lambda name: (Path(args.scenario).parent / name).read_bytes())
     except FileNotFoundError:
         print(f"{args.scenario}: no such file", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -113,6 +114,7 @@ def run(args) -> int:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-real-seed{seed}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
+    args.run_dir = str(out)  # where run-scenario finds the run to compare with the sim
     run = RealRun(scenario, seed, out, progress=not getattr(args, "no_progress", False))
     try:
         summary = run.execute()
@@ -124,6 +126,7 @@ def run(args) -> int:
         scenario_hash="sha256:" + hashlib.sha256(Path(args.scenario).read_bytes()).hexdigest(), seed=seed,
         mode="real", started_at=stamp, provenance=getattr(args, "provenance", None) or {},
         time_scale=scenario.real.time_scale, key_prefix=run.config.key_prefix,
+        calibration=calibration_entry(scenario, lambda name: (Path(args.scenario).parent / name).read_bytes()),
     )
     files = report.run_files(manifest=manifest, summary=summary, store=run.final_store,
                              rpc_rows=run.recorder.rpc_rows, series=run.recorder.series,
@@ -426,7 +429,8 @@ class RealRun:
     def _sample(self):
         now = self.runtime.now() - self.config.time_origin
         add = self.recorder.series.append
-        depths = self._queue_depths()
+        # A queue missing for a moment (deleted by another run on a shared vhost) holds nothing.
+        depths = {queue: depth or 0 for queue, depth in self._queue_depths().items()}
         self._track_peaks(depths)
         self.recorder.series.extend(report.queue_depth_rows(now, depths))
         for spec in network.plan(self.config.network_config()):

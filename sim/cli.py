@@ -9,6 +9,12 @@ names no runner but the simulator's own: sim/ never imports real/.
 Sim-mode options beyond a single run: ``--no-plots`` (no PNGs in the run directory),
 ``--set KEY=VALUE`` (change a scenario field), ``--sweep KEY=V1,V2,...`` / ``--seeds N`` /
 ``--jobs N`` (a parameter sweep, see ``sim/sweep.py``).
+
+After a real run (``--mode real``), this module also simulates the same scenario and seed
+and writes ``fidelity.json`` into the real run directory (``sim/fidelity.py``): it is the one
+place that may use both modes, since it reaches the real runner only through its entry
+point and reads back nothing but the run directory the real runner reports
+(``args.run_dir``). ``--no-fidelity`` skips it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ def _add_run_arguments(parser):
     parser.add_argument("--out", default=None, help="run directory (default: runs/<name>-seed<N>-<time>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (or, in a sweep, no progress lines)")
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plots into the run directory")
+    parser.add_argument("--no-fidelity", action="store_true",
+                        help="after a real run, do not simulate it and write fidelity.json")
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE", default=None,
         help="change one scenario field by dotted path, the value read as YAML "
@@ -73,7 +81,21 @@ def run(args) -> int:
         return EXIT_BAD_INPUT
     # The commit and versions are read here, once, for whichever mode runs.
     args.provenance = output.provenance()
-    return runner(args)
+    status = runner(args)
+    run_dir = getattr(args, "run_dir", None)
+    if args.mode == "real" and run_dir and status in (EXIT_OK, EXIT_FAILED) \
+            and not getattr(args, "no_fidelity", False):
+        from sim import fidelity  # the simulator, only once a real run has finished
+
+        try:
+            report = fidelity.compare_run_dir(run_dir, args.scenario)
+        except (fidelity.FidelityError, ValueError) as e:
+            print(f"run-scenario: fidelity: {e}", file=sys.stderr)
+            return status
+        from common.analysis.fidelity import headline
+
+        print(f"{headline(report)} · {run_dir}/fidelity.json")
+    return status
 
 
 def run_scenario_main(argv=None) -> int:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from common.analysis import report
+from common.scenario import calibration_entry
 from sim import output
 from sim.run import simulate
 from sim.scenario_file import digest
@@ -32,6 +33,7 @@ def run_one(scenario, raw: bytes, scenario_path, seed: int, out: Path, *, plots:
     manifest = report.manifest(
         scenario=scenario, scenario_path=scenario_path, scenario_hash=digest(raw), seed=seed, mode="sim",
         started_at=stamp or timestamp(), provenance=output.provenance(), overrides=dict(overrides or {}),
+        calibration=calibration_entry(scenario, lambda name: (Path(scenario_path).parent / name).read_bytes()),
         **({"sweep": sweep} if sweep is not None else {}),
     )
     summary = result.summary

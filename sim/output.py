@@ -23,23 +23,38 @@ PACKAGES = ("novalab", "simpy", "fakeredis", "redis", "pydantic", "PyYAML", "ric
 
 
 def git_commit(start: Path) -> str:
-    """The checked-out commit, read from .git without running git; "" when unknown."""
+    """The checked-out commit, read from .git without running git; "" when unknown.
+    In a linked worktree ``.git`` is a file naming its own git directory, whose
+    ``commondir`` holds the shared refs."""
     for folder in (start, *start.parents):
-        head = folder / ".git" / "HEAD"
-        if head.is_file():
-            ref = head.read_text().strip()
-            if not ref.startswith("ref: "):
-                return ref
-            name = ref[5:]
-            loose = folder / ".git" / name
-            if loose.is_file():
-                return loose.read_text().strip()
-            packed = folder / ".git" / "packed-refs"
-            if packed.is_file():
-                for line in packed.read_text().splitlines():
-                    if line.endswith(" " + name):
-                        return line.split(" ")[0]
+        dot_git = folder / ".git"
+        if dot_git.is_file():
+            text = dot_git.read_text().strip()
+            if not text.startswith("gitdir: "):
+                return ""
+            git_dir = (folder / text[len("gitdir: "):]).resolve()
+            common = git_dir / "commondir"
+            refs_dir = (git_dir / common.read_text().strip()).resolve() if common.is_file() else git_dir
+        elif dot_git.is_dir():
+            git_dir = refs_dir = dot_git
+        else:
+            continue
+        head = git_dir / "HEAD"
+        if not head.is_file():
             return ""
+        ref = head.read_text().strip()
+        if not ref.startswith("ref: "):
+            return ref
+        name = ref[5:]
+        loose = refs_dir / name
+        if loose.is_file():
+            return loose.read_text().strip()
+        packed = refs_dir / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                if line.endswith(" " + name):
+                    return line.split(" ")[0]
+        return ""
     return ""
 
 

@@ -329,9 +329,11 @@ def run_figures(series, instance_rows, *, subtitle: str = "", time_label: str = 
 # -- comparing runs (notebooks, sweeps) -------------------------------------------------
 
 
-def compare_cdf_png(groups: dict, *, title: str, xlabel: str = "time to running (s)", subtitle: str = "") -> bytes:
+def compare_cdf_png(groups: dict, *, title: str, xlabel: str = "time to running (s)", subtitle: str = "",
+                    logx: bool = False) -> bytes:
     """Time-to-running CDFs of several runs on one axis: ``{label: instance rows}``.
-    Each label gets its p99 marked."""
+    Each label gets its p99 marked. ``logx``: a log time axis, for runs far apart (a
+    real run's fraction of a second against an uncalibrated sim's boot times)."""
     fig, (ax,) = _figure()
     ax.set_title(_title(title, subtitle))
     ax.set_xlabel(xlabel)
@@ -344,12 +346,21 @@ def compare_cdf_png(groups: dict, *, title: str, xlabel: str = "time to running 
         colour = f"C{index % 10}"
         p99 = percentile(values, 99)
         extra = f", {never:,} never ran" if never else ""
-        _cdf(ax, values, label=f"{label} (p50 {percentile(values, 50):,.0f} s, p99 {p99:,.0f} s{extra})", color=colour)
+        _cdf(ax, values, label=f"{label} (p50 {_seconds(percentile(values, 50))} s, p99 {_seconds(p99)} s{extra})",
+             color=colour)
         ax.axvline(p99, color=colour, linestyle=":", linewidth=1)
-    ax.set_xlim(left=0)
+    if logx:
+        ax.set_xscale("log")
+    else:
+        ax.set_xlim(left=0)
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(alpha=0.3)
     return png(fig)
+
+
+def _seconds(value: float) -> str:
+    """Whole seconds from 100 up, three significant digits below (0.137, 20.4)."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def compare_series_png(groups: dict, metric: str, series_name: str, *, title: str, ylabel: str,
