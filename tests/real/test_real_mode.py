@@ -117,3 +117,28 @@ def test_real_mode_refuses_to_start_without_slapd(redis_url, amqp_url, tmp_path,
     assert mode.run(Args) == 2
     err = capsys.readouterr().err
     assert "slapd is not installed" in err and "real/setup/slapd.sh" in err
+
+
+def test_a_real_run_writes_fidelity_json_beside_its_simulation(redis_url, amqp_url, tmp_path, capsys):
+    """run-scenario --mode real also simulates the scenario and seed: fidelity.json has the KS headline keys."""
+    import json
+
+    import yaml
+
+    from sim.cli import run_scenario_main
+
+    real_scenario("real-small", redis_url, amqp_url)  # skips (fails in CI) without libvirt-python
+    data = yaml.safe_load((ROOT / "scenarios" / "real-small.yaml").read_text())
+    data["real"].update(requests=8, redis_url=redis_url, amqp_url=amqp_url)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SystemExit) as done:
+        run_scenario_main([str(tmp_path / "s.yaml"), "--mode", "real", "--out", str(tmp_path / "run"),
+                           "--no-progress", "--no-plots"])
+    assert done.value.code == 0
+    report = json.loads((tmp_path / "run" / "fidelity.json").read_text())
+    assert {"time_to_running_ks", "time_to_running_p_value", "time_to_running_n_real", "time_to_running_n_sim",
+            "time_to_running_rejected", "rpc_queue_wait", "rpc_handling", "instance_states",
+            "error_reasons"} <= set(report)
+    assert report["time_to_running_n_real"] == 8 and report["time_to_running_n_sim"] <= 8
+    assert report["instance_states"]["deleted"]["real"] == 8
+    assert "fidelity: time to running KS" in capsys.readouterr().out
