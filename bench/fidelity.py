@@ -53,7 +53,7 @@ def real_run(scenario: Path, seed: int, out: Path) -> dict:
                            "--no-plots"])
     except SystemExit as done:
         if done.code not in (0, 1, None):
-            raise RuntimeError(f"the real run of {scenario} (seed {seed}) failed with exit status {done.code}")
+            raise RuntimeError(f"the real run of {scenario} (seed {seed}) failed with exit status {done.code}") from None
     report = out / "fidelity.json"
     if not report.exists():
         raise RuntimeError(f"the real run in {out} wrote no fidelity.json")
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         seed_a, seed_b = (int(s) for s in args.seeds.split(","))
     except ValueError:
         parser.error(f"--seeds: expected two integers like 11,12, got {args.seeds!r}")
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out or f"runs/fidelity-{stamp}")
     out.mkdir(parents=True, exist_ok=True)
     scenario = Path(args.scenario)

@@ -17,6 +17,7 @@ costs no I/O and each component can keep its own stream.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -122,7 +123,7 @@ class Empirical:
     def mean(self) -> float:
         # The mean of the piecewise-linear quantile function: trapezoids of equal width.
         q = self.quantiles
-        return sum((a + b) / 2 for a, b in zip(q, q[1:])) / (len(q) - 1)
+        return sum((a + b) / 2 for a, b in itertools.pairwise(q)) / (len(q) - 1)
 
 
 Distribution = Constant | Uniform | Exponential | LogNormal | Normal | Empirical
@@ -185,7 +186,7 @@ def _empirical(params) -> Empirical:
                          f"(values at evenly spaced probabilities from 0 to 1), got {params!r}")
     values = tuple(_number(v, f"empirical quantile {i}") for i, v in enumerate(params))
     _non_negative(values[0], "empirical quantile 0")
-    for i, (a, b) in enumerate(zip(values, values[1:]), start=1):
+    for i, (a, b) in enumerate(itertools.pairwise(values), start=1):
         if b < a:
             raise ValueError(f"empirical quantiles must not decrease: quantile {i} is {b}, below {a}")
     return Empirical(values)

@@ -20,10 +20,12 @@ import datetime
 import statistics
 import sys
 from pathlib import Path
+from typing import cast
 
 import yaml
 
 from common.analysis import calibration, report
+from common.invariants import Snapshot
 from common.scenario import ScenarioError, with_overrides
 from sim import output
 from sim.fidelity import FidelityError, mirrored_scenario, read_run_dir, real_manifest
@@ -57,7 +59,7 @@ def _probe(scenario, store: float, rpc: float) -> dict:
         "workload.lifetime": {"constant": 100.0}, "workload.floating_ips": 0.0, "faults": [],
     }, f"{scenario.name} (calibration probe)")
     simulation = Simulation(probe, probe.seed)
-    requests = []
+    requests: list[float] = []
     api = simulation.api
     plain_request = api.request
 
@@ -68,9 +70,9 @@ def _probe(scenario, store: float, rpc: float) -> dict:
             requests.append(simulation.env.now - begun)
         return result
 
-    api.request = timed_request
+    api.request = timed_request  # type: ignore[method-assign]  # this probe's own Simulation only
     result = simulation.run()
-    rows = report.instance_rows(result.snapshot.store)
+    rows = report.instance_rows(dict(cast(Snapshot, result.snapshot).store))
     launch = [r["spawning_at"] - r["created_at"] for r in rows if r["spawning_at"] != ""]
     delete = [r["deleted_at"] - r["shutting_down_at"] for r in rows if r["deleted_at"] != ""]
     if not launch or not delete:
@@ -101,7 +103,7 @@ def calibrate(real_dir, scenario_path=None, method: str = "time_to_running") -> 
             "seed": manifest.get("seed"),
             "real_run_commit": manifest.get("git_commit"),
             "calibrated_by_commit": output.git_commit(Path(__file__).resolve().parent),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "time_scale": time_scale,
             "method": method,
             "units": "scenario seconds (real times multiplied by time_scale where they were wall seconds)",

@@ -123,6 +123,8 @@ def fit(instance_rows, path: LaunchPath, time_scale: float, api_wall_seconds=(),
     _needs(launch, "created -> spawning (launch RPC path)")
     if path.launch_hops <= 0:
         raise CalibrationError("the sim's launch path has no broker hop to fit")
+    store_spec: float | dict
+    rpc_spec: float | dict
     if method == "phases":
         store_mean = statistics.fmean(store)
         boot = [t - store_mean for t in _stretch(instance_rows, "launching_at", "running_at")]

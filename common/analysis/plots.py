@@ -358,8 +358,10 @@ def compare_cdf_png(groups: dict, *, title: str, xlabel: str = "time to running 
     return png(fig)
 
 
-def _seconds(value: float) -> str:
+def _seconds(value: float | None) -> str:
     """Whole seconds from 100 up, three significant digits below (0.137, 20.4)."""
+    if value is None:
+        return "-"
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 

@@ -415,5 +415,5 @@ def test_a_bad_calibration_names_the_file_and_the_field(calibration, message):
 
 def test_a_calibrated_scenario_not_read_from_a_file_is_refused():
     """Without a way to read beside the scenario, naming a calibration is an error, not ignored."""
-    with pytest.raises(ScenarioError, match="calibration: 'cal.yaml' cannot be read"):
+    with pytest.raises(ScenarioError, match=r"calibration: 'cal\.yaml' cannot be read"):
         parse_yaml(yaml.safe_dump({**BASE, "calibration": "cal.yaml"}), "t.yaml")
