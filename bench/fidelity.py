@@ -14,6 +14,10 @@ Run by hand, never by the test suite (two real runs of a few minutes each):
    distance *after* calibration, on a run the calibration never saw.
 
 The goal: ``time_to_running_ks`` <= 0.1 and the KS test not rejecting at alpha 0.05.
+Beside it the bench prints the distance between the two *real* runs' times to running: no
+simulation can predict the second run more closely than the first run does, so when the
+machine's load changes between the runs (other work on a shared machine shifts the real
+times), that floor says so. The load averages before each run are recorded too.
 Both real runs use a private RabbitMQ vhost made for the experiment (and deleted after
 it) when ``rabbitmqctl`` can make one: queue names are the 2010 topic names, so another
 real run on the shared vhost would take this run's messages (``--shared-vhost`` to use
@@ -26,8 +30,10 @@ could not be made.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # running from a source tree that was never installed
     sys.path.insert(0, str(ROOT))
 
+from common.analysis import fidelity  # noqa: E402
 from real.deploy import delete_vhost, private_vhost  # noqa: E402
 from sim import calibrate  # noqa: E402
 from sim.cli import run_scenario_main  # noqa: E402
@@ -46,8 +53,15 @@ DEFAULT_SCENARIO = ROOT / "scenarios" / "real-medium.yaml"
 KS_GOAL = 0.1
 
 
-def real_run(scenario: Path, seed: int, out: Path) -> dict:
-    """One ``run-scenario --mode real`` (with its fidelity.json); -> that report."""
+def times_to_running(run_dir: Path) -> list[float]:
+    with open(run_dir / "instances.csv", newline="") as f:
+        return fidelity.times_to_running(list(csv.DictReader(f)))
+
+
+def real_run(scenario: Path, seed: int, out: Path, loads: dict) -> dict:
+    """One ``run-scenario --mode real`` (with its fidelity.json); -> that report.
+    ``loads[seed]`` gets the machine's 1- and 5-minute load averages before it."""
+    loads[seed] = [round(x, 2) for x in os.getloadavg()[:2]]
     try:
         run_scenario_main([str(scenario), "--mode", "real", "--seed", str(seed), "--out", str(out), "--no-progress",
                            "--no-plots"])
@@ -95,7 +109,8 @@ def main(argv=None) -> int:
     try:
         plain = out / scenario.name
         plain.write_text(f"# {scenario} as the experiment runs it\n" + yaml.safe_dump(data, sort_keys=False))
-        before = real_run(plain, seed_a, out / f"real-seed{seed_a}")
+        loads: dict = {}
+        before = real_run(plain, seed_a, out / f"real-seed{seed_a}", loads)
         status = calibrate.main([str(out / f"real-seed{seed_a}"), "--out", str(out / "calibration.yaml"),
                                  "--method", args.method, "--scenario", str(plain)])
         if status:
@@ -103,7 +118,7 @@ def main(argv=None) -> int:
         calibrated = out / f"{scenario.stem}-calibrated.yaml"
         calibrated.write_text(f"# {scenario} with the timing fitted from real-seed{seed_a}\n"
                               + yaml.safe_dump({**data, "calibration": "calibration.yaml"}, sort_keys=False))
-        after = real_run(calibrated, seed_b, out / f"real-seed{seed_b}")
+        after = real_run(calibrated, seed_b, out / f"real-seed{seed_b}", loads)
     except RuntimeError as e:
         print(f"bench/fidelity: {e}", file=sys.stderr)
         return 2
@@ -114,7 +129,9 @@ def main(argv=None) -> int:
         and not after["time_to_running_rejected"]
     result = {"scenario": str(scenario), "seeds": [seed_a, seed_b], "method": args.method, "out": str(out),
               "before": headline(before), "after": headline(after), "goal": {"ks_at_most": KS_GOAL, "alpha": 0.05},
-              "goal_met": met}
+              "goal_met": met, "load_average_before_run": loads,
+              "real_vs_real": fidelity.ks(times_to_running(out / f"real-seed{seed_a}"),
+                                          times_to_running(out / f"real-seed{seed_b}"))}
     (out / "fidelity-bench.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{'':8} {'real seed':>9} {'KS':>6} {'p-value':>9} {'n real':>6} {'n sim':>6}  rejected at 0.05")
     for label, seed, report in (("before", seed_a, before), ("after", seed_b, after)):
@@ -122,6 +139,10 @@ def main(argv=None) -> int:
         print(f"{label:8} {seed:>9} {ks if ks is None else f'{ks:.3f}':>6} "
               f"{report['time_to_running_p_value'] or 0:>9.3g} {report['time_to_running_n_real']:>6} "
               f"{report['time_to_running_n_sim']:>6}  {report['time_to_running_rejected']}")
+    floor = result["real_vs_real"]
+    print(f"{'floor':8} {'both':>9} {floor['ks']:>6.3f} {floor['p_value']:>9.3g} {floor['n_real']:>6} "
+          f"{floor['n_sim']:>6}  {floor['rejected']}   (real seed {seed_a} against real seed {seed_b})")
+    print(f"load averages (1, 5 min) before each run: {loads}")
     print(f"goal (KS <= {KS_GOAL}, not rejected): {'met' if met else 'NOT met'} · {out}/fidelity-bench.json")
     return 0 if met else 1
 
