@@ -27,6 +27,7 @@ import yaml
 from common.analysis import calibration, report
 from common.invariants import Snapshot
 from common.scenario import ScenarioError, with_overrides
+from common.workload import ApiCall
 from sim import output
 from sim.fidelity import FidelityError, mirrored_scenario, read_run_dir, real_manifest
 from sim.run import Simulation
@@ -61,16 +62,15 @@ def _probe(scenario, store: float, rpc: float) -> dict:
     simulation = Simulation(probe, probe.seed)
     requests: list[float] = []
     api = simulation.api
-    plain_request = api.request
 
-    def timed_request(work):
+    def timed_perform(agent, call: ApiCall):
         begun = simulation.env.now
-        result = yield from plain_request(work)
-        if not requests:  # the probe's first request is a RunInstances
+        answer = yield from api.perform(agent, call)
+        if call.action == "RunInstances":
             requests.append(simulation.env.now - begun)
-        return result
+        return answer
 
-    api.request = timed_request  # type: ignore[method-assign]  # this probe's own Simulation only
+    simulation.runtime.register(ApiCall, timed_perform)  # the API's performer, timed
     result = simulation.run()
     rows = report.instance_rows(dict(cast(Snapshot, result.snapshot).store))
     launch = [r["spawning_at"] - r["created_at"] for r in rows if r["spawning_at"] != ""]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from scipy import stats
 
 from common.analysis import report
+from common.analysis.stats import percentile
 
 #: Significance level of the KS test: rejecting at 5 % is the usual convention.
 ALPHA = 0.05
@@ -104,7 +105,7 @@ def compare(real: RunData, sim: RunData, alpha: float = ALPHA) -> dict:
         "time_to_running_n_sim": ttr["n_sim"],
         "time_to_running_rejected": ttr["rejected"],
         "time_to_running_percentiles": {
-            name: {f"p{q}": report.percentile(times_to_running(run.instance_rows), q) for q in (10, 50, 90, 99)}
+            name: {f"p{q}": percentile(times_to_running(run.instance_rows), q) for q in (10, 50, 90, 99)}
             for name, run in (("real", real), ("sim", sim))
         },
         "rpc_queue_wait": queue_wait,
