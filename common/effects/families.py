@@ -1,0 +1,123 @@
+"""Effect, the family base classes, ``FAMILIES`` and ``family_of``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class Effect:
+    """Base of every effect. Subclasses are frozen dataclasses under exactly one family."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        """Perform this effect with ``performer``, its family's performer (a Protocol of
+        ``common.performers``), for ``agent``. Returns the result, or a SimPy generator
+        returning it when the performer is a simulated one."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how it is performed")
+
+    @classmethod
+    def bind(cls, performer: Any) -> Callable[[Any, Any], Any]:
+        """-> ``handler(agent, effect)`` performing effects of this class with
+        ``performer``: what a runtime's table calls. Hot effects override it to skip
+        a call."""
+
+        def handler(agent: Any, effect: Effect) -> Any:
+            return effect.perform_with(performer, agent)
+
+        return handler
+
+
+class StoreEffect(Effect):
+    """Family: the datastore (Redis). Performer: ``StorePerformer``."""
+
+    __slots__ = ()
+
+
+class RpcEffect(Effect):
+    """Family: messages between services. Performer: ``RpcPerformer``."""
+
+    __slots__ = ()
+
+
+class HypervisorEffect(Effect):
+    """Family: the hypervisor of the agent's host. Performer: ``HypervisorPerformer``."""
+
+    __slots__ = ()
+
+
+class NetDriverEffect(Effect):
+    """Family: linux_net on the agent's network host. Performer: ``NetDriverPerformer``."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.perform(self)
+
+
+class DirectoryEffect(Effect):
+    """Family: the LDAP directory. Performer: ``DirectoryPerformer``."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.perform(agent, self)
+
+
+class ImageEffect(Effect):
+    """Family: the compute host's image cache. Performer: ``ImageFetcher``."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.perform(agent, self)
+
+
+class KeyPairEffect(Effect):
+    """Family: making SSH key pairs (randomness). Performer: ``KeyPairGenerator``."""
+
+    __slots__ = ()
+
+
+class ApiEffect(Effect):
+    """Family: requests entering at the EC2 API (the workload's). Performer: ``ApiPerformer``."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.perform(agent, self)
+
+
+class TaskEffect(Effect):
+    """Family: starting sub-workflows as tasks of their own and waiting for them (fork
+    and join). Performer: ``TaskPerformer`` (the runtime's process or thread pool)."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.perform(agent, self)
+
+
+class RuntimeEffect(Effect):
+    """Family: the runtime's own clock, ids, random streams and recorder. Performer:
+    ``RuntimePerformer`` (the runtime itself)."""
+
+    __slots__ = ()
+
+
+#: Every family, in no particular order; each effect class subclasses exactly one.
+FAMILIES: tuple[type[Effect], ...] = (
+    StoreEffect, RpcEffect, HypervisorEffect, NetDriverEffect, DirectoryEffect, ImageEffect,
+    KeyPairEffect, ApiEffect, TaskEffect, RuntimeEffect,
+)
+
+
+def family_of(kind: type) -> type[Effect]:
+    """-> the family ``kind`` belongs to. Raises TypeError when it is not an effect or
+    belongs to more than one family."""
+    found = [family for family in FAMILIES if issubclass(kind, family)]
+    if len(found) != 1:
+        what = "no family" if not found else "families " + ", ".join(f.__name__ for f in found)
+        raise TypeError(f"{kind.__qualname__} belongs to {what}; an effect belongs to exactly one")
+    return found[0]
