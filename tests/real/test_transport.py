@@ -1,4 +1,4 @@
-"""real/transport.py against RabbitMQ: RpcClient and RpcServer end to end."""
+"""real/transport against RabbitMQ: RpcClient and RpcServer end to end."""
 
 from __future__ import annotations
 
