@@ -51,28 +51,35 @@ restarting a single daemon (``down`` and ``up`` again; the directory starts empt
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from real.processes import (
+    STOP_TIMEOUT,
+    DeployError,
+    answers,
+    daemon_env,
+    log_tail,
+    novalab_command,
+    pid_alive,
+    port_free,
+    spawn,
+    wait_for_heartbeats,
+)
+from real.vhosts import delete_vhost, private_vhost
+
 DEFAULT_DIR = "/tmp/novalab"
 #: Seconds ``up`` waits for heartbeats and answers.
 START_TIMEOUT = 60.0
-#: Seconds a process gets after SIGTERM before SIGKILL.
-STOP_TIMEOUT = 15.0
 NETWORK_HOST = "net1"
 SCHEDULER_HOST = "sched1"
 STATE_FILE = "deploy.json"
@@ -98,186 +105,12 @@ SETUP = {
 }
 
 
-class DeployError(RuntimeError):
-    """``up`` cannot go on; ``status`` is the exit status to give."""
-
-    def __init__(self, message: str, status: int = 2):
-        super().__init__(message)
-        self.status = status
-
-
-# ---------------------------------------------------------------------------
-# Shared: processes, heartbeats, vhosts
-
-
-def daemon_env(extra: Mapping[str, str] | None = None) -> dict:
-    """The environment of a daemon process: ours without NOVALAB_* (the configuration
-    file says everything), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVALAB_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
-
-
-def novalab_command(*args: str) -> list[str]:
-    """``novalab ARGS`` as a command line of this interpreter."""
-    return [sys.executable, "-m", "real.cli", *args]
-
-
-def spawn(argv, log_path: Path, env: Mapping[str, str] | None = None, detach: bool = False) -> subprocess.Popen:
-    """Start ``argv`` with stdout and stderr appended to ``log_path``; ``detach``: in a
-    session of its own, so it outlives us and a Ctrl-C in our terminal."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=ROOT, env=dict(env) if env is not None else daemon_env(),
-                                start_new_session=detach)
-
-
-def start_daemon(kind: str, host: str, config_path: Path, logs: Path, *, env: Mapping[str, str] | None = None,
-                 detach: bool = False, log_name: str | None = None) -> subprocess.Popen:
-    """``novalab KIND --host HOST --config CONFIG`` with its log in ``logs/KIND-HOST.log``."""
-    return spawn(novalab_command(kind, "--host", host, "--config", str(config_path)),
-                 logs / (log_name or f"{kind}-{host}.log"), daemon_env(env), detach)
-
-
-def log_tail(path: Path, chars: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
-def wait_for_heartbeats(store, processes: Mapping[tuple[str, str], subprocess.Popen], timeout: float,
-                        logs: Path | None = None) -> None:
-    """Wait until every ``(kind, host)`` has a heartbeat in ``store``; raises
-    DeployError(status 1) when a process exits first or ``timeout`` runs out."""
-    from common import keys
-    from common.effects import ZScore
-
-    deadline = time.monotonic() + timeout
-    waiting = set(processes)
-    while waiting:
-        for kind, host in sorted(waiting):
-            if store.execute(ZScore(keys.heartbeats(kind), host)) is not None:
-                waiting.discard((kind, host))
-                continue
-            proc = processes[(kind, host)]
-            if proc.poll() is not None:
-                where = f"; its log:\n{log_tail(logs / f'{kind}-{host}.log')}" if logs else ""
-                raise DeployError(f"{kind} {host} exited with status {proc.returncode} at start-up{where}", 1)
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            raise DeployError(f"no heartbeat from {', '.join(f'{k} {h}' for k, h in sorted(waiting))} "
-                              f"within {timeout:g} s" + (f"; see {logs}" if logs else ""), 1)
-        time.sleep(0.1)
-
-
-def stop_processes(processes, timeout: float = STOP_TIMEOUT) -> list:
-    """SIGTERM every Popen in ``processes``, wait until ``timeout`` for all of them,
-    then SIGKILL the rest; -> the ones that had to be killed."""
-    processes = list(processes)
-    for proc in processes:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    killed = []
-    for proc in processes:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            killed.append(proc)
-    return killed
-
-
-def _rabbitmqctl() -> str | None:
-    return shutil.which("rabbitmqctl", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/local/sbin")
-
-
-def private_vhost(amqp_url: str, name: str) -> str | None:
-    """Make vhost ``name`` on the local broker of ``amqp_url`` (its user may use it);
-    -> the URL of it, or None when the broker is not local, rabbitmqctl is missing or
-    refuses (then the caller keeps the shared vhost)."""
-    parts = urlsplit(amqp_url)
-    tool = _rabbitmqctl()
-    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or tool is None:
-        return None
-    try:
-        for argv in (("add_vhost", name), ("set_permissions", "-p", name, parts.username or "guest", ".*", ".*", ".*")):
-            done = subprocess.run([tool, "-q", *argv], capture_output=True, text=True, timeout=60)
-            if done.returncode != 0:
-                delete_vhost(name)
-                return None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), parts.query, parts.fragment))
-
-
-def delete_vhost(name: str) -> bool:
-    tool = _rabbitmqctl()
-    if tool is None:
-        return False
-    try:
-        return subprocess.run([tool, "-q", "delete_vhost", name], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def queue_names(hosts, network_host: str = NETWORK_HOST, scheduler_host: str | None = SCHEDULER_HOST) -> list[str]:
     """The queues of a deployment with compute ``hosts``."""
     names = ["compute", *(f"compute.{h}" for h in hosts), "network", f"network.{network_host}"]
     if scheduler_host:
         names += ["scheduler", f"scheduler.{scheduler_host}"]
     return names
-
-
-# ---------------------------------------------------------------------------
-# Processes that outlive `up`: known by pid file, checked by command line
-
-
-def _pid_alive(pid: int, marker: str) -> bool:
-    """Whether ``pid`` runs (not a zombie) with ``marker`` in its command line."""
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child and has exited
-    except ChildProcessError:
-        pass
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
-    return state not in ("Z", "X") and marker in cmdline
-
-
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _answers(url: str, timeout: float = 2.0) -> bool:
-    """Whether an HTTP server answers ``GET url`` (any status; no proxy)."""
-    parts = urlsplit(url)
-    if not parts.hostname:
-        raise ValueError(f"{url!r} names no host")
-    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
-    try:
-        connection.request("GET", parts.path or "/")
-        connection.getresponse().read()
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
-    return True
 
 
 class Deployment:
@@ -333,7 +166,7 @@ class Deployment:
 
     def running(self, name: str) -> bool:
         pid = self.pid(name)
-        return pid is not None and _pid_alive(pid, self.marker(name))
+        return pid is not None and pid_alive(pid, self.marker(name))
 
     def _record(self, name: str, pid: int) -> None:
         path = self.pid_path(name)
@@ -456,7 +289,7 @@ class Deployment:
         for what, host, port, flag in (("EC2 API", config.api_listen, config.api_port, "--api-port"),
                                        ("object store", config.objectstore_listen, config.objectstore_port,
                                         "--s3-port")):
-            if not _port_free(host, port):
+            if not port_free(host, port):
                 raise DeployError(f"port {port} on {host} for the {what} is in use: choose another with {flag} "
                                   f"(or take down the deployment using it)")
         try:
@@ -527,7 +360,7 @@ class Deployment:
         finally:
             store.close()
         for name, url in (("api", self.ec2_url(config)), ("objectstore", self.s3_url(config) + "/")):
-            while not _answers(url):
+            while not answers(url):
                 if started[name].poll() is not None:
                     raise DeployError(f"{name} exited with status {started[name].returncode} at start-up; its "
                                       f"log:\n{log_tail(self.logs / f'{name}.log')}", 1)
@@ -663,13 +496,13 @@ class Deployment:
         live = {}
         for name in names:
             pid = self.pid(name)
-            if pid is not None and _pid_alive(pid, self.marker(name)):
+            if pid is not None and pid_alive(pid, self.marker(name)):
                 live[name] = pid
                 os.kill(pid, signal.SIGTERM)
         was_live = set(live)
         deadline = time.monotonic() + timeout
         while live and time.monotonic() < deadline:
-            live = {n: p for n, p in live.items() if _pid_alive(p, self.marker(n))}
+            live = {n: p for n, p in live.items() if pid_alive(p, self.marker(n))}
             if live:
                 time.sleep(0.05)
         for name, pid in live.items():
@@ -679,7 +512,7 @@ class Deployment:
             except ProcessLookupError:
                 pass
         kill_deadline = time.monotonic() + 5
-        while any(_pid_alive(p, self.marker(n)) for n, p in live.items()) and time.monotonic() < kill_deadline:
+        while any(pid_alive(p, self.marker(n)) for n, p in live.items()) and time.monotonic() < kill_deadline:
             time.sleep(0.05)
         return [n for n in names if n in was_live]
 

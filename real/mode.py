@@ -63,7 +63,7 @@ from common.errors import NovaError
 from common.events import RequestRejected
 from common.scenario import ScenarioError, calibration_entry, parse_yaml
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
-from real import deploy, tasks, transport
+from real import processes, tasks, transport, vhosts
 from real.config import DaemonConfig
 from real.daemon import StartupError, connect
 from real.ec2_client import HttpApi
@@ -318,7 +318,7 @@ class RealRun:
             env["NOVALAB_LIBVIRT_URI"] = LibvirtDriver.test_uri_for_host(
                 self.out / "nodes", host, hosts.vcpus, hosts.memory_mb
             )
-        self.processes[f"{kind}.{host}"] = deploy.start_daemon(kind, host, config_path, self.out / "logs", env=env)
+        self.processes[f"{kind}.{host}"] = processes.start_daemon(kind, host, config_path, self.out / "logs", env=env)
 
     def _fault_plan(self) -> tuple:
         """The scenario's ``faults`` as (wall seconds, callable(run)) pairs. The names
@@ -373,12 +373,12 @@ class RealRun:
     def _await_heartbeats(self):
         wanted = {tuple(name.split(".", 1)): proc for name, proc in self.processes.items()}
         try:
-            deploy.wait_for_heartbeats(self.store, wanted, STARTUP_TIMEOUT)
-        except deploy.DeployError as e:
+            processes.wait_for_heartbeats(self.store, wanted, STARTUP_TIMEOUT)
+        except processes.DeployError as e:
             raise StartupError(f"{e}; see {self.out}/logs") from None
 
     def _stop_daemons(self):
-        deploy.stop_processes(self.processes.values(), STOP_TIMEOUT)
+        processes.stop_processes(self.processes.values(), STOP_TIMEOUT)
         self.processes.clear()
 
     # -- workload -------------------------------------------------------------------
@@ -498,7 +498,7 @@ class RealRun:
         other's messages: a run gets a vhost of its own when the broker is local and
         ``rabbitmqctl`` is at hand (otherwise it shares the configured one, and says so)."""
         self.vhost = f"novalab-{self.config.key_prefix.rstrip(':')}"
-        url = deploy.private_vhost(self.config.amqp_url, self.vhost)
+        url = vhosts.private_vhost(self.config.amqp_url, self.vhost)
         if url is None:
             self.vhost = None
             print("run-scenario --mode real: no private RabbitMQ vhost (not a local broker, or no rabbitmqctl): "
@@ -509,7 +509,7 @@ class RealRun:
     def _clean_up(self):
         transport.delete_queues(self.config.amqp_url, self._queue_names())
         if getattr(self, "vhost", None):
-            deploy.delete_vhost(self.vhost)
+            vhosts.delete_vhost(self.vhost)
         self.store.flush()
         self.runtime.close()
         self.store.close()

@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import service_unavailable
 
-from real import deploy
+from real import deploy, processes, vhosts
 from real.deploy import Deployment
 
 FREE = {"NOVALAB_CONNECT_TIMEOUT": "2"}
@@ -217,10 +217,10 @@ def test_down_stops_everything_and_cleans_up(cloud, capsys, redis_url):
     client = redis.Redis.from_url(redis_url)
     assert list(client.scan_iter(match=f"{prefix}*", count=500))
     assert cloud.down() == 0
-    assert not any(deploy._pid_alive(pid, cloud.marker(name)) for name, pid in pids.items())
+    assert not any(processes.pid_alive(pid, cloud.marker(name)) for name, pid in pids.items())
     assert list(client.scan_iter(match=f"{prefix}*", count=500)) == []
     if state["vhost"]:
-        listed = subprocess.run([deploy._rabbitmqctl(), "-q", "list_vhosts"], capture_output=True, text=True,
+        listed = subprocess.run([vhosts.rabbitmqctl(), "-q", "list_vhosts"], capture_output=True, text=True,
                                 timeout=60).stdout.split()
         assert state["vhost"] not in listed
     else:

@@ -98,14 +98,14 @@ class Cloud:
     def _private_vhost(self):
         """A vhost of our own keeps our 'compute' and 'network' queues away from any
         other test run on the same broker (the shared vhost when none can be made)."""
-        from real import deploy
+        from real import vhosts
 
         vhost = f"novalab-ec2-{self.tag}"
-        url = deploy.private_vhost(self.amqp_url, vhost)
+        url = vhosts.private_vhost(self.amqp_url, vhost)
         if url is None:
             return
         self.vhost = vhost
-        self.cleanups.append(lambda: deploy.delete_vhost(vhost))
+        self.cleanups.append(lambda: vhosts.delete_vhost(vhost))
         self.amqp_url = url
 
     def _namespace(self):
@@ -169,18 +169,18 @@ class Cloud:
         runtime.close()
 
     def _daemons(self):
-        from real import deploy
+        from real import processes
         from real.libvirt_driver import LibvirtDriver
 
         for kind, host in (("network", "net1"), ("compute", "hostA")):
             env = {}
             if kind == "compute":
                 env["NOVALAB_LIBVIRT_URI"] = LibvirtDriver.test_uri_for_host(self.tmp / "nodes", host, 8, 16384)
-            self.processes[(kind, host)] = deploy.start_daemon(kind, host, self.config_path, self.tmp / "logs", env=env)
+            self.processes[(kind, host)] = processes.start_daemon(kind, host, self.config_path, self.tmp / "logs", env=env)
         self.cleanups.append(self._stop_daemons)
         try:
-            deploy.wait_for_heartbeats(self.store, self.processes, HEARTBEAT_TIMEOUT, self.tmp / "logs")
-        except deploy.DeployError as e:
+            processes.wait_for_heartbeats(self.store, self.processes, HEARTBEAT_TIMEOUT, self.tmp / "logs")
+        except processes.DeployError as e:
             pytest.fail(str(e))
 
     def _api(self):
@@ -203,9 +203,9 @@ class Cloud:
     # -- take down ------------------------------------------------------------------------
 
     def _stop_daemons(self):
-        from real import deploy
+        from real import processes
 
-        deploy.stop_processes(self.processes.values(), STOP_TIMEOUT)
+        processes.stop_processes(self.processes.values(), STOP_TIMEOUT)
 
     def _stop_dnsmasq(self):
         pid_file = Path(self.state_dir) / f"nova-{self.bridge}.pid"
