@@ -1,4 +1,4 @@
-"""real/linux_net.py against the kernel, inside network namespaces the tests create.
+"""real/linux_net against the kernel, inside network namespaces the tests create.
 
 Needs root and the tools real/setup/linux_net.sh installs (ip, iptables, dnsmasq,
 busybox for udhcpc, unshare); without them the tests skip on a laptop and fail in CI.
