@@ -29,7 +29,7 @@ a user with ``isAdmin`` or the global ``cloudadmin`` role. ``authorize`` applies
 AUSTIN ``Authorizer`` table (``RBAC``): ``all`` passes everyone, ``projectmanager`` is
 the project's manager, an action missing from the table is for superusers only.
 
-Escaping (reliability E1): every value that goes into a search filter goes through
+Escaping (reliability E1, ``common.ldap_escaping``): every value that goes into a search filter goes through
 ``filter_eq`` (RFC 4515: ``\\ * ( )`` and NUL become ``\\5c \\2a \\28 \\29 \\00``), so
 an access key ``*`` is an equality assertion on a literal star and never a presence
 filter; every value in a DN goes through ``escape_dn_value`` (RFC 4514). Lookups with
@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from common.effects import LdapAdd, LdapDelete, LdapModify, LdapSearch
 from common.errors import (
@@ -68,134 +67,15 @@ from common.errors import (
     NotAuthorized,
     NotFound,
 )
-
-# ---------------------------------------------------------------------------
-# Escaping (RFC 4515 filters, RFC 4514 DNs)
-
-_FILTER_SPECIAL = {"\\": "\\5c", "*": "\\2a", "(": "\\28", ")": "\\29", "\x00": "\\00"}
-_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*\Z")
-
-
-def escape_filter_value(value: str) -> str:
-    """``value`` as an RFC 4515 assertion value: ``\\ * ( )`` and NUL as ``\\XX``."""
-    if not isinstance(value, str):
-        raise TypeError(f"a filter value must be a str, not {type(value).__name__}")
-    return "".join(_FILTER_SPECIAL.get(ch, ch) for ch in value)
-
-
-def filter_eq(attr: str, value: str) -> str:
-    """The equality filter ``(attr=value)`` with ``value`` escaped."""
-    if not isinstance(attr, str) or not _ATTRIBUTE.match(attr):
-        raise ValueError(f"not an attribute name: {attr!r}")
-    return f"({attr}={escape_filter_value(value)})"
-
-
-def filter_and(*filters: str) -> str:
-    return filters[0] if len(filters) == 1 else "(&" + "".join(filters) + ")"
-
-
-def filter_or(*filters: str) -> str:
-    return filters[0] if len(filters) == 1 else "(|" + "".join(filters) + ")"
-
-
-_DN_SPECIAL = set('"+,;<>\\=')
-
-
-def escape_dn_value(value: str) -> str:
-    """``value`` as an RFC 4514 attribute value: ``" + , ; < > \\ =`` backslashed, a
-    leading ``#`` or space and a trailing space backslashed, NUL as ``\\00``."""
-    if not isinstance(value, str):
-        raise TypeError(f"a DN value must be a str, not {type(value).__name__}")
-    out = []
-    last = len(value) - 1
-    for i, ch in enumerate(value):
-        if ch == "\x00":
-            out.append("\\00")
-        elif ch in _DN_SPECIAL or (i == 0 and ch in "# ") or (i == last and ch == " "):
-            out.append("\\" + ch)
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def unescape_dn_value(value: str) -> str:
-    """Undo ``escape_dn_value`` (``\\c`` and ``\\XX`` hex pairs, as UTF-8)."""
-    raw = bytearray()
-    i = 0
-    while i < len(value):
-        ch = value[i]
-        if ch == "\\" and i + 1 < len(value):
-            pair = value[i + 1:i + 3]
-            if len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair):
-                raw.append(int(pair, 16))
-                i += 3
-                continue
-            raw += value[i + 1].encode()
-            i += 2
-            continue
-        raw += ch.encode()
-        i += 1
-    return raw.decode("utf-8", "replace")
-
-
-def split_first_rdn(dn: str) -> tuple[str, str, str]:
-    """-> (attribute, raw escaped value, rest of the DN) of ``dn``'s first RDN."""
-    i = 0
-    while i < len(dn):
-        if dn[i] == "\\":
-            i += 2
-            continue
-        if dn[i] == ",":
-            break
-        i += 1
-    rdn, rest = dn[:i], dn[i + 1:]
-    attr, _, value = rdn.partition("=")
-    return attr.strip(), value, rest
-
-
-# ---------------------------------------------------------------------------
-# Model
-
-ROLES = ("cloudadmin", "itsec", "sysadmin", "netadmin", "developer")
-GLOBAL_ROLES = ("cloudadmin", "itsec")
-SUPERUSER_ROLES = ("cloudadmin",)
-#: The pseudo-role of a project's manager.
-PROJECT_MANAGER = "projectmanager"
-ALL = "all"
-NONE = "none"
-#: cn of each global role group under ou=Groups (2010's ldap_<role> flags).
-ROLE_GROUPS = MappingProxyType({
-    "cloudadmin": "cloudadmins", "itsec": "itsec", "sysadmin": "sysadmins",
-    "netadmin": "netadmins", "developer": "developers",
-})
-
-_ANYONE = (
-    "DescribeAvailabilityZones", "DescribeRegions", "DescribeSnapshots", "DescribeKeyPairs",
-    "CreateKeyPair", "DeleteKeyPair", "DescribeSecurityGroups", "DescribeInstances",
-    "DescribeAddresses", "DescribeImages", "DescribeImageAttribute",
+from common.ldap_escaping import (
+    escape_dn_value,
+    filter_and,
+    filter_eq,
+    filter_or,
+    split_first_rdn,
+    unescape_dn_value,
 )
-_NETWORK = (
-    "AuthorizeSecurityGroupIngress", "RevokeSecurityGroupIngress", "CreateSecurityGroup",
-    "DeleteSecurityGroup", "AllocateAddress", "ReleaseAddress", "AssociateAddress",
-    "DisassociateAddress",
-)
-_SYSTEM = (
-    "GetConsoleOutput", "DescribeVolumes", "CreateVolume", "AttachVolume", "DetachVolume",
-    "DeleteVolume", "RunInstances", "TerminateInstances", "RebootInstances", "UpdateInstance",
-    "DeregisterImage", "RegisterImage", "ModifyImageAttribute", "UpdateImage",
-)
-#: EC2 action -> the roles that may call it (AUSTIN ``nova/api/ec2/__init__.py``
-#: Authorizer). Missing actions (the admin API included) are superuser only.
-RBAC = MappingProxyType({
-    **{action: (ALL,) for action in _ANYONE},
-    **{action: ("netadmin",) for action in _NETWORK},
-    **{action: (PROJECT_MANAGER, "sysadmin") for action in _SYSTEM},
-})
-
-
-def roles_for(action: str) -> tuple[str, ...]:
-    """The roles that may call ``action`` (``("none",)``: superusers only)."""
-    return RBAC.get(action, (NONE,))
+from common.rbac import ALL, GLOBAL_ROLES, NONE, PROJECT_MANAGER, ROLE_GROUPS, ROLES, SUPERUSER_ROLES, roles_for
 
 
 @dataclass(frozen=True)

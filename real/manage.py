@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.directory import ROLES, Directory, Project, User
+from common.directory import Directory, Project, User
 from common.errors import (
     AuthFailure,
     DirectoryConflict,
@@ -52,6 +52,7 @@ from common.errors import (
     NotFound,
     NovaError,
 )
+from common.rbac import ROLES
 from real.directory import LdapDirectory
 
 DEFAULT_URL = "ldap://127.0.0.1:389/"

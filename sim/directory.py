@@ -43,9 +43,10 @@ from ldap3 import BASE, LEVEL, MOCK_SYNC, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPL
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import safe_dn
 
-from common.directory import Directory, split_first_rdn
+from common.directory import Directory
 from common.effects import DirectoryEffect, LdapAdd, LdapDelete, LdapModify, LdapSearch
 from common.errors import DirectoryConflict, DirectoryUnavailable, InvalidParameterValue, NotFound
+from common.ldap_escaping import split_first_rdn
 
 _SCOPES: dict[str, Any] = {"base": BASE, "level": LEVEL, "subtree": SUBTREE}
 _OPS = {"add": MODIFY_ADD, "delete": MODIFY_DELETE, "replace": MODIFY_REPLACE}

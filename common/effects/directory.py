@@ -14,7 +14,7 @@ from common.effects.families import DirectoryEffect
 @dataclass(frozen=True)
 class LdapSearch(DirectoryEffect):
     """Search below ``base`` (scope ``base``, ``level`` or ``subtree``) with ``filter``
-    (already escaped: build it with common.directory.filter_eq) -> tuple of (dn, {attr:
+    (already escaped: build it with common.ldap_escaping.filter_eq) -> tuple of (dn, {attr:
     tuple of values}) sorted by dn; empty when nothing (or no base) matches. Idempotent."""
 
     base: str

@@ -4,20 +4,7 @@ table (no runner, no server)."""
 import pytest
 from scripted import finish, run, step, throw
 
-from common.directory import (
-    PROJECT_ATTRS,
-    RBAC,
-    ROLES,
-    USER_ATTRS,
-    Directory,
-    Project,
-    User,
-    escape_dn_value,
-    escape_filter_value,
-    filter_eq,
-    roles_for,
-    unescape_dn_value,
-)
+from common.directory import PROJECT_ATTRS, USER_ATTRS, Directory, Project, User
 from common.effects import LdapAdd, LdapDelete, LdapModify, LdapSearch
 from common.errors import (
     AuthFailure,
@@ -27,6 +14,8 @@ from common.errors import (
     NotAuthorized,
     NotFound,
 )
+from common.ldap_escaping import escape_dn_value, escape_filter_value, filter_eq, unescape_dn_value
+from common.rbac import RBAC, ROLES, roles_for
 
 D = Directory()
 USERS = "ou=Users,dc=novalab,dc=local"
