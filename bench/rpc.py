@@ -64,6 +64,17 @@ if str(ROOT) not in sys.path:  # running from a source tree that was never insta
 
 DEFAULT_URL = os.environ.get("NOVALAB_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 SYSTEMS = ("raw", "raw-p100", "ours", "ours-batch", "ours-excl", "oslo")
+#: (name, numerator system, denominator system, phase, goal) of each ratio reported.
+RATIOS = [
+    ("call ours/oslo", "ours", "oslo", "call", 1.0),
+    ("cast ours/oslo", "ours", "oslo", "cast", None),
+    ("cast ours/raw", "ours", "raw", "cast", 0.8),
+    ("cast ours-batch/raw", "ours-batch", "raw", "cast", 0.8),
+    ("cast ours/raw-p100", "ours", "raw-p100", "cast", None),
+    ("cast ours-batch/raw-p100", "ours-batch", "raw-p100", "cast", None),
+    ("call direct/exclusive", "ours", "ours-excl", "call", None),
+    ("cast direct/exclusive", "ours", "ours-excl", "cast", None),
+]
 FLUSH_EVERY = 50  # ours-batch: casts between flush() calls
 WARMUP = 0.5
 DRAIN_LIMIT = 120.0  # longest wait for the server to consume what was cast
@@ -348,6 +359,41 @@ def _cleanup(url, topic):
         print(f"cleanup of {topic}: {e!r}", file=sys.stderr)
 
 
+def _print_ratios(runs: dict, best: dict) -> dict:
+    """Print each ratio of RATIOS both systems were measured for; -> the ratios."""
+    ratios = {}
+    print(f"{'ratio':<26} {'best/best':>9} {'median of rounds':>17}")
+    for name, num, den, phase, goal in RATIOS:
+        if num not in best or den not in best:
+            continue
+        of_best = best[num][phase] / best[den][phase]
+        # the same round's two numbers were measured a few seconds apart: on a busy
+        # machine their ratio is steadier than the ratio of two separately picked bests
+        rounds = [a[phase] / b[phase] for a, b in zip(runs[num], runs[den], strict=True)]
+        median = statistics.median(rounds)
+        ratios[name] = {"best": of_best, "median": median, "rounds": rounds}
+        verdict = ""
+        if goal is not None:
+            met = "met" if min(of_best, median) >= goal else "MISSED" if max(of_best, median) < goal else "borderline"
+            verdict = f"   goal >= {goal:g}: {met}"
+        print(f"{name:<26} {of_best:9.2f} {median:17.2f}{verdict}")
+    return ratios
+
+
+def _print_versions() -> None:
+    print(f"\npython {platform.python_version()}, cpus {os.cpu_count()}", end="")
+    try:
+        import kombu
+        print(f", kombu {kombu.__version__}", end="")
+        from importlib.metadata import version
+
+        import oslo_messaging  # noqa: F401
+        print(f", oslo.messaging {version('oslo.messaging')}", end="")
+    except ImportError:
+        pass
+    print()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each call and cast phase")
@@ -365,7 +411,7 @@ def main(argv=None):
             ap.error(f"unknown system {s!r}; choose from {', '.join(SYSTEMS)}")
     if "oslo" in systems:
         try:
-            import oslo_messaging
+            import oslo_messaging  # noqa: F401  (whether it imports is the question)
         except ImportError as e:
             print(f"oslo: skipped ({e}; pip install oslo.messaging)", file=sys.stderr)
             systems.remove("oslo")
@@ -384,44 +430,8 @@ def main(argv=None):
     for s, b in best.items():
         print(f"{s:<10} {b['call']:>9.0f} {b['cast']:>9.0f} {b['publish']:>10.0f}")
     print()
-    # (name, numerator system, denominator system, phase, goal)
-    wanted = [
-        ("call ours/oslo", "ours", "oslo", "call", 1.0),
-        ("cast ours/oslo", "ours", "oslo", "cast", None),
-        ("cast ours/raw", "ours", "raw", "cast", 0.8),
-        ("cast ours-batch/raw", "ours-batch", "raw", "cast", 0.8),
-        ("cast ours/raw-p100", "ours", "raw-p100", "cast", None),
-        ("cast ours-batch/raw-p100", "ours-batch", "raw-p100", "cast", None),
-        ("call direct/exclusive", "ours", "ours-excl", "call", None),
-        ("cast direct/exclusive", "ours", "ours-excl", "cast", None),
-    ]
-    ratios = {}
-    print(f"{'ratio':<26} {'best/best':>9} {'median of rounds':>17}")
-    for name, num, den, phase, goal in wanted:
-        if num not in best or den not in best:
-            continue
-        of_best = best[num][phase] / best[den][phase]
-        # the same round's two numbers were measured a few seconds apart: on a busy
-        # machine their ratio is steadier than the ratio of two separately picked bests
-        rounds = [a[phase] / b[phase] for a, b in zip(runs[num], runs[den], strict=True)]
-        median = statistics.median(rounds)
-        ratios[name] = {"best": of_best, "median": median, "rounds": rounds}
-        verdict = ""
-        if goal is not None:
-            met = "met" if min(of_best, median) >= goal else "MISSED" if max(of_best, median) < goal else "borderline"
-            verdict = f"   goal >= {goal:g}: {met}"
-        print(f"{name:<26} {of_best:9.2f} {median:17.2f}{verdict}")
-    print(f"\npython {platform.python_version()}, cpus {os.cpu_count()}", end="")
-    try:
-        import kombu
-        print(f", kombu {kombu.__version__}", end="")
-        from importlib.metadata import version
-
-        import oslo_messaging  # noqa: F401
-        print(f", oslo.messaging {version('oslo.messaging')}", end="")
-    except ImportError:
-        pass
-    print()
+    ratios = _print_ratios(runs, best)
+    _print_versions()
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "best": best, "ratios": ratios},
                                               indent=2))

@@ -160,8 +160,21 @@ def i2_allocated_matches_live(s: Snapshot) -> Verdict:
     nids = sorted(_members(s.store, keys.NETWORKS))
     pools = {nid: _members(s.store, keys.network_addresses(nid)) for nid in nids}
     violations: list[str] = []
+    held = _held_by_network(holding, nids, pools, violations)
+    fixedip_hashes = _fixedip_hashes_by_network(s, nids, pools, violations)
+    # DHCP managers: an address released by its instance waits (state "deallocated",
+    # listed in the deallocated set) for its lease to end before it is free again.
+    waiting = _members(s.store, keys.DEALLOCATED)
+    for nid in nids:
+        violations += _network_violations(s, nid, pools[nid], held[nid], fixedip_hashes[nid], waiting)
+    violations += _floating_violations(s, holding)
+    violations += _vlan_violations(s, nids)
+    return _verdict("I2", "allocated addresses match live instances", violations)
 
-    # address -> live instance ids holding it, per network
+
+def _held_by_network(holding: dict, nids: list[str], pools: dict, violations: list[str]) -> dict[str, dict[str, list[str]]]:
+    """-> address -> live instance ids holding it, per network; an instance on an
+    unknown network is a violation."""
     held: dict[str, dict[str, list[str]]] = {nid: {} for nid in nids}
     for iid, rec in holding.items():
         address = rec.get("fixed_ip", "")
@@ -174,8 +187,12 @@ def i2_allocated_matches_live(s: Snapshot) -> Verdict:
             )
             continue
         held[nid].setdefault(address, []).append(iid)
+    return held
 
-    # fixedip:<a> hashes, by the network they belong to
+
+def _fixedip_hashes_by_network(s: Snapshot, nids: list[str], pools: dict, violations: list[str]) -> dict[str, list[str]]:
+    """-> the addresses of the fixedip:<a> hashes, by the network they belong to; a
+    hash of no known network is a violation."""
     fixedip_hashes: dict[str, list[str]] = {nid: [] for nid in nids}
     for key in sorted(s.store):
         if not key.startswith(_FIXEDIP_PREFIX):
@@ -190,50 +207,49 @@ def i2_allocated_matches_live(s: Snapshot) -> Verdict:
             fixedip_hashes[nid].append(address)
         else:
             violations.append(f"{key} belongs to no known network")
+    return fixedip_hashes
 
-    # DHCP managers: an address released by its instance waits (state "deallocated",
-    # listed in the deallocated set) for its lease to end before it is free again.
-    waiting = _members(s.store, keys.DEALLOCATED)
-    for nid in nids:
-        pool = pools[nid]
-        free = _members(s.store, keys.available(nid))
-        handed = _members(s.store, keys.network_fixedips(nid))
-        holders = held[nid]
-        for address in sorted(handed - holders.keys()):
-            state = (_hash(s.store, keys.fixedip(address)) or {}).get("state", "")
-            if state == "deallocated" and address in waiting:
-                continue
-            violations.append(f"network {nid}: {address} is handed out but no live instance holds it")
-        for address in sorted(holders.keys() - handed):
+
+def _network_violations(s: Snapshot, nid: str, pool: frozenset[str], holders: dict[str, list[str]],
+                        fixedip_addresses: list[str], waiting: frozenset[str]) -> list[str]:
+    """I2 on one network: handed out == held by live instances, each with a fixedip
+    record naming its holder; free and handed out split the pool."""
+    violations: list[str] = []
+    free = _members(s.store, keys.available(nid))
+    handed = _members(s.store, keys.network_fixedips(nid))
+    for address in sorted(handed - holders.keys()):
+        state = (_hash(s.store, keys.fixedip(address)) or {}).get("state", "")
+        if state == "deallocated" and address in waiting:
+            continue
+        violations.append(f"network {nid}: {address} is handed out but no live instance holds it")
+    for address in sorted(holders.keys() - handed):
+        violations.append(
+            f"network {nid}: {address} is held by {_names(holders[address])} but not handed out"
+        )
+    for address in sorted(holders):
+        if _hash(s.store, keys.fixedip(address)) is None:
             violations.append(
-                f"network {nid}: {address} is held by {_names(holders[address])} but not handed out"
+                f"network {nid}: {address} is held by {_names(holders[address])} but has no fixedip record"
             )
-        for address in sorted(holders):
-            if _hash(s.store, keys.fixedip(address)) is None:
-                violations.append(
-                    f"network {nid}: {address} is held by {_names(holders[address])} but has no fixedip record"
-                )
-        for address in fixedip_hashes[nid]:
-            record = _hash(s.store, keys.fixedip(address)) or {}
-            owner = record.get("instance_id", "")
-            if record.get("state") == "deallocated" and address in waiting and address not in holders:
-                continue
-            if owner not in holders.get(address, ()):
-                actual = _names(holders.get(address, ())) or "no live instance"
-                violations.append(
-                    f"network {nid}: fixedip:{address} names instance {owner or '(none)'!s}"
-                    f" but {address} is held by {actual}"
-                )
-        for address in sorted(free & handed):
-            violations.append(f"network {nid}: {address} is both free and handed out")
-        for address in sorted(pool - free - handed):
-            violations.append(f"network {nid}: {address} leaked (neither free nor handed out)")
-        for address in sorted((free | handed) - pool):
-            where = "free" if address in free else "handed out"
-            violations.append(f"network {nid}: {address} is {where} but not in the network's addresses")
-    violations += _floating_violations(s, holding)
-    violations += _vlan_violations(s, nids)
-    return _verdict("I2", "allocated addresses match live instances", violations)
+    for address in fixedip_addresses:
+        record = _hash(s.store, keys.fixedip(address)) or {}
+        owner = record.get("instance_id", "")
+        if record.get("state") == "deallocated" and address in waiting and address not in holders:
+            continue
+        if owner not in holders.get(address, ()):
+            actual = _names(holders.get(address, ())) or "no live instance"
+            violations.append(
+                f"network {nid}: fixedip:{address} names instance {owner or '(none)'!s}"
+                f" but {address} is held by {actual}"
+            )
+    for address in sorted(free & handed):
+        violations.append(f"network {nid}: {address} is both free and handed out")
+    for address in sorted(pool - free - handed):
+        violations.append(f"network {nid}: {address} leaked (neither free nor handed out)")
+    for address in sorted((free | handed) - pool):
+        where = "free" if address in free else "handed out"
+        violations.append(f"network {nid}: {address} is {where} but not in the network's addresses")
+    return violations
 
 
 def _floating_violations(s: Snapshot, holding: dict) -> list[str]:

@@ -104,13 +104,8 @@ def run_sweep(scenario_path, parameters: dict, *, seeds: int = 1, seed: int | No
     ``overrides``: ``{dotted field path: value}`` applied to every run (``--set``).
     ``echo``: called with one progress line per finished run (None: quiet)."""
     scenario, raw = load(scenario_path)
-    if seeds < 1:
-        raise SweepError(f"--seeds must be at least 1, got {seeds}")
-    if jobs is not None and jobs < 1:
-        raise SweepError(f"--jobs must be at least 1, got {jobs}")
     base_seed = scenario.seed if seed is None else seed
-    if base_seed < 0:
-        raise SweepError(f"--seed must not be negative, got {base_seed}")
+    _check_counts(seeds, jobs, base_seed)
     for key in (*parameters, *(overrides or {})):
         if key in plan_.RESERVED:
             raise SweepError(f"{key} cannot be swept or set (use --seed and --seeds for seeds)")
@@ -139,18 +134,35 @@ def run_sweep(scenario_path, parameters: dict, *, seeds: int = 1, seed: int | No
     if echo is not None:
         combos = len(runs) // seeds
         echo(f"sweep: {combos} combination(s) x {seeds} seed(s) = {len(runs)} run(s) on {workers} process(es) -> {sweep_dir}")
+    common_task = {"scenario_path": str(scenario_path), "plots": plots, "stamp": stamp, "sweep": str(sweep_dir)}
+    rows = _run_all(runs, common_task, overrides, sweep_dir, workers, echo)
+    ordered = [rows[r["run"]] for r in runs]
+    columns = plan_.columns(parameters, ordered)
+    output.write_table(sweep_dir / "sweep.csv", columns, plan_.table_rows(ordered, columns))
+    return SweepResult(sweep_dir, parameters, runs, ordered, columns)
+
+
+def _check_counts(seeds: int, jobs: int | None, base_seed: int) -> None:
+    if seeds < 1:
+        raise SweepError(f"--seeds must be at least 1, got {seeds}")
+    if jobs is not None and jobs < 1:
+        raise SweepError(f"--jobs must be at least 1, got {jobs}")
+    if base_seed < 0:
+        raise SweepError(f"--seed must not be negative, got {base_seed}")
+
+
+def _run_all(runs: list, common_task: dict, overrides: dict, sweep_dir: Path, workers: int, echo) -> dict:
+    """Run every planned run on ``workers`` processes; -> run number -> table row. A
+    run that crashes gets a crashed row and the others go on."""
     rows = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = {}
         for entry in runs:
             task = {
-                "scenario_path": str(scenario_path),
+                **common_task,
                 "overrides": {**overrides, **entry["params"]},
                 "seed": entry["seed"],
                 "out": str(sweep_dir / entry["name"]),
-                "plots": plots,
-                "stamp": stamp,
-                "sweep": str(sweep_dir),
             }
             futures[pool.submit(_execute, task)] = entry
         for done, future in enumerate(as_completed(futures), 1):
@@ -166,10 +178,7 @@ def run_sweep(scenario_path, parameters: dict, *, seeds: int = 1, seed: int | No
             rows[entry["run"]] = row
             if echo is not None:
                 echo(f"[{done}/{len(runs)}] {entry['name']}: {line}")
-    ordered = [rows[r["run"]] for r in runs]
-    columns = plan_.columns(parameters, ordered)
-    output.write_table(sweep_dir / "sweep.csv", columns, plan_.table_rows(ordered, columns))
-    return SweepResult(sweep_dir, parameters, runs, ordered, columns)
+    return rows
 
 
 def _progress_line(row) -> str:
