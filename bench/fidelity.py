@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:  # running from a source tree that was never insta
     sys.path.insert(0, str(ROOT))
 
 from common.analysis import fidelity  # noqa: E402
-from real.deploy import delete_vhost, private_vhost  # noqa: E402
+from real.vhosts import delete_vhost, private_vhost  # noqa: E402
 from sim import calibrate  # noqa: E402
 from sim.cli import run_scenario_main  # noqa: E402
 
