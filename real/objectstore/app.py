@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 from real.objectstore import multipart
 from real.objectstore.auth import Lookup, authenticate
 from real.objectstore.multipart import MultipartUploads
+from real.objectstore.multipart_api import MultipartHandlers
 from real.objectstore.protocol import (
     BUCKET_META,
     KNOWN_FLAGS,
@@ -36,12 +37,14 @@ from real.objectstore.protocol import (
     S3Error,
     S3Request,
     check_preconditions,
+    content_type,
     element,
     http_date,
     iso_time,
     parse_range,
     range_still_valid,
     stored_key,
+    user_meta,
     xml_document,
 )
 from real.objectstore.store import DiskStore
@@ -49,7 +52,7 @@ from real.objectstore.store import DiskStore
 log = logging.getLogger("novalab.objectstore")
 
 
-class ObjectStoreApp:
+class ObjectStoreApp(MultipartHandlers):
     """The WSGI application. ``lookup(access_key) -> (secret_key, project, is_admin) |
     None``; ``clock`` gives the server's time (seconds since the epoch)."""
 
@@ -307,8 +310,8 @@ class ObjectStoreApp:
                 os.fsync(out.fileno())
             reader.check()
             etag = reader.md5.hexdigest()
-            self._commit(request, bucket, key, tmp, data, meta_path, etag, _content_type(request),
-                         _user_meta(request))
+            self._commit(request, bucket, key, tmp, data, meta_path, etag, content_type(request),
+                         user_meta(request))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -387,10 +390,10 @@ class ObjectStoreApp:
             tmp, md5 = self._copy_to_tmp(f, 0, meta["size"], "copy-")
             etag = meta["etag"] if "-" in meta["etag"] else md5
             if directive == "REPLACE":
-                content_type, user_meta = _content_type(request), _user_meta(request)
+                kind, metadata = content_type(request), user_meta(request)
             else:
-                content_type, user_meta = meta.get("content_type", "binary/octet-stream"), meta.get("meta", {})
-            self._commit(request, bucket, key, tmp, data, meta_path, etag, content_type, user_meta)
+                kind, metadata = meta.get("content_type", "binary/octet-stream"), meta.get("meta", {})
+            self._commit(request, bucket, key, tmp, data, meta_path, etag, kind, metadata)
         finally:
             f.close()
             if tmp and os.path.exists(tmp):
@@ -437,106 +440,6 @@ class ObjectStoreApp:
         headers += [("Content-Length", str(last - first + 1)), ("Content-Range", f"bytes {first}-{last}/{size}")]
         return 206, headers, FileBody(f, last - first + 1, first)
 
-    # -- multipart uploads --------------------------------------------------------------
-
-    def _create_upload(self, request: S3Request, bucket: str, key: str):
-        self._owned_bucket(request, bucket)
-        self.store.paths(bucket, key)  # the key is one we can store
-        self._drain_small(request)
-        upload_id = self.uploads.create(bucket, key, _content_type(request), _user_meta(request))
-        return self._xml_response("InitiateMultipartUploadResult", element("Bucket", bucket) + element("Key", key)
-                                  + element("UploadId", upload_id))
-
-    def _upload_part(self, request: S3Request, bucket: str, key: str):
-        self._owned_bucket(request, bucket)
-        number = multipart.part_number(request.query.get("partNumber"))
-        upload_id = request.query["uploadId"]
-        if "x-amz-copy-source" in request.headers:
-            return self._upload_part_copy(request, bucket, key, upload_id, number)
-        self.uploads.directory(bucket, key, upload_id)  # before reading a byte of the body
-        reader = self._upload_reader(request, min(self.max_body, multipart.MAX_PART_SIZE))
-        etag, _ = self.uploads.put_part(bucket, key, upload_id, number, reader.chunks(), reader.check)
-        return 200, [("ETag", f'"{etag}"'), ("Content-Length", "0")], b""
-
-    def _upload_part_copy(self, request: S3Request, bucket: str, key: str, upload_id: str, number: int):
-        self._drain_small(request)
-        self.uploads.directory(bucket, key, upload_id)
-        f, meta, _, _ = self._open_copy_source(request)
-        try:
-            wanted = (0, meta["size"] - 1)
-            if "x-amz-copy-source-range" in request.headers:
-                wanted = parse_range(request.headers["x-amz-copy-source-range"], meta["size"]) or (-1, -1)
-                if wanted[0] < 0:
-                    raise S3Error("InvalidArgument", "x-amz-copy-source-range must be bytes=<first>-<last>",
-                                  {"ArgumentName": "x-amz-copy-source-range"})
-            size = max(0, wanted[1] - wanted[0] + 1)
-            if size > multipart.MAX_PART_SIZE:
-                raise S3Error("EntityTooLarge", f"A part is at most {multipart.MAX_PART_SIZE} bytes")
-            etag, _ = self.uploads.put_part(bucket, key, upload_id, number, FileBody(f, size, wanted[0]),
-                                            lambda: None)
-        finally:
-            f.close()
-        result = element("LastModified", iso_time(self.clock())) + element("ETag", f'"{etag}"')
-        return self._xml_response("CopyPartResult", result)
-
-    def _complete_upload(self, request: S3Request, bucket: str, key: str):
-        self._owned_bucket(request, bucket)
-        upload_id = request.query["uploadId"]
-        self.uploads.directory(bucket, key, upload_id)
-        reader = BodyReader(request, multipart.MAX_COMPLETE_BODY)
-        body = reader.read_all()
-        reader.check()
-        wanted = multipart.parse_complete_body(body)
-        _, data, meta_path = self.store.paths(bucket, key)
-        etag = self.uploads.complete(bucket, key, upload_id, wanted, data, meta_path,
-                                     lambda: self._owned_bucket(request, bucket))
-        result = (element("Location", f"/{bucket}/{quote(key)}") + element("Bucket", bucket) + element("Key", key)
-                  + element("ETag", f'"{etag}"'))
-        return self._xml_response("CompleteMultipartUploadResult", result)
-
-    def _abort_upload(self, request: S3Request, bucket: str, key: str):
-        self._owned_bucket(request, bucket)
-        self.uploads.abort(bucket, key, request.query["uploadId"])
-        return 204, [], b""
-
-    def _list_parts(self, request: S3Request, bucket: str, key: str):
-        self._owned_bucket(request, bucket)
-        upload_id = request.query["uploadId"]
-        path = self.uploads.directory(bucket, key, upload_id)
-        max_parts = _bounded_int(request.query, "max-parts", MAX_KEYS)
-        after = _bounded_int(request.query, "part-number-marker", 0, multipart.MAX_PARTS)
-        parts = [p for p in self.uploads.parts(path) if p["number"] > after]
-        page, truncated = parts[:max_parts], len(parts) > max_parts
-        body = [element("Bucket", bucket), element("Key", key), element("UploadId", upload_id),
-                element("PartNumberMarker", after), element("MaxParts", max_parts),
-                element("IsTruncated", "true" if truncated else "false")]
-        if truncated:
-            body.append(element("NextPartNumberMarker", page[-1]["number"]))
-        for part in page:
-            body.append("<Part>" + element("PartNumber", part["number"]) + element("LastModified",
-                        iso_time(part["mtime"])) + element("ETag", f'"{part["etag"]}"')
-                        + element("Size", part["size"]) + "</Part>")
-        return self._xml_response("ListPartsResult", "".join(body))
-
-    def _list_uploads(self, request: S3Request, bucket: str):
-        self._owned_bucket(request, bucket)
-        query = request.query
-        prefix = query.get("prefix", "")
-        max_uploads = _bounded_int(query, "max-uploads", MAX_KEYS)
-        after = (query.get("key-marker", ""), query.get("upload-id-marker", ""))
-        uploads = sorted((u["key"], u["upload_id"], u["initiated"]) for u in self.uploads.uploads(bucket)
-                         if u["key"].startswith(prefix) and (u["key"], u["upload_id"]) > after)
-        page, truncated = uploads[:max_uploads], len(uploads) > max_uploads
-        body = [element("Bucket", bucket), element("KeyMarker", after[0]), element("UploadIdMarker", after[1]),
-                element("Prefix", prefix), element("MaxUploads", max_uploads),
-                element("IsTruncated", "true" if truncated else "false")]
-        if truncated:
-            body += [element("NextKeyMarker", page[-1][0]), element("NextUploadIdMarker", page[-1][1])]
-        for upload_key, upload_id, initiated in page:
-            body.append("<Upload>" + element("Key", upload_key) + element("UploadId", upload_id)
-                        + element("StorageClass", "STANDARD") + element("Initiated", iso_time(initiated)) + "</Upload>")
-        return self._xml_response("ListMultipartUploadsResult", "".join(body))
-
     def _delete_object(self, request: S3Request, bucket: str, key: str):
         self._owned_bucket(request, bucket)
         _, data, meta_path = self.store.paths(bucket, key)
@@ -558,25 +461,6 @@ class ObjectStoreApp:
     def _xml_response(self, root: str, body: str):
         payload = xml_document(root, body)
         return 200, [("Content-Type", "application/xml"), ("Content-Length", str(len(payload)))], payload
-
-
-def _content_type(request: S3Request) -> str:
-    return request.headers.get("content-type", "binary/octet-stream")
-
-
-def _user_meta(request: S3Request) -> dict:
-    return {k: v for k, v in request.headers.items() if k.startswith("x-amz-meta-")}
-
-
-def _bounded_int(query, name: str, default: int, limit: int = MAX_KEYS) -> int:
-    """A listing parameter: an integer from 0, at most ``limit``. Raises InvalidArgument."""
-    try:
-        value = int(query.get(name, default))
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise S3Error("InvalidArgument", f"{name} must be a non-negative integer", {"ArgumentName": name})
-    return min(value, limit)
 
 
 def _listing_window(query, v2: bool) -> tuple[int, str]:

@@ -392,3 +392,22 @@ class BodyReader:
             computed = base64.b64encode(self.crc32.to_bytes(4, "big")).decode()
             if headers["x-amz-checksum-crc32"] != computed:
                 raise S3Error("BadDigest", "The CRC32 you specified did not match the calculated checksum.")
+
+
+def content_type(request: S3Request) -> str:
+    return request.headers.get("content-type", "binary/octet-stream")
+
+
+def user_meta(request: S3Request) -> dict:
+    return {k: v for k, v in request.headers.items() if k.startswith("x-amz-meta-")}
+
+
+def bounded_int(query, name: str, default: int, limit: int = MAX_KEYS) -> int:
+    """A listing parameter: an integer from 0, at most ``limit``. Raises InvalidArgument."""
+    try:
+        value = int(query.get(name, default))
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise S3Error("InvalidArgument", f"{name} must be a non-negative integer", {"ArgumentName": name})
+    return min(value, limit)
