@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
+import stat
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -19,20 +21,60 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
-    PositiveFloat,
-    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from common import distributions, network
-from common.cloud import DEFAULT_INSTANCE_TYPES
+from common.cloud import DEFAULT_INSTANCE_TYPES, MAX_COUNT_PER_REQUEST
 from common.errors import InvalidParameterValue
 
 
+# -- bounds ---------------------------------------------------------------------------
+# Every size a scenario can name has an upper bound, so that a scenario that validates
+# also finishes: within a few hours and a few GiB on a 2-core, 24 GiB machine (the sim
+# does ~10,000 effects per wall second; a request costs ~100 effects and ~10 KiB).
+
+#: Scenario files are a few KiB; a MiB holds thousands of projects.
+MAX_SCENARIO_BYTES = 1 << 20
+#: The schema nests 5 levels deep; PyYAML's recursive composer dies near 490.
+MAX_YAML_DEPTH = 32
+#: Values in the document with every alias expanded: a 445-byte alias bomb expands
+#: to billions; the largest sensible scenario (1,000 projects) has ~10,000.
+MAX_YAML_NODES = 100_000
+#: The largest number any field takes (a 64-bit seed) has 20 digits.
+MAX_INTEGER_DIGITS = 30
+#: Compute hosts: 10,000 is ten times 2010's largest deployments and ~1 GiB of sim state.
+MAX_HOSTS = 10_000
+#: RunInstances requests of one run: 100,000 requests are ~10^7 effects, ~20 minutes.
+MAX_REQUESTS = 100_000
+#: Instances one run may launch in all (requests x instances_per_request): ~10 KiB each.
+MAX_INSTANCES = 1_000_000
+#: Any duration (lifetimes, delays, timeouts, fault times): 30 days of scenario time.
+MAX_SECONDS = 30 * 24 * 3600.0
+#: Periodic ticks (heartbeats, periodic tasks, domain syncs) over the estimated span of
+#: a run, summed over hosts: each costs a few effects, so 2*10^7 is about an hour.
+MAX_PERIODIC_TICKS = 20_000_000
+#: Time-series samples over the estimated span of a run (one row each in memory).
+MAX_SAMPLES = 1_000_000
+#: vCPUs and MiB of one host or instance type (the largest 2010 machines had far less).
+MAX_VCPUS = 4096
+MAX_MEMORY_MB = 64 * 1024 * 1024
+#: Workers, projects, types, images, faults: small lists in practice; bounded for memory.
+MAX_WORKERS = 1024
+MAX_PROJECTS = 1000
+MAX_CHOICES = 100
+MAX_FAULTS = 1000
+#: Relative weights: finite and small enough that their sum stays finite.
+MAX_WEIGHT = 1e6
+#: Quotas: 10^9 is "unlimited" in practice and keeps the store's counters small.
+MAX_QUOTA = 1_000_000_000
+
+
 class ScenarioError(ValueError):
-    """A scenario that cannot be run; ``problems`` lists one line per mistake."""
+    """A scenario that cannot be run; ``problems`` lists one line per mistake.
+    ``str()`` is one line (``<source>: <problem>; <problem>``), as the commands print it."""
 
     def __init__(self, source: str, problems):
         problems = tuple(problems)
@@ -41,13 +83,26 @@ class ScenarioError(ValueError):
         self.problems = problems
 
     def __str__(self):
-        return "\n".join(f"{self.source}: {p}" for p in self.problems)
+        shown = "; ".join(self.problems[:3])
+        more = f" (and {len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
+        return one_line(f"{self.source}: {shown}", 600) + more
 
 
 def _distribution(value):
-    if isinstance(value, distributions.Distribution.__args__):
-        return value
-    return distributions.parse(value)
+    if not isinstance(value, distributions.Distribution.__args__):
+        value = distributions.parse(value)
+    if _typical_high(value) > MAX_SECONDS:
+        raise ValueError(f"values up to {_typical_high(value):g} s are past the bound of {MAX_SECONDS:g} s (30 days)")
+    return value
+
+
+def _typical_high(dist) -> float:
+    """A high but typical draw of a duration distribution: a uniform's high, a
+    lognormal's p95, otherwise the mean (plus 3 standard deviations for a normal)."""
+    for name in ("high", "p95"):
+        if hasattr(dist, name):
+            return float(getattr(dist, name))
+    return float(dist.mean) + 3 * float(getattr(dist, "stddev", 0.0))
 
 
 Dist = Annotated[
@@ -56,44 +111,53 @@ Dist = Annotated[
     PlainSerializer(lambda d: d.to_spec()),
 ]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Seconds = Annotated[float, Field(gt=0.0, le=MAX_SECONDS)]
+Workers = Annotated[int, Field(gt=0, le=MAX_WORKERS)]
+Vcpus = Annotated[int, Field(gt=0, le=MAX_VCPUS)]
+MemoryMb = Annotated[int, Field(gt=0, le=MAX_MEMORY_MB)]
+QuotaCount = Annotated[int, Field(ge=0, le=MAX_QUOTA)]
+Weight = Annotated[float, Field(gt=0.0, le=MAX_WEIGHT)]
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
+Text = Annotated[str, Field(max_length=200)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # No inf or nan anywhere: an infinite weight or duration validates but cannot run.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class Hosts(_Model):
-    count: PositiveInt
-    vcpus: PositiveInt = 16
-    memory_mb: PositiveInt = 65536
+    count: Annotated[int, Field(gt=0, le=MAX_HOSTS)]
+    vcpus: Vcpus = 16
+    memory_mb: MemoryMb = 65536
     #: Messages one compute worker handles at once (2010 ran them concurrently).
-    workers: PositiveInt = 4
+    workers: Workers = 4
 
 
 class Network(_Model):
     manager: Literal["flat", "flatdhcp", "vlan"] = "flat"
-    fixed_range: str = "10.0.0.0/16"
+    fixed_range: Text = "10.0.0.0/16"
     #: flat, flatdhcp: the one bridge every instance joins.
-    bridge: str = "br100"
+    bridge: Text = "br100"
     #: The physical interface under bridges and vlan interfaces.
-    bridge_interface: str = "eth0"
-    dns: str = "8.8.4.4"
+    bridge_interface: Text = "eth0"
+    dns: Text = "8.8.4.4"
     #: vlan: addresses per project network (a power of two), how many networks (default:
     #: as many as fit in fixed_range), the first vlan number, top addresses kept for VPN
     #: clients.
-    network_size: PositiveInt = 256
-    num_networks: PositiveInt | None = None
-    vlan_start: Annotated[int, Field(ge=1, le=4094)] = 100
+    network_size: Annotated[int, Field(gt=0, le=1 << 20)] = 256
+    num_networks: Annotated[int, Field(gt=0, le=4094)] | None = None
+    vlan_start: Annotated[int, Field(gt=0, le=4094)] = 100
     vpn_clients: Annotated[int, Field(ge=0)] = 5
     #: flatdhcp, vlan: seconds before a released address is reused if dnsmasq never
     #: reports the lease's end (2010: fixed_ip_disassociate_timeout).
-    disassociate_timeout: PositiveFloat = 600.0
+    disassociate_timeout: Seconds = 600.0
     #: Floating (public) addresses owned by the first network host; none when unset.
-    floating_range: str | None = None
-    public_interface: str = "eth0"
+    floating_range: Text | None = None
+    public_interface: Text = "eth0"
     #: Network workers competing on the ``network`` topic, and messages each handles at once.
-    hosts: PositiveInt = 1
-    workers: PositiveInt = 8
+    hosts: Annotated[int, Field(gt=0, le=64)] = 1
+    workers: Workers = 8
 
     @field_validator("floating_range")
     @classmethod
@@ -144,19 +208,22 @@ class Network(_Model):
 
 
 class InstanceType(_Model):
-    vcpus: PositiveInt
-    memory_mb: PositiveInt
-    disk_gb: Annotated[int, Field(ge=0)] = 0
+    vcpus: Vcpus
+    memory_mb: MemoryMb
+    disk_gb: Annotated[int, Field(ge=0, le=1 << 20)] = 0
 
 
 class Quota(_Model):
-    instances: PositiveInt = 10
-    cores: PositiveInt = 20
-    floating_ips: Annotated[int, Field(ge=0)] = 10
+    """Zero is a valid quota: a project that may not launch (its requests are refused
+    with InstanceLimitExceeded and counted in the summary)."""
+
+    instances: QuotaCount = 10
+    cores: QuotaCount = 20
+    floating_ips: QuotaCount = 10
 
 
 class Project(_Model):
-    id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    id: Name
     quota: Quota = Quota()
 
 
@@ -165,19 +232,19 @@ class Cloud(_Model):
     network: Network = Network()
     scheduler: Literal["queue", "chance", "simple"] = "simple"
     #: The simple scheduler refuses a host past this many claimed vCPUs (default: the host's vCPUs).
-    max_cores: PositiveInt | None = None
+    max_cores: Annotated[int, Field(gt=0, le=MAX_VCPUS)] | None = None
     #: Workers on the ``scheduler`` topic and messages each handles at once.
-    scheduler_workers: PositiveInt = 8
+    scheduler_workers: Workers = 8
     #: Concurrent API requests the API service serves.
-    api_workers: PositiveInt = 64
-    instance_types: dict[str, InstanceType] = Field(
+    api_workers: Workers = 64
+    instance_types: Annotated[dict[Name, InstanceType], Field(min_length=1, max_length=MAX_CHOICES)] = Field(
         default_factory=lambda: {k: InstanceType(**v) for k, v in DEFAULT_INSTANCE_TYPES.items()}
     )
-    images: tuple[str, ...] = ("ami-tiny",)
+    images: Annotated[tuple[Name, ...], Field(min_length=1, max_length=MAX_CHOICES)] = ("ami-tiny",)
     #: MiB of each image, fetched by a compute host from the object store before its
     #: first boot of that image (timing.image_fetch says how fast); 0: not modelled.
-    image_size_mb: Annotated[float, Field(ge=0)] = 0.0
-    projects: tuple[Project, ...] = (Project(id="demo"),)
+    image_size_mb: Annotated[float, Field(ge=0, le=1 << 20)] = 0.0
+    projects: Annotated[tuple[Project, ...], Field(max_length=MAX_PROJECTS)] = (Project(id="demo"),)
 
     @model_validator(mode="after")
     def _unique_projects(self):
@@ -199,7 +266,7 @@ class Hypervisor(_Model):
 
 class ImageFetch(_Model):
     #: MiB per second one compute host pulls an image at (each host at full speed).
-    bandwidth_mb_per_s: PositiveFloat = 100.0
+    bandwidth_mb_per_s: Annotated[float, Field(gt=0.0, le=1e9)] = 100.0
     #: Added to every transfer: connection, authentication, the store finding the file.
     latency: Dist = distributions.Constant(0.1)
 
@@ -216,14 +283,14 @@ class Timing(_Model):
     image_fetch: ImageFetch = ImageFetch()
     #: One network-driver operation (bridge, vlan, dnsmasq reload, iptables rule).
     network_driver: Dist = distributions.Constant(0.05)
-    report_interval: PositiveFloat = 10.0
-    service_down_time: PositiveFloat = 60.0
-    build_timeout: PositiveFloat = 600.0
-    periodic_interval: PositiveFloat = 60.0
+    report_interval: Seconds = 10.0
+    service_down_time: Seconds = 60.0
+    build_timeout: Seconds = 600.0
+    periodic_interval: Seconds = 60.0
     #: Seconds between two passes of each compute host that destroy domains no live
     #: record owns (a build whose last step the store never recorded, then reaped).
-    domain_sync_interval: PositiveFloat = 600.0
-    network_call_timeout: PositiveFloat = 30.0
+    domain_sync_interval: Seconds = 600.0
+    network_call_timeout: Seconds = 30.0
     #: Effects whose drawn latency is zero run without a scheduling point: faster, but
     #: they can no longer interleave (races between them become invisible).
     inline_zero_latency: bool = True
@@ -232,21 +299,22 @@ class Timing(_Model):
 class Arrivals(_Model):
     process: Literal["constant", "poisson"] = "poisson"
     #: RunInstances requests per second.
-    rate: PositiveFloat
+    rate: Annotated[float, Field(gt=0.0, le=1e6)]
 
 
 class Workload(_Model):
     arrivals: Arrivals
     #: How many RunInstances requests the run makes in all.
-    requests: PositiveInt
-    instances_per_request: PositiveInt = 1
+    requests: Annotated[int, Field(gt=0, le=MAX_REQUESTS)]
+    instances_per_request: Annotated[int, Field(gt=0, le=MAX_COUNT_PER_REQUEST)] = 1
     #: Relative weights of instance types; names must be in cloud.instance_types.
-    instance_types: dict[str, PositiveFloat] = Field(default_factory=lambda: {"m1.small": 1.0})
+    instance_types: Annotated[dict[str, Weight], Field(min_length=1, max_length=MAX_CHOICES)] = Field(
+        default_factory=lambda: {"m1.small": 1.0})
     #: Relative weights of projects; default: all projects alike.
-    projects: dict[str, PositiveFloat] | None = None
+    projects: Annotated[dict[str, Weight], Field(min_length=1, max_length=MAX_PROJECTS)] | None = None
     #: Seconds from launch request to terminate request; null keeps instances forever.
     lifetime: Dist | None = distributions.Exponential(600.0)
-    image: str | None = None
+    image: Text | None = None
     #: Fraction of requests that allocate a floating address and associate it with their
     #: first instance ``floating_delay`` seconds after launch (released before terminate).
     floating_ips: Probability = 0.0
@@ -259,15 +327,15 @@ class Workload(_Model):
 
 
 class Slo(_Model):
-    time_to_running_p50: PositiveFloat | None = None
-    time_to_running_p95: PositiveFloat | None = None
-    time_to_running_p99: PositiveFloat | None = None
+    time_to_running_p50: Seconds | None = None
+    time_to_running_p95: Seconds | None = None
+    time_to_running_p99: Seconds | None = None
     max_error_fraction: Probability | None = None
 
 
 class Metrics(_Model):
     #: Simulated seconds between two samples of the time series.
-    interval: PositiveFloat = 10.0
+    interval: Seconds = 10.0
 
 
 def _goes(fields) -> str:
@@ -284,30 +352,30 @@ class Fault(_Model):
     """
 
     #: Scenario seconds from the start of the workload (the cloud is up by then).
-    at: Annotated[float, Field(ge=0.0)] | None = None
+    at: Annotated[float, Field(ge=0.0, le=MAX_SECONDS)] | None = None
     #: For a kill instead of ``at`` (sim only): a crash point. The service dies once it
     #: has performed this many effects since the workload began, before it sees the
     #: last one's result; sweeping it crashes a service at every step of its work.
-    after_effects: PositiveInt | None = None
+    after_effects: Annotated[int, Field(gt=0, le=10**9)] | None = None
     #: Kill a service as SIGKILL would: nothing of its in-flight work finishes, its
     #: unacknowledged messages go back to their queues, its heartbeats stop.
     kill: Literal["compute", "network", "scheduler"] | None = None
     #: Which one of its kind, from 1.
-    host: PositiveInt = 1
+    host: Annotated[int, Field(gt=0, le=MAX_HOSTS)] = 1
     #: Start the killed service again after this many seconds (start-up reconciles);
     #: null leaves it down.
-    restart_after: PositiveFloat | None = None
+    restart_after: Seconds | None = None
     #: Degrade the hypervisor of this compute host (from 1): sim mode only.
-    hypervisor: PositiveInt | None = None
+    hypervisor: Annotated[int, Field(gt=0, le=MAX_HOSTS)] | None = None
     #: Boots take this many times longer while degraded.
-    boot_slowdown: Annotated[float, Field(ge=1.0)] = 1.0
+    boot_slowdown: Annotated[float, Field(ge=1.0, le=1000.0)] = 1.0
     #: Spawn-failure probability while degraded (instead of timing.hypervisor's).
     spawn_failure_probability: Probability | None = None
     #: How long the hypervisor stays degraded; null: to the end of the run.
-    duration: PositiveFloat | None = None
+    duration: Seconds | None = None
     #: The store (Redis) is unreachable for this many seconds: every command fails
     #: with StoreUnavailable. Sim only.
-    store_outage: PositiveFloat | None = None
+    store_outage: Seconds | None = None
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -370,33 +438,33 @@ class Real(_Model):
 
     #: Compute workers started for the run, each with its own hypervisor connection
     #: (the sim's cloud.hosts.count is usually far more than a real run can hold).
-    hosts: PositiveInt = 4
+    hosts: Annotated[int, Field(gt=0, le=1000)] = 4
     #: Simulated seconds per wall second: arrival gaps, lifetimes, boot times of the
     #: workload and every timeout are divided by it.
-    time_scale: PositiveFloat = 1.0
+    time_scale: Annotated[float, Field(gt=0.0, le=1e6)] = 1.0
     #: RunInstances requests of the real run (default: workload.requests).
-    requests: PositiveInt | None = None
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    requests: Annotated[int, Field(gt=0, le=MAX_REQUESTS)] | None = None
+    redis_url: Text = "redis://127.0.0.1:6379/0"
+    amqp_url: Text = "amqp://guest:guest@127.0.0.1:5672//"
     #: ``test``: a private libvirt test driver per host; otherwise a libvirt URI.
-    libvirt_uri: str = "test"
+    libvirt_uri: Text = "test"
     #: Store key prefix; default ``novalab-<name>-<run id>:`` so runs never share keys.
-    key_prefix: str | None = None
+    key_prefix: Text | None = None
 
 
 class Scenario(_Model):
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
-    description: str = ""
-    seed: Annotated[int, Field(ge=0)] = 0
+    name: Name
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    seed: Annotated[int, Field(ge=0, lt=1 << 64)] = 0
     cloud: Cloud
     workload: Workload
     timing: Timing = Timing()
     slo: Slo = Slo()
     metrics: Metrics = Metrics()
     #: After the last request and the last lifetime, how long to wait for the cloud to settle.
-    drain_timeout: PositiveFloat = 1800.0
+    drain_timeout: Seconds = 1800.0
     #: Timed faults (kill and restart a service, degrade a hypervisor), in order of ``at``.
-    faults: tuple[Fault, ...] = ()
+    faults: Annotated[tuple[Fault, ...], Field(max_length=MAX_FAULTS)] = ()
     real: Real = Real()
     #: A YAML file, relative to the scenario file, whose ``timing`` section (fitted from a
     #: real run by ``novalab calibrate``) replaces the timing fields it lists.
@@ -433,7 +501,43 @@ class Scenario(_Model):
                     f"workload.instance_types.{name}: {types[name].vcpus} vCPUs can never fit under "
                     f"cloud.max_cores {self.max_cores}"
                 )
+            if types[name].memory_mb > self.cloud.hosts.memory_mb:
+                raise ValueError(
+                    f"workload.instance_types.{name}: {types[name].memory_mb} MiB can never fit in a host's "
+                    f"cloud.hosts.memory_mb {self.cloud.hosts.memory_mb}"
+                )
+        self._check_work_bounds()
         return self
+
+    def estimated_span(self) -> float:
+        """Scenario seconds a run is expected to take: the arrivals, a long lifetime (or
+        floating delay), the drain. An estimate for bounding work, not a prediction."""
+        spec = self.workload
+        arrivals = spec.requests / spec.arrivals.rate
+        tail = max(_typical_high(spec.lifetime) if spec.lifetime is not None else 0.0, _typical_high(spec.floating_delay))
+        return arrivals + tail + self.drain_timeout
+
+    def _check_work_bounds(self):
+        """Refuse a scenario that validates but would not finish (the MAX_* bounds say why)."""
+        spec, timing = self.workload, self.timing
+        if spec.requests * spec.instances_per_request > MAX_INSTANCES:
+            raise ValueError(
+                f"workload.requests: {spec.requests} x instances_per_request {spec.instances_per_request} "
+                f"launches more than {MAX_INSTANCES:,} instances")
+        span = self.estimated_span()
+        services = self.cloud.hosts.count + self.cloud.network.hosts + 1
+        per_second = (1 / timing.report_interval + 1 / timing.periodic_interval + 1 / timing.domain_sync_interval)
+        ticks = services * span * per_second
+        if ticks > MAX_PERIODIC_TICKS:
+            raise ValueError(
+                f"workload: a run of ~{span:,.0f} s (requests / arrivals.rate + lifetime + drain_timeout) with "
+                f"{services} services ticking every timing.report_interval is ~{ticks:,.0f} periodic ticks, "
+                f"over the bound of {MAX_PERIODIC_TICKS:,}: fewer hosts or requests, a higher rate, or shorter lifetimes")
+        samples = span / self.metrics.interval
+        if samples > MAX_SAMPLES:
+            raise ValueError(
+                f"metrics.interval: {self.metrics.interval:g} s over a run of ~{span:,.0f} s is ~{samples:,.0f} "
+                f"samples, over the bound of {MAX_SAMPLES:,}")
 
     def _fault_target_problem(self, fault: Fault, compute_hosts: int) -> str | None:
         """Why ``fault`` names a service or host this cloud does not have, or None.
@@ -473,14 +577,106 @@ def parse(data, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(source, [_describe(err) for err in e.errors()]) from None
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with the document bounded before anything is built from it:
+    nesting depth, nodes counted with every alias expanded (an alias bomb of a few
+    hundred bytes expands to billions), and the digits of an integer (Python refuses
+    int() past 4,300 digits with a ValueError of its own)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        _check_expanded_size(node)
+        return node
+
+    def construct_yaml_int(self, node):
+        if len(node.value) > MAX_INTEGER_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of more than {MAX_INTEGER_DIGITS} digits", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+def _check_expanded_size(root) -> None:
+    """Refuse a document whose nodes, counted with aliases expanded, pass MAX_YAML_NODES.
+    Sizes are memoised per node, so the count costs one visit per distinct node."""
+    sizes: dict[int, int] = {}
+    # Post-order without recursion (depth is bounded, but this is as cheap).
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        size = 1 + sum(sizes.get(id(c), 1) for c in children)
+        if size > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_YAML_NODES:,} values once aliases are expanded", node.start_mark)
+        sizes[id(node)] = size
+
+
+def load_yaml(raw: bytes | str):
+    """One YAML document as Python values, bounded (``_BoundedLoader`` and
+    MAX_SCENARIO_BYTES); raises yaml.YAMLError."""
+    if len(raw) > MAX_SCENARIO_BYTES:
+        raise yaml.composer.ComposerError(problem=f"the document is larger than {MAX_SCENARIO_BYTES:,} bytes")
+    return yaml.load(raw, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """``line 3, column 5: not valid YAML (...)``: one line."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = getattr(e, "problem", None) or str(e)
+    return f"{where}not valid YAML ({one_line(problem)})"
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """``text`` on one line (control characters escaped) and at most ``limit`` characters:
+    every error is one line, whatever the file held."""
+    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def file_problem(mode: int, size: int) -> str | None:
+    """Why a path with this ``os.stat`` mode and size cannot be a scenario file, or None.
+    Checked before opening: opening a FIFO would block until a writer comes."""
+    if stat.S_ISDIR(mode):
+        return "is a directory, expected a YAML file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, socket or device), expected a YAML file"
+    if size > MAX_SCENARIO_BYTES:
+        return f"is {size:,} bytes; scenario files are at most {MAX_SCENARIO_BYTES:,}"
+    return None
+
+
 def _load_yaml(raw: bytes | str, source: str):
     try:
-        data = yaml.safe_load(raw)
+        data = load_yaml(raw)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ScenarioError(source, [f"{where}not valid YAML ({problem})"]) from None
+        raise ScenarioError(source, [yaml_problem(e)]) from None
     if data is None:
         raise ScenarioError(source, ["the file is empty"])
     return data
@@ -566,7 +762,7 @@ def with_overrides(scenario: Scenario, overrides: dict, source: str = "<override
 
 
 def _describe(err: Mapping) -> str:
-    loc = [str(part) for part in err["loc"]]
+    loc = [one_line(part, 60) for part in err["loc"]]
     path = ".".join(loc) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -581,7 +777,7 @@ def _describe(err: Mapping) -> str:
         if not loc:  # a whole-scenario check: its message names the field path itself
             return message
     if "input" in err and kind not in ("model_type",) and not isinstance(err["input"], (dict, list)):
-        message += f" (got {err['input']!r})"
+        message += f" (got {one_line(repr(err['input']), 60)})"
     return f"{path}: {message}"
 
 

@@ -27,6 +27,7 @@ same way (``api_summary``).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -143,6 +144,21 @@ def instance_ids(answer: ApiAnswer) -> list[str]:
     return [] if root is None else [text for text in _texts(root, "instanceId") if text]
 
 
+#: Distinct messages kept per (action, code); more are counted under OTHER_MESSAGES, so
+#: a message carrying a changing value cannot grow the summary without bound.
+MAX_MESSAGES_PER_CODE = 10
+OTHER_MESSAGES = "(other messages)"
+
+_INSTANCE_ID = re.compile(r"\bi-[0-9a-z]+")
+_ADDRESS = re.compile(r"\b\d{1,3}(\.\d{1,3}){3}\b")
+
+
+def message_kind(message: str) -> str:
+    """An error message with its instance ids and addresses folded, so that one reason
+    is counted once: ``instance i-… is launching, not running``."""
+    return _ADDRESS.sub("<address>", _INSTANCE_ID.sub("i-…", message))[:200]
+
+
 def public_ip(answer: ApiAnswer) -> str:
     root = _root(answer)
     found = _texts(root, "publicIp") if root is not None else []
@@ -184,6 +200,7 @@ class Workload:
         self.issued = 0
         self.finished = 0
         self.answers: Counter = Counter()
+        self.reasons: dict[tuple[str, str], Counter] = {}
         self.latencies: dict[str, list[float]] = {}
 
     def _pick(self, weighted):
@@ -217,7 +234,14 @@ class Workload:
         started = yield Now()
         answer = yield ApiCall(project, action, tuple(params))
         finished = yield Now()
-        self.answers[(action, outcome(answer))] += 1
+        code = outcome(answer)
+        self.answers[(action, code)] += 1
+        if code:
+            messages = self.reasons.setdefault((action, code), Counter())
+            kind = message_kind(error_message(answer))
+            if kind not in messages and len(messages) >= MAX_MESSAGES_PER_CODE:
+                kind = OTHER_MESSAGES
+            messages[kind] += 1
         self.latencies.setdefault(action, []).append(finished - started)
         return answer
 
@@ -269,8 +293,10 @@ class Workload:
                 "p95_s": percentile(seconds, 95),
             }
         errors = {f"{action} {code}": n for (action, code), n in sorted(self.answers.items()) if code}
+        reasons = {f"{action} {code}": dict(messages.most_common())
+                   for (action, code), messages in sorted(self.reasons.items())}
         requests = sum(self.answers.values())
-        summary: dict[str, Any] = {"requests": requests, "by_action": by_action, "errors": errors}
+        summary: dict[str, Any] = {"requests": requests, "by_action": by_action, "errors": errors, "reasons": reasons}
         if wall_seconds:
             summary["workload_wall_seconds"] = wall_seconds
             summary["requests_per_second"] = requests / wall_seconds

@@ -26,9 +26,9 @@ import argparse
 import socket
 import sys
 from importlib import metadata
-from pathlib import Path
 
-from common.scenario import ScenarioError, parse_yaml
+from common.scenario import ScenarioError
+from real import scenario_file
 
 
 def main(argv=None):
@@ -196,14 +196,11 @@ def hand_over(group: str, name: str, arguments) -> int:
 
 
 def validate_files(paths) -> int:
+    """Check each file; one line per file on stderr for a bad one (exit 2)."""
     status = 0
     for path in paths:
         try:
-            scenario = parse_yaml(Path(path).read_bytes(), path,
-                                  read_beside=lambda name, path=path: (Path(path).parent / name).read_bytes())
-        except FileNotFoundError:
-            print(f"{path}: no such file", file=sys.stderr)
-            status = 2
+            scenario, _ = scenario_file.load(path)
         except ScenarioError as e:
             print(e, file=sys.stderr)
             status = 2
@@ -211,7 +208,6 @@ def validate_files(paths) -> int:
             print(f"{path}: ok ({scenario.name}, {scenario.cloud.hosts.count} hosts, "
                   f"{scenario.workload.requests} requests)")
     return status
-
 
 if __name__ == "__main__":
     main()

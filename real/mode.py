@@ -61,9 +61,9 @@ from common.directory import Directory, valid_name
 from common.effects import ApiEffect, HGet, SCard, SMembers, ZRangeByScore
 from common.errors import NovaError
 from common.events import RequestRejected
-from common.scenario import ScenarioError, calibration_entry, parse_yaml
+from common.scenario import ScenarioError, calibration_entry
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
-from real import processes, tasks, transport, vhosts
+from real import processes, scenario_file, tasks, transport, vhosts
 from real.config import DaemonConfig
 from real.daemon import StartupError, connect
 from real.ec2_client import HttpApi
@@ -102,11 +102,7 @@ class RealRecorder:
 
 def run(args) -> int:
     try:
-        scenario = parse_yaml(Path(args.scenario).read_bytes(), args.scenario,
-                              read_beside=lambda name: (Path(args.scenario).parent / name).read_bytes())
-    except FileNotFoundError:
-        print(f"{args.scenario}: no such file", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        scenario, raw = scenario_file.load(args.scenario)
     except ScenarioError as e:
         print(e, file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -123,7 +119,7 @@ def run(args) -> int:
         return EXIT_BAD_INPUT
     manifest = report.manifest(
         scenario=scenario, scenario_path=args.scenario,
-        scenario_hash="sha256:" + hashlib.sha256(Path(args.scenario).read_bytes()).hexdigest(), seed=seed,
+        scenario_hash="sha256:" + hashlib.sha256(raw).hexdigest(), seed=seed,
         mode="real", started_at=stamp, provenance=getattr(args, "provenance", None) or {},
         time_scale=scenario.real.time_scale, key_prefix=run.config.key_prefix,
         calibration=calibration_entry(scenario, lambda name: (Path(args.scenario).parent / name).read_bytes()),

@@ -47,6 +47,8 @@ class SimApi:
         self.signed = signed
         self.agent = runtime.agent("api")
         self.requests = 0
+        #: The most requests ever waiting for a worker (exact; the series is sampled).
+        self.peak_queued = 0
 
     @property
     def queued(self) -> int:
@@ -57,6 +59,7 @@ class SimApi:
         """The ``ApiCall`` performer (a SimPy generator); -> ApiAnswer."""
         env = self.runtime.env
         with self.slots.request() as slot:
+            self.peak_queued = max(self.peak_queued, self.queued)
             yield slot
             delay = self.latency.sample(self.rng)
             if delay > 0:

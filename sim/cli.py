@@ -20,8 +20,10 @@ point and reads back nothing but the run directory the real runner reports
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from sim import output
 
@@ -79,6 +81,10 @@ def run(args) -> int:
     if runner is None:
         print(f"run-scenario: unknown mode {args.mode!r} (expected sim or real)", file=sys.stderr)
         return EXIT_BAD_INPUT
+    problem = out_problem(args.out)
+    if problem:
+        print(f"run-scenario: --out {args.out}: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     # The commit and versions are read here, once, for whichever mode runs.
     args.provenance = output.provenance()
     status = runner(args)
@@ -96,6 +102,28 @@ def run(args) -> int:
 
         print(f"{headline(report)} · {run_dir}/fidelity.json")
     return status
+
+
+def out_problem(out) -> str | None:
+    """Why ``--out`` cannot become a run directory, or None: checked before the run, so
+    a long simulation never ends in an unwritable path."""
+    if out is None:
+        return None
+    if not out or "\0" in out:
+        return "not a usable path"
+    path = Path(out)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            return "exists and is not a directory"
+        return None if os.access(path, os.W_OK | os.X_OK) else "is not writable"
+    parent = path.parent
+    while not parent.exists():  # the run directory's parents are created too
+        if parent.is_symlink() or parent == parent.parent:
+            return "its parent cannot be created"
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
 
 
 def run_scenario_main(argv=None) -> int:

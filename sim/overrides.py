@@ -11,6 +11,7 @@ import re
 import yaml
 
 from common.analysis import sweep as plan_
+from common.scenario import load_yaml
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 
@@ -30,14 +31,14 @@ def parse_sweep_arg(text: str) -> tuple[str, list]:
     stripped = values.strip()
     try:
         if stripped.startswith("["):
-            parsed = yaml.safe_load(stripped)
+            parsed = load_yaml(stripped)
             if not isinstance(parsed, list):
                 raise SweepError(f"--sweep {text!r}: expected a YAML list after {key}=")
         else:
             pieces = [piece.strip() for piece in values.split(",")]
             if any(piece == "" for piece in pieces):
                 raise SweepError(f"--sweep {text!r}: empty value ({example})")
-            parsed = [yaml.safe_load(piece) for piece in pieces]
+            parsed = [load_yaml(piece) for piece in pieces]
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SweepError(f"--sweep {text!r}: not a YAML value ({problem})") from None
@@ -80,7 +81,7 @@ def parse_set_arg(text: str) -> tuple[str, object]:
     if not value.strip():
         raise SweepError(f"--set {text!r}: empty value ({example})")
     try:
-        return key, yaml.safe_load(value)
+        return key, load_yaml(value)
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SweepError(f"--set {text!r}: not a YAML value ({problem})") from None

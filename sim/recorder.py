@@ -66,14 +66,17 @@ class Recorder:
 
     # -- sampling ---------------------------------------------------------------
 
-    def sampler(self, env, interval, broker, store, networks, hypervisors):
+    def sampler(self, env, interval, broker, store, networks, hypervisors, api=None):
         """SimPy process: one row per metric every ``interval`` simulated seconds."""
         while True:
-            self.sample(env.now, broker, store, networks, hypervisors)
+            self.sample(env.now, broker, store, networks, hypervisors, api)
             yield env.timeout(interval)
 
-    def sample(self, now, broker, store, networks, hypervisors):
+    def sample(self, now, broker, store, networks, hypervisors, api=None):
         add = self.series.append
+        if api is not None:  # the API's admission queue, and the requests being served
+            add((now, "api_queue", "waiting", api.queued))
+            add((now, "api_queue", "in service", api.slots.count))
         self.series.extend(report.queue_depth_rows(now, broker.queue_depths()))
         for network_id, size in networks.items():
             add((now, "pool_free", network_id, store.scard(keys.available(network_id))))

@@ -118,7 +118,8 @@ class Simulation:
         faults.play(self.fault_targets, self.scenario.faults)
         env.process(
             self.recorder.sampler(
-                env, self.scenario.metrics.interval, self.broker, self.store, self.network_sizes, self.hypervisors
+                env, self.scenario.metrics.interval, self.broker, self.store, self.network_sizes, self.hypervisors,
+                self.api,
             )
         )
         done = env.process(self._drive_to_quiescence())
@@ -127,7 +128,7 @@ class Simulation:
             env.run(until=env.any_of([done, env.timeout(PROGRESS_STEP)]))
             if progress is not None:
                 progress(self.workload.issued, self.workload.finished, env.now)
-        self.recorder.sample(env.now, self.broker, self.store, self.network_sizes, self.hypervisors)
+        self.recorder.sample(env.now, self.broker, self.store, self.network_sizes, self.hypervisors, self.api)
         snapshot = self.snapshot()
         verdicts = invariants.check_all(snapshot)
         wall = time.perf_counter() - started
@@ -159,7 +160,7 @@ class Simulation:
                 "image_transfers": self.image_cache.transfers if self.image_cache else 0,
                 "image_bytes_transferred": self.image_cache.bytes_transferred if self.image_cache else 0,
                 "faults": [{"at": at, "what": what} for at, what in self.fault_targets.log],
-                "api": self.workload.api_summary(),
+                "api": {**self.workload.api_summary(), "admission_queue_peak": self.api.peak_queued},
             },
         )
         return SimResult(self.scenario, self.seed, self.recorder, verdicts, summary, snapshot, broker_stats, wall)

@@ -171,7 +171,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
     if unsettled:
         add("instances", "unsettled", f"{unsettled:,}")
     add("instances", "ever errored", f"{inst['ever_errored']:,}")
-    for reason, n in list(inst["errors_by_reason"].items())[:5]:
+    for reason, n in inst["errors_by_reason"].items():  # folded to kinds by reason_group: few
         add("instances", f"  error: {reason}", f"{n:,}")
     for name, n in summary["requests"]["rejected"].items():
         add("requests", f"rejected {name}", f"{n:,}")
@@ -180,6 +180,10 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
         add("api", f"{action} (p50 / p95)", f"{entry['count']:,} ({entry['p50_s']:.3g} / {entry['p95_s']:.3g} s)")
     for name, n in api.get("errors", {}).items():
         add("api", f"refused {name}", f"{n:,}")
+        for message, count in api.get("reasons", {}).get(name, {}).items():
+            add("api", f"  {message}", f"{count:,}")
+    if "admission_queue_peak" in api:
+        add("api", "admission queue peak (waiting requests)", f"{api['admission_queue_peak']:,}")
     ttr = summary["time_to_running"]
     for key, label in (("peak_host_vcpu_ratio", "peak vCPU claimed / host vCPUs"),
                        ("hosts_ever_overcommitted", "hosts ever overcommitted")):
