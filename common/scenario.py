@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import math
 import stat
 from collections.abc import Mapping
 from typing import Annotated, Literal
@@ -29,7 +28,6 @@ from pydantic import (
 from common import distributions, network
 from common.cloud import DEFAULT_INSTANCE_TYPES, MAX_COUNT_PER_REQUEST
 from common.errors import InvalidParameterValue
-
 
 # -- bounds ---------------------------------------------------------------------------
 # Every size a scenario can name has an upper bound, so that a scenario that validates
@@ -642,7 +640,7 @@ def load_yaml(raw: bytes | str):
     MAX_SCENARIO_BYTES); raises yaml.YAMLError."""
     if len(raw) > MAX_SCENARIO_BYTES:
         raise yaml.composer.ComposerError(problem=f"the document is larger than {MAX_SCENARIO_BYTES:,} bytes")
-    return yaml.load(raw, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(raw, Loader=_BoundedLoader)  # a SafeLoader subclass: safe
 
 
 def yaml_problem(e: yaml.YAMLError) -> str:

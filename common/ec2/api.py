@@ -276,6 +276,7 @@ class Ec2Api:
             "monitoring": {"state": "disabled"},
             "privateIpAddress": fixed or None,
             "ipAddress": floating or None,
+            "stateReason": _state_reason(record),
         }
 
     # -- images and zones -------------------------------------------------------------------
@@ -382,6 +383,16 @@ def project_id(project) -> str:
     if isinstance(project, str):
         return project
     raise TypeError(f"cannot tell the id of project {project!r}")
+
+
+def _state_reason(record: Mapping[str, str]) -> dict | None:
+    """EC2's ``stateReason`` of a failed instance (code and message), else None (left
+    out): the scheduler finding no host is a capacity failure, anything else internal."""
+    error = record.get("error") or ""
+    if record.get("state") != lifecycle.ERROR or not error:
+        return None
+    code = "Server.InsufficientInstanceCapacity" if error.startswith("no valid host") else "Server.InternalError"
+    return {"code": code, "message": error}
 
 
 def _state(state: str | None) -> dict:

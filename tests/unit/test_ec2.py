@@ -605,6 +605,22 @@ def test_run_describe_terminate_over_the_store():
     assert item.findtext(f"{NS}currentState/{NS}name") in ("shutting-down", "terminated")
 
 
+def test_describe_instances_gives_the_state_reason_of_a_failed_instance():
+    """A failed instance carries stateReason (code and message) as EC2's does; a healthy one none."""
+    world = World(calls={"allocate_fixed_ip": {"address": "10.0.0.2", "network_id": "flat", "bridge": "br100"}})
+    api = make_api()
+    run, _ = drive(api, sign_v4({**RUN, "MaxCount": "2", "InstanceType": "m1.tiny"}), world)
+    failed, healthy = (i.findtext(f"{NS}instanceId") for i in xml(run).findall(f"{NS}instancesSet/{NS}item"))
+    world.data[keys.instance(failed)].update(state="error", error="no valid host: all live hosts are full or down")
+
+    described, _ = drive(api, sign_v4({"Action": "DescribeInstances"}), world)
+    items = {i.findtext(f"{NS}instanceId"): i for i in xml(described).iter(f"{NS}item")
+             if i.find(f"{NS}instanceId") is not None}
+    assert items[failed].findtext(f"{NS}stateReason/{NS}code") == "Server.InsufficientInstanceCapacity"
+    assert items[failed].findtext(f"{NS}stateReason/{NS}message").startswith("no valid host")
+    assert items[healthy].find(f"{NS}stateReason") is None
+
+
 def test_key_pairs_create_describe_delete():
     world, api = World(), make_api()
     created, effects = drive(api, sign_v4({"Action": "CreateKeyPair", "KeyName": "my key"}), world)
