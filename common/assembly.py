@@ -55,6 +55,8 @@ class Settings:
     periodic_interval: float
     domain_sync_interval: float
     cloud: CloudConfig = field(default_factory=CloudConfig)
+    #: MiB each compute host offers, the simple scheduler's second capacity; 0: unchecked.
+    host_memory_mb: int = 0
 
     @classmethod
     def from_scenario(cls, scenario, image_locations: dict | None = None) -> Settings:
@@ -77,10 +79,12 @@ class Settings:
                 network_call_timeout=timing.network_call_timeout,
                 build_timeout=timing.build_timeout,
             ),
+            host_memory_mb=cloud.hosts.memory_mb,
         )
 
     def scheduler_config(self) -> scheduler.SchedulerConfig:
-        return scheduler.SchedulerConfig(self.scheduler_driver, self.max_cores, self.service_down_time)
+        return scheduler.SchedulerConfig(self.scheduler_driver, self.max_cores, self.service_down_time,
+                                         self.host_memory_mb)
 
 
 @dataclass(frozen=True)

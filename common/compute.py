@@ -117,8 +117,8 @@ class ComputeManager:
         if placed and placed != self.host:
             return  # the scheduler sent it elsewhere
         extra: tuple = (SAdd(keys.node_instances(self.host), (instance_id,)),)
-        if not placed:  # no scheduler: this host claims its cores now (2010 queue mode)
-            extra += (ZIncrBy(keys.COMPUTE_CORES, int(record["vcpus"]), self.host),)
+        if not placed:  # no scheduler: this host claims its cores and memory now (2010 queue mode)
+            extra += instances.claim_ops(record, self.host)
         if (yield from instances.transition(record, "claim", {"host": self.host}, extra)) is None:
             return
         record = {**record, "host": self.host, "state": lifecycle.SPAWNING}

@@ -21,7 +21,8 @@ from common.effects import (
 )
 from common.events import InstanceStateChanged
 
-#: States in which the instance's host has its vCPUs counted in ``compute:cores``.
+#: States in which the instance's host has its vCPUs counted in ``compute:cores`` (and
+#: its memory in ``compute:memory``).
 CLAIMS_CORES = frozenset(
     {lifecycle.SCHEDULING, lifecycle.SPAWNING, lifecycle.LAUNCHING, lifecycle.RUNNING, lifecycle.REBOOTING}
 )
@@ -65,10 +66,19 @@ def create(record: dict, now: float, deadline: float):
     return True
 
 
+def claim_ops(record: dict, host: str, sign: int = 1) -> tuple[StoreCommand, ...]:
+    """The store ops that claim (sign 1) or give back (-1) an instance's vCPUs and
+    memory on ``host`` (memory only for records that name it)."""
+    ops: tuple[StoreCommand, ...] = (ZIncrBy(keys.COMPUTE_CORES, sign * int(record["vcpus"]), host),)
+    if record.get("memory_mb"):
+        ops += (ZIncrBy(keys.COMPUTE_MEMORY, sign * int(record["memory_mb"]), host),)
+    return ops
+
+
 def release_cores_ops(record: dict, current: str) -> tuple[StoreCommand, ...]:
-    """The store ops that give back the vCPUs an instance claims on its host, if any."""
+    """The store ops that give back the vCPUs and memory an instance claims on its host, if any."""
     if record.get("host") and current in CLAIMS_CORES:
-        return (ZIncrBy(keys.COMPUTE_CORES, -int(record["vcpus"]), record["host"]),)
+        return claim_ops(record, record["host"], -1)
     return ()
 
 

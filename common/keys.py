@@ -34,6 +34,7 @@ key                                type    contents
 ``project:<pid>:floatingips``      set     floating addresses a project holds
 ``heartbeats:<topic>``             zset    host -> time of its last heartbeat
 ``compute:cores``                  zset    host -> vCPUs claimed by instances placed there
+``compute:memory``                 zset    host -> MiB of memory claimed the same way
 ``building``                       zset    id -> build deadline, until the instance settles
 ``keypairs:<user>``                hash    key pair name -> JSON record (common.keypairs)
 =================================  ======  ==============================================
@@ -45,6 +46,7 @@ sets current so that each read is one command.
 INSTANCES = "instances"
 NETWORKS = "networks"
 COMPUTE_CORES = "compute:cores"
+COMPUTE_MEMORY = "compute:memory"
 BUILDING = "building"
 FREE_NETWORKS = "networks:free"
 DEALLOCATED = "deallocated"

@@ -4,11 +4,15 @@
            first free worker takes it (the 2010 behaviour; it ignores load).
 ``chance`` a random live host.
 ``simple`` the live host with the fewest vCPUs claimed, refusing one that would go over
-           ``max_cores``.
+           ``max_cores`` or, as a second capacity, over ``max_memory_mb`` of memory.
 
-Both drivers claim the host's vCPUs in ``compute:cores`` with ZINCRBY and check the new
-total it returns, undoing it when over: reserve-then-verify is atomic without locks, so
-two scheduling decisions in flight cannot both take a host's last cores.
+Both drivers claim the host's vCPUs in ``compute:cores`` and its memory in
+``compute:memory`` with ZINCRBY; ``simple`` checks the new totals they return, undoing
+both when either is over: reserve-then-verify is atomic without locks, so two
+scheduling decisions in flight cannot both take a host's last cores or memory.
+``chance`` keeps 2010's blindness (it checks neither); with ``queue`` the compute host
+that takes the message claims both, unchecked, and its hypervisor refuses a domain it
+has no memory for (the instance goes to ``error``: spawn failed).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class SchedulerConfig:
     driver: str = SIMPLE
     max_cores: int = 16
     service_down_time: float = 60.0
+    #: MiB of memory a host offers (the scenario's cloud.hosts.memory_mb); 0: not checked.
+    max_memory_mb: int = 0
 
 
 class SchedulerManager:
@@ -45,11 +51,10 @@ class SchedulerManager:
         record = yield from instances.get(instance_id)
         if record is None or record["state"] != lifecycle.SCHEDULING or record.get("host"):
             return
-        vcpus = int(record["vcpus"])
         if self.config.driver == CHANCE:
-            host = yield from self._chance(topic, vcpus)
+            host = yield from self._chance(topic, record)
         else:
-            host = yield from self._simple(topic, vcpus)
+            host = yield from self._simple(topic, record)
         if host is None:
             if (yield from instances.fail(record, "no valid host: all live hosts are full or down")):
                 yield from self.network.release_instance_address(record)
@@ -62,27 +67,38 @@ class SchedulerManager:
                 Guard(keys.instance(instance_id), "host", ""),
             ),
         )
-        if placed is None:  # terminated while we chose: give the cores back
-            yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)
+        if placed is None:  # terminated while we chose: give the cores and memory back
+            for op in instances.claim_ops(record, host, -1):  # noqa: UP028 (results are sent in: no yield from)
+                yield op
             return
         yield Cast(rpc.host_topic(topic, host), "run_instance", {"instance_id": instance_id}, context)
 
-    def _chance(self, topic: str, vcpus: int):
+    def _chance(self, topic: str, record: dict):
         hosts = yield from service.hosts_up(topic, self.config.service_down_time)
         if not hosts:
             return None
         host = yield Choose(hosts)
-        yield ZIncrBy(keys.COMPUTE_CORES, vcpus, host)
+        for op in instances.claim_ops(record, host):  # noqa: UP028 (results are sent in: no yield from)
+            yield op
         return host
 
-    def _simple(self, topic: str, vcpus: int):
-        limit = self.config.max_cores
+    def _simple(self, topic: str, record: dict):
+        limit, vcpus = self.config.max_cores, int(record["vcpus"])
+        memory_limit, memory = self.config.max_memory_mb, int(record.get("memory_mb") or 0)
         up = set((yield from service.hosts_up(topic, self.config.service_down_time)))
         rows = yield ZRangeByScore(keys.COMPUTE_CORES, "-inf", repr(float(limit - vcpus)))
         candidates = [host for host, _ in rows if host in up][:MAX_CANDIDATES]
         for host in candidates:
             claimed = yield ZIncrBy(keys.COMPUTE_CORES, vcpus, host)
-            if claimed <= limit:
+            if claimed > limit:
+                yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)  # lost a race for the last cores
+                continue
+            if not memory:
                 return host
-            yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)  # lost a race for the last cores
+            claimed_memory = yield ZIncrBy(keys.COMPUTE_MEMORY, memory, host)
+            if not memory_limit or claimed_memory <= memory_limit:
+                return host
+            # No memory left there: give both back and try the next host.
+            yield ZIncrBy(keys.COMPUTE_MEMORY, -memory, host)
+            yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)
         return None

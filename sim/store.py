@@ -9,7 +9,7 @@ while it is on, every command and transaction raises StoreUnavailable, as redis-
 connection errors do in ``real/store.py``.
 
 *What it does not model*: latency spikes, lost writes (Redis failover), memory limits,
-persistence, replication. fakeredis's SPOP
+persistence, replication. fakeredis (2.40+): SPOP
 draws from Python's global ``random``: the run seeds it, so pool order is reproducible
 in sim (it never is on a real Redis: compare runs on properties, not on which address).
 """

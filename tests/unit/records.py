@@ -47,8 +47,9 @@ def changed(src, dst, at, host="", iid=IID):
     return Record(InstanceStateChanged(iid, src, dst, at, host))
 
 
-def released(host, vcpus=2):
-    return ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)
+def released(host, vcpus=2, memory_mb=2048):
+    """The ops that give back an m1.medium's vCPUs and memory on ``host``."""
+    return ZIncrBy(keys.COMPUTE_CORES, -vcpus, host), ZIncrBy(keys.COMPUTE_MEMORY, -memory_mb, host)
 
 
 def settle(iid=IID):

@@ -314,7 +314,7 @@ def test_terminate_placed_instance_releases_cores_and_casts_to_its_host():
     step(gen)
     assert step(gen, record("running", host="h1")) == Now()
     assert step(gen, 50.0) == Now()
-    assert step(gen, 50.0) == cas("running", "shutting_down", 50.0, released("h1"), watch(50.0), was=held("h1"))
+    assert step(gen, 50.0) == cas("running", "shutting_down", 50.0, *released("h1"), watch(50.0), was=held("h1"))
     assert step(gen, [1, 1, 1, 1]) == changed("running", "shutting_down", 50.0, "h1")
     assert step(gen) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)
     assert finish(gen) == [IID]
@@ -363,11 +363,11 @@ def test_terminate_cas_lost_rereads_and_retries():
     step(gen)
     step(gen, record("scheduling", host="h1"))
     step(gen, 50.0)
-    assert step(gen, 50.0) == cas("scheduling", "shutting_down", 50.0, released("h1"), watch(50.0), was=held("h1"))
+    assert step(gen, 50.0) == cas("scheduling", "shutting_down", 50.0, *released("h1"), watch(50.0), was=held("h1"))
     assert step(gen, None) == HGetAll(KEY)
     assert step(gen, record("spawning", host="h1")) == Now()
     step(gen, 51.0)
-    assert step(gen, 51.0) == cas("spawning", "shutting_down", 51.0, released("h1"), watch(51.0), was=held("h1"))
+    assert step(gen, 51.0) == cas("spawning", "shutting_down", 51.0, *released("h1"), watch(51.0), was=held("h1"))
     step(gen, [1, 1, 1, 1])
     assert step(gen) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)
 
@@ -430,7 +430,7 @@ def test_reaper_fails_overdue_builds_and_resends_terminates():
     assert step(gen, record("launching", host="h1")) == HGetAll(KEY)  # fail_latest reads again
     assert step(gen, record("launching", host="h1")) == Now()
     assert step(gen, 700.0) == cas(
-        "launching", "error", 700.0, released("h1"), settle(), was=held("h1"), error="build timed out after 600 s"
+        "launching", "error", 700.0, *released("h1"), settle(), was=held("h1"), error="build timed out after 600 s"
     )
     step(gen, [1, 1, 1, 1])
     assert step(gen) == dealloc()
@@ -692,7 +692,7 @@ def test_terminate_with_a_floating_ip_casts_disassociate_to_its_host():
     step(gen)
     step(gen, record("running", host="h1", floating_ip=FLOAT))
     step(gen, 50.0)
-    assert step(gen, 50.0) == cas("running", "shutting_down", 50.0, released("h1"), watch(50.0), was=held("h1"))
+    assert step(gen, 50.0) == cas("running", "shutting_down", 50.0, *released("h1"), watch(50.0), was=held("h1"))
     step(gen, [1, 1, 1, 1])  # Record
     assert step(gen) == HGet(keys.floatingip(FLOAT), "host")
     assert step(gen, "net1") == Cast("network.net1", "disassociate_floating_ip", {"address": FLOAT}, CTX)

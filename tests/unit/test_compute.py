@@ -94,7 +94,7 @@ def test_init_host_fails_a_build_caught_mid_way(state):
     assert read == HGetAll(KEY)
     assert step(gen, record(state, host="h1")) == Now()
     error = f"h1 restarted during {state}"
-    assert step(gen, 5.0) == cas(state, "error", 5.0, released("h1"), settle(), was=held("h1"), error=error)
+    assert step(gen, 5.0) == cas(state, "error", 5.0, *released("h1"), settle(), was=held("h1"), error=error)
     assert step(gen, OK) == changed(state, "error", 5.0, "h1")
     assert step(gen) == Destroy(IID)
     assert step(gen, True) == dealloc()
@@ -117,7 +117,7 @@ def test_init_host_fails_a_running_instance_whose_domain_is_gone():
     """running with no domain: error by the `lost` event, cores back, address released."""
     gen, _ = restarted({IID}, domains=())
     assert step(gen, record("running", host="h1")) == Now()
-    assert step(gen, 5.0) == cas("running", "error", 5.0, released("h1"), settle(), was=held("h1"), error="domain lost on h1")
+    assert step(gen, 5.0) == cas("running", "error", 5.0, *released("h1"), settle(), was=held("h1"), error="domain lost on h1")
     assert step(gen, OK) == changed("running", "error", 5.0, "h1")
     assert step(gen) == dealloc()
     assert finish(gen, OK) == [IID]
@@ -172,6 +172,7 @@ def test_run_instance_queue_mode_happy_path():
     assert claim == cas(
         "scheduling", "spawning", 10.0,
         SAdd(keys.node_instances("h1"), (IID,)), ZIncrBy(keys.COMPUTE_CORES, 2, "h1"),
+        ZIncrBy(keys.COMPUTE_MEMORY, 2048, "h1"),
         host="h1",
     )
     assert step(gen, OK) == changed("scheduling", "spawning", 10.0, "h1")
@@ -246,7 +247,7 @@ def test_spawn_failure_fails_instance_releases_cores_and_address():
     assert step(gen) == Spawn(SPEC)
     assert throw(gen, HypervisorError("domain exists")) == Now()
     assert step(gen, 12.0) == cas(
-        "launching", "error", 12.0, released("h1"), settle(), was=held("h1"), error="spawn failed: domain exists"
+        "launching", "error", 12.0, *released("h1"), settle(), was=held("h1"), error="spawn failed: domain exists"
     )
     assert step(gen, OK) == changed("launching", "error", 12.0, "h1")
     assert step(gen) == dealloc(ADDRESS, IID)
@@ -375,7 +376,7 @@ def test_reboot_failure_fails_destroys_and_releases():
     assert step(gen) == Reboot(IID)
     throw(gen, HypervisorError("gone"))
     assert step(gen, 31.0) == cas(
-        "rebooting", "error", 31.0, released("h1"), settle(), was=held("h1"), error="reboot failed: gone"
+        "rebooting", "error", 31.0, *released("h1"), settle(), was=held("h1"), error="reboot failed: gone"
     )
     step(gen, OK)  # Record
     assert step(gen) == Destroy(IID)
@@ -416,7 +417,7 @@ def test_network_driver_failure_fails_the_instance_and_releases_its_address():
     step(gen)  # EnsureVlan
     assert throw(gen, NetworkDriverError("ip link add vlan101: exit 2")) == Now()
     assert step(gen, 12.0) == cas(
-        "launching", "error", 12.0, released("h1"), settle(), was=held("h1", VLAN_IP),
+        "launching", "error", 12.0, *released("h1"), settle(), was=held("h1", VLAN_IP),
         error="spawn failed: ip link add vlan101: exit 2",
     )
     assert step(gen, OK) == changed("launching", "error", 12.0, "h1")
@@ -445,7 +446,7 @@ def test_image_fetch_failure_fails_the_instance_without_spawning():
     step(gen)
     assert throw(gen, ImageError("short download")) == Now()
     assert step(gen, 12.0) == cas(
-        "launching", "error", 12.0, released("h1"), settle(), was=held("h1"), error="spawn failed: short download"
+        "launching", "error", 12.0, *released("h1"), settle(), was=held("h1"), error="spawn failed: short download"
     )
 
 

@@ -41,7 +41,7 @@ def test_transition_from_a_stale_read_writes_nothing(field, value):
 def test_fail_by_lost_moves_running_to_error_with_its_cores():
     """event="lost" fails a running instance, giving its host's cores back."""
     effects, failed = run(instances.fail(record("running", host="h1"), "gone", event="lost"), 5.0, OK, None)
-    assert effects[1] == cas("running", "error", 5.0, released("h1"), settle(), was=held("h1"), error="gone")
+    assert effects[1] == cas("running", "error", 5.0, *released("h1"), settle(), was=held("h1"), error="gone")
     assert failed is True
 
 
