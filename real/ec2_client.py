@@ -203,6 +203,8 @@ class HttpApi:
         self._local = threading.local()
         self._clients: list[Ec2Client] = []
         self._lock = threading.Lock()
+        #: Requests sent and not answered yet (being served, or waiting for a server thread).
+        self.outstanding = 0
 
     def _client(self, project: str) -> Ec2Client:
         mine = getattr(self._local, "clients", None)
@@ -217,10 +219,15 @@ class HttpApi:
 
     def perform(self, agent, call: ApiCall) -> ApiAnswer:
         client = self._client(call.project)
+        with self._lock:
+            self.outstanding += 1
         try:
             status, body = client._exchange(call.action, dict(call.params))
         except Ec2Error as e:
             return ApiAnswer(0, b"", e.code)
+        finally:
+            with self._lock:
+                self.outstanding -= 1
         client.requests += 1
         return ApiAnswer(status, body)
 

@@ -173,6 +173,9 @@ class RealRun:
         self.final_store: Any = {}
         self.slapd: Any = None  # a PrivateSlapd once started
         self.server: Any = None  # the ApiServer once started
+        self.http: HttpApi | None = None  # the workload's client once it drives
+        #: Most requests seen waiting for an API server thread (sampled).
+        self.api_queue_peak = 0
         #: directory user -> (access key, secret key).
         self.credentials = {user: (secrets.token_hex(10), secrets.token_urlsafe(30))
                             for user in assembly.directory_users(scenario)}
@@ -294,7 +297,7 @@ class RealRun:
     def api_summary(self) -> dict:
         return {"url": self.server.url if self.server is not None else None,
                 "client": "real.ec2_client (Signature Version 4 over http.client)",
-                **self.workload.api_summary(self.workload_seconds)}
+                **self.workload.api_summary(self.workload_seconds), "admission_queue_peak": self.api_queue_peak}
 
     # -- daemons --------------------------------------------------------------------
 
@@ -382,7 +385,7 @@ class RealRun:
     def _drive_workload(self):
         """Drive the shared workload generator through the API (module docstring, step 5)."""
         by_project = {p.id: self.credentials[workload_user(p.id)] for p in self.scenario.cloud.projects}
-        http = HttpApi(self.server.url, by_project, clock=self.runtime.now, timeout=API_REQUEST_TIMEOUT)
+        http = self.http = HttpApi(self.server.url, by_project, clock=self.runtime.now, timeout=API_REQUEST_TIMEOUT)
         self.runtime.register(ApiEffect, http)
         pool = tasks.install(self.runtime)
         began = time.monotonic()
@@ -444,6 +447,14 @@ class RealRun:
         add((now, "host_vcpu_use", "all (fraction)", sum(claimed.values()) / total if total else 0.0))
         add((now, "host_vcpu_use", "max host (fraction)", max(claimed.values(), default=0) / capacity))
         add((now, "hosts_overcommitted", "vcpus", sum(1 for v in claimed.values() if v > capacity)))
+        if self.server is not None and self.http is not None:
+            # The server knows the requests its threads serve; the client, those it sent:
+            # the difference waits in the server's accept queue (its admission queue).
+            serving = self.server.app.in_flight
+            waiting = max(0, self.http.outstanding - serving)
+            self.api_queue_peak = max(self.api_queue_peak, waiting)
+            add((now, "api_queue", "waiting", waiting))
+            add((now, "api_queue", "in service", serving))
 
     def _track_peaks(self, depths):
         stats = getattr(self, "_stats", None)

@@ -52,6 +52,18 @@ def test_real_time_series_keeps_each_topics_host_queues_apart(real_small, tmp_pa
     assert {"compute", "compute.<host> (sum)", "network", "network.<host> (sum)"} <= names
 
 
+def test_real_mode_reports_the_api_admission_queue(real_small, tmp_path):
+    """The real run samples the API's waiting and served requests and reports the peak, as the sim does."""
+    from real.mode import RealRun
+
+    scenario = with_overrides(real_small, {"real.requests": 8})
+    run = RealRun(scenario, scenario.seed, tmp_path, progress=False)
+    summary = run.execute()
+    names = {series for _, metric, series, _ in run.recorder.series if metric == "api_queue"}
+    assert names == {"waiting", "in service"}
+    assert summary["api"]["admission_queue_peak"] >= 0
+
+
 def test_compute_killed_mid_run_leaves_nothing_stuck_or_leaked(redis_url, amqp_url, tmp_path):
     """crash-restart.yaml for real: its kill is a SIGKILL, its restart a new daemon; every instance settles, nothing leaks."""
     from real.mode import RealRun
