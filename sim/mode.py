@@ -32,8 +32,8 @@ def run(args) -> int:
         print(message if message.startswith(("--set", str(args.scenario))) else f"run-scenario: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     seed = scenario.seed if args.seed is None else args.seed
-    if seed < 0:
-        print(f"run-scenario: --seed must not be negative, got {seed}", file=sys.stderr)
+    if not 0 <= seed < 1 << 64:
+        print(f"run-scenario: --seed must be from 0 to 2**64 - 1, got {seed}", file=sys.stderr)
         return EXIT_BAD_INPUT
     err = Console(stderr=True)
     stamp = timestamp()

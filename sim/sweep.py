@@ -95,6 +95,13 @@ def _execute(task: dict) -> dict:
     )
 
 
+#: Runs of one sweep: each writes a run directory (~1 MB with plots) and takes seconds
+#: to minutes, so 10,000 is already days of work and ~10 GB.
+MAX_SWEEP_RUNS = 10_000
+#: Parallel runs: each is a process holding one simulation (~100 MB and up).
+MAX_JOBS = 256
+
+
 def run_sweep(scenario_path, parameters: dict, *, seeds: int = 1, seed: int | None = None, out=None,
               jobs: int | None = None, plots: bool = True, overrides: dict | None = None, echo=None) -> SweepResult:
     """Run a sweep and write its directory; returns the table. Raises ScenarioError or
@@ -105,7 +112,7 @@ def run_sweep(scenario_path, parameters: dict, *, seeds: int = 1, seed: int | No
     ``echo``: called with one progress line per finished run (None: quiet)."""
     scenario, raw = load(scenario_path)
     base_seed = scenario.seed if seed is None else seed
-    _check_counts(seeds, jobs, base_seed)
+    _check_counts(seeds, jobs, base_seed, parameters)
     for key in (*parameters, *(overrides or {})):
         if key in plan_.RESERVED:
             raise SweepError(f"{key} cannot be swept or set (use --seed and --seeds for seeds)")
@@ -142,13 +149,19 @@ def run_sweep(scenario_path, parameters: dict, *, seeds: int = 1, seed: int | No
     return SweepResult(sweep_dir, parameters, runs, ordered, columns)
 
 
-def _check_counts(seeds: int, jobs: int | None, base_seed: int) -> None:
+def _check_counts(seeds: int, jobs: int | None, base_seed: int, parameters: dict) -> None:
     if seeds < 1:
         raise SweepError(f"--seeds must be at least 1, got {seeds}")
-    if jobs is not None and jobs < 1:
-        raise SweepError(f"--jobs must be at least 1, got {jobs}")
-    if base_seed < 0:
-        raise SweepError(f"--seed must not be negative, got {base_seed}")
+    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
+        raise SweepError(f"--jobs must be from 1 to {MAX_JOBS}, got {jobs}")
+    combos = 1
+    for values in parameters.values():
+        combos *= max(1, len(values))
+    if seeds * combos > MAX_SWEEP_RUNS:
+        raise SweepError(f"{combos} combinations x {seeds} seeds is {seeds * combos:,} runs; a sweep runs at most "
+                         f"{MAX_SWEEP_RUNS:,}")
+    if not 0 <= base_seed < 1 << 64:
+        raise SweepError(f"--seed must be from 0 to 2**64 - 1, got {base_seed}")
 
 
 def _run_all(runs: list, common_task: dict, overrides: dict, sweep_dir: Path, workers: int, echo) -> dict:
