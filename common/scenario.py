@@ -34,13 +34,15 @@ from common.errors import InvalidParameterValue
 # also finishes: within a few hours and a few GiB on a 2-core, 24 GiB machine (the sim
 # does ~10,000 effects per wall second; a request costs ~100 effects and ~10 KiB).
 
-#: Scenario files are a few KiB; a MiB holds thousands of projects.
-MAX_SCENARIO_BYTES = 1 << 20
+#: Scenario files are a few KiB; PyYAML (pure Python) scans ~1 MB/s on a busy 2-core
+#: machine, so 256 KiB is refused or read in a fraction of a second.
+MAX_SCENARIO_BYTES = 256 << 10
 #: The schema nests 5 levels deep; PyYAML's recursive composer dies near 490.
 MAX_YAML_DEPTH = 32
 #: Values in the document with every alias expanded: a 445-byte alias bomb expands
-#: to billions; the largest sensible scenario (1,000 projects) has ~10,000.
-MAX_YAML_NODES = 100_000
+#: to billions. The shipped scenarios have ~150; PyYAML composes ~10,000 a second on a
+#: busy machine, so 5,000 (500 projects with their quotas) stays well under a second.
+MAX_YAML_NODES = 5_000
 #: The largest number any field takes (a 64-bit seed) has 20 digits.
 MAX_INTEGER_DIGITS = 30
 #: Compute hosts: 10,000 is ten times 2010's largest deployments and ~1 GiB of sim state.
@@ -61,7 +63,7 @@ MAX_VCPUS = 4096
 MAX_MEMORY_MB = 64 * 1024 * 1024
 #: Workers, projects, types, images, faults: small lists in practice; bounded for memory.
 MAX_WORKERS = 1024
-MAX_PROJECTS = 1000
+MAX_PROJECTS = 500
 MAX_CHOICES = 100
 MAX_FAULTS = 1000
 #: Relative weights: finite and small enough that their sum stays finite.
@@ -584,16 +586,28 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream):
         super().__init__(stream)
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent, index):
         self._depth += 1
+        self._nodes += 1  # counted as they come: a long flat file stops here, not at the end
         try:
             if self._depth > MAX_YAML_DEPTH:
                 raise yaml.composer.ComposerError(
                     None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
+            if self._nodes > MAX_YAML_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_YAML_NODES:,} values", self.peek_event().start_mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def fetch_flow_collection_start(self, TokenClass):
+        # The scanner's own bound on [ and { nesting: it tracks every open bracket as a
+        # possible key, which costs quadratic time long before the composer's bound.
+        if self.flow_level >= MAX_YAML_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
 
     def compose_document(self):
         node = super().compose_document()
