@@ -40,9 +40,9 @@ MAX_SCENARIO_BYTES = 256 << 10
 #: The schema nests 5 levels deep; PyYAML's recursive composer dies near 490.
 MAX_YAML_DEPTH = 32
 #: Values in the document with every alias expanded: a 445-byte alias bomb expands
-#: to billions. The shipped scenarios have ~150; PyYAML composes ~10,000 a second on a
-#: busy machine, so 5,000 (500 projects with their quotas) stays well under a second.
-MAX_YAML_NODES = 5_000
+#: to billions. The shipped scenarios have ~150; PyYAML composes ~12,000 a second on a
+#: busy 2-core machine, so 2,000 (200 projects with their quotas) takes ~0.15 s.
+MAX_YAML_NODES = 2_000
 #: The largest number any field takes (a 64-bit seed) has 20 digits.
 MAX_INTEGER_DIGITS = 30
 #: Compute hosts: 10,000 is ten times 2010's largest deployments and ~1 GiB of sim state.
@@ -63,7 +63,7 @@ MAX_VCPUS = 4096
 MAX_MEMORY_MB = 64 * 1024 * 1024
 #: Workers, projects, types, images, faults: small lists in practice; bounded for memory.
 MAX_WORKERS = 1024
-MAX_PROJECTS = 500
+MAX_PROJECTS = 200
 MAX_CHOICES = 100
 MAX_FAULTS = 1000
 #: Relative weights: finite and small enough that their sum stays finite.
