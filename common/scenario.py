@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import stat
-from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import yaml
@@ -28,81 +26,32 @@ from pydantic import (
 from common import distributions, network
 from common.cloud import DEFAULT_INSTANCE_TYPES, MAX_COUNT_PER_REQUEST
 from common.errors import InvalidParameterValue
-
-# -- bounds ---------------------------------------------------------------------------
-# Every size a scenario can name has an upper bound, so that a scenario that validates
-# also finishes: within a few hours and a few GiB on a 2-core, 24 GiB machine (the sim
-# does ~10,000 effects per wall second; a request costs ~100 effects and ~10 KiB).
-
-#: Scenario files are a few KiB; PyYAML (pure Python) scans ~1 MB/s on a busy 2-core
-#: machine, so 256 KiB is refused or read in a fraction of a second.
-MAX_SCENARIO_BYTES = 256 << 10
-#: The schema nests 5 levels deep; PyYAML's recursive composer dies near 490.
-MAX_YAML_DEPTH = 32
-#: Values in the document with every alias expanded: a 445-byte alias bomb expands
-#: to billions. The shipped scenarios have ~150; PyYAML composes ~12,000 a second on a
-#: busy 2-core machine, so 2,000 (200 projects with their quotas) takes ~0.15 s.
-MAX_YAML_NODES = 2_000
-#: The largest number any field takes (a 64-bit seed) has 20 digits.
-MAX_INTEGER_DIGITS = 30
-#: Compute hosts: 10,000 is ten times 2010's largest deployments and ~1 GiB of sim state.
-MAX_HOSTS = 10_000
-#: RunInstances requests of one run: 100,000 requests are ~10^7 effects, ~20 minutes.
-MAX_REQUESTS = 100_000
-#: Instances one run may launch in all (requests x instances_per_request): ~10 KiB each.
-MAX_INSTANCES = 1_000_000
-#: Any duration (lifetimes, delays, timeouts, fault times): 30 days of scenario time.
-MAX_SECONDS = 30 * 24 * 3600.0
-#: Periodic ticks (heartbeats, periodic tasks, domain syncs) over the estimated span of
-#: a run, summed over hosts: each costs a few effects, so 2*10^7 is about an hour.
-MAX_PERIODIC_TICKS = 20_000_000
-#: Time-series samples over the estimated span of a run (one row each in memory).
-MAX_SAMPLES = 1_000_000
-#: vCPUs and MiB of one host or instance type (the largest 2010 machines had far less).
-MAX_VCPUS = 4096
-MAX_MEMORY_MB = 64 * 1024 * 1024
-#: Workers, projects, types, images, faults: small lists in practice; bounded for memory.
-MAX_WORKERS = 1024
-MAX_PROJECTS = 200
-MAX_CHOICES = 100
-MAX_FAULTS = 1000
-#: Relative weights: finite and small enough that their sum stays finite.
-MAX_WEIGHT = 1e6
-#: Quotas: 10^9 is "unlimited" in practice and keeps the store's counters small.
-MAX_QUOTA = 1_000_000_000
-
-
-class ScenarioError(ValueError):
-    """A scenario that cannot be run; ``problems`` lists one line per mistake.
-    ``str()`` is one line (``<source>: <problem>; <problem>``), as the commands print it."""
-
-    def __init__(self, source: str, problems):
-        problems = tuple(problems)
-        super().__init__(source, problems)
-        self.source = source
-        self.problems = problems
-
-    def __str__(self):
-        shown = "; ".join(self.problems[:3])
-        more = f" (and {len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
-        return one_line(f"{self.source}: {shown}", 600) + more
+from common.scenario_bounds import (
+    MAX_CHOICES,
+    MAX_FAULTS,
+    MAX_HOSTS,
+    MAX_MEMORY_MB,
+    MAX_PROJECTS,
+    MAX_QUOTA,
+    MAX_REQUESTS,
+    MAX_SECONDS,
+    MAX_VCPUS,
+    MAX_WEIGHT,
+    MAX_WORKERS,
+    estimated_span,
+    typical_high,
+    work_problem,
+)
+from common.scenario_errors import ScenarioError, describe
+from common.scenario_yaml import load_yaml, yaml_problem
 
 
 def _distribution(value):
     if not isinstance(value, distributions.Distribution.__args__):
         value = distributions.parse(value)
-    if _typical_high(value) > MAX_SECONDS:
-        raise ValueError(f"values up to {_typical_high(value):g} s are past the bound of {MAX_SECONDS:g} s (30 days)")
+    if typical_high(value) > MAX_SECONDS:
+        raise ValueError(f"values up to {typical_high(value):g} s are past the bound of {MAX_SECONDS:g} s (30 days)")
     return value
-
-
-def _typical_high(dist) -> float:
-    """A high but typical draw of a duration distribution: a uniform's high, a
-    lognormal's p95, otherwise the mean (plus 3 standard deviations for a normal)."""
-    for name in ("high", "p95"):
-        if hasattr(dist, name):
-            return float(getattr(dist, name))
-    return float(dist.mean) + 3 * float(getattr(dist, "stddev", 0.0))
 
 
 Dist = Annotated[
@@ -506,38 +455,14 @@ class Scenario(_Model):
                     f"workload.instance_types.{name}: {types[name].memory_mb} MiB can never fit in a host's "
                     f"cloud.hosts.memory_mb {self.cloud.hosts.memory_mb}"
                 )
-        self._check_work_bounds()
+        problem = work_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def estimated_span(self) -> float:
-        """Scenario seconds a run is expected to take: the arrivals, a long lifetime (or
-        floating delay), the drain. An estimate for bounding work, not a prediction."""
-        spec = self.workload
-        arrivals = spec.requests / spec.arrivals.rate
-        tail = max(_typical_high(spec.lifetime) if spec.lifetime is not None else 0.0, _typical_high(spec.floating_delay))
-        return arrivals + tail + self.drain_timeout
-
-    def _check_work_bounds(self):
-        """Refuse a scenario that validates but would not finish (the MAX_* bounds say why)."""
-        spec, timing = self.workload, self.timing
-        if spec.requests * spec.instances_per_request > MAX_INSTANCES:
-            raise ValueError(
-                f"workload.requests: {spec.requests} x instances_per_request {spec.instances_per_request} "
-                f"launches more than {MAX_INSTANCES:,} instances")
-        span = self.estimated_span()
-        services = self.cloud.hosts.count + self.cloud.network.hosts + 1
-        per_second = (1 / timing.report_interval + 1 / timing.periodic_interval + 1 / timing.domain_sync_interval)
-        ticks = services * span * per_second
-        if ticks > MAX_PERIODIC_TICKS:
-            raise ValueError(
-                f"workload: a run of ~{span:,.0f} s (requests / arrivals.rate + lifetime + drain_timeout) with "
-                f"{services} services ticking every timing.report_interval is ~{ticks:,.0f} periodic ticks, "
-                f"over the bound of {MAX_PERIODIC_TICKS:,}: fewer hosts or requests, a higher rate, or shorter lifetimes")
-        samples = span / self.metrics.interval
-        if samples > MAX_SAMPLES:
-            raise ValueError(
-                f"metrics.interval: {self.metrics.interval:g} s over a run of ~{span:,.0f} s is ~{samples:,.0f} "
-                f"samples, over the bound of {MAX_SAMPLES:,}")
+        """Scenario seconds a run is expected to take (``scenario_bounds.estimated_span``)."""
+        return estimated_span(self)
 
     def _fault_target_problem(self, fault: Fault, compute_hosts: int) -> str | None:
         """Why ``fault`` names a service or host this cloud does not have, or None.
@@ -574,114 +499,7 @@ def parse(data, source: str = "<scenario>") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        raise ScenarioError(source, [_describe(err) for err in e.errors()]) from None
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with the document bounded before anything is built from it:
-    nesting depth, nodes counted with every alias expanded (an alias bomb of a few
-    hundred bytes expands to billions), and the digits of an integer (Python refuses
-    int() past 4,300 digits with a ValueError of its own)."""
-
-    def __init__(self, stream):
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
-
-    def compose_node(self, parent, index):
-        self._depth += 1
-        self._nodes += 1  # counted as they come: a long flat file stops here, not at the end
-        try:
-            if self._depth > MAX_YAML_DEPTH:
-                raise yaml.composer.ComposerError(
-                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
-            if self._nodes > MAX_YAML_NODES:
-                raise yaml.composer.ComposerError(
-                    None, None, f"more than {MAX_YAML_NODES:,} values", self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def fetch_flow_collection_start(self, TokenClass):
-        # The scanner's own bound on [ and { nesting: it tracks every open bracket as a
-        # possible key, which costs quadratic time long before the composer's bound.
-        if self.flow_level >= MAX_YAML_DEPTH:
-            raise yaml.scanner.ScannerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.get_mark())
-        super().fetch_flow_collection_start(TokenClass)
-
-    def compose_document(self):
-        node = super().compose_document()
-        _check_expanded_size(node)
-        return node
-
-    def construct_yaml_int(self, node):
-        if len(node.value) > MAX_INTEGER_DIGITS:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"an integer of more than {MAX_INTEGER_DIGITS} digits", node.start_mark)
-        return super().construct_yaml_int(node)
-
-
-_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
-
-
-def _check_expanded_size(root) -> None:
-    """Refuse a document whose nodes, counted with aliases expanded, pass MAX_YAML_NODES.
-    Sizes are memoised per node, so the count costs one visit per distinct node."""
-    sizes: dict[int, int] = {}
-    # Post-order without recursion (depth is bounded, but this is as cheap).
-    stack = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        if id(node) in sizes:
-            continue
-        if isinstance(node, yaml.ScalarNode):
-            sizes[id(node)] = 1
-            continue
-        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
-        if not children_done:
-            stack.append((node, True))
-            stack.extend((c, False) for c in children if id(c) not in sizes)
-            continue
-        size = 1 + sum(sizes.get(id(c), 1) for c in children)
-        if size > MAX_YAML_NODES:
-            raise yaml.composer.ComposerError(
-                None, None, f"more than {MAX_YAML_NODES:,} values once aliases are expanded", node.start_mark)
-        sizes[id(node)] = size
-
-
-def load_yaml(raw: bytes | str):
-    """One YAML document as Python values, bounded (``_BoundedLoader`` and
-    MAX_SCENARIO_BYTES); raises yaml.YAMLError."""
-    if len(raw) > MAX_SCENARIO_BYTES:
-        raise yaml.composer.ComposerError(problem=f"the document is larger than {MAX_SCENARIO_BYTES:,} bytes")
-    return yaml.load(raw, Loader=_BoundedLoader)  # a SafeLoader subclass: safe
-
-
-def yaml_problem(e: yaml.YAMLError) -> str:
-    """``line 3, column 5: not valid YAML (...)``: one line."""
-    mark = getattr(e, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-    problem = getattr(e, "problem", None) or str(e)
-    return f"{where}not valid YAML ({one_line(problem)})"
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    """``text`` on one line (control characters escaped) and at most ``limit`` characters:
-    every error is one line, whatever the file held."""
-    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def file_problem(mode: int, size: int) -> str | None:
-    """Why a path with this ``os.stat`` mode and size cannot be a scenario file, or None.
-    Checked before opening: opening a FIFO would block until a writer comes."""
-    if stat.S_ISDIR(mode):
-        return "is a directory, expected a YAML file"
-    if not stat.S_ISREG(mode):
-        return "is not a regular file (a FIFO, socket or device), expected a YAML file"
-    if size > MAX_SCENARIO_BYTES:
-        return f"is {size:,} bytes; scenario files are at most {MAX_SCENARIO_BYTES:,}"
-    return None
+        raise ScenarioError(source, [describe(err, Scenario) for err in e.errors()]) from None
 
 
 def _load_yaml(raw: bytes | str, source: str):
@@ -771,49 +589,3 @@ def with_overrides(scenario: Scenario, overrides: dict, source: str = "<override
             node = node[part]
         node[leaf] = value
     return parse(data, source)
-
-
-def _describe(err: Mapping) -> str:
-    loc = [one_line(part, 60) for part in err["loc"]]
-    path = ".".join(loc) or "(top level)"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        parent = _model_at(Scenario, err["loc"][:-1])
-        allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
-        return f"{path}: unknown field (expected one of: {allowed})"
-    if kind == "missing":
-        return f"{path}: required field is missing"
-    message = err["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
-        if not loc:  # a whole-scenario check: its message names the field path itself
-            return message
-    if "input" in err and kind not in ("model_type",) and not isinstance(err["input"], (dict, list)):
-        message += f" (got {one_line(repr(err['input']), 60)})"
-    return f"{path}: {message}"
-
-
-def _model_at(model, loc):
-    """The pydantic model class found by following ``loc`` from ``model``."""
-    for part in loc:
-        if model is None:
-            return None
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            if isinstance(part, int) or not isinstance(part, str):
-                continue  # list index: stay on the item model found below
-            # dict value: the model of the values of the current dict field
-            continue
-        model = _inner_model(field.annotation)
-    return model
-
-
-def _inner_model(annotation):
-    candidates = [annotation, *getattr(annotation, "__args__", ())]
-    for candidate in candidates:
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-        for inner in getattr(candidate, "__args__", ()):
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                return inner
-    return None

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from common.scenario import MAX_SCENARIO_BYTES, Scenario, ScenarioError, file_problem, parse_yaml
+from common.scenario import Scenario, ScenarioError, parse_yaml
+from common.scenario_yaml import MAX_SCENARIO_BYTES, file_problem
 
 
 def read(path) -> bytes:

@@ -11,7 +11,7 @@ import re
 import yaml
 
 from common.analysis import sweep as plan_
-from common.scenario import load_yaml
+from common.scenario_yaml import load_yaml
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 

@@ -6,7 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from common.scenario import MAX_SCENARIO_BYTES, Scenario, ScenarioError, file_problem, parse_yaml
+from common.scenario import Scenario, ScenarioError, parse_yaml
+from common.scenario_yaml import MAX_SCENARIO_BYTES, file_problem
 
 
 def load(path) -> tuple[Scenario, bytes]:

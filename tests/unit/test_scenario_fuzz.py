@@ -16,14 +16,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.scenario import (
-    MAX_PERIODIC_TICKS,
-    MAX_SAMPLES,
-    Scenario,
-    ScenarioError,
-    parse,
-    parse_yaml,
-)
+from common.scenario import Scenario, ScenarioError, parse, parse_yaml
+from common.scenario_bounds import MAX_PERIODIC_TICKS, MAX_SAMPLES
 from common.workload import Workload
 from sim.cli import run_scenario_main
 
