@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -406,25 +407,37 @@ def test_malformed_complete_body_is_malformed_xml(upload):
         assert (status, error_code(answer)) == (400, "MalformedXML")
 
 
-def test_a_broken_upload_leaves_nothing_behind(store, s3, tmp_path):
+def test_a_broken_upload_leaves_nothing_behind(tmp_path):
     """A PUT whose client hangs up half-way stores nothing and leaves no temporary file."""
-    head = sign_headers("PUT", f"{store.url}/files/cut", "alice:p1", "alice-secret", payload_hash="UNSIGNED-PAYLOAD")
-    lines = "".join(f"{k}: {v}\r\n" for k, v in head.items())
-    with socket.create_connection((store.host, store.port), timeout=30) as s:
-        s.sendall(f"PUT /files/cut HTTP/1.1\r\n{lines}Content-Length: 1000000\r\n\r\n".encode() + b"x" * 1000)
-    deadline = time.monotonic() + 30
-    while os.listdir(tmp_path / "root" / ".tmp") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert os.listdir(tmp_path / "root" / ".tmp") == []
-    assert "Contents" not in s3.list_objects(Bucket="files")
+    handled = threading.Event()
+
+    def signal_when_handled(app):
+        def served(environ, start_response):
+            try:
+                return list(app(environ, start_response))
+            finally:
+                if environ["REQUEST_METHOD"] == "PUT" and environ["PATH_INFO"] == "/files/cut":
+                    handled.set()
+
+        return served
+
+    with ObjectStoreServer(tmp_path / "root", KEYS.get, port=0, middleware=signal_when_handled) as store:
+        s3 = client(store.url)
+        s3.create_bucket(Bucket="files")
+        head = sign_headers("PUT", f"{store.url}/files/cut", "alice:p1", "alice-secret",
+                            payload_hash="UNSIGNED-PAYLOAD")
+        lines = "".join(f"{k}: {v}\r\n" for k, v in head.items())
+        with socket.create_connection((store.host, store.port), timeout=30) as s:
+            s.sendall(f"PUT /files/cut HTTP/1.1\r\n{lines}Content-Length: 1000000\r\n\r\n".encode() + b"x" * 1000)
+        assert handled.wait(120), "the server never finished the broken PUT"
+        assert os.listdir(tmp_path / "root" / ".tmp") == []
+        assert "Contents" not in s3.list_objects(Bucket="files")
 
 
 def test_the_ec2_api_answers_http_refusals_with_its_error_document():
     """Oversized headers sent to a server built for the EC2 API get the EC2 error document."""
     server = xml_error_server(("127.0.0.1", 0), lambda environ, start: [], ec2_error_document)
     server.prepare()
-    import threading
-
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     try:
