@@ -100,6 +100,10 @@ DEFAULT_PORT = 8773
 PATHS = ("/services/Cloud", "/services/Cloud/")
 #: Largest request body read (module docstring).
 MAX_REQUEST_BYTES = 256 * 1024
+#: Bytes of a refused chunked body read and dropped before answering: a client still
+#: sending when we refuse reads our answer only if we take the rest of its body first
+#: (closing on unread data resets the connection); past this we close on it anyway.
+REFUSED_BODY_DRAIN = 4 * MAX_REQUEST_BYTES
 #: Largest request header block (cheroot enforces it).
 MAX_HEADER_BYTES = 64 * 1024
 #: Worker threads: requests handled at once (each may wait on an RPC call).
@@ -114,6 +118,15 @@ LISTEN_BACKLOG = 1024
 STOP_TIMEOUT = 15.0
 #: RSA modulus size of generated key pairs (EC2's).
 RSA_BITS = 2048
+
+
+def _discard(stream, limit: int) -> None:
+    """Read and drop at most ``limit`` bytes of ``stream`` (a refused body)."""
+    while limit > 0:
+        chunk = stream.read(min(limit, 64 * 1024))
+        if not chunk:
+            return
+        limit -= len(chunk)
 
 
 class StartupError(RuntimeError):
@@ -237,6 +250,7 @@ class ApiApp:
         if length is None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             body = environ["wsgi.input"].read(self.max_request_bytes + 1)
             if len(body) > self.max_request_bytes:
+                _discard(environ["wsgi.input"], REFUSED_BODY_DRAIN)
                 return self._error(413, "RequestEntityTooLarge", too_big, request_id)
         else:
             body = environ["wsgi.input"].read(length) if length else b""
