@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from common import instances, keys, lifecycle, rpc, scheduler
+from common import client_tokens, instances, keys, lifecycle, rpc, scheduler
 from common.effects import (
     Call,
     Cast,
@@ -94,9 +94,11 @@ class CloudController:
     # -- RunInstances -------------------------------------------------------------
 
     def run_instances(self, context, image_id: str, instance_type: str, min_count: int = 1, max_count: int = 1,
-                      key_name: str = "", user_data: str = ""):
+                      key_name: str = "", user_data: str = "", client_token: str = ""):
         """Create, address and dispatch instances. Returns the reservation dict.
         ``key_name`` and ``user_data`` (base64, as EC2 takes it) are kept on each record.
+        A ``client_token`` used before with the same parameters returns that request's
+        reservation and launches nothing (common.client_tokens).
 
         Raises InvalidParameterValue or QuotaExceeded before anything is created. Once
         created, an instance that cannot get an address or a queue goes to ``error``
@@ -107,19 +109,38 @@ class CloudController:
         except InvalidParameterValue as e:
             yield Record(RequestRejected("RunInstances", e.code, str(e)))
             raise
-        count = yield from self._reserve_quota(context.project_id, int(itype["vcpus"]), min_count, max_count)
-        reservation_id = yield NewId("r")
+        extra = {"key_name": key_name, "user_data": user_data}
+        if client_token:
+            # Claimed before quota: a retry of a launch that filled the quota must still
+            # get its reservation back, not QuotaExceeded.
+            reservation_id = yield NewId("r")
+            params = {"image_id": image_id, "instance_type": instance_type, "min_count": min_count,
+                      "max_count": max_count, **extra}
+            earlier = yield from client_tokens.claim(context.project_id, client_token, client_tokens.digest(params),
+                                                     reservation_id, (yield Now()))
+            if earlier is not None:
+                return earlier
+            try:
+                count = yield from self._reserve_quota(context.project_id, int(itype["vcpus"]), min_count, max_count)
+            except QuotaExceeded:
+                yield from client_tokens.release(context.project_id, client_token, reservation_id)
+                raise
+        else:
+            count = yield from self._reserve_quota(context.project_id, int(itype["vcpus"]), min_count, max_count)
+            reservation_id = yield NewId("r")
         launched = []
         for index in range(count):
             record = yield from self._create_record(context, image_id, instance_type, itype, reservation_id, index,
-                                                    {"key_name": key_name, "user_data": user_data})
+                                                    extra, client_token)
             yield from self._address_and_dispatch(context, record)
             launched.append(record["id"])
         return {"reservation_id": reservation_id, "instances": launched}
 
-    def _create_record(self, context, image_id, instance_type, itype, reservation_id, index, extra=None):
+    def _create_record(self, context, image_id, instance_type, itype, reservation_id, index, extra=None,
+                       client_token=""):
         """Write a new ``scheduling`` record under a fresh id (ids are random, so a
-        taken one is drawn again, a bounded number of times)."""
+        taken one is drawn again, a bounded number of times), and add it to the client
+        token's reservation in the same transaction."""
         for _ in range(MAX_ID_DRAWS):
             instance_id = yield NewId("i")
             record = {
@@ -143,7 +164,9 @@ class CloudController:
                 location, size = self.config.image_locations[image_id]
                 record["image_location"], record["image_size_bytes"] = location, str(size)
             now = yield Now()
-            if (yield from instances.create(record, now, now + self.config.build_timeout)):
+            token_ops = (client_tokens.record_instance(context.project_id, client_token, index, instance_id),
+                         ) if client_token else ()
+            if (yield from instances.create(record, now, now + self.config.build_timeout, token_ops)):
                 return {**record, "state": lifecycle.SCHEDULING}
         raise NovaError(f"no free instance id after {MAX_ID_DRAWS} draws")
 
@@ -365,6 +388,11 @@ class CloudController:
                     except NovaError:
                         pass  # the host's periodic domain sync removes it later
         return touched
+
+    def expire_client_tokens(self, context):
+        """Forget RunInstances client tokens past their lifetime (common.client_tokens);
+        -> how many were due. The API's reaper runs it beside reap_stuck_builds."""
+        return (yield from client_tokens.expire((yield Now()), REAP_BATCH))
 
 
 def describe(error: Exception) -> str:

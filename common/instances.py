@@ -42,9 +42,10 @@ def get(instance_id: str):
     return record or None
 
 
-def create(record: dict, now: float, deadline: float):
+def create(record: dict, now: float, deadline: float, extra_ops: tuple = ()):
     """Write a new record in state ``scheduling`` with its index entries, atomically;
     ``deadline`` is when the build timeout reaper may fail it if it has not settled.
+    ``extra_ops`` commit in the same transaction.
 
     Returns False (and writes nothing) when the id is taken.
     """
@@ -57,6 +58,7 @@ def create(record: dict, now: float, deadline: float):
             SAdd(keys.INSTANCES, (instance_id,)),
             SAdd(keys.project_instances(record["project_id"]), (instance_id,)),
             ZAdd(keys.BUILDING, {instance_id: deadline}),
+            *extra_ops,
         ),
         guards=(Guard(keys.instance(instance_id), "state", None),),
     )

@@ -37,6 +37,10 @@ key                                type    contents
 ``compute:memory``                 zset    host -> MiB of memory claimed the same way
 ``building``                       zset    id -> build deadline, until the instance settles
 ``keypairs:<user>``                hash    key pair name -> JSON record (common.keypairs)
+``clienttoken:<pid>:<token>``      hash    a RunInstances ClientToken: params (digest),
+                                           reservation_id, expires_at, instance.<index>
+``clienttokens``                   zset    clienttoken key -> when it expires (the reaper
+                                           deletes it then)
 =================================  ======  ==============================================
 
 "Do the work on write, make reads fast": every write keeps the index and association
@@ -51,6 +55,7 @@ BUILDING = "building"
 FREE_NETWORKS = "networks:free"
 DEALLOCATED = "deallocated"
 FLOATING_HOSTS = "floating:hosts"
+CLIENT_TOKENS = "clienttokens"
 
 
 def instance(instance_id: str) -> str:
@@ -128,3 +133,8 @@ def floatingip(address: str) -> str:
 
 def project_floatingips(project_id: str) -> str:
     return f"project:{project_id}:floatingips"
+
+
+def client_token(project_id: str, token: str) -> str:
+    """A RunInstances ClientToken, scoped to the project (EC2 scopes it to the account)."""
+    return f"clienttoken:{project_id}:{token}"

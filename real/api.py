@@ -317,6 +317,7 @@ class Reaper:
 
     def run_once(self):
         touched = self.runtime.drive(self.agent, self.cloud.reap_stuck_builds(SYSTEM))
+        self.runtime.drive(self.agent, self.cloud.expire_client_tokens(SYSTEM))
         self.passes += 1
         if touched:
             log.warning("reaper: settled %d instances past their build deadline: %s", len(touched),

@@ -102,8 +102,9 @@ class Ec2Api:
             accepted = inspect.signature(cloud.run_instances).parameters
         except (TypeError, ValueError):
             accepted = {}
-        #: Whether CloudController.run_instances stores key_name/user_data itself.
-        self._run_takes_extras = "key_name" in accepted and "user_data" in accepted
+        #: Whether CloudController.run_instances stores key_name/user_data itself (and
+        #: keeps the client token).
+        self._run_takes_extras = all(name in accepted for name in ("key_name", "user_data", "client_token"))
         self._handlers = {
             "RunInstances": self.run_instances,
             "DescribeInstances": self.describe_instances,
@@ -172,7 +173,8 @@ class Ec2Api:
         extras = {"key_name": a["key_name"], "user_data": a["user_data"]}
         if self._run_takes_extras:
             reservation = yield from self.cloud.run_instances(
-                context, a["image_id"], a["instance_type"], a["min_count"], a["max_count"], **extras)
+                context, a["image_id"], a["instance_type"], a["min_count"], a["max_count"], **extras,
+                client_token=a["client_token"])
         else:
             reservation = yield from self.cloud.run_instances(
                 context, a["image_id"], a["instance_type"], a["min_count"], a["max_count"])

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from common import keypairs
+from common import client_tokens, keypairs
 from common.cloud import MAX_COUNT_PER_REQUEST
 from common.ec2.errors import (
     ImageNotFound,
@@ -175,8 +175,10 @@ def parse_run_instances(p: _Params, api: ApiSettings) -> Args:
     for group in p.list("SecurityGroup"):
         if group != "default":
             raise InvalidParameterValue(f"security group {group[:40]!r}: only 'default' exists")
+    token = p.optional("ClientToken")
     return p.args(image_id=image_id, instance_type=instance_type, min_count=min_count, max_count=max_count,
-                  key_name=key_name, user_data=_user_data(p.optional("UserData")))
+                  key_name=key_name, user_data=_user_data(p.optional("UserData")),
+                  client_token=client_tokens.check_token(token) if token else "")
 
 
 def parse_instance_list(p: _Params, api) -> Args:

@@ -29,6 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from unittest import mock
 from urllib.parse import quote, urlencode, urlsplit
@@ -44,6 +45,7 @@ QUOTA = {"instances": 3, "cores": 6, "floating_ips": 2}
 BOOT_TIMEOUT = 60.0
 HEARTBEAT_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
+EC2_NS = "{http://ec2.amazonaws.com/doc/2010-08-31/}"
 
 
 def sh(*argv, check=True):
@@ -503,6 +505,34 @@ def test_terminate_instances(cloud):
     for instance_id in ids:
         wait_for_state(ec2, instance_id, {"terminated"})
     assert not set(ids) & {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+
+
+def _reservation_of(body):
+    root = ET.fromstring(body)
+    return root.findtext(f"{EC2_NS}reservationId"), [
+        item.findtext(f"{EC2_NS}instanceId") for item in root.findall(f"{EC2_NS}instancesSet/{EC2_NS}item")]
+
+
+def test_a_client_token_retry_a_second_later_launches_once(cloud):
+    """RunInstances signed twice with one ClientToken, a second apart (the client's
+    retry after a timeout): one reservation, one instance."""
+    params = {"Action": "RunInstances", "ImageId": "ami-tiny", "InstanceType": "m1.tiny", "MinCount": "1",
+              "MaxCount": "1", "ClientToken": f"retry-{secrets.token_hex(4)}"}
+    status, first = _v2_post(cloud, params)
+    assert status == 200, first
+    time.sleep(1)  # the second request has its own timestamp and signature, as a retry would
+    status, again = _v2_post(cloud, params)
+    assert status == 200, again
+    assert _reservation_of(again) == _reservation_of(first)
+    reservation_id, (instance_id,) = _reservation_of(first)
+    ec2 = cloud.client("ops")
+    launched = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] if r["ReservationId"] == reservation_id
+                for i in r["Instances"]]
+    assert launched == [instance_id]
+    status, other = _v2_post(cloud, {**params, "InstanceType": "m1.small"})
+    assert status == 400 and b"<Code>IdempotentParameterMismatch</Code>" in other
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    wait_for_state(ec2, instance_id, {"terminated"})
 
 
 # ---------------------------------------------------------------------------

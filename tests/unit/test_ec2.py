@@ -376,7 +376,7 @@ def test_run_instances_parameters():
                  KeyName="mykey", UserData=user_data, ClientToken="tok", **{"SecurityGroup.1": "default",
                                                                            "Placement.AvailabilityZone": "nova"})
     assert dict(args.values) == {"image_id": "ami-tiny", "instance_type": "m1.tiny", "min_count": 1, "max_count": 3,
-                                 "key_name": "mykey", "user_data": user_data}
+                                 "key_name": "mykey", "user_data": user_data, "client_token": "tok"}
     assert parse("RunInstances", ImageId="ami-tiny", MinCount="1", MaxCount="1")["instance_type"] == "m1.small"
 
 
