@@ -57,6 +57,7 @@ Deliberate differences from 2010, each to close a race or a hole:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common.effects import LdapAdd, LdapDelete, LdapModify, LdapSearch
@@ -100,6 +101,9 @@ class Project:
 MAX_NAME = 64
 MAX_KEY = 128
 MAX_DESCRIPTION = 256
+#: The one answer to a caller who cannot prove who they are: the same whether the key is
+#: unknown or the signature wrong, so it tells nobody which keys, users or projects exist.
+UNAUTHENTICATED = "the access key and signature do not identify a user (check the key, the secret and the signing)"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 USER_CLASSES = ("person", "organizationalPerson", "inetOrgPerson", "novaUser")
@@ -532,17 +536,22 @@ class Directory:
 
     # -- requests -----------------------------------------------------------------
 
-    def authenticate(self, access: str):
+    def authenticate(self, access: str, verify: Callable[[User], bool] | None = None):
         """``access`` is ``"<access key>:<project>"`` (no ``:``: the user's own
         project) -> (User, Project). AuthFailure for an unknown key, an unknown
-        project, or a user outside the project who is not an admin. Checking the
-        request's signature with ``user.secret_key`` is the caller's part."""
-        if not isinstance(access, str):
-            raise AuthFailure("no access key given")
-        key, _, project_name = access.partition(":")
-        user = yield from self.user_by_access_key(key)
+        project, or a user outside the project who is not an admin.
+
+        ``verify(user)`` checks the caller's proof (the request's signature) against the
+        user found. Given it, an unknown key and a failed check are one AuthFailure with
+        one message (UNAUTHENTICATED), raised before the project is looked up, so a
+        caller who cannot sign learns nothing about users or projects; the errors after
+        it may say more. Without it, checking the signature is the caller's part."""
+        key, _, project_name = access.partition(":") if isinstance(access, str) else ("", "", "")
+        user = (yield from self.user_by_access_key(key)) if key else None
+        if verify is not None and (user is None or not verify(user)):
+            raise AuthFailure(UNAUTHENTICATED)
         if user is None:
-            raise AuthFailure(f"unknown access key {key!r}")
+            raise AuthFailure(f"unknown access key {key!r}" if key else "no access key given")
         project_name = project_name or user.name
         project = yield from self.get_project(project_name)
         if project is None:

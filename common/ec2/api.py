@@ -22,9 +22,12 @@ the same steps, and parsing is done before any effect:
    whole seconds from their own clock, and hosts a little out of step must still work.
    It is well under 15 minutes, so a captured request can be replayed for at most 20
    minutes in all.
-3. **Authenticate and authorize.** ``directory.authenticate(access)`` (access is
-   ``<access key>:<project>``) gives the user and the project. The signature is then
-   checked against the user's secret key with ``hmac.compare_digest``. Last comes
+3. **Authenticate and authorize.** ``directory.authenticate(access, verify)`` (access
+   is ``<access key>:<project>``) finds the user by the key and checks the signature
+   against the user's secret key (``hmac.compare_digest``) before it looks at the
+   project: an unknown key and a bad signature are the same AuthFailure with the same
+   message, so an unauthenticated caller learns nothing about users or projects. Only
+   then are the project and membership checked (their errors may name them). Last comes
    ``directory.authorize(user, project, action)``. A trusted in-process request
    (``common.ec2.inprocess``) skips the time and signature checks, not these two.
 4. **Validate against the store**, with reads only (does the key pair, instance or
@@ -56,7 +59,7 @@ from common.ec2.params import ACTIONS, Args, parse_args
 from common.ec2.render import console_text, iso8601, render_error, render_response
 from common.ec2.request import MAX_AGE, MAX_FUTURE, HttpRequest, HttpResponse, check_time, parse_message
 from common.effects import Call, HGetAll, HSet, Now
-from common.errors import AuthFailure, NotFound, NovaError, RemoteError, from_remote
+from common.errors import NotFound, NovaError, RemoteError, from_remote
 from common.keypairs import KeyPairNotFound
 
 #: Owner of the images named in the cloud's configuration.
@@ -144,9 +147,9 @@ class Ec2Api:
             now = yield Now()
             if message.credentials is not None:  # None: trusted in-process (common.ec2.request)
                 check_time(message.credentials, now, self.max_age, self.max_future)
-            user, project = yield from self.directory.authenticate(message.access_key)
-            if message.credentials is not None and not message.credentials.verify(user.secret_key):
-                raise AuthFailure("the request signature does not match (check the secret key and the signing)")
+            credentials = message.credentials
+            verify = None if credentials is None else (lambda user: credentials.verify(user.secret_key))
+            user, project = yield from self.directory.authenticate(message.access_key, verify=verify)
             user_name = user.name
             yield from self.directory.authorize(user, project, action)
             if bad is not None:

@@ -393,6 +393,22 @@ def test_access_keys_with_filter_characters_never_authenticate(cloud, access):
     assert code_of(caught.value) == ("AuthFailure", 401)
 
 
+def test_unauthenticated_callers_all_get_one_message(cloud):
+    """Unknown key, wrong secret, unknown project: one AuthFailure naming no user or project."""
+    from botocore.exceptions import ClientError
+
+    ops_access, _ = cloud.users["ops"]
+    outsider_access, _ = cloud.users["outsider"]
+    messages = set()
+    for access in ("AKNOBODY:nosuchproject", f"{ops_access}:nosuchproject", f"{outsider_access}:{PROJECT}"):
+        with pytest.raises(ClientError) as caught:
+            cloud.client(access=access, secret="not-the-secret").describe_instances()
+        assert code_of(caught.value) == ("AuthFailure", 401)
+        messages.add(caught.value.response["Error"]["Message"])
+    (message,) = messages
+    assert "nosuchproject" not in message and "outsider" not in message and PROJECT not in message
+
+
 # ---------------------------------------------------------------------------
 # Every action once
 

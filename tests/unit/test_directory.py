@@ -4,7 +4,7 @@ table (no runner, no server)."""
 import pytest
 from scripted import finish, run, step, throw
 
-from common.directory import PROJECT_ATTRS, USER_ATTRS, Directory, Project, User
+from common.directory import PROJECT_ATTRS, UNAUTHENTICATED, USER_ATTRS, Directory, Project, User
 from common.effects import LdapAdd, LdapDelete, LdapModify, LdapSearch
 from common.errors import (
     AuthFailure,
@@ -454,3 +454,25 @@ def test_unknown_actions_are_for_superusers_only():
     step(gen)
     with pytest.raises(NotAuthorized, match="cloud administrator"):
         step(gen, ())
+
+
+def test_with_a_verifier_an_unknown_key_and_a_bad_signature_say_the_same():
+    """Given verify, unknown key and failed check are one message, before any project search."""
+    gen = D.authenticate("*:nosuchproject", verify=lambda user: True)
+    step(gen)
+    with pytest.raises(AuthFailure) as unknown:
+        step(gen, ())
+    gen = D.authenticate("AK:nosuchproject", verify=lambda user: False)
+    step(gen)
+    with pytest.raises(AuthFailure) as unsigned:
+        step(gen, (user_entry("carol"),))  # no project search follows
+    assert str(unknown.value) == str(unsigned.value) == UNAUTHENTICATED
+
+
+def test_after_a_good_signature_project_errors_may_name_the_project():
+    """Once verified, an unknown project or a non-member is said plainly."""
+    gen = D.authenticate("AK:p1", verify=lambda user: user.secret_key == "SK")
+    step(gen)
+    step(gen, (user_entry("carol"),))
+    with pytest.raises(AuthFailure, match="not a member of project 'p1'"):
+        step(gen, (project_entry("p1", "alice", ("bob",)),))

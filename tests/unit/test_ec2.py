@@ -18,7 +18,7 @@ from tiny_store import TinyStore
 
 from common import keypairs, keys, signing
 from common.cloud import MAX_COUNT_PER_REQUEST, CloudConfig, CloudController, Quota
-from common.directory import Project, User
+from common.directory import UNAUTHENTICATED, Project, User
 from common.ec2 import ACTIONS, Ec2Api, HttpRequest
 from common.ec2.errors import MissingParameter, http_status
 from common.ec2.inprocess import signed_request, trusted_request
@@ -113,14 +113,17 @@ class StubDirectory:
         self.users = {u.access_key: u for u in users}
         self.denied = set(denied)  # (user name, action)
 
-    def authenticate(self, access):
+    def authenticate(self, access, verify=None):
         key, _, project = access.partition(":")
         yield LdapSearch("ou=Users,stub", f"(accessKey={key})")
-        if key not in self.users:
+        user = self.users.get(key)
+        if verify is not None and (user is None or not verify(user)):
+            raise AuthFailure(UNAUTHENTICATED)
+        if user is None:
             raise AuthFailure(f"unknown access key {key!r}")
         if project != PROJECT.name:
             raise AuthFailure(f"no project {project!r}")
-        return self.users[key], PROJECT
+        return user, PROJECT
 
     def authorize(self, user, project, action):
         if (user.name, action) in self.denied:
