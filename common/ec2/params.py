@@ -247,7 +247,13 @@ def parse_describe_zones(p: _Params, api) -> Args:
 
 
 def parse_get_console_output(p: _Params, api) -> Args:
-    return p.args(instance_id=_instance_id(p.required("InstanceId")))
+    """One instance, as ``InstanceId`` (boto3, the CLI) or ``InstanceId.1`` (boto 2)."""
+    given = ([p.scalars["InstanceId"]] if "InstanceId" in p.scalars else []) + p.list("InstanceId")
+    if len(given) > 1:
+        raise InvalidParameterValue(f"{p.action} takes one instance; got {len(given)} (InstanceId and InstanceId.N)")
+    if not given or not given[0]:
+        raise MissingParameter(f"{p.action}: the request must contain the parameter InstanceId")
+    return p.args(instance_id=_instance_id(given[0]))
 
 
 @dataclass(frozen=True)
@@ -282,7 +288,7 @@ ACTIONS: dict[str, ActionSpec] = {
     "ReleaseAddress": _spec(parse_public_ip, {"PublicIp"}),
     "DescribeAddresses": _spec(parse_describe_addresses, lists={"PublicIp"}),
     "DescribeAvailabilityZones": _spec(parse_describe_zones, lists={"ZoneName"}),
-    "GetConsoleOutput": _spec(parse_get_console_output, {"InstanceId"}),
+    "GetConsoleOutput": _spec(parse_get_console_output, {"InstanceId"}, {"InstanceId"}),
 }
 
 

@@ -440,6 +440,9 @@ def test_user_data_of_exactly_16_kib_is_accepted():
     ("DescribeAvailabilityZones", {"ZoneName.1": "mars"}, "InvalidParameterValue"),
     ("AllocateAddress", {"Domain": "vpc"}, "InvalidParameterValue"),
     ("GetConsoleOutput", {}, "MissingParameter"),
+    ("GetConsoleOutput", {"InstanceId": "i-a", "InstanceId.1": "i-b"}, "InvalidParameterValue"),
+    ("GetConsoleOutput", {"InstanceId.1": "i-a", "InstanceId.2": "i-b"}, "InvalidParameterValue"),
+    ("GetConsoleOutput", {"InstanceId.1": "nope"}, "InvalidInstanceID.Malformed"),
     ("NoSuchAction", {}, "InvalidAction"),
 ])
 def test_other_bad_parameters(action, params, code):
@@ -675,9 +678,10 @@ RUNNING = {"id": "i-abc", "project_id": "proj1", "state": "running", "host": "h1
            "instance_type": "m1.tiny", "image_id": "ami-tiny"}
 
 
-def test_console_output_comes_from_the_compute_host_base64():
+@pytest.mark.parametrize("name", ["InstanceId", "InstanceId.1"])  # boto3 and the CLI; boto 2
+def test_console_output_comes_from_the_compute_host_base64(name):
     world = World({keys.instance("i-abc"): dict(RUNNING)}, calls={"get_console_output": "boot ok\n"})
-    response, effects = drive(make_api(), sign_v4({"Action": "GetConsoleOutput", "InstanceId": "i-abc"}), world)
+    response, effects = drive(make_api(), sign_v4({"Action": "GetConsoleOutput", name: "i-abc"}), world)
     root = xml(response)
     assert base64.b64decode(root.findtext(f"{NS}output")) == b"boot ok\n"
     call = next(e for e in effects if isinstance(e, Call))
