@@ -552,6 +552,57 @@ def test_a_client_token_retry_a_second_later_launches_once(cloud):
 
 
 # ---------------------------------------------------------------------------
+# boto 2.49, unmodified
+
+
+def _boto2(cloud, service_name="ec2"):
+    """A boto 2 EC2 connection to the API as ops. boto 2.49 signs EC2 with version 4
+    and takes the service name from the host name unless ``auth_service_name`` is set."""
+    try:
+        from boto.ec2.connection import EC2Connection
+        from boto.ec2.regioninfo import RegionInfo
+    except ImportError as e:
+        service_unavailable("boto 2", f"pip install boto ({e})")
+    parts = urlsplit(cloud.server.url)
+    access, secret = cloud.users["ops"]
+    connection = EC2Connection(f"{access}:{PROJECT}", secret, is_secure=False, port=parts.port, path=parts.path,
+                               region=RegionInfo(name="nova", endpoint=parts.hostname))
+    if service_name:
+        connection.auth_service_name = service_name
+    return connection
+
+
+def _boto2_wait(instance, wanted, timeout=BOOT_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while instance.update() not in wanted:
+        assert instance.state != "error" and time.monotonic() < deadline, (instance.id, instance.state)
+        time.sleep(0.2)
+
+
+def test_boto2_runs_describes_reads_the_console_and_terminates(cloud):
+    """boto 2's own calls: run_instances, get_all_reservations, get_console_output, terminate."""
+    ec2 = _boto2(cloud)
+    (instance,) = ec2.run_instances("ami-tiny", instance_type="m1.tiny").instances
+    _boto2_wait(instance, {"running"})
+    found = [i.id for r in ec2.get_all_reservations(instance_ids=[instance.id]) for i in r.instances]
+    assert found == [instance.id]
+    console = ec2.get_console_output(instance.id)  # sends InstanceId.1
+    assert console.instance_id == instance.id and instance.id in console.output.decode(errors="replace")
+    assert [i.id for i in ec2.terminate_instances([instance.id])] == [instance.id]
+    _boto2_wait(instance, {"terminated"})
+
+
+def test_boto2_needs_the_service_name_against_an_address(cloud):
+    """Without ``auth_service_name`` boto 2 signs for service "127" (from 127.0.0.1): refused."""
+    from boto.exception import EC2ResponseError
+
+    with pytest.raises(EC2ResponseError) as caught:
+        _boto2(cloud, service_name=None).get_all_zones()
+    assert caught.value.error_code == "AuthFailure" and "'127'" in str(caught.value.body)
+    assert [zone.name for zone in _boto2(cloud).get_all_zones()] == ["nova"]
+
+
+# ---------------------------------------------------------------------------
 # The HTTP side
 
 
