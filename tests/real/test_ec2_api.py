@@ -138,6 +138,8 @@ class Cloud:
                 ldap.run(directory.create_user(name, access, secret))
             ldap.run(directory.create_project(PROJECT, "boss", "the EC2 API test", members=("ops", "dev")))
             ldap.run(directory.create_project("elsewhere", "outsider"))
+            # dev's own project: an access key without ":<project>" means it (curl's case).
+            ldap.run(directory.create_project("dev", "dev"))
             for role in ("netadmin", "sysadmin"):
                 ldap.run(directory.add_role("ops", role))
                 ldap.run(directory.add_role("ops", role, PROJECT))
@@ -600,6 +602,19 @@ def test_boto2_needs_the_service_name_against_an_address(cloud):
         _boto2(cloud, service_name=None).get_all_zones()
     assert caught.value.error_code == "AuthFailure" and "'127'" in str(caught.value.body)
     assert [zone.name for zone in _boto2(cloud).get_all_zones()] == ["nova"]
+
+
+def test_curl_signs_version_4_for_the_users_own_project(cloud):
+    """curl --aws-sigv4 works with a bare access key (the user's own project): its --user
+    splits at the first colon, so ``<access>:<project>`` cannot be given."""
+    if shutil.which("curl") is None:
+        service_unavailable("curl", "not installed")
+    access, secret = cloud.users["dev"]
+    done = subprocess.run(
+        ["curl", "-sS", "--aws-sigv4", "aws:amz:nova:ec2", "--user", f"{access}:{secret}",
+         "--data", "Action=DescribeAvailabilityZones&Version=2010-08-31", cloud.server.url],
+        capture_output=True, text=True, timeout=30)
+    assert "<zoneName>nova</zoneName>" in done.stdout, done.stdout + done.stderr
 
 
 # ---------------------------------------------------------------------------
