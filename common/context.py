@@ -32,10 +32,18 @@ def pack(context: RequestContext | None) -> dict:
     return {f"_context_{name}": getattr(context, name) for name in _FIELDS}
 
 
+#: JSON types of the context fields that are not text (a float field takes an int).
+_NOT_TEXT: dict[str, tuple[type, ...]] = {"is_admin": (bool,), "timestamp": (int, float)}
+
+
 def unpack(message: dict) -> RequestContext | None:
     values = {name: message[f"_context_{name}"] for name in _FIELDS if f"_context_{name}" in message}
     if not values:
         return None
+    for name, value in values.items():
+        accepted = _NOT_TEXT.get(name, (str,))
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+            raise PoisonMessage(f"bad request context: _context_{name} is a {type(value).__name__}")
     try:
         return RequestContext(**values)
     except TypeError as e:

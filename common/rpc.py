@@ -14,6 +14,8 @@ from __future__ import annotations
 import enum
 import inspect
 import json
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +26,11 @@ EXCHANGE = "nova"
 
 #: Bound on one message body: a message this big is a bug or an attack, not a request.
 MAX_BODY_BYTES = 256 * 1024
+#: Bound on bracket nesting in a body, checked before parsing: the JSON parser recurses
+#: once per level, so a body of 200 KB of ``[`` exhausts the interpreter's stack and raises
+#: RecursionError instead of ValueError. A real envelope is three levels deep
+#: (envelope, args, one mapping or list value).
+MAX_NESTING = 16
 
 
 def host_topic(topic: str, host: str) -> str:
@@ -82,21 +89,58 @@ def encode(message: dict) -> str:
 
 
 def decode(body) -> dict:
-    """Parse a body into an envelope dict. Raises PoisonMessage naming what is wrong."""
-    raw = body if isinstance(body, (bytes, bytearray)) else body.encode("utf-8", "surrogatepass")
+    """Parse a body into an envelope dict. Raises PoisonMessage naming what is wrong,
+    and nothing else: whatever a body holds, the worker that got it keeps serving."""
+    if isinstance(body, str):
+        raw = body.encode("utf-8", "surrogatepass")
+    elif isinstance(body, (bytes, bytearray, memoryview)):
+        raw = bytes(body)
+    else:
+        raise PoisonMessage(f"message body is a {type(body).__name__}, not bytes or text")
     if len(raw) > MAX_BODY_BYTES:
         raise PoisonMessage(f"message body is {len(raw)} bytes, over {MAX_BODY_BYTES}")
     try:
-        body = raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise PoisonMessage("message body is not UTF-8") from None
+    depth = nesting(text)
+    if depth > MAX_NESTING:
+        raise PoisonMessage(f"message body nests {depth} levels deep, over {MAX_NESTING}")
     try:
-        message = json.loads(body)
-    except ValueError as e:
-        raise PoisonMessage(f"message body is not JSON: {e}") from None
+        message = json.loads(text)
+    except (ValueError, RecursionError, MemoryError) as e:
+        raise PoisonMessage(f"message body is not JSON: {type(e).__name__}: {e}") from None
     if not isinstance(message, dict):
         raise PoisonMessage("message body is not a JSON object")
     return message
+
+
+def nesting(text: str) -> int:
+    """The deepest bracket nesting of a JSON text, brackets inside strings not counted
+    (one pass, no recursion). Fast path: a text with few brackets cannot nest deeply."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_NESTING:
+                    return deepest  # enough to refuse it; no need to read on
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def reply(result=None, failure: BaseException | None = None) -> dict:
@@ -105,26 +149,100 @@ def reply(result=None, failure: BaseException | None = None) -> dict:
     return {"result": None, "failure": [type(failure).__name__, str(failure)]}
 
 
+class Parameter(typing.NamedTuple):
+    """One declared parameter of an RPC method: the JSON types it may arrive as."""
+
+    types: tuple[type, ...]
+    required: bool
+
+
+#: JSON value types accepted for each annotation an RPC parameter may carry. A float
+#: parameter takes an int (JSON does not tell 3 from 3.0); bool is never an int here.
+_ACCEPTS: dict[Any, tuple[type, ...]] = {
+    str: (str,), int: (int,), float: (int, float), bool: (bool,), dict: (dict,), list: (list,),
+    type(None): (type(None),),
+}
+
+#: manager class -> method -> parameter name -> Parameter: every RPC method's declared
+#: parameters, derived once from its signature and annotations (the manager code is the
+#: declaration, so the two cannot drift apart).
+PARAMETERS: dict[type, dict[str, dict[str, Parameter]]] = {}
+
+
+def declared_parameters(manager_class: type) -> dict[str, dict[str, Parameter]]:
+    """The parameter table of ``manager_class``'s ``rpc_methods`` (cached in PARAMETERS).
+    Raises TypeError for an RPC parameter without a JSON-typed annotation: an undeclared
+    parameter would let any value through to the handler."""
+    table = PARAMETERS.get(manager_class)
+    if table is not None:
+        return table
+    table = {}
+    for method in sorted(manager_class.rpc_methods):
+        func = getattr(manager_class, method)
+        hints = typing.get_type_hints(func)
+        params = list(inspect.signature(func).parameters.values())[2:]  # self, context
+        declared = {}
+        for param in params:
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+                raise TypeError(f"{manager_class.__name__}.{method}: RPC parameters are named, not {param.kind}")
+            declared[param.name] = Parameter(_json_types(manager_class, method, param.name, hints.get(param.name)),
+                                             required=param.default is param.empty)
+        table[method] = declared
+    PARAMETERS[manager_class] = table
+    return table
+
+
+def _json_types(manager_class: type, method: str, name: str, annotation) -> tuple[type, ...]:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        members = typing.get_args(annotation)
+    else:
+        members = (annotation,)
+    accepted: tuple[type, ...] = ()
+    for member in members:
+        member = typing.get_origin(member) or member  # dict[str, int] -> dict
+        if member not in _ACCEPTS:
+            raise TypeError(f"{manager_class.__name__}.{method}: parameter {name!r} needs a JSON type annotation "
+                            f"(str, int, float, bool, dict, list or None), got {annotation!r}")
+        accepted += _ACCEPTS[member]
+    return accepted
+
+
+def check_arguments(manager_class: type, method: str, args: Mapping[str, Any]) -> None:
+    """Raise PoisonMessage unless ``args`` fit ``method``'s declared parameters: none
+    missing, none unknown, each of a declared type."""
+    declared = declared_parameters(manager_class)[method]
+    unknown = sorted(set(args) - set(declared))
+    if unknown:
+        raise PoisonMessage(f"bad arguments for {method!r}: unknown {', '.join(map(repr, unknown))}")
+    missing = [name for name, param in declared.items() if param.required and name not in args]
+    if missing:
+        raise PoisonMessage(f"bad arguments for {method!r}: missing {', '.join(map(repr, missing))}")
+    for name, value in args.items():
+        accepted = declared[name].types
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in accepted)
+            raise PoisonMessage(f"bad arguments for {method!r}: {name!r} must be {wanted}, "
+                                f"got {type(value).__name__}")
+
+
 def dispatch(manager, message: dict):
     """Resolve a decoded envelope to ``(generator, msg_id)`` on ``manager``.
 
-    Only methods the manager lists in ``rpc_methods`` are callable over RPC. Raises
-    PoisonMessage for a missing or unknown method or arguments that do not fit; the
-    caller replies with that error and never requeues it.
+    Only methods the manager lists in ``rpc_methods`` are callable over RPC, and only
+    with arguments that fit their declared parameters (checked before the handler runs,
+    so a wrongly typed value never reaches the store half-way through a workflow).
+    Raises PoisonMessage for a missing or unknown method or arguments that do not fit;
+    the caller replies with that error and never requeues it.
     """
     msg_id = message.get("_msg_id")
     method = message.get("method")
     if not isinstance(method, str) or not method:
-        raise PoisonMessage(f"no method in message: {sorted(message)}")
+        raise PoisonMessage(f"no method in message: {sorted(message)[:10]}")
     if method not in manager.rpc_methods:
-        raise PoisonMessage(f"unknown method {method!r} for {type(manager).__name__}")
+        raise PoisonMessage(f"unknown method {method[:80]!r} for {type(manager).__name__}")
     args = message.get("args", {})
     if not isinstance(args, dict):
         raise PoisonMessage(f"args of {method!r} is not an object")
+    check_arguments(type(manager), method, args)
     context = ctx.unpack(message)
-    func = getattr(manager, method)
-    try:
-        inspect.signature(func).bind(context, **args)
-    except TypeError as e:
-        raise PoisonMessage(f"bad arguments for {method!r}: {e}") from None
-    return func(context, **args), msg_id
+    return getattr(manager, method)(context, **args), msg_id

@@ -88,6 +88,29 @@ def test_decode_rejects_poison(body, message):
         rpc.decode(body)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 200_000,  # the parser's recursion, not its syntax check, would fail first
+        '{"method":"m","args":' + "[" * 1000 + "]" * 1000 + "}",
+        '{"method":"m","n":' + "9" * 5000 + "}",  # past int()'s digit limit
+        b"\x80\x81" * 10,
+        "{" * 64,
+    ],
+    ids=["brackets-200k", "deep-args", "huge-int", "binary", "braces-64"],
+)
+def test_decode_turns_every_decoder_failure_into_poison(body):
+    """Bodies that break the decoder itself (deep nesting, huge numbers, binary) are PoisonMessage, nothing else."""
+    with pytest.raises(PoisonMessage):
+        rpc.decode(body)
+
+
+def test_decode_does_not_count_brackets_inside_strings():
+    """Brackets inside a string value do not count as nesting."""
+    body = json.dumps({"method": "m", "args": {"name": "[{" * 100}})
+    assert rpc.decode(body)["args"]["name"] == "[{" * 100
+
+
 def test_decode_accepts_exactly_the_limit():
     """A body of exactly MAX_BODY_BYTES is accepted."""
     padding = rpc.MAX_BODY_BYTES - len('{"method":"m","pad":""}')
@@ -136,6 +159,55 @@ def test_dispatch_of_a_cast_has_no_msg_id():
 def test_dispatch_rejects_poison(message, problem):
     """Missing/unknown/non-RPC methods, misfitting args and a broken context are PoisonMessage."""
     with pytest.raises(PoisonMessage, match=problem):
+        rpc.dispatch(compute(), message)
+
+
+def test_dispatch_refuses_wrongly_typed_arguments_before_any_effect():
+    """allocate_fixed_ip with a mapping for instance_id is refused before an address leaves the pool."""
+    message = rpc.envelope("allocate_fixed_ip", {"instance_id": {"$ne": ""}})
+    with pytest.raises(PoisonMessage, match="'instance_id' must be str, got dict"):
+        rpc.dispatch(flat(), message)
+
+
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        ({"project_id": "p", "quota": "10"}, "'quota' must be int, got str"),
+        ({"project_id": "p", "quota": True}, "'quota' must be int, got bool"),
+        ({"project_id": ["p"], "quota": 1}, "'project_id' must be str, got list"),
+        ({"project_id": "p"}, "missing 'quota'"),
+    ],
+)
+def test_dispatch_checks_each_declared_parameter(args, problem):
+    """Each argument is checked against its method's declared type; missing ones are named."""
+    with pytest.raises(PoisonMessage, match=problem):
+        rpc.dispatch(flat(), rpc.envelope("allocate_floating_ip", args))
+
+
+def test_every_rpc_method_declares_json_typed_parameters():
+    """The parameter table derives from the managers' annotations and covers every RPC method."""
+    table = rpc.declared_parameters(type(flat()))
+    assert set(table) == type(flat()).rpc_methods
+    assert table["allocate_fixed_ip"]["instance_id"] == rpc.Parameter((str,), required=True)
+
+
+def test_an_unannotated_rpc_parameter_is_refused_at_declaration():
+    """A manager whose RPC method has an unannotated parameter cannot be served."""
+
+    class Sloppy:
+        rpc_methods = frozenset({"work"})
+
+        def work(self, context, anything):
+            yield None
+
+    with pytest.raises(TypeError, match="'anything' needs a JSON type annotation"):
+        rpc.declared_parameters(Sloppy)
+
+
+def test_a_wrongly_typed_context_is_poison():
+    """A context field of the wrong JSON type is refused."""
+    message = {**rpc.envelope("run_instance", {"instance_id": "i-1"}, CTX), "_context_is_admin": "yes"}
+    with pytest.raises(PoisonMessage, match="_context_is_admin is a str"):
         rpc.dispatch(compute(), message)
 
 
