@@ -169,7 +169,7 @@ _ACCEPTS: dict[Any, tuple[type, ...]] = {
 PARAMETERS: dict[type, dict[str, dict[str, Parameter]]] = {}
 
 
-def declared_parameters(manager_class: type) -> dict[str, dict[str, Parameter]]:
+def declared_parameters(manager_class: Any) -> dict[str, dict[str, Parameter]]:
     """The parameter table of ``manager_class``'s ``rpc_methods`` (cached in PARAMETERS).
     Raises TypeError for an RPC parameter without a JSON-typed annotation: an undeclared
     parameter would let any value through to the handler."""
