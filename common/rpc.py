@@ -143,6 +143,31 @@ def nesting(text: str) -> int:
     return deepest
 
 
+#: For ``badargs`` poison: a method of each service kind whose ``instance_id`` must be text.
+_POISONED_METHOD = {"compute": "run_instance", "network": "allocate_fixed_ip", "scheduler": "run_instance"}
+
+
+def poison_body(body: str, kind: str) -> bytes:
+    """A poison message for a ``kind`` service's topic, as the fault plan injects it:
+    ``nested`` (200 KB of brackets: deep enough to exhaust a recursive parser, under the
+    body limit so the size check does not hide it), ``binary`` (not UTF-8), ``huge`` (over
+    MAX_BODY_BYTES) or ``badargs`` (a valid envelope, ``instance_id`` a mapping)."""
+    if body == "nested":
+        return b"[" * (200 * 1024)
+    if body == "binary":
+        return b'{"method":"\xff\xfe' + bytes(range(128, 256)) + b'"}'
+    if body == "huge":
+        return encode_unchecked({"method": "run_instance", "args": {"pad": "x" * MAX_BODY_BYTES}})
+    if body == "badargs":
+        return encode_unchecked(envelope(_POISONED_METHOD[kind], {"instance_id": {"$ne": ""}}))
+    raise ValueError(f"unknown poison body {body!r}: nested, binary, huge or badargs")
+
+
+def encode_unchecked(message: dict) -> bytes:
+    """The wire form without the body limit: only for building poison on purpose."""
+    return json.dumps(message, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
 def reply(result=None, failure: BaseException | None = None) -> dict:
     if failure is None:
         return {"result": result, "failure": None}

@@ -11,6 +11,8 @@ that ``FaultTargets`` exposes:
 * ``hypervisor``: ``FakeHypervisor.degrade`` for ``duration`` (or to the end).
 * ``store_outage``: ``SimStore.down`` for that long: every store effect raises
   StoreUnavailable into the manager that yielded it.
+* ``poison``: one poison message (``common.rpc.poison_body``) published onto a topic;
+  its workers must answer it once, drop it and keep serving.
 
 What happened is appended to ``log`` as (virtual time, label) for the summary.
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from common import rpc
 
 
 @dataclass
@@ -52,6 +56,9 @@ def _one(targets: FaultTargets, fault):
         yield from _crash_point(targets, fault)
         return
     yield env.timeout(fault.at)
+    if fault.poison is not None:
+        _publish_poison(targets, fault)
+        return
     if fault.store_outage is not None:
         targets.store.down = True
         targets.log.append((env.now, f"store down for {fault.store_outage:g} s"))
@@ -75,6 +82,17 @@ def _one(targets: FaultTargets, fault):
         yield env.timeout(fault.duration)
         hypervisor.restore()
         targets.log.append((env.now, f"restored {hypervisor.host}"))
+
+
+def _publish_poison(targets: FaultTargets, fault) -> None:
+    kind, position = fault.poison_target()
+    services = targets.services[kind]
+    topic = kind if position is None else rpc.host_topic(kind, services[position - 1].host)
+    # The sim broker carries text: bytes that are not UTF-8 travel as lone surrogates,
+    # which rpc.decode turns back into the same invalid bytes.
+    body = rpc.poison_body(fault.body, kind).decode("utf-8", "surrogateescape")
+    routed = services[0].runtime.broker.publish(topic, body)
+    targets.log.append((targets.env.now, f"{fault.describe()}{'' if routed else ': unroutable'}"))
 
 
 def _crash_point(targets: FaultTargets, fault):

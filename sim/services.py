@@ -123,7 +123,9 @@ class SimService:
             message = rpc.decode(delivery.body)
             method, msg_id = message.get("method", "?"), message.get("_msg_id")
             work, msg_id = rpc.dispatch(self.manager, message)
-        except PoisonMessage as e:
+        except Exception as e:  # any failure to decode or validate: poison, never a dead worker
+            if not isinstance(e, PoisonMessage):
+                e = PoisonMessage(f"{type(e).__name__}: {e}")
             self.poison += 1
             consumer.ack(delivery)
             consumer.release(delivery)

@@ -166,3 +166,27 @@ def test_without_the_reapers_cleanup_an_outage_leaves_an_orphan_domain(monkeypat
     monkeypatch.setattr(ComputeManager, "cleanup_instance", nothing)
     monkeypatch.setattr(ComputeManager, "sync_domains", nothing)
     assert any(name == "I3" for result in outage_runs(seeds=(0,)) for name, _ in failed(result))
+
+
+# -- poison messages -----------------------------------------------------------------------
+
+POISONED_TOPICS = ("compute", "compute.1", "compute.3", "compute.5", "network", "network.1", "scheduler", "scheduler.1")
+POISON_BODIES = ("nested", "binary", "huge", "badargs")
+
+
+def poison_run(body, seed):
+    """5-hosts with one ``body`` poison message on every topic, spread over the busy part of the run."""
+    faults = [{"at": 12 + 9 * i + seed * 0.61, "poison": topic, "body": body} for i, topic in enumerate(POISONED_TOPICS)]
+    return simulate(scenario(faults=faults), seed)
+
+
+@pytest.mark.parametrize("body", POISON_BODIES)
+def test_poison_on_every_topic_is_answered_once_and_every_worker_keeps_serving(body):
+    """Reliability A10/A14: each poison message is dropped as poison exactly once; the invariants and the SLO hold."""
+    for seed in range(3):
+        result = poison_run(body, seed)
+        assert failed(result) == [], (body, seed)
+        poisoned = [row for row in result.recorder.rpc_rows if row[-1].startswith("poison:")]
+        assert len(poisoned) == len(POISONED_TOPICS), (body, seed)
+        assert result.summary["instances"]["errors_by_reason"] == {}, (body, seed)
+        assert all(verdict["ok"] for verdict in result.summary["slo"]), (body, seed)

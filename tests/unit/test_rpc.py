@@ -14,6 +14,7 @@ from common.context import RequestContext
 from common.effects import HGetAll, SPop
 from common.errors import PoisonMessage
 from common.rpc import AckPolicy
+from common.scheduler import SchedulerConfig, SchedulerManager
 
 CTX = RequestContext("alice", "p1", request_id="req-1", timestamp=12.5, remote_address="10.1.2.3")
 CONTEXT_KEYS = {f"_context_{name}" for name in ("user_id", "project_id", "is_admin", "request_id", "timestamp", "remote_address")}
@@ -21,6 +22,10 @@ CONTEXT_KEYS = {f"_context_{name}" for name in ("user_id", "project_id", "is_adm
 
 def compute():
     return ComputeManager("h1", flat())
+
+
+def scheduler_manager():
+    return SchedulerManager(SchedulerConfig("simple", 8, 60.0), flat())
 
 
 def test_envelope_of_a_call_has_method_args_msg_id_and_context():
@@ -268,3 +273,12 @@ def test_error_classes_are_found_and_have_codes():
 def test_remote_error_message_names_the_remote_class():
     """RemoteError reads as '<class>: <message>'."""
     assert str(errors.RemoteError("NoMoreAddresses", "pool empty")) == "NoMoreAddresses: pool empty"
+
+
+@pytest.mark.parametrize("body", ["nested", "binary", "huge", "badargs"])
+@pytest.mark.parametrize("kind", ["compute", "network", "scheduler"])
+def test_every_injected_poison_body_is_refused_as_poison(body, kind):
+    """Each body the fault plan injects is a PoisonMessage at decode or dispatch, for each kind's manager."""
+    managers = {"compute": compute(), "network": flat(), "scheduler": scheduler_manager()}
+    with pytest.raises(PoisonMessage):
+        rpc.dispatch(managers[kind], rpc.decode(rpc.poison_body(body, kind)))
