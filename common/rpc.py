@@ -182,10 +182,11 @@ class Parameter(typing.NamedTuple):
 
 
 #: JSON value types accepted for each annotation an RPC parameter may carry. A float
-#: parameter takes an int (JSON does not tell 3 from 3.0); bool is never an int here.
+#: parameter takes an int (JSON does not tell 3 from 3.0); bool is never an int here;
+#: ``Any`` says "any JSON value" out loud.
 _ACCEPTS: dict[Any, tuple[type, ...]] = {
     str: (str,), int: (int,), float: (int, float), bool: (bool,), dict: (dict,), list: (list,),
-    type(None): (type(None),),
+    type(None): (type(None),), Any: (object,),
 }
 
 #: manager class -> method -> parameter name -> Parameter: every RPC method's declared
@@ -227,7 +228,7 @@ def _json_types(manager_class: type, method: str, name: str, annotation) -> tupl
         member = typing.get_origin(member) or member  # dict[str, int] -> dict
         if member not in _ACCEPTS:
             raise TypeError(f"{manager_class.__name__}.{method}: parameter {name!r} needs a JSON type annotation "
-                            f"(str, int, float, bool, dict, list or None), got {annotation!r}")
+                            f"(str, int, float, bool, dict, list, None or Any), got {annotation!r}")
         accepted += _ACCEPTS[member]
     return accepted
 
@@ -244,6 +245,8 @@ def check_arguments(manager_class: type, method: str, args: Mapping[str, Any]) -
         raise PoisonMessage(f"bad arguments for {method!r}: missing {', '.join(map(repr, missing))}")
     for name, value in args.items():
         accepted = declared[name].types
+        if object in accepted:
+            continue
         if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
             wanted = " or ".join("null" if t is type(None) else t.__name__ for t in accepted)
             raise PoisonMessage(f"bad arguments for {method!r}: {name!r} must be {wanted}, "

@@ -144,6 +144,13 @@ def serve(kind: str, host: str, config: DaemonConfig) -> int:
         observers.append(RpcLog(config.rpc_log.replace("{name}", f"{kind}-{host}")).observe)
     if observers:
         svc.on_handled = lambda *row: [observe(*row) for observe in observers]
+    lost: list[str] = []
+
+    def on_lost(reason: str):
+        lost.append(reason)
+        stopping.set()
+
+    svc.on_lost = on_lost
     svc.start(config.report_interval)
     for name, interval, make_work in assembly.periodic_tasks(kind, svc.manager, config.settings()):
         svc.every(interval, lambda make_work=make_work: runtime.drive(svc.agent, make_work()), name)
@@ -155,4 +162,7 @@ def serve(kind: str, host: str, config: DaemonConfig) -> int:
         metrics.stop()
     runtime.close()
     store.close()
+    if lost:
+        print(f"novalab {kind}: exiting: {lost[0]}", file=sys.stderr)
+        return 1
     return 0

@@ -3,6 +3,11 @@
 Each RpcServer worker thread drives the manager generator for its message with the
 real runner; heartbeats and periodic tasks run in their own threads. ``stop()`` ends
 them all within a bounded time.
+
+A service whose RpcServer gave up (its worker threads kept dying) stops heartbeating at
+once, so the scheduler stops sending it work, and calls ``on_lost(reason)``: the daemon
+exits non-zero and its supervisor starts a fresh one. A live process that consumes
+nothing must never look healthy.
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ STOP_TIMEOUT = 10.0
 
 class RealService:
     def __init__(self, runtime, topic, host, manager, *, amqp_url, workers, hypervisor=None, netdriver=None,
-                 on_handled=None):
+                 on_handled=None, on_lost=None):
         self.runtime = runtime
         self.topic = topic
         self.host = host
         self.manager = manager
         self.agent = Agent(rpc.host_topic(topic, host), host, hypervisor, netdriver)
         self.on_handled = on_handled
-        self.server = RpcServer(amqp_url, topic, host, self._handle, workers=workers)
+        self.on_lost = on_lost
+        self.server = RpcServer(amqp_url, topic, host, self._handle, workers=workers, on_failed=self._lost)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -51,7 +57,14 @@ class RealService:
         self.server.start()
         self.every(report_interval, self.heartbeat_once, "heartbeat")
 
+    def _lost(self, reason: str):
+        log.error("%s: cannot keep its consumers (%s); no more heartbeats", self.agent.name, reason)
+        if self.on_lost is not None:
+            self.on_lost(reason)
+
     def heartbeat_once(self):
+        if self.server.failed.is_set():
+            return  # consuming nothing: let the service be seen as down
         self.runtime.drive(self.agent, service.report_state(self.topic, self.host))
 
     def every(self, interval: float, task, name: str):

@@ -41,6 +41,12 @@ from real.transport.wire import (
 
 log = logging.getLogger(__name__)
 
+#: Worker threads an RpcServer replaces after they died of something unexpected (not a
+#: broker error, which the worker survives by reconnecting). A few deaths are a bug met
+#: once; more mean the process cannot keep its consumers, and it should say so by
+#: failing (the daemon stops heartbeating and exits) rather than limp on.
+MAX_WORKER_RESTARTS = 10
+
 
 class RpcServer:
     """Serves ``topic`` and ``topic.<host>`` with ``workers`` threads.
@@ -48,11 +54,14 @@ class RpcServer:
     ``handle(message) -> result`` gets the decoded envelope (a dict), runs in a worker
     thread, raises PoisonMessage for what it cannot dispatch and NovaError subclasses
     for failures. Counters (read them any time): ``served`` (deliveries processed),
-    ``poison``, ``errors`` (unexpected exceptions), ``reconnects``.
+    ``poison``, ``errors`` (unexpected exceptions), ``reconnects``, ``restarts`` (worker
+    threads replaced after dying). Past MAX_WORKER_RESTARTS the server gives up: ``failed``
+    is set and ``on_failed(reason)`` called once.
     """
 
     def __init__(self, url: str, topic: str, host: str, handle: Callable[[dict], Any], workers: int = 4,
-                 prefetch: int = 1, connect_timeout: float = CONNECT_TIMEOUT, heartbeat: int = HEARTBEAT):
+                 prefetch: int = 1, connect_timeout: float = CONNECT_TIMEOUT, heartbeat: int = HEARTBEAT,
+                 on_failed: Callable[[str], Any] | None = None, max_restarts: int = MAX_WORKER_RESTARTS):
         check_name("topic", topic)
         check_name("host", host)
         if not isinstance(workers, int) or workers < 1:
@@ -71,6 +80,10 @@ class RpcServer:
         self.poison = 0
         self.errors = 0
         self.reconnects = 0
+        self.restarts = 0
+        self.max_restarts = max_restarts
+        self.on_failed = on_failed
+        self.failed = threading.Event()
         self._counter_lock = threading.Lock()
         self._stopping = threading.Event()
         self._wake_r: int | None = None  # a pipe, made by start(); see stop()
@@ -148,6 +161,30 @@ class RpcServer:
         with self._counter_lock:
             setattr(self, name, getattr(self, name) + 1)
 
+    def _worker_died(self, worker: _Worker, error: BaseException) -> None:
+        """Replace a worker thread that died of ``error`` (its connection is closed, so
+        the broker requeues what it held unacked), or give up past ``max_restarts``."""
+        if self._stopping.is_set():
+            return
+        with self._counter_lock:
+            self.restarts += 1
+            give_up = self.restarts > self.max_restarts
+            if not give_up:
+                replacement = _Worker(self, worker.index)
+                self.workers[worker.index] = replacement
+        if give_up:
+            reason = (f"RpcServer {self.topic}/{self.host}: {self.restarts} worker threads died, the last of "
+                      f"{error!r}; giving up")
+            log.error("%s", reason)
+            if not self.failed.is_set():
+                self.failed.set()
+                if self.on_failed is not None:
+                    self.on_failed(reason)
+            return
+        log.error("RPC worker %s died of %r; replaced (%d of %d restarts)", worker.name, error, self.restarts,
+                  self.max_restarts)
+        replacement.start()
+
     def _heartbeat_pump(self) -> None:
         """Send heartbeats for workers that are inside ``handle`` (they do not read or
         write their connection meanwhile), so a long handler does not get the
@@ -215,11 +252,12 @@ class _Worker(threading.Thread):
                     finally:
                         self.io_lock.acquire()
                     delay = min(delay * 2, BACKOFF_MAX)
-                except BaseException:
+                except BaseException as e:
                     self.consuming = False
                     log.exception("RPC worker %s died", self.name)
                     self._discard()
-                    raise
+                    server._worker_died(self, e)
+                    return
             self._shutdown()
 
     def _connect(self) -> None:
@@ -281,8 +319,9 @@ class _Worker(threading.Thread):
             if isinstance(envelope.get("method"), str) and envelope["method"]:
                 method = envelope["method"]
             msg_id = envelope.get("_msg_id", msg_id)
-        except PoisonMessage as e:
-            failure = e
+        except Exception as e:  # any failure to decode is poison, never a dead worker
+            envelope = None
+            failure = e if isinstance(e, PoisonMessage) else PoisonMessage(f"{type(e).__name__}: {e}")
         ack_first = rpc.ack_policy(method) is rpc.AckPolicy.ON_RECEIPT
         if ack_first:
             self.channel.basic_ack(tag)

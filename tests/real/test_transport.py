@@ -32,7 +32,7 @@ class Manager:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def echo(self, context, value=None):
+    def echo(self, context, value: Any = None):
         self.seen.append(value)
         return value
         yield
@@ -45,7 +45,7 @@ class Manager:
         raise ValueError("a bug")
         yield
 
-    def sleep(self, context, seconds):
+    def sleep(self, context, seconds: float):
         time.sleep(seconds)
         return "slept"
         yield
@@ -204,6 +204,9 @@ POISON = {
     "no-method": json.dumps({"args": {}, "_msg_id": "raw-1"}).encode(),
     "unknown-method": json.dumps({"method": "format_disk", "args": {}, "_msg_id": "raw-1"}).encode(),
     "bad-args": json.dumps({"method": "echo", "args": {"nope": 1}, "_msg_id": "raw-1"}).encode(),
+    "wrong-type": json.dumps({"method": "sleep", "args": {"seconds": "long"}, "_msg_id": "raw-1"}).encode(),
+    "nested": rpc.poison_body("nested", "compute"),
+    "huge": rpc.poison_body("huge", "compute"),
 }
 
 
@@ -217,6 +220,59 @@ def test_poison_message_answered_acked_once_and_server_serves_on(kind, serve, cl
     assert server.poison == 1
     server.stop()
     assert queue_depths(amqp_url, [topic]) == {topic: 0}
+
+
+def test_nested_poison_on_the_shared_topic_leaves_every_worker_serving(serve, client, topic, amqp_url):
+    """Reliability A14: one deep-nesting body per worker on the shared topic; all of them keep consuming."""
+    server, _ = serve(workers=3)
+    for _ in range(6):
+        raw_call(amqp_url, topic, rpc.poison_body("nested", "compute"))
+    assert server.poison == 6 and server.restarts == 0 and server.ready == 3
+    assert [client.call(topic, "whoami", {}) for _ in range(6)] == ["h1"] * 6
+
+
+class Fatal(BaseException):
+    """What no handler should raise; stands for whatever might still kill a worker thread."""
+
+
+def test_a_worker_that_dies_is_replaced(serve, client, topic):
+    """A worker thread killed by an unexpected BaseException is replaced and the server serves on."""
+    manager = Manager()
+    calls = []
+
+    def dies_once(message):
+        calls.append(message["method"])
+        if len(calls) == 1:
+            raise Fatal("out of the blue")
+        return handle_for(manager)(message)
+
+    server = RpcServer(client.url, topic, "h1", dies_once, workers=1).start()
+    try:
+        client.cast(topic, "echo", {"value": 1})
+        assert client.call(topic, "echo", {"value": 2}) == 2
+        assert server.restarts == 1 and not server.failed.is_set()
+    finally:
+        server.stop()
+        delete_queues(client.url, server.queues)
+
+
+def test_a_server_whose_workers_keep_dying_gives_up_and_says_so(client, topic):
+    """Past max_restarts the server sets failed and calls on_failed once: its owner stops heartbeating."""
+    reasons = []
+
+    def always_dies(message):
+        raise Fatal("every time")
+
+    server = RpcServer(client.url, topic, "h1", always_dies, workers=1, max_restarts=2,
+                       on_failed=reasons.append).start()
+    try:
+        for _ in range(3):
+            client.cast(topic, "echo", {}, wait=True)
+        assert server.failed.wait(10)
+        assert len(reasons) == 1 and "worker threads died" in reasons[0]
+    finally:
+        server.stop()
+        delete_queues(client.url, server.queues)
 
 
 def test_unserialisable_args_rejected_before_publishing(serve, client, topic):
