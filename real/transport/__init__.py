@@ -28,6 +28,10 @@ Features
   and py-amqp objects are not thread-safe), each consuming ``T`` and ``T.<host>`` with
   manual acks and a channel-wide ``basic.qos`` prefetch. ``handle(message)`` runs in the
   worker thread, so concurrency is bounded by ``workers``.
+* Poison: any failure to decode or dispatch a delivery is answered (when a caller
+  waits), logged once and acked, never requeued. A worker thread that dies anyway is
+  replaced, at most ``MAX_WORKER_RESTARTS`` times; then ``failed`` is set and
+  ``on_failed`` called, so its owner stops heartbeating instead of looking healthy.
 * Ack policy from :func:`common.rpc.ack_policy`: ``ON_RECEIPT`` acks before ``handle``,
   ``ON_COMPLETION`` after it (a crash mid-method redelivers with ``redelivered=True``).
 * Reconnect: a worker that loses its connection (broker restart, socket error, missed
