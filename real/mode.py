@@ -327,6 +327,8 @@ class RealRun:
         for index, fault in enumerate(scenario.faults):
             if fault.kill == "network" and fault.host > 1:
                 problems.append(f"faults.{index}: kill network {fault.host}: real mode runs one network daemon")
+            if fault.poison is not None and fault.poison_target()[0] == "network" and fault.poison_target()[1] not in (None, 1):
+                problems.append(f"faults.{index}: poison {fault.poison}: real mode runs one network daemon")
         if problems:
             raise StartupError("the fault plan does not fit real mode: " + "; ".join(problems))
         names: dict[str, list[str]] = {}
@@ -347,6 +349,13 @@ class RealRun:
                 print(f"run-scenario --mode real: {what}", file=sys.stderr)
                 self.fault_log.append((fault.at or 0.0, what))
                 continue
+            if fault.poison is not None:
+                kind, position = fault.poison_target()
+                topic = kind if position is None else rpc.host_topic(kind, names[kind][position - 1])
+                plan.append((fault.at / self.scale,
+                             lambda run, t=topic, f=fault, k=kind: run._publish_poison(t, rpc.poison_body(f.body, k),
+                                                                                         f.describe())))
+                continue
             kind, host = fault.kill, names[fault.kill][fault.host - 1]
             plan.append((fault.at / self.scale, lambda run, k=kind, h=host: run._play_fault("kill", k, h)))
             if fault.restart_after is not None:
@@ -361,6 +370,11 @@ class RealRun:
         else:
             self.start_daemon(kind, host)
         what = f"{'killed' if action == 'kill' else 'restarted'} {kind}.{host}"
+        self.fault_log.append((round(self.runtime.now() - self.workload_origin, 3), what))
+
+    def _publish_poison(self, topic: str, body: bytes, what: str):
+        """A poison fault: the body as it is onto the run's own vhost, logged like the sim's."""
+        transport.publish_raw(self.config.amqp_url, topic, body)
         self.fault_log.append((round(self.runtime.now() - self.workload_origin, 3), what))
 
     def kill_daemon(self, kind: str, host: str):

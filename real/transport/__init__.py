@@ -94,7 +94,7 @@ Connection string
 virtual host after the third slash; ``//`` is the default vhost ``/``).
 """
 
-from real.transport.admin import delete_queues, queue_depths, queue_stats
+from real.transport.admin import delete_queues, publish_raw, queue_depths, queue_stats
 from real.transport.client import RpcClient
 from real.transport.server import RpcServer
 from real.transport.wire import DIRECT_REPLY_TO, EXCHANGE, exchange, topic_queue
@@ -105,6 +105,7 @@ __all__ = [
     "RpcClient",
     "RpcServer",
     "delete_queues",
+    "publish_raw",
     "exchange",
     "queue_depths",
     "queue_stats",

@@ -1,4 +1,5 @@
-"""Admin helpers: queue statistics by passive declare, and deleting queues."""
+"""Admin helpers: queue statistics by passive declare, deleting queues, and publishing
+raw bytes (fault injection: a body no RpcClient would send)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ from collections.abc import Iterable
 
 import amqp
 
-from real.transport.wire import ADMIN_TIMEOUT, CONNECT_TIMEOUT, close_quietly, open_connection
+from real.transport.wire import (
+    ADMIN_TIMEOUT,
+    CONNECT_TIMEOUT,
+    EXCHANGE,
+    TRANSIENT,
+    close_quietly,
+    open_connection,
+    send_publish,
+)
 
 
 def queue_stats(url: str, names: Iterable[str], connect_timeout: float = CONNECT_TIMEOUT) -> dict:
@@ -43,5 +52,16 @@ def delete_queues(url: str, names: Iterable[str], connect_timeout: float = CONNE
         channel = conn.channel()
         for name in names:
             channel.queue_delete(queue=name)
+    finally:
+        close_quietly(conn)
+
+
+def publish_raw(url: str, routing_key: str, body: bytes, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+    """Publish ``body`` as it is onto the ``nova`` exchange (no envelope, no size check,
+    no confirm): how the fault plan puts a poison message on a topic."""
+    conn = open_connection(url, connect_timeout, heartbeat=0, io_timeout=ADMIN_TIMEOUT)
+    try:
+        message = amqp.Message(bytes(body), content_type="application/json", delivery_mode=TRANSIENT)
+        send_publish(conn.channel(), message, EXCHANGE, routing_key, mandatory=False)
     finally:
         close_quietly(conn)

@@ -128,8 +128,11 @@ def cloud(redis_url, amqp_url, tmp_path_factory):
 
 
 def _users(cloud):
-    """alice (project demo), bob (project other), root (admin): -> name: access key, secret."""
+    """alice (project demo), bob (project other), root (admin): -> name: access key, secret (made once)."""
     from real import manage
+
+    if getattr(cloud, "users", None):
+        return cloud.users
 
     settings = manage.LdapSettings(url=cloud.config.ldap_url, bind_dn=cloud.config.ldap_bind_dn,
                                    password=cloud.config.ldap_password, root=cloud.config.ldap_root)
@@ -140,6 +143,7 @@ def _users(cloud):
             users[name] = (user.access_key, user.secret_key)
         manage.project_create(session, "demo", "alice")
         manage.project_create(session, "other", "bob")
+    cloud.users = users
     return users
 
 
@@ -196,6 +200,32 @@ def test_object_store_buckets_belong_to_projects(cloud):
     access, secret = users["alice"]
     zones = Ec2Client(cloud.ec2_url(cloud.config), f"{access}:demo", secret).call("DescribeAvailabilityZones")
     assert "nova" in [e.text for e in zones.iter() if e.tag.endswith("zoneName")]
+
+
+def test_a_nested_body_on_every_topic_leaves_every_worker_serving(cloud):
+    """Reliability A14: 200 KB of brackets on every topic, twice per worker; every consumer stays and a launch runs."""
+    from common import rpc
+    from real import transport
+    from real.ec2_client import Ec2Client
+
+    queues = deploy.queue_names(cloud.state()["hosts"])
+    before = transport.queue_stats(cloud.config.amqp_url, queues)
+    for queue in queues:
+        for _ in range(2 * before[queue]["consumers"]):
+            transport.publish_raw(cloud.config.amqp_url, queue, rpc.poison_body("nested", queue.split(".")[0]))
+    access, secret = _users(cloud)["alice"]
+    ec2 = Ec2Client(cloud.ec2_url(cloud.config), f"{access}:demo", secret)
+    (instance,) = ec2.run_instances("ami-tiny", "m1.tiny")
+    deadline = time.monotonic() + 60
+    while ec2.describe_instances([instance]).get(instance) != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ec2.describe_instances([instance])[instance] == "running"
+    after = transport.queue_stats(cloud.config.amqp_url, queues)
+    while any(stats["messages"] for stats in after.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = transport.queue_stats(cloud.config.amqp_url, queues)
+    assert after == {queue: {"messages": 0, "consumers": stats["consumers"]} for queue, stats in before.items()}
+    ec2.terminate_instances([instance])
 
 
 def test_down_stops_everything_and_cleans_up(cloud, capsys, redis_url):

@@ -81,6 +81,20 @@ def test_compute_killed_mid_run_leaves_nothing_stuck_or_leaked(redis_url, amqp_u
     assert any("hostN" in reason for reason in reasons), reasons  # the kill did bite
 
 
+def test_poison_on_every_topic_of_a_real_run_is_dropped_and_every_launch_runs(real_small, tmp_path):
+    """The sim's poison faults played for real: each body lands on its queue, no worker stops, nothing errs."""
+    from real.mode import RealRun
+
+    topics = ["compute", "compute.2", "network", "network.1", "scheduler", "scheduler.1"]
+    faults = [{"at": 1 + i, "poison": topic, "body": body} for i, topic in enumerate(topics)
+              for body in ("nested", "badargs")]
+    scenario = with_overrides(real_small, {"real.requests": 8, "faults": faults})
+    summary = RealRun(scenario, scenario.seed, tmp_path, progress=False).execute()
+    assert failed(summary) == []
+    assert len([f for f in summary["faults"] if f["what"].startswith("poison")]) == len(faults)
+    assert summary["instances"]["error"] == 0 and summary["instances"]["errors_by_reason"] == {}
+
+
 def test_a_fault_plan_beyond_the_real_hosts_is_refused_before_anything_starts(tmp_path, capsys):
     """Killing compute 6 of a 4-daemon real run is bad input (exit 2), checked before any service is touched."""
     from real import mode
