@@ -334,7 +334,7 @@ class RealRun:
         names: dict[str, list[str]] = {}
         for spec in self.roster:
             names.setdefault(spec.topic, []).append(spec.host)
-        plan = []
+        plan: list[tuple[float, Any]] = []
         for index, fault in enumerate(scenario.faults):
             # The same file drives both modes, so sim-only faults are said, not refused.
             why = None
