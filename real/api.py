@@ -92,6 +92,7 @@ from common.ec2.render import render_error
 from common.effects import KeyPairEffect
 from common.errors import NovaError
 from common.scheduler import QUEUE
+from real.outage import Outage
 from real.runner import Agent, RealRuntime
 
 log = logging.getLogger(__name__)
@@ -325,12 +326,11 @@ class Reaper:
         return touched
 
     def start(self) -> Reaper:
+        outage = Outage(log, "reaper: a pass")
+
         def loop():
             while not self._stop.wait(self.interval / self.runtime.time_scale):
-                try:
-                    self.run_once()
-                except Exception:
-                    log.exception("reaper: pass failed; trying again next period")
+                outage.run(self.run_once)
 
         self._thread = threading.Thread(target=loop, name="api-reaper", daemon=True)
         self._thread.start()

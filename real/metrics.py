@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from common import keys, lifecycle, network, rpc
 from common.effects import HGet, SCard, SMembers
+from real.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class DaemonMetrics:
             ("topic", "method", "outcome"), registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
         )
+        self._outages: dict[str, Outage] = {}
         self.registry.register(self)
         self._server: Any = None
 
@@ -68,11 +70,12 @@ class DaemonMetrics:
     # -- scrape-time families ----------------------------------------------------------
 
     def collect(self):
+        # A scrape must answer even when a backend does not: a family that fails is left
+        # out of this scrape, and logged once per outage.
         for family in (self._queues, self._pools, self._instances):
-            try:
-                yield from family()
-            except Exception:  # a scrape must answer even when a backend does not
-                log.warning("metrics: %s unavailable for this scrape", family.__name__, exc_info=True)
+            outage = self._outages.setdefault(family.__name__, Outage(log, f"metrics: {family.__name__}"))
+            samples = outage.run(lambda family=family: list(family()))
+            yield from samples or ()
 
     def describe(self):
         return []  # families are dynamic; nothing to check at registration

@@ -41,6 +41,7 @@ from __future__ import annotations
 import csv
 import datetime
 import hashlib
+import logging
 import random
 import secrets
 import subprocess
@@ -67,8 +68,11 @@ from real import processes, scenario_file, tasks, transport, vhosts
 from real.config import DaemonConfig
 from real.daemon import StartupError, connect
 from real.ec2_client import HttpApi
+from real.outage import Outage
 from real.runner import Agent, RealRuntime
 from real.transport import RpcClient
+
+log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -431,10 +435,13 @@ class RealRun:
         return transport.queue_depths(self.config.amqp_url, self._queue_names())
 
     def _sample_until(self, stop: threading.Event):
+        """The metrics sampler thread: a sample that fails (broker or store away for a
+        moment) is skipped, said once per outage, and the next one tried."""
         interval = self.scenario.metrics.interval / self.scale
         console = Console(stderr=True)
+        self.sampler_outage = Outage(log, "run-scenario --mode real: metrics sampling")
         while not stop.wait(interval):
-            self._sample()
+            self.sampler_outage.run(self._sample)
             if self.show_progress:
                 console.print(f"{self.workload.issued}/{self.workload.total} requests issued, "
                               f"{self.workload.finished} launches settled")

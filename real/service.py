@@ -16,6 +16,7 @@ import logging
 import threading
 
 from common import rpc, service
+from real.outage import Outage
 from real.runner import Agent
 from real.transport import RpcServer
 
@@ -69,15 +70,14 @@ class RealService:
 
     def every(self, interval: float, task, name: str):
         """Run ``task()`` every ``interval`` scenario seconds until stop(); a failing
-        task is logged and tried again next period (a dead heartbeat thread would make
-        a live service look down)."""
+        task is tried again next period and logged once per outage (a dead heartbeat
+        thread would make a live service look down)."""
+
+        outage = Outage(log, f"{self.agent.name}: {name}")
 
         def loop():
             while not self._stop.wait(interval / self.runtime.time_scale):
-                try:
-                    task()
-                except Exception:
-                    log.exception("%s: %s failed; retrying next period", self.agent.name, name)
+                outage.run(task)
 
         thread = threading.Thread(target=loop, name=f"{self.agent.name}-{name}", daemon=True)
         thread.start()
