@@ -41,7 +41,8 @@ port in use, or a service or package it needs is missing.
 
 The module also holds what the tests and ``run-scenario --mode real`` share: starting
 a daemon process (``start_daemon``), waiting for heartbeats (``wait_for_heartbeats``),
-stopping processes (``stop_processes``), and a private vhost (``private_vhost``).
+stopping processes (``stop_processes``), and a private vhost (``real.vhosts``, made on the
+broker ``amqp_url`` names or refused).
 
 *Not supported*: more than one machine, FlatDHCP or VLAN (they need a network
 namespace of their own: see tests/real/test_ec2_api.py for one made by hand), TLS,
@@ -75,7 +76,7 @@ from real.processes import (
     spawn,
     wait_for_heartbeats,
 )
-from real.vhosts import delete_vhost, private_vhost
+from real.vhosts import VhostError, delete_vhost, make_vhost
 
 DEFAULT_DIR = "/tmp/novalab"
 #: Seconds ``up`` waits for heartbeats and answers.
@@ -312,9 +313,12 @@ class Deployment:
     def _finish_config(self, config, slapd, state):
         amqp_url = config.amqp_url
         vhost = f"novalab-deploy-{self._tag}"
-        private = private_vhost(amqp_url, vhost)
+        try:
+            private = make_vhost(amqp_url, vhost)
+        except VhostError as e:
+            raise DeployError(f"cannot isolate the deployment's queues: {e}") from None
         if private is not None:
-            amqp_url = private
+            amqp_url, state["vhost_node"] = private
             state["vhost"] = vhost
             self._save_state(state)
         config = config.model_copy(update={
@@ -524,7 +528,7 @@ class Deployment:
         status = 0
         vhost = state.get("vhost")
         if vhost:
-            if not delete_vhost(vhost):
+            if not delete_vhost(vhost, state.get("vhost_node")):
                 print(f"novalab deploy: could not delete RabbitMQ vhost {vhost}", file=self.err)
                 status = 2
         else:

@@ -526,7 +526,10 @@ class RealRun:
         other's messages: a run gets a vhost of its own when the broker is local and
         ``rabbitmqctl`` is at hand (otherwise it shares the configured one, and says so)."""
         self.vhost = f"novalab-{self.config.key_prefix.rstrip(':')}"
-        url = vhosts.private_vhost(self.config.amqp_url, self.vhost)
+        try:
+            url = vhosts.private_vhost(self.config.amqp_url, self.vhost)
+        except vhosts.VhostError as e:
+            raise StartupError(str(e)) from None
         if url is None:
             self.vhost = None
             print("run-scenario --mode real: no private RabbitMQ vhost (not a local broker, or no rabbitmqctl): "
