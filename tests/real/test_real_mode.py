@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from common.analysis import report
 from common.scenario import with_overrides
 from sim.scenario_file import load
 
@@ -64,21 +65,59 @@ def test_real_mode_reports_the_api_admission_queue(real_small, tmp_path):
     assert summary["api"]["admission_queue_peak"] >= 0
 
 
+def builds_on(run, host):
+    """Instance ids the store has in spawning or launching on ``host`` (claimed, not yet running)."""
+    from common import keys
+    from common.effects import HGetAll, ZRangeByScore
+
+    ids = [member for member, _ in run.store.execute(ZRangeByScore(keys.BUILDING, "-inf", "+inf"))]
+    records = [run.store.execute(HGetAll(keys.instance(i))) for i in ids]
+    return [r["id"] for r in records if r.get("host") == host and r.get("state") in ("spawning", "launching")]
+
+
+def kill_during_a_build(host, restart_after, patience):
+    """A fault step for RealRun: once a build is in flight on compute ``host``, SIGKILL it, then
+    restart it ``restart_after`` wall seconds later. Waits for that state, not for a moment."""
+    import time
+
+    caught = []
+
+    def step(run):
+        deadline = time.monotonic() + patience
+        while not (caught := builds_on(run, host)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        step.caught = caught
+        run._play_fault("kill", "compute", host)
+        time.sleep(restart_after)
+        run._play_fault("restart", "compute", host)
+
+    step.caught = caught
+    return step
+
+
 def test_compute_killed_mid_run_leaves_nothing_stuck_or_leaked(redis_url, amqp_url, tmp_path):
-    """crash-restart.yaml for real: its kill is a SIGKILL, its restart a new daemon; every instance settles, nothing leaks."""
+    """crash-restart.yaml for real, its kill timed by state: SIGKILL while a build is in flight on host2, a new
+    daemon after; every instance settles, nothing leaks, and the build the kill caught ends in error."""
     from real.mode import RealRun
 
     scenario = real_scenario("crash-restart", redis_url, amqp_url)
-    summary = RealRun(scenario, scenario.seed, tmp_path, progress=False).execute()
+    timed = scenario.faults[0]
+    # The scenario's timed kill is played by the step below instead, once its state is there.
+    scenario = with_overrides(scenario, {"faults": [f.model_dump() for f in scenario.faults[1:]]})
+    scale = scenario.real.time_scale
+    kill = kill_during_a_build("host2", timed.restart_after / scale, patience=60)
+    run = RealRun(scenario, scenario.seed, tmp_path, progress=False, faults=[(timed.at / scale, kill)])
+    summary = run.execute()
     assert failed(summary) == []
     assert summary["instances"]["launched"] == 40
     unsettled = sum(summary["instances"][s] for s in ("scheduling", "spawning", "launching", "shutting_down"))
     assert unsettled == 0
     played = [f["what"] for f in summary["faults"]]
     assert [p for p in played if not p.startswith("skipped")] == ["killed compute.host2", "restarted compute.host2"]
-    assert [p for p in played if p.startswith("skipped faults.1 (hypervisor 3")]  # sim-only, and said so
-    reasons = summary["instances"]["errors_by_reason"]
-    assert any("hostN" in reason for reason in reasons), reasons  # the kill did bite
+    assert [p for p in played if p.startswith("skipped faults.0 (hypervisor 3")]  # sim-only, and said so
+    assert kill.caught, "no build was ever in flight on host2"
+    errored = {row["id"] for row in report.instance_rows(run.final_store) if row["error_at"] != ""}
+    assert set(kill.caught) <= errored  # the kill bit the builds it caught
 
 
 def test_poison_on_every_topic_of_a_real_run_is_dropped_and_every_launch_runs(real_small, tmp_path):
