@@ -37,7 +37,7 @@ def deployment(redis_url, amqp_url, tmp_path):
     svc.server.start()
     config = tmp_path / "nova.yaml"
     config.write_text(yaml.safe_dump({"redis_url": redis_url, "amqp_url": amqp_url, "key_prefix": prefix}))
-    yield store, runtime, manager, address, str(config)
+    yield store, runtime, manager, address, str(config), svc.server
     svc.server.stop()
     runtime.close()
     delete_queues(amqp_url, ["network", f"network.{host}"])
@@ -58,14 +58,14 @@ def wait_for(read, expected, seconds=10.0):
 
 def test_lease_event_marks_the_address_leased(deployment):
     """`add MAC IP HOST` from dnsmasq ends with the fixed address marked leased."""
-    store, _, _, address, config = deployment
+    store, _, _, address, config, _ = deployment
     assert bridge(config, "add", MAC, address, "i-1").returncode == 0
     assert wait_for(lambda: store.execute(HGet(keys.fixedip(address), "state")), "leased") == "leased"
 
 
 def test_release_of_a_deallocated_address_returns_it_to_the_pool(deployment):
     """`del` for an address its instance gave up puts it back in the pool at once."""
-    store, runtime, manager, address, config = deployment
+    store, runtime, manager, address, config, _ = deployment
     runtime.drive(Agent("test"), manager.deallocate_fixed_ip(address, "i-1", "flat"))
     free = store.execute(SCard(keys.available("flat")))
     assert bridge(config, "del", MAC, address, "i-1").returncode == 0
@@ -74,15 +74,15 @@ def test_release_of_a_deallocated_address_returns_it_to_the_pool(deployment):
 
 def test_stale_release_from_another_mac_changes_nothing(deployment):
     """A release naming another MAC is ignored: the holder keeps its address."""
-    store, runtime, manager, address, config = deployment
+    store, runtime, manager, address, config, server = deployment
     runtime.drive(Agent("test"), manager.deallocate_fixed_ip(address, "i-1", "flat"))
     assert bridge(config, "del", OTHER_MAC, address, "i-9").returncode == 0
-    time.sleep(1.0)
+    assert wait_for(lambda: server.served, 1) == 1  # the release was handled, not merely not yet
     assert store.execute(HGet(keys.fixedip(address), "state")) == "deallocated"
 
 
 def test_bad_arguments_exit_2(deployment):
     """An unknown action or a malformed address is refused with exit status 2."""
-    *_, config = deployment
+    *_, config, _ = deployment
     assert bridge(config, "bogus", MAC, "10.50.0.2").returncode == 2
     assert bridge(config, "add", MAC, "not-an-ip").returncode == 2
