@@ -72,3 +72,14 @@ def test_the_real_runs_sampler_outlives_a_store_outage(tmp_path, caplog):
     stop.set()
     sampler.join(5)
     assert len(warnings_of(caplog, "metrics sampling")) == 2
+
+
+def test_a_service_that_lost_its_consumers_stops_heartbeating_and_says_so():
+    """Once its RpcServer gave up, the service calls on_lost and its heartbeat does nothing more."""
+    lost = []
+    service = RealService(Runtime(), "compute", "h1", manager=None, amqp_url="amqp://127.0.0.1:1//", workers=1,
+                          on_lost=lost.append)
+    service.server.failed.set()
+    service.server.on_failed("3 worker threads died")
+    service.heartbeat_once()  # Runtime has no drive(): a beat would raise
+    assert lost == ["3 worker threads died"]
