@@ -143,6 +143,24 @@ def nesting(text: str) -> int:
     return deepest
 
 
+#: A topic a poison fault may name: a kind's shared topic or its N-th service's own queue.
+POISON_TOPIC = r"^(compute|network|scheduler)(\.[1-9][0-9]{0,3})?$"
+
+
+def poison_target(topic: str) -> tuple[str, int | None]:
+    """``compute.2`` -> ("compute", 2); ``compute`` -> ("compute", None), the shared topic."""
+    kind, _, position = topic.partition(".")
+    return kind, int(position) if position else None
+
+
+def poison_target_problem(topic: str, services: Mapping[str, int]) -> str | None:
+    """Why a poison fault's ``topic`` names no queue of a cloud with ``services`` per kind, or None."""
+    kind, position = poison_target(topic)
+    if not services.get(kind) or (position or 1) > services[kind]:
+        return f"poison {topic}: the cloud has {services.get(kind, 0)} {kind} services"
+    return None
+
+
 #: For ``badargs`` poison: a method of each service kind whose ``instance_id`` must be text.
 _POISONED_METHOD = {"compute": "run_instance", "network": "allocate_fixed_ip", "scheduler": "run_instance"}
 

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from common import distributions, network
+from common import distributions, network, rpc
 from common.cloud import DEFAULT_INSTANCE_TYPES, MAX_COUNT_PER_REQUEST
 from common.errors import InvalidParameterValue
 from common.scenario_bounds import (
@@ -325,31 +325,25 @@ class Fault(_Model):
     #: The store (Redis) is unreachable for this many seconds: every command fails
     #: with StoreUnavailable. Sim only.
     store_outage: Seconds | None = None
-    #: Publish one poison message onto this topic: a kind's shared topic (``compute``)
-    #: or the own queue of its N-th service (``compute.2``). What it holds is ``body``.
-    poison: Annotated[str, Field(pattern=r"^(compute|network|scheduler)(\.[1-9][0-9]{0,3})?$")] | None = None
-    #: The poison message: ``nested`` (200 KB of brackets, too deep to parse), ``binary``
-    #: (not UTF-8), ``huge`` (over the body limit) or ``badargs`` (a valid envelope whose
-    #: arguments have the wrong types).
+    #: One poison message (``body``: common.rpc.poison_body) onto a topic or a queue: compute, compute.2.
+    poison: Annotated[str, Field(pattern=rpc.POISON_TOPIC)] | None = None
     body: Literal["nested", "binary", "huge", "badargs"] = "nested"
 
     @model_validator(mode="after")
     def _one_kind(self):
         kinds = [k for k in ("kill", "hypervisor", "store_outage", "poison") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("give exactly one of kill (a service), hypervisor (a compute host's number), "
-                             "store_outage (seconds) or poison (a topic)")
+            raise ValueError("give exactly one of kill, hypervisor, store_outage (seconds) or poison (a topic)")
         if self.body != "nested" and self.poison is None:
             raise ValueError("body goes with poison")
         if self.store_outage is not None or self.poison is not None:
-            kind = "store outage" if self.store_outage is not None else "poison message"
+            field, what = ("store_outage", "a store outage") if self.poison is None else ("poison", "a poison message")
             if self.at is None:
-                raise ValueError(f"a {kind} needs at (seconds)")
+                raise ValueError(f"{what} needs at (seconds)")
             extra = [f for f, default in (("host", 1), ("restart_after", None), ("after_effects", None),
                                           ("boot_slowdown", 1.0), ("spawn_failure_probability", None),
                                           ("duration", None)) if getattr(self, f) != default]
             if extra:
-                field = "store_outage" if self.store_outage is not None else "poison"
                 raise ValueError(f"{', '.join(extra)} {_goes(extra)} with kill or hypervisor, not with {field}")
             return self
         if self.kill is not None and (self.at is None) == (self.after_effects is None):
@@ -370,12 +364,6 @@ class Fault(_Model):
             if self.boot_slowdown == 1.0 and self.spawn_failure_probability is None:
                 raise ValueError("a hypervisor fault needs boot_slowdown > 1 or spawn_failure_probability")
         return self
-
-    def poison_target(self) -> tuple[str, int | None]:
-        """The poisoned topic as (kind, position from 1 or None for the shared topic)."""
-        assert self.poison is not None, "poison_target of a fault that is not poison"
-        kind, _, position = self.poison.partition(".")
-        return kind, int(position) if position else None
 
     def describe(self) -> str:
         """A short label for reports: ``kill compute 2, restart after 30 s``."""
@@ -495,11 +483,7 @@ class Scenario(_Model):
                 return "kill scheduler: cloud.scheduler is queue, so there is no scheduler service"
             return f"kill {fault.kill} {fault.host}: the cloud has {counts[fault.kill]} {fault.kill} services"
         if fault.poison is not None:
-            kind, position = fault.poison_target()
-            if not counts[kind]:
-                return f"poison {fault.poison}: cloud.scheduler is queue, so there is no scheduler topic"
-            if position is not None and position > counts[kind]:
-                return f"poison {fault.poison}: the cloud has {counts[kind]} {kind} services"
+            return rpc.poison_target_problem(fault.poison, counts)
         return None
 
     def fault_problems(self, compute_hosts: int) -> list[str]:

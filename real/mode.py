@@ -331,7 +331,7 @@ class RealRun:
         for index, fault in enumerate(scenario.faults):
             if fault.kill == "network" and fault.host > 1:
                 problems.append(f"faults.{index}: kill network {fault.host}: real mode runs one network daemon")
-            if fault.poison is not None and fault.poison_target()[0] == "network" and fault.poison_target()[1] not in (None, 1):
+            if (fault.poison or "").startswith("network.") and fault.poison != "network.1":
                 problems.append(f"faults.{index}: poison {fault.poison}: real mode runs one network daemon")
         if problems:
             raise StartupError("the fault plan does not fit real mode: " + "; ".join(problems))
@@ -354,7 +354,7 @@ class RealRun:
                 self.fault_log.append((fault.at or 0.0, what))
                 continue
             if fault.poison is not None:
-                kind, position = fault.poison_target()
+                kind, position = rpc.poison_target(fault.poison)
                 topic = kind if position is None else rpc.host_topic(kind, names[kind][position - 1])
                 plan.append((fault.at / self.scale,
                              lambda run, t=topic, f=fault, k=kind: run._publish_poison(t, rpc.poison_body(f.body, k),

@@ -85,7 +85,7 @@ def _one(targets: FaultTargets, fault):
 
 
 def _publish_poison(targets: FaultTargets, fault) -> None:
-    kind, position = fault.poison_target()
+    kind, position = rpc.poison_target(fault.poison)
     services = targets.services[kind]
     topic = kind if position is None else rpc.host_topic(kind, services[position - 1].host)
     # The sim broker carries text: bytes that are not UTF-8 travel as lone surrogates,

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from common import distributions as d
+from common import rpc
 from common.scenario import ScenarioError, parse, parse_yaml, with_overrides
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
@@ -306,8 +307,8 @@ def test_with_overrides_rejects_unknown_paths_and_bad_values(overrides, message)
 
 def test_a_fault_names_one_kind():
     """A fault with neither kill nor hypervisor says which to give."""
-    assert problem(faults=[{"at": 5}]) == ("faults.0: give exactly one of kill (a service), hypervisor (a compute "
-                                           "host's number), store_outage (seconds) or poison (a topic)")
+    assert problem(faults=[{"at": 5}]) == ("faults.0: give exactly one of kill, hypervisor, store_outage (seconds) "
+                                           "or poison (a topic)")
 
 
 def test_a_fault_on_a_host_the_cloud_lacks_is_refused():
@@ -370,7 +371,7 @@ def test_a_store_outage_takes_a_time_and_nothing_of_the_other_kinds():
 def test_a_poison_fault_names_a_topic_a_time_and_a_body():
     """A poison fault takes at, a kind's topic or one service's queue, and one of the known bodies."""
     fault = parse({**copy.deepcopy(BASE), "faults": [{"at": 3, "poison": "compute.2", "body": "badargs"}]}).faults[0]
-    assert fault.poison_target() == ("compute", 2) and fault.describe() == "poison (badargs) on compute.2"
+    assert rpc.poison_target(fault.poison) == ("compute", 2) and fault.describe() == "poison (badargs) on compute.2"
     assert problem(faults=[{"poison": "compute"}]) == "faults.0: a poison message needs at (seconds)"
     assert problem(faults=[{"at": 1, "poison": "compute", "host": 2}]) == (
         "faults.0: host goes with kill or hypervisor, not with poison")
