@@ -84,6 +84,12 @@ def headline(report: dict) -> dict:
                                          "time_to_running_percentiles")}
 
 
+def warm_up(data: dict, requests: int, seed: int, path: Path) -> None:
+    """A real run of ``requests`` requests whose results are dropped (``WARMUP_REQUESTS``)."""
+    path.write_text(yaml.safe_dump({**data, "real": {**data.get("real", {}), "requests": requests}}, sort_keys=False))
+    real_run(path, seed, path.parent / "warmup", {})
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", default=str(DEFAULT_SCENARIO))
@@ -117,10 +123,7 @@ def main(argv=None) -> int:
         plain.write_text(f"# {scenario} as the experiment runs it\n" + yaml.safe_dump(data, sort_keys=False))
         loads: dict = {}
         if args.warmup:
-            warm = out / f"{scenario.stem}-warmup.yaml"
-            warm.write_text(yaml.safe_dump({**data, "real": {**data.get("real", {}), "requests": args.warmup}},
-                                           sort_keys=False))
-            real_run(warm, seed_a, out / "warmup", {})
+            warm_up(data, args.warmup, seed_a, out / f"{scenario.stem}-warmup.yaml")
         before = real_run(plain, seed_a, out / f"real-seed{seed_a}", loads)
         status = calibrate.main([str(out / f"real-seed{seed_a}"), "--out", str(out / "calibration.yaml"),
                                  "--method", args.method, "--scenario", str(plain)])
