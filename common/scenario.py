@@ -13,66 +13,41 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    PlainSerializer,
-    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from common import distributions, network, rpc
+from common import distributions, network
 from common.cloud import DEFAULT_INSTANCE_TYPES, MAX_COUNT_PER_REQUEST
 from common.errors import InvalidParameterValue
+from common.fault_plan import Fault, target_problem
 from common.scenario_bounds import (
     MAX_CHOICES,
     MAX_FAULTS,
     MAX_HOSTS,
-    MAX_MEMORY_MB,
     MAX_PROJECTS,
-    MAX_QUOTA,
     MAX_REQUESTS,
-    MAX_SECONDS,
     MAX_VCPUS,
-    MAX_WEIGHT,
-    MAX_WORKERS,
     estimated_span,
-    typical_high,
     work_problem,
 )
 from common.scenario_errors import ScenarioError, describe
+from common.scenario_types import (
+    Dist,
+    MemoryMb,
+    Probability,
+    QuotaCount,
+    Seconds,
+    Text,
+    Vcpus,
+    Weight,
+    Workers,
+)
+from common.scenario_types import Model as _Model
+from common.scenario_types import Name as Name
 from common.scenario_yaml import load_yaml, yaml_problem
-
-
-def _distribution(value):
-    if not isinstance(value, distributions.Distribution.__args__):
-        value = distributions.parse(value)
-    if typical_high(value) > MAX_SECONDS:
-        raise ValueError(f"values up to {typical_high(value):g} s are past the bound of {MAX_SECONDS:g} s (30 days)")
-    return value
-
-
-Dist = Annotated[
-    distributions.Distribution,
-    PlainValidator(_distribution),
-    PlainSerializer(lambda d: d.to_spec()),
-]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-Seconds = Annotated[float, Field(gt=0.0, le=MAX_SECONDS)]
-Workers = Annotated[int, Field(gt=0, le=MAX_WORKERS)]
-Vcpus = Annotated[int, Field(gt=0, le=MAX_VCPUS)]
-MemoryMb = Annotated[int, Field(gt=0, le=MAX_MEMORY_MB)]
-QuotaCount = Annotated[int, Field(ge=0, le=MAX_QUOTA)]
-Weight = Annotated[float, Field(gt=0.0, le=MAX_WEIGHT)]
-Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
-Text = Annotated[str, Field(max_length=200)]
-
-
-class _Model(BaseModel):
-    # No inf or nan anywhere: an infinite weight or duration validates but cannot run.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class Hosts(_Model):
@@ -287,108 +262,6 @@ class Metrics(_Model):
     interval: Seconds = 10.0
 
 
-def _goes(fields) -> str:
-    return "goes" if len(fields) == 1 else "go"
-
-
-class Fault(_Model):
-    """One timed fault of the scenario's fault plan: a service killed (and perhaps
-    restarted), or one compute host's hypervisor degraded for a while.
-
-    Services and hosts are named by kind and position (the 2nd compute host), so one
-    plan fits both modes, whose hosts are named differently. ``at`` and the durations are
-    scenario seconds: virtual in the sim, divided by ``real.time_scale`` in real mode.
-    """
-
-    #: Scenario seconds from the start of the workload (the cloud is up by then).
-    at: Annotated[float, Field(ge=0.0, le=MAX_SECONDS)] | None = None
-    #: For a kill instead of ``at`` (sim only): a crash point. The service dies once it
-    #: has performed this many effects since the workload began, before it sees the
-    #: last one's result; sweeping it crashes a service at every step of its work.
-    after_effects: Annotated[int, Field(gt=0, le=10**9)] | None = None
-    #: Kill a service as SIGKILL would: nothing of its in-flight work finishes, its
-    #: unacknowledged messages go back to their queues, its heartbeats stop.
-    kill: Literal["compute", "network", "scheduler"] | None = None
-    #: Which one of its kind, from 1.
-    host: Annotated[int, Field(gt=0, le=MAX_HOSTS)] = 1
-    #: Start the killed service again after this many seconds (start-up reconciles);
-    #: null leaves it down.
-    restart_after: Seconds | None = None
-    #: Degrade the hypervisor of this compute host (from 1): sim mode only.
-    hypervisor: Annotated[int, Field(gt=0, le=MAX_HOSTS)] | None = None
-    #: Boots take this many times longer while degraded.
-    boot_slowdown: Annotated[float, Field(ge=1.0, le=1000.0)] = 1.0
-    #: Spawn-failure probability while degraded (instead of timing.hypervisor's).
-    spawn_failure_probability: Probability | None = None
-    #: How long the hypervisor stays degraded; null: to the end of the run.
-    duration: Seconds | None = None
-    #: The store (Redis) is unreachable for this many seconds: every command fails
-    #: with StoreUnavailable. Sim only.
-    store_outage: Seconds | None = None
-    #: One poison message (``body``: common.rpc.poison_body) onto a topic or a queue: compute, compute.2.
-    poison: Annotated[str, Field(pattern=rpc.POISON_TOPIC)] | None = None
-    body: Literal["nested", "binary", "huge", "badargs"] = "nested"
-
-    @model_validator(mode="after")
-    def _one_kind(self):
-        kinds = [k for k in ("kill", "hypervisor", "store_outage", "poison") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError("give exactly one of kill, hypervisor, store_outage (seconds) or poison (a topic)")
-        if self.body != "nested" and self.poison is None:
-            raise ValueError("body goes with poison")
-        if self.store_outage is not None or self.poison is not None:
-            field, what = ("store_outage", "a store outage") if self.poison is None else ("poison", "a poison message")
-            if self.at is None:
-                raise ValueError(f"{what} needs at (seconds)")
-            extra = [f for f, default in (("host", 1), ("restart_after", None), ("after_effects", None),
-                                          ("boot_slowdown", 1.0), ("spawn_failure_probability", None),
-                                          ("duration", None)) if getattr(self, f) != default]
-            if extra:
-                raise ValueError(f"{', '.join(extra)} {_goes(extra)} with kill or hypervisor, not with {field}")
-            return self
-        if self.kill is not None and (self.at is None) == (self.after_effects is None):
-            raise ValueError("a kill needs exactly one of at (seconds) or after_effects (a crash point)")
-        if self.hypervisor is not None and self.at is None:
-            raise ValueError("a hypervisor fault needs at (seconds)")
-        # By value, not by fields set: a dumped and re-validated scenario carries every default.
-        if self.kill is not None:
-            extra = [f for f, default in (("boot_slowdown", 1.0), ("spawn_failure_probability", None), ("duration", None))
-                     if getattr(self, f) != default]
-            if extra:
-                raise ValueError(f"{', '.join(extra)} {_goes(extra)} with hypervisor, not with kill")
-        else:
-            extra = [f for f, default in (("host", 1), ("restart_after", None), ("after_effects", None))
-                     if getattr(self, f) != default]
-            if extra:
-                raise ValueError(f"{', '.join(extra)} {_goes(extra)} with kill, not with hypervisor")
-            if self.boot_slowdown == 1.0 and self.spawn_failure_probability is None:
-                raise ValueError("a hypervisor fault needs boot_slowdown > 1 or spawn_failure_probability")
-        return self
-
-    def describe(self) -> str:
-        """A short label for reports: ``kill compute 2, restart after 30 s``."""
-        if self.store_outage is not None:
-            return f"store outage for {self.store_outage:g} s"
-        if self.poison is not None:
-            return f"poison ({self.body}) on {self.poison}"
-        if self.kill is not None:
-            label = f"kill {self.kill} {self.host}"
-            if self.after_effects is not None:
-                label += f" after {self.after_effects} effects"
-            return label + (f", restart after {self.restart_after:g} s" if self.restart_after else ", stays down")
-        return f"hypervisor {self.hypervisor}: {self.degradation()}"
-
-    def degradation(self) -> str:
-        """What a hypervisor fault does: ``boots x3, spawn failures 0.5 for 60 s``."""
-        parts = []
-        if self.boot_slowdown > 1.0:
-            parts.append(f"boots x{self.boot_slowdown:g}")
-        if self.spawn_failure_probability is not None:
-            parts.append(f"spawn failures {self.spawn_failure_probability:g}")
-        span = f"for {self.duration:g} s" if self.duration else "to the end"
-        return f"{', '.join(parts)} {span}"
-
-
 class Real(_Model):
     """What ``--mode real`` needs; the sim ignores this section."""
 
@@ -471,27 +344,14 @@ class Scenario(_Model):
         """Scenario seconds a run is expected to take (``scenario_bounds.estimated_span``)."""
         return estimated_span(self)
 
-    def _fault_target_problem(self, fault: Fault, compute_hosts: int) -> str | None:
-        """Why ``fault`` names a service or host this cloud does not have, or None.
-        ``compute_hosts`` differs by mode: cloud.hosts.count in the sim, real.hosts."""
-        if fault.hypervisor is not None and fault.hypervisor > compute_hosts:
-            return f"hypervisor {fault.hypervisor}: the cloud has {compute_hosts} compute hosts"
-        counts = {"compute": compute_hosts, "network": self.cloud.network.hosts,
-                  "scheduler": 0 if self.cloud.scheduler == "queue" else 1}
-        if fault.kill is not None and fault.host > counts[fault.kill]:
-            if fault.kill == "scheduler" and not counts["scheduler"]:
-                return "kill scheduler: cloud.scheduler is queue, so there is no scheduler service"
-            return f"kill {fault.kill} {fault.host}: the cloud has {counts[fault.kill]} {fault.kill} services"
-        if fault.poison is not None:
-            return rpc.poison_target_problem(fault.poison, counts)
-        return None
-
     def fault_problems(self, compute_hosts: int) -> list[str]:
         """Problems of the fault plan against ``compute_hosts`` compute hosts (real mode
         checks its own count, ``real.hosts``)."""
+        counts = {"compute": compute_hosts, "network": self.cloud.network.hosts,
+                  "scheduler": 0 if self.cloud.scheduler == "queue" else 1}
         problems = []
         for index, fault in enumerate(self.faults):
-            problem = self._fault_target_problem(fault, compute_hosts)
+            problem = target_problem(fault, counts)
             if problem:
                 problems.append(f"faults.{index}: {problem}")
         return problems

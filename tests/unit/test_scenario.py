@@ -365,7 +365,7 @@ def test_a_store_outage_takes_a_time_and_nothing_of_the_other_kinds():
     """A store outage needs at; restart_after belongs to kills."""
     assert problem(faults=[{"store_outage": 5}]) == "faults.0: a store outage needs at (seconds)"
     assert problem(faults=[{"at": 1, "store_outage": 5, "restart_after": 3}]) == (
-        "faults.0: restart_after goes with kill or hypervisor, not with store_outage")
+        "faults.0: restart_after goes with kill, not with store_outage")
 
 
 def test_a_poison_fault_names_a_topic_a_time_and_a_body():
@@ -374,8 +374,8 @@ def test_a_poison_fault_names_a_topic_a_time_and_a_body():
     assert rpc.poison_target(fault.poison) == ("compute", 2) and fault.describe() == "poison (badargs) on compute.2"
     assert problem(faults=[{"poison": "compute"}]) == "faults.0: a poison message needs at (seconds)"
     assert problem(faults=[{"at": 1, "poison": "compute", "host": 2}]) == (
-        "faults.0: host goes with kill or hypervisor, not with poison")
-    assert problem(faults=[{"at": 1, "kill": "compute", "body": "binary"}]) == "faults.0: body goes with poison"
+        "faults.0: host goes with kill, not with poison")
+    assert problem(faults=[{"at": 1, "kill": "compute", "body": "binary"}]) == "faults.0: body goes with poison, not with kill"
     assert "poison" in problem(faults=[{"at": 1, "poison": "compute.x"}])
     assert "body" in problem(faults=[{"at": 1, "poison": "compute", "body": "xml"}])
 
