@@ -78,6 +78,7 @@ class Settings:
                 quotas={p.id: Quota(p.quota.instances, p.quota.cores, p.quota.floating_ips) for p in cloud.projects},
                 network_call_timeout=timing.network_call_timeout,
                 build_timeout=timing.build_timeout,
+                service_down_time=timing.service_down_time,
             ),
             host_memory_mb=cloud.hosts.memory_mb,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from common import client_tokens, instances, keys, lifecycle, rpc, scheduler
+from common import client_tokens, instances, keys, lifecycle, rpc, scheduler, service
 from common.effects import (
     Call,
     Cast,
@@ -84,6 +84,9 @@ class CloudConfig:
     default_quota: Quota = Quota()
     network_call_timeout: float = 30.0
     build_timeout: float = 600.0
+    #: A compute host silent this long is dead: the API settles its instances' terminates
+    #: itself and sends it nothing more (its queue would grow with no consumer).
+    service_down_time: float = 60.0
 
 
 class CloudController:
@@ -268,10 +271,16 @@ class CloudController:
             if host:
                 yield Cast(rpc.host_topic("network", host), "disassociate_floating_ip",
                            {"address": record["floating_ip"]}, context)
-        if record.get("host"):
+        if record.get("host") and (yield from self._compute_is_up(record["host"])):
             yield Cast(rpc.host_topic("compute", record["host"]), "terminate_instance", {"instance_id": record["id"]}, context)
-        elif (yield from instances.finish_delete(record)):  # never reached a host
+        elif (yield from instances.finish_delete(record)):
+            # Never reached a host, or its host is dead: settle here. A dead host that
+            # comes back destroys the domain as an orphan when it reconciles on start-up.
             yield from self.network.release_instance_address(record)
+
+    def _compute_is_up(self, host: str):
+        """-> whether ``host`` sent a heartbeat within service_down_time (one ZSCORE)."""
+        return (yield from service.host_is_up("compute", host, self.config.service_down_time))
 
     # -- Addresses (floating) ------------------------------------------------------
 
@@ -327,7 +336,8 @@ class CloudController:
     def reboot_instances(self, context, instance_ids):
         records = yield from self._owned(context, instance_ids)
         for record in records:
-            if record["state"] == lifecycle.RUNNING and record.get("host"):
+            # A reboot for a dead host would wait in its queue with no consumer.
+            if record["state"] == lifecycle.RUNNING and record.get("host") and (yield from self._compute_is_up(record["host"])):
                 yield Cast(rpc.host_topic("compute", record["host"]), "reboot_instance", {"instance_id": record["id"]}, context)
         return list(instance_ids)
 
@@ -379,9 +389,10 @@ class CloudController:
                 yield from self._finish_terminate(context, record)
             else:
                 yield from self._fail_and_release(instance_id, f"build timed out after {self.config.build_timeout:g} s")
-                if record.get("host"):
+                if record.get("host") and (yield from self._compute_is_up(record["host"])):
                     # Its last step may never have been recorded (the store was
-                    # unreachable), leaving a domain: the host removes it.
+                    # unreachable), leaving a domain: the host removes it. A dead host
+                    # removes it when it reconciles on start-up.
                     try:
                         yield Cast(rpc.host_topic("compute", record["host"]), "cleanup_instance",
                                    {"instance_id": instance_id}, context)

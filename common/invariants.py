@@ -40,6 +40,8 @@ class Snapshot:
     store: Mapping[str, object]  # key -> str | dict | set | list | zset dict
     domains: Mapping[str, Mapping[str, str]]  # host -> {domain name -> state}
     queues: Mapping[str, Mapping[str, int]]  # queue -> {"ready": n, "unacked": n}
+    #: A service whose last heartbeat is this old is dead (I3, I5 leave its host out).
+    service_down_time: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,15 @@ def _holding(records: Mapping[str, dict[str, str] | None]) -> dict[str, dict[str
         for iid, rec in records.items()
         if rec is not None and rec.get("state") in lifecycle.HOLDS_RESOURCES
     }
+
+
+def dead_hosts(s: Snapshot, topic: str) -> frozenset[str]:
+    """Hosts of ``topic`` silent past service_down_time: unreachable, so nothing on them
+    can be checked; each reconciles its host when it starts again."""
+    beats = s.store.get(keys.heartbeats(topic))
+    if not isinstance(beats, Mapping):
+        return frozenset()
+    return frozenset(host for host, at in beats.items() if s.now - float(at) >= s.service_down_time)
 
 
 def _verdict(name: str, title: str, violations: list[str]) -> Verdict:
@@ -303,9 +314,10 @@ def _vlan_violations(s: Snapshot, nids) -> list[str]:
 
 def i3_domains_match_records(s: Snapshot) -> Verdict:
     """I3: every hypervisor domain has a live record on its host, and every running
-    record a domain."""
+    record a domain; on every host that is not dead (``dead_hosts``)."""
     violations: list[str] = []
-    for host in sorted(s.domains):
+    dead = dead_hosts(s, "compute")
+    for host in sorted(set(s.domains) - dead):
         for name in sorted(s.domains[host]):
             rec = _hash(s.store, keys.instance(name))
             if rec is None:
@@ -320,7 +332,7 @@ def i3_domains_match_records(s: Snapshot) -> Verdict:
         if rec is None or rec.get("state") not in _NEEDS_DOMAIN:
             continue
         host = rec.get("host", "")
-        if iid not in s.domains.get(host, {}):
+        if host not in dead and iid not in s.domains.get(host, {}):
             violations.append(f"instance {iid} is {rec.get('state')} but has no domain on host {host!r}")
     return _verdict("I3", "hypervisor domains match instance records", violations)
 
@@ -355,18 +367,35 @@ def i4_no_stuck_transitions(s: Snapshot) -> Verdict:
 
 
 def i5_requests_settled(s: Snapshot) -> Verdict:
-    """I5: at the end of a run every instance is settled and every queue is drained."""
+    """I5: at the end of a run every instance is settled and every queue is drained,
+    but a dead host's own queue: what reached it before it was known dead waits for it
+    (stranded, counted by ``stranded_messages``), and nothing is sent to it after."""
     violations = [
         f"instance {iid} ended in {rec.get('state', '')!r}, not a final state"
         for iid, rec in _records(s).items()
         if rec is not None and rec.get("state") not in lifecycle.SETTLED
     ]
-    for queue in sorted(s.queues):
+    for queue in sorted(set(s.queues) - _dead_queues(s)):
         counts = s.queues[queue]
         ready, unacked = counts.get("ready", 0), counts.get("unacked", 0)
         if ready or unacked:
             violations.append(f"queue {queue} not drained: ready={ready} unacked={unacked}")
     return _verdict("I5", "every accepted request settled", violations)
+
+
+def _dead_queues(s: Snapshot) -> set[str]:
+    """The ``<topic>.<host>`` queues of dead hosts."""
+    out = set()
+    for queue in s.queues:
+        topic, dot, host = queue.partition(".")
+        if dot and host in dead_hosts(s, topic):
+            out.add(queue)
+    return out
+
+
+def stranded_messages(s: Snapshot) -> int:
+    """Messages waiting on dead hosts' queues (sent before the host was known dead)."""
+    return sum(s.queues[q].get("ready", 0) + s.queues[q].get("unacked", 0) for q in _dead_queues(s))
 
 
 def i6_legal_transitions(s: Snapshot) -> Verdict:

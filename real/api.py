@@ -84,7 +84,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
-from common.cloud import CloudConfig, CloudController, Quota
+from common.cloud import DEFAULT_INSTANCE_TYPES, CloudConfig, CloudController, Quota
 from common.context import SYSTEM
 from common.directory import Directory
 from common.ec2 import Ec2Api, HttpRequest, HttpResponse
@@ -465,7 +465,8 @@ def build_api(config, *, scheduler: str = QUEUE, images=("ami-tiny",), instance_
     cloud_config = CloudConfig(
         scheduler=scheduler, images=tuple(images), quotas=dict(quotas or {}), default_quota=default_quota,
         network_call_timeout=network_call_timeout, build_timeout=config.build_timeout,
-        **({"instance_types": dict(instance_types)} if instance_types else {}),
+        service_down_time=config.service_down_time,
+        instance_types=dict(instance_types or DEFAULT_INSTANCE_TYPES),
     )
     cloud = CloudController(cloud_config, network_manager(config))
     return Ec2Api(cloud, directory, region=region, zone=zone), runtime, close

@@ -240,6 +240,7 @@ class RealRun:
             sim_time=self.runtime.now() - (self.config.time_origin or 0.0), effects=self.runtime.effects,
             wall_seconds=wall, rejected=self.recorder.rejected,
             extra={"time_scale": self.scale, "hosts": len(self.hosts), "api": self.api_summary(),
+                   "stranded_messages": invariants.stranded_messages(snapshot),
                    "faults": [{"at": at, "what": what} for at, what in sorted(self.fault_log)]},
         )
         self._clean_up()
@@ -507,6 +508,7 @@ class RealRun:
         return invariants.Snapshot(
             now=self.runtime.now(),
             build_timeout=self.scenario.timing.build_timeout,
+            service_down_time=self.scenario.timing.service_down_time,
             store=self.store.dump(),
             domains=domains,
             # After the drain every consumer is idle, so nothing is unacknowledged.

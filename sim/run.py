@@ -151,6 +151,7 @@ class Simulation:
                 "late_replies_dropped": runtime.late_replies,
                 "poison_messages": sum(s.poison for s in self.services),
                 "unroutable": self.broker.unroutable,
+                "stranded_messages": invariants.stranded_messages(snapshot),
                 "store_commands": self.store.commands,
                 "peak_host_vcpu_ratio": max((h.peak_vcpu_ratio for h in self.hypervisors), default=0.0),
                 "hosts_ever_overcommitted": sum(1 for h in self.hypervisors if h.peak_vcpu_ratio > 1.0),
@@ -203,6 +204,7 @@ class Simulation:
         return invariants.Snapshot(
             now=self.env.now,
             build_timeout=self.scenario.timing.build_timeout,
+            service_down_time=self.scenario.timing.service_down_time,
             store=self.store.dump(),
             domains={h.host: {name: d.state for name, d in h.domains.items()} for h in self.hypervisors},
             queues={q: {"ready": s["depth"], "unacked": s["unacked"]} for q, s in self.broker.queue_stats().items()},

@@ -194,6 +194,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
         add("time to running", q, "-" if ttr[q] is None else f"{ttr[q]:.1f} s")
     for topic, q in summary["queues"].items():
         add("queues", f"peak depth {topic}", f"{q['peak_depth']:,}")
+    if summary.get("stranded_messages"):
+        add("queues", "stranded on dead hosts' queues", f"{summary['stranded_messages']:,}")
     unused = [nid for nid, pool in summary["pools"].items() if not pool.get("peak_used")]
     for nid, pool in summary["pools"].items():
         if nid in unused and len(summary["pools"]) > 1:

@@ -122,6 +122,18 @@ def test_compute_killed_mid_run_leaves_nothing_stuck_or_leaked(redis_url, amqp_u
     assert set(kill.caught) <= errored
 
 
+def test_a_compute_that_never_returns_has_its_instances_settled_for_real(redis_url, amqp_url, tmp_path):
+    """host-never-returns.yaml for real: host2 is killed for good, the API settles its terminates, and
+    I1-I6 hold with nothing left shutting_down."""
+    from real.mode import RealRun
+
+    scenario = real_scenario("host-never-returns", redis_url, amqp_url)
+    summary = RealRun(scenario, scenario.seed, tmp_path, progress=False).execute()
+    assert failed(summary) == []
+    assert summary["instances"]["shutting_down"] == 0 and summary["instances"]["deleted"] > 0
+    assert [f["what"] for f in summary["faults"]] == ["killed compute.host2"]
+
+
 def test_poison_on_every_topic_of_a_real_run_is_dropped_and_every_launch_runs(real_small, tmp_path):
     """The sim's poison faults played for real: each body lands on its queue, no worker stops, nothing errs."""
     from real.mode import RealRun

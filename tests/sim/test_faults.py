@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from common.analysis import report
+from common.cloud import CloudController
 from common.scenario import with_overrides
+from sim.broker import Broker
 from sim.run import simulate
 from sim.scenario_file import load
 
@@ -44,11 +46,43 @@ def test_kill_times_across_a_run_never_break_an_invariant():
     assert bitten > 0
 
 
-def test_a_compute_that_never_returns_leaves_its_terminates_stuck_and_i4_says_so():
-    """2010 had no evacuate: terminates cast to a dead host wait forever, which I4 and I5 report."""
-    result = simulate(scenario(faults=[{"at": 30, "kill": "compute", "host": 2}], **{"workload.arrivals.rate": 1.0}))
+def never_returns(seed=1):
+    return scenario(faults=[{"at": 30, "kill": "compute", "host": 2}], **{"workload.arrivals.rate": 1.0,
+                                                                          "seed": seed})
+
+
+def test_a_compute_that_never_returns_has_its_terminates_settled_by_the_api():
+    """Instances terminated on a dead host are deleted with their addresses back: I1-I6 hold, none stays shutting_down."""
+    result = simulate(never_returns())
+    assert failed(result) == []
+    assert result.summary["instances"]["shutting_down"] == 0 and result.summary["instances"]["deleted"] > 0
+
+
+def test_nothing_is_sent_to_a_dead_host_once_it_is_known_dead(monkeypatch):
+    """After service_down_time (and one heartbeat) no message is published to the dead host's queue."""
+    sent = []
+    publish = Broker.publish
+    monkeypatch.setattr(Broker, "publish", lambda self, key, body: sent.append((self.env.now, key)) or publish(self, key, body))
+    s = never_returns()
+    result = simulate(s)
+    known_dead = 30 + s.timing.service_down_time + s.timing.report_interval
+    assert [at for at, key in sent if key == "compute.host2" and at > known_dead] == []
+    assert result.summary["stranded_messages"] == sum(1 for at, key in sent if key == "compute.host2" and at > 30)
+
+
+def test_without_settling_dead_hosts_the_terminates_stay_stuck(monkeypatch):
+    """G5: with the API trusting every host to be up, a host that never returns leaves I4 and I5 failing."""
+    monkeypatch.setattr(CloudController, "_compute_is_up", lambda self, host: (yield from ()) or True)
+    result = simulate(never_returns())
     assert {name for name, _ in failed(result)} == {"I4", "I5"}
     assert result.summary["instances"]["shutting_down"] > 0
+
+
+def test_a_dead_host_that_comes_back_late_destroys_what_the_api_settled():
+    """Back after its terminates were settled, the host's start-up removes their domains: I3 holds."""
+    result = simulate(scenario(faults=[{"at": 30, "kill": "compute", "host": 2, "restart_after": 900}],
+                               **{"workload.arrivals.rate": 1.0}))
+    assert failed(result) == [] and result.summary["stranded_messages"] == 0
 
 
 def test_the_scheduler_stops_placing_on_a_host_once_its_heartbeats_are_stale():
