@@ -30,18 +30,30 @@ def run_one(scenario, raw: bytes, scenario_path, seed: int, out: Path, *, plots:
         result = _simulate_with_progress(scenario, seed, console or Console(stderr=True), enabled=True)
     else:
         result = simulate(scenario, seed)
+    summary, files = run_files(
+        result, scenario, raw, scenario_path, seed, plots=plots, stamp=stamp, overrides=overrides, sweep=sweep,
+        read_beside=lambda name: (Path(scenario_path).parent / name).read_bytes())
+    output.save_run_dir(out, files)
+    return summary
+
+
+def run_files(result, scenario, raw: bytes, scenario_path, seed: int, *, plots: bool, stamp: str | None,
+              overrides: dict | None, sweep: str | None, read_beside) -> tuple[dict, dict[str, bytes]]:
+    """-> (the summary, the run directory's files by name) of a finished simulation.
+    ``read_beside(name)``: the bytes of a file named by the scenario (its calibration),
+    so a worker without the scenario's folder can make them too."""
     manifest = report.manifest(
         scenario=scenario, scenario_path=scenario_path, scenario_hash=digest(raw), seed=seed, mode="sim",
         started_at=stamp or timestamp(), provenance=output.provenance(), overrides=dict(overrides or {}),
-        calibration=calibration_entry(scenario, lambda name: (Path(scenario_path).parent / name).read_bytes()),
+        calibration=calibration_entry(scenario, read_beside),
         **({"sweep": sweep} if sweep is not None else {}),
     )
     summary = result.summary
-    output.save_run_dir(out, report.run_files(
+    files = report.run_files(
         manifest=manifest, summary=summary, store=result.snapshot.store, rpc_rows=result.recorder.rpc_rows,
         series=result.recorder.series, plots=plots,
-        subtitle=f"{summary.get('scenario', '')} · seed {summary.get('seed', '')} · sim"))
-    return result.summary
+        subtitle=f"{summary.get('scenario', '')} · seed {summary.get('seed', '')} · sim")
+    return summary, files
 
 
 def _simulate_with_progress(scenario, seed, console, enabled: bool):
