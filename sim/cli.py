@@ -8,7 +8,8 @@ names no runner but the simulator's own: sim/ never imports real/.
 
 Sim-mode options beyond a single run: ``--no-plots`` (no PNGs in the run directory),
 ``--set KEY=VALUE`` (change a scenario field), ``--sweep KEY=V1,V2,...`` / ``--seeds N`` /
-``--jobs N`` (a parameter sweep, see ``sim/sweep.py``).
+``--jobs N`` (a parameter sweep, see ``sim/sweep.py``), ``--cluster ADDRESS`` (the sweep's runs on
+a Dask distributed scheduler, see ``sim/sweep_exec.py``).
 
 After a real run (``--mode real``), this module also simulates the same scenario and seed
 and writes ``fidelity.json`` into the real run directory (``sim/fidelity.py``): it is the one
@@ -59,7 +60,13 @@ def _add_run_arguments(parser):
     sweep.add_argument("--seeds", type=int, default=None, metavar="N",
                        help="run each combination with N seeds: the scenario's seed (or --seed), +1, ... (default 1)")
     sweep.add_argument("--jobs", type=int, default=None, metavar="N",
-                       help="parallel runs in a sweep (default: the number of cores)")
+                       help="parallel runs in a sweep (default: the number of cores; with --cluster, runs "
+                       "submitted at a time, default twice the cluster's worker threads)")
+    sweep.add_argument(
+        "--cluster", default=None, metavar="ADDRESS",
+        help="run the sweep on the workers of a Dask distributed scheduler (e.g. tcp://host:8786; needs "
+        "pip install 'novalab[cluster]'); run directories and sweep.csv are still written here",
+    )
 
 
 def _runner(mode: str):
@@ -74,8 +81,13 @@ def _runner(mode: str):
 
 
 def run(args) -> int:
-    if args.mode != "sim" and (args.sweep or args.seeds is not None or args.set):
-        print(f"run-scenario: --set, --sweep and --seeds run in sim mode only, not with --mode {args.mode}", file=sys.stderr)
+    cluster = getattr(args, "cluster", None)
+    if args.mode != "sim" and (args.sweep or args.seeds is not None or args.set or cluster is not None):
+        print(f"run-scenario: --set, --sweep, --seeds and --cluster run in sim mode only, not with --mode {args.mode}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if cluster is not None and not args.sweep and args.seeds is None:
+        print("run-scenario: --cluster runs a sweep's runs: give --sweep KEY=V1,V2,... or --seeds N", file=sys.stderr)
         return EXIT_BAD_INPUT
     runner = _runner(args.mode)
     if runner is None:
