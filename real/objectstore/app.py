@@ -23,6 +23,7 @@ from real.objectstore import multipart
 from real.objectstore.auth import Lookup, authenticate
 from real.objectstore.multipart import MultipartUploads
 from real.objectstore.multipart_api import MultipartHandlers
+from real.objectstore.objects import Source, answer_get, list_keys
 from real.objectstore.protocol import (
     BUCKET_META,
     KNOWN_FLAGS,
@@ -33,21 +34,17 @@ from real.objectstore.protocol import (
     META_DIR,
     SUBRESOURCES,
     BodyReader,
-    FileBody,
     S3Error,
     S3Request,
-    check_preconditions,
     content_type,
     element,
     http_date,
     iso_time,
-    parse_range,
-    range_still_valid,
-    stored_key,
     user_meta,
     xml_document,
 )
 from real.objectstore.store import DiskStore
+from real.objectstore.swift_large import open_object
 
 log = logging.getLogger("novalab.objectstore")
 
@@ -87,7 +84,7 @@ class ObjectStoreApp(MultipartHandlers):
             if hasattr(body, "close"):
                 body.close()
             return []
-        return body if isinstance(body, FileBody) else [body]
+        return [body] if isinstance(body, bytes) else body
 
     def _error(self, environ, e: S3Error, request_id: str):
         resource = environ.get("PATH_INFO", "")
@@ -231,33 +228,10 @@ class ObjectStoreApp(MultipartHandlers):
         delimiter = query.get("delimiter", "")
         encode = query.get("encoding-type") == "url"
         max_keys, after = _listing_window(query, v2)
-        directory = self.store.bucket_dir(bucket)
-        keys = sorted(k for k in map(stored_key, os.listdir(directory)) if k is not None)
-        contents: list[tuple[str, dict]] = []
-        prefixes: list[str] = []
-        truncated, last = False, None
-        for key in keys:
-            if not key.startswith(prefix) or key <= after:
-                continue
-            common = None
-            if delimiter:
-                cut = key.find(delimiter, len(prefix))
-                if cut >= 0:
-                    common = key[: cut + len(delimiter)]
-                    if (prefixes and prefixes[-1] == common) or after.startswith(common):
-                        continue
-            if len(contents) + len(prefixes) >= max_keys:
-                truncated = max_keys > 0
-                break
-            if common is not None:
-                prefixes.append(common)
-                last = common
-                continue
-            meta = self.store.object_meta(directory, key)
-            if meta is None:  # deleted while we listed
-                continue
-            contents.append((key, meta))
-            last = key
+        entries, truncated = list_keys(self.store, bucket, prefix, delimiter, after, max_keys)
+        contents = [(key, meta) for key, meta in entries if meta is not None]
+        prefixes = [key for key, meta in entries if meta is None]
+        last = entries[-1][0] if entries else None
 
         def enc(value):
             return quote(value, safe="/") if encode else value
@@ -285,9 +259,12 @@ class ObjectStoreApp(MultipartHandlers):
                 body.append(element("NextMarker", enc(last)))
         show_owner = not v2 or query.get("fetch-owner") == "true"
         for key, meta in contents:
+            etag, size = meta["etag"], meta["size"]
+            if meta.get("manifest") == "slo":  # a Swift large object: its segments' size
+                etag, size = f'{meta["slo_etag"]}-{meta["slo_count"]}', meta["slo_size"]
             body.append("<Contents>" + element("Key", enc(key))
                         + element("LastModified", iso_time(meta["mtime_ns"] / 1e9))
-                        + element("ETag", f'"{meta["etag"]}"') + element("Size", meta["size"])
+                        + element("ETag", f'"{etag}"') + element("Size", size)
                         + element("StorageClass", "STANDARD") + (owner if show_owner else "") + "</Contents>")
         for common in prefixes:
             body.append(f"<CommonPrefixes>{element('Prefix', enc(common))}</CommonPrefixes>")
@@ -297,10 +274,17 @@ class ObjectStoreApp(MultipartHandlers):
 
     def _put_object(self, request: S3Request, bucket: str, key: str):
         self._owned_bucket(request, bucket)
-        _directory, data, meta_path = self.store.paths(bucket, key)
         if "x-amz-copy-source" in request.headers:
-            return self._copy_object(request, bucket, key, data, meta_path)
+            return self._copy_object(request, bucket, key)
         reader = self._upload_reader(request, self.max_body)
+        etag = self.store_body(request, bucket, key, reader, content_type(request), user_meta(request))
+        return 200, [("ETag", f'"{etag}"'), ("Content-Length", "0")], b""
+
+    def store_body(self, request: S3Request, bucket: str, key: str, reader: BodyReader, kind: str, metadata: dict,
+                   verify: Callable[[str], None] | None = None, extra: dict | None = None) -> str:
+        """Stream the request body into a temporary file, check it (``reader.check()``,
+        then ``verify(md5 hex)``) and commit it as the object: -> its MD5 hex."""
+        _directory, data, meta_path = self.store.paths(bucket, key)
         fd, tmp = tempfile.mkstemp(prefix="put-", dir=self.store.tmp)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -310,12 +294,13 @@ class ObjectStoreApp(MultipartHandlers):
                 os.fsync(out.fileno())
             reader.check()
             etag = reader.md5.hexdigest()
-            self._commit(request, bucket, key, tmp, data, meta_path, etag, content_type(request),
-                         user_meta(request))
+            if verify is not None:
+                verify(etag)
+            self.commit(request, bucket, key, tmp, data, meta_path, etag, kind, metadata, extra)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return 200, [("ETag", f'"{etag}"'), ("Content-Length", "0")], b""
+        return etag
 
     def _upload_reader(self, request: S3Request, limit: int) -> BodyReader:
         reader = BodyReader(request, limit)
@@ -323,19 +308,26 @@ class ObjectStoreApp(MultipartHandlers):
             raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.", close=True)
         return reader
 
-    def _commit(self, request: S3Request, bucket: str, key: str, tmp: str, data: str, meta_path: str, etag: str,
-                content_type: str, user_meta: dict):
-        """Rename a verified temporary file into place as the object, with its metadata."""
+    def commit(self, request: S3Request, bucket: str, key: str, tmp: str, data: str, meta_path: str, etag: str,
+               content_type: str, user_meta: dict, extra: dict | None = None):
+        """Rename a verified temporary file into place as the object, with its metadata
+        (``extra``: more fields of the record, a Swift manifest's)."""
         with self.store.lock:
             self._owned_bucket(request, bucket)  # still there, still theirs
             os.replace(tmp, data)
             st = os.stat(data)
             self.store.write_json(meta_path, {"key": key, "etag": etag, "size": st.st_size,
                                               "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
-                                              "content_type": content_type, "meta": user_meta})
+                                              "content_type": content_type, "meta": user_meta, **(extra or {})})
 
-    def _open_copy_source(self, request: S3Request):
-        """-> (open file, metadata, bucket, key) of ``x-amz-copy-source``, which the caller must own."""
+    def open_source(self, request: S3Request, bucket: str, key: str) -> Source:
+        """The object for reading (a Swift large object's segments included), from a
+        bucket the caller owns."""
+        self._owned_bucket(request, bucket)
+        return open_object(self.store, bucket, key, request.caller)
+
+    def _open_copy_source(self, request: S3Request) -> tuple[Source, str, str]:
+        """-> (source, bucket, key) of ``x-amz-copy-source``, which the caller must own."""
         source = unquote(request.headers["x-amz-copy-source"])
         source, _, version = source.partition("?")
         if version:
@@ -344,101 +336,63 @@ class ObjectStoreApp(MultipartHandlers):
         if not source_bucket or not source_key:
             raise S3Error("InvalidArgument", "x-amz-copy-source must be <bucket>/<key>",
                           {"ArgumentName": "x-amz-copy-source"})
-        self._owned_bucket(request, source_bucket)
-        directory, source_data, _ = self.store.paths(source_bucket, source_key)
-        try:
-            f = open(source_data, "rb")  # noqa: SIM115 - closed by the callers
-        except (FileNotFoundError, IsADirectoryError):
-            raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": source_key}) from None
-        meta = self.store.object_meta(directory, source_key, f)
-        if meta is None:
-            f.close()
-            raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": source_key})
-        return f, meta, source_bucket, source_key
+        return self.open_source(request, source_bucket, source_key), source_bucket, source_key
 
-    def _copy_to_tmp(self, f, offset: int, size: int, prefix: str) -> tuple[str, str]:
-        """Copy ``size`` bytes of ``f`` from ``offset`` into a new temporary file: -> (path, MD5 hex)."""
+    def copy_to_tmp(self, source: Source, offset: int, size: int, prefix: str) -> tuple[str, str]:
+        """Copy ``size`` bytes of ``source`` from ``offset`` into a new temporary file: -> (path, MD5 hex)."""
         md5 = hashlib.md5()
         fd, tmp = tempfile.mkstemp(prefix=prefix, dir=self.store.tmp)
+        body = source.read(offset, size)
         try:
             with os.fdopen(fd, "wb") as out:
-                for chunk in FileBody(f, size, offset):
+                for chunk in body:
                     md5.update(chunk)
                     out.write(chunk)
                 out.flush()
+                if out.tell() != size:
+                    raise S3Error("InternalError", "The source of the copy changed while it was read")
                 os.fsync(out.fileno())
         except BaseException:
             os.unlink(tmp)
             raise
+        finally:
+            body.close()  # type: ignore[attr-defined]
         return tmp, md5.hexdigest()
 
-    def _copy_object(self, request: S3Request, bucket: str, key: str, data: str, meta_path: str):
+    def _copy_object(self, request: S3Request, bucket: str, key: str):
         self._drain_small(request)
+        _directory, data, meta_path = self.store.paths(bucket, key)
         directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
             raise S3Error("InvalidArgument", "x-amz-metadata-directive must be COPY or REPLACE",
                           {"ArgumentName": "x-amz-metadata-directive"})
-        f, meta, source_bucket, source_key = self._open_copy_source(request)
+        source, source_bucket, source_key = self._open_copy_source(request)
         tmp = ""
         try:
             if (source_bucket, source_key) == (bucket, key) and directive == "COPY":
                 raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object "
                               "to itself without changing the object's metadata.")
-            if meta["size"] > self.max_body:  # S3's rule: larger objects are copied part by part
+            if source.size > self.max_body:  # S3's rule: larger objects are copied part by part
                 raise S3Error("InvalidRequest", f"The source is larger than {self.max_body} bytes: copy it with a "
                               "multipart upload (UploadPartCopy)")
-            tmp, md5 = self._copy_to_tmp(f, 0, meta["size"], "copy-")
-            etag = meta["etag"] if "-" in meta["etag"] else md5
+            tmp, md5 = self.copy_to_tmp(source, 0, source.size, "copy-")
+            etag = source.etag if "-" in source.etag and not source.kind else md5
             if directive == "REPLACE":
                 kind, metadata = content_type(request), user_meta(request)
             else:
-                kind, metadata = meta.get("content_type", "binary/octet-stream"), meta.get("meta", {})
-            self._commit(request, bucket, key, tmp, data, meta_path, etag, kind, metadata)
+                kind, metadata = source.content_type, source.meta.get("meta", {})
+            self.commit(request, bucket, key, tmp, data, meta_path, etag, kind, metadata)
         finally:
-            f.close()
+            source.release()
             if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
         result = element("LastModified", iso_time(self.clock())) + element("ETag", f'"{etag}"')
         return self._xml_response("CopyObjectResult", result)
 
     def _get_object(self, request: S3Request, bucket: str, key: str):
-        self._owned_bucket(request, bucket)
-        directory, data, _ = self.store.paths(bucket, key)
-        try:
-            f = open(data, "rb")  # noqa: SIM115 - the response body closes it
-        except (FileNotFoundError, IsADirectoryError):
-            raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": key}) from None
-        try:
-            meta = self.store.object_meta(directory, key, f)
-            if meta is None:  # cannot happen with the file open; for the type checker
-                raise S3Error("NoSuchKey", "The specified key does not exist.", {"Key": key})
-            size, mtime = meta["size"], meta["mtime_ns"] / 1e9
-            validators = [("ETag", f'"{meta["etag"]}"'), ("Last-Modified", http_date(mtime))]
-            refused = check_preconditions(request.headers, meta["etag"], mtime)
-            if refused == 412:
-                raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold",
-                              {"Condition": "If-Match" if "if-match" in request.headers else "If-Unmodified-Since"})
-            if refused == 304:
-                f.close()
-                return 304, validators, b""
-            wanted = parse_range(request.headers.get("range"), size)
-            if wanted is not None and not range_still_valid(request.headers, meta["etag"], mtime):
-                wanted = None
-        except S3Error as e:
-            f.close()
-            if e.code == "InvalidRange":
-                e.headers = [("Content-Range", f"bytes */{size}")]
-            raise
-        except BaseException:
-            f.close()
-            raise
-        headers = [("Content-Type", meta.get("content_type", "binary/octet-stream")), ("Accept-Ranges", "bytes"),
-                   *validators, *sorted(meta.get("meta", {}).items())]
-        if wanted is None:
-            return 200, [*headers, ("Content-Length", str(size))], FileBody(f, size)
-        first, last = wanted
-        headers += [("Content-Length", str(last - first + 1)), ("Content-Range", f"bytes {first}-{last}/{size}")]
-        return 206, headers, FileBody(f, last - first + 1, first)
+        source = self.open_source(request, bucket, key)
+        status, headers, body = answer_get(request.headers, source, source.etag)
+        return status, [*headers, *sorted(source.meta.get("meta", {}).items())], body
 
     def _delete_object(self, request: S3Request, bucket: str, key: str):
         self._owned_bucket(request, bucket)

@@ -12,7 +12,6 @@ from real.objectstore import multipart
 from real.objectstore.protocol import (
     MAX_KEYS,
     BodyReader,
-    FileBody,
     S3Error,
     S3Request,
     bounded_int,
@@ -61,21 +60,24 @@ class MultipartHandlers:
     def _upload_part_copy(self, request: S3Request, bucket: str, key: str, upload_id: str, number: int):
         self._drain_small(request)
         self.uploads.directory(bucket, key, upload_id)
-        f, meta, _, _ = self._open_copy_source(request)
+        source, _, _ = self._open_copy_source(request)
         try:
-            wanted = (0, meta["size"] - 1)
+            wanted = (0, source.size - 1)
             if "x-amz-copy-source-range" in request.headers:
-                wanted = parse_range(request.headers["x-amz-copy-source-range"], meta["size"]) or (-1, -1)
+                wanted = parse_range(request.headers["x-amz-copy-source-range"], source.size) or (-1, -1)
                 if wanted[0] < 0:
                     raise S3Error("InvalidArgument", "x-amz-copy-source-range must be bytes=<first>-<last>",
                                   {"ArgumentName": "x-amz-copy-source-range"})
             size = max(0, wanted[1] - wanted[0] + 1)
             if size > multipart.MAX_PART_SIZE:
                 raise S3Error("EntityTooLarge", f"A part is at most {multipart.MAX_PART_SIZE} bytes")
-            etag, _ = self.uploads.put_part(bucket, key, upload_id, number, FileBody(f, size, wanted[0]),
-                                            lambda: None)
+            body = source.read(wanted[0], size)
+            try:
+                etag, _ = self.uploads.put_part(bucket, key, upload_id, number, body, lambda: None)
+            finally:
+                body.close()  # type: ignore[attr-defined]
         finally:
-            f.close()
+            source.release()
         result = element("LastModified", iso_time(self.clock())) + element("ETag", f'"{etag}"')
         return self._xml_response("CopyPartResult", result)
 
