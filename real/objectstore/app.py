@@ -41,9 +41,11 @@ from real.objectstore.protocol import (
     http_date,
     iso_time,
     user_meta,
+    validate_bucket_name,
     xml_document,
 )
 from real.objectstore.store import DiskStore
+from real.objectstore.swift import SwiftApi, is_swift
 from real.objectstore.swift_large import open_object
 
 log = logging.getLogger("novalab.objectstore")
@@ -63,10 +65,13 @@ class ObjectStoreApp(MultipartHandlers):
         self.max_body = max_body
         self.max_skew = max_skew
         self.clock = clock
+        self.swift = SwiftApi(self)
 
     # -- WSGI --------------------------------------------------------------------------
 
     def __call__(self, environ, start_response):
+        if is_swift(environ):
+            return self.swift(environ, start_response)
         request_id = uuid.uuid4().hex[:16].upper()
         try:
             request = S3Request(environ)
@@ -177,11 +182,20 @@ class ObjectStoreApp(MultipartHandlers):
         return self._xml_response("ListAllMyBucketsResult", owner + "<Buckets>" + "".join(entries) + "</Buckets>")
 
     def _create_bucket(self, request: S3Request, bucket: str):
-        target = self.store.bucket_dir(bucket)
+        validate_bucket_name(bucket, strict=True)
         reader = BodyReader(request, MAX_SMALL_BODY)
         reader.read_all()  # CreateBucketConfiguration: any region is fine here
         reader.check()
-        caller = request.caller
+        if self.make_bucket(request.caller.project, bucket):
+            return 200, [("Location", f"/{bucket}"), ("Content-Length", "0")], b""
+        raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the named bucket succeeded and "
+                      "you already own it.", {"BucketName": bucket})
+
+    def make_bucket(self, project: str, bucket: str, extra: dict | None = None) -> bool:
+        """Create ``bucket`` for ``project`` (``extra``: more fields of its record): True
+        when made, False when the project has it already; BucketAlreadyExists when
+        another project has."""
+        target = self.store.bucket_dir(bucket)
         with self.store.lock:
             try:
                 info = self.store.bucket_info(bucket)
@@ -190,7 +204,7 @@ class ObjectStoreApp(MultipartHandlers):
             if info is None:
                 staging = tempfile.mkdtemp(prefix="bucket-", dir=self.store.tmp)
                 self.store.write_json(os.path.join(staging, BUCKET_META),
-                                      {"owner": caller.project, "created": self.clock()})
+                                      {"owner": project, "created": self.clock(), **(extra or {})})
                 os.mkdir(os.path.join(staging, META_DIR))
                 try:
                     os.rename(staging, target)  # fails on an existing bucket (never empty)
@@ -198,10 +212,9 @@ class ObjectStoreApp(MultipartHandlers):
                     shutil.rmtree(staging, ignore_errors=True)
                     info = self.store.bucket_info(bucket)
                 else:
-                    return 200, [("Location", f"/{bucket}"), ("Content-Length", "0")], b""
-        if info["owner"] == caller.project:
-            raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the named bucket succeeded and "
-                          "you already own it.", {"BucketName": bucket})
+                    return True
+        if info["owner"] == project:
+            return False
         raise S3Error("BucketAlreadyExists", "The requested bucket name is not available. Please select a different "
                       "name and try again.", {"BucketName": bucket})
 
@@ -396,14 +409,21 @@ class ObjectStoreApp(MultipartHandlers):
 
     def _delete_object(self, request: S3Request, bucket: str, key: str):
         self._owned_bucket(request, bucket)
+        self.remove_object(bucket, key)
+        return 204, [], b""
+
+    def remove_object(self, bucket: str, key: str) -> bool:
+        """Delete the object's file and metadata: -> whether there was an object."""
         _, data, meta_path = self.store.paths(bucket, key)
+        found = False
         with self.store.lock:
             for path in (data, meta_path):
                 try:
                     os.unlink(path)
+                    found = found or path == data
                 except FileNotFoundError:
                     pass
-        return 204, [], b""
+        return found
 
     # -- helpers ------------------------------------------------------------------------
 

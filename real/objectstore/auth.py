@@ -229,24 +229,40 @@ class directory_lookup:
         self.directory = directory
 
     def __call__(self, access: str, project: str = ""):
+        from common.errors import AuthFailure
+
+        user = self._ask(self.directory.user_by_access_key(access), access)
+        if user is None:
+            return None
+        try:
+            answer = self._ask(self.directory.authenticate(f"{access}:{project}" if project else access), access)
+        except AuthFailure:
+            return user.secret_key, None, bool(user.is_admin)
+        if answer is None:
+            return None
+        return user.secret_key, answer[1].name, bool(user.is_admin)
+
+    def access_key_of(self, name: str) -> str | None:
+        """The access key of the user named ``name`` (Swift's auth names users), or None."""
+        user = self._ask(self.directory.get_user(name), name)
+        return None if user is None else user.access_key
+
+    def _ask(self, effects, asked: str):
+        """Run a directory request: 503 when the directory does not answer; None when it
+        refuses to look ``asked`` up (AuthFailure passes through)."""
         from common.errors import AuthFailure, DirectoryUnavailable, NovaError
 
         try:
-            user = self.ldap.run(self.directory.user_by_access_key(access))
-            if user is None:
-                return None
-            try:
-                _, found = self.ldap.run(self.directory.authenticate(f"{access}:{project}" if project else access))
-            except AuthFailure:
-                return user.secret_key, None, bool(user.is_admin)
+            return self.ldap.run(effects)
         except DirectoryUnavailable as e:
             log.warning("objectstore: %s", e)
             raise S3Error("ServiceUnavailable", "The directory that holds the credentials is not answering; "
                           "try again later.", close=True) from None
-        except NovaError as e:  # an access key the directory refuses to look up
-            log.info("objectstore: lookup of %r refused: %s", access[:64], e)
+        except AuthFailure:
+            raise
+        except NovaError as e:  # an access key or name the directory refuses to look up
+            log.info("objectstore: lookup of %r refused: %s", asked[:64], e)
             return None
-        return user.secret_key, found.name, bool(user.is_admin)
 
 
 def file_lookup(path) -> Lookup:

@@ -75,7 +75,7 @@ class MultipartHandlers:
             try:
                 etag, _ = self.uploads.put_part(bucket, key, upload_id, number, body, lambda: None)
             finally:
-                body.close()  # type: ignore[attr-defined]
+                body.close()
         finally:
             source.release()
         result = element("LastModified", iso_time(self.clock())) + element("ETag", f'"{etag}"')

@@ -70,6 +70,7 @@ STATUS = {
 }
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _IPV4_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -106,12 +107,19 @@ NOBODY = Caller("", "", False)
 # Names
 
 
-def validate_bucket_name(name: str) -> str:
-    if not _BUCKET_RE.match(name) or ".." in name or _IPV4_RE.match(name) or name.startswith("xn--") \
-            or name.endswith("-s3alias"):
-        raise S3Error("InvalidBucketName", f"The specified bucket is not valid: {name!r} (S3 naming rules: 3-63 "
-                      "characters of a-z 0-9 . -, a letter or digit at both ends, no '..', not an IP address)")
-    return name
+def validate_bucket_name(name: str, strict: bool = False) -> str:
+    """``name`` if it can name a bucket: S3's rules when S3 creates it (``strict``),
+    else also a Swift container's name as this store keeps them (1-255 characters of
+    ``A-Za-z0-9._-``, a letter or digit first: ``photos_segments``; not ``v1``, the
+    Swift API's path), which S3 clients reach as the legacy names of path-style S3.
+    Raises InvalidBucketName."""
+    if _BUCKET_RE.match(name) and ".." not in name and not _IPV4_RE.match(name) and not name.startswith("xn--") \
+            and not name.endswith("-s3alias"):
+        return name
+    if not strict and _CONTAINER_RE.match(name) and name != "v1":
+        return name
+    raise S3Error("InvalidBucketName", f"The specified bucket is not valid: {name[:300]!r} (S3 naming rules: 3-63 "
+                  "characters of a-z 0-9 . -, a letter or digit at both ends, no '..', not an IP address)")
 
 
 def key_file_name(key: str) -> str:
