@@ -74,13 +74,15 @@ def open_plain(store, bucket: str, key: str) -> Source:
                   lambda offset, length: FileBody(f, length, offset), f.close)
 
 
-def answer_get(headers: Mapping[str, str], source: Source, etag: str) -> tuple[int, list, Iterable[bytes]]:
-    """(status, headers, body) of a GET of ``source`` served with ``etag``: 304 or 412
+def answer_get(headers: Mapping[str, str], source: Source, etag: str, quoted: bool = True
+               ) -> tuple[int, list, Iterable[bytes]]:
+    """(status, headers, body) of a GET of ``source`` served with ``etag`` (in quotes,
+    or bare as Swift sends a plain object's): 304 or 412
     by the request's conditions, 206 for a satisfiable range, else 200 and everything.
     InvalidRange (with ``Content-Range: bytes */size``) past the end; the source is
     released whenever no body goes out."""
     size, mtime = source.size, source.mtime
-    validators = [("ETag", f'"{etag}"'), ("Last-Modified", http_date(mtime))]
+    validators = [("ETag", f'"{etag}"' if quoted else etag), ("Last-Modified", http_date(mtime))]
     try:
         refused = check_preconditions(headers, etag, mtime)
         if refused == 412:

@@ -212,12 +212,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise _unsatisfiable(size)
         return max(0, size - suffix), size - 1
     first = int(first_text)
-    last = int(last_text) if last_text else size - 1
-    if last < first:
+    if last_text and int(last_text) < first:  # not a valid range: ignored
         return None
     if first >= size:
         raise _unsatisfiable(size)
-    return first, min(last, size - 1)
+    return first, min(int(last_text) if last_text else size - 1, size - 1)
 
 
 def _unsatisfiable(size: int) -> S3Error:
@@ -361,7 +360,10 @@ class BodyReader:
         stream = self.request.environ["wsgi.input"]
         while self.length is None or self.size < self.length:
             want = CHUNK if self.length is None else min(CHUNK, self.length - self.size)
-            chunk = stream.read(want)
+            try:
+                chunk = stream.read(want)
+            except ValueError as e:  # cheroot's word for a malformed chunked body
+                raise S3Error("IncompleteBody", f"The chunked request body is malformed: {e}", close=True) from None
             if not chunk:
                 break
             self.size += len(chunk)

@@ -214,7 +214,7 @@ class SwiftObjects:
         except BaseException:
             source.release()
             raise
-        status, headers, body = answer_get(request.headers, source, etag)
+        status, headers, body = answer_get(request.headers, source, etag, quoted=bool(source.kind))
         return status, [*headers, *object_headers(source.meta)], body
 
     # -- POST, DELETE ---------------------------------------------------------------------

@@ -8,34 +8,14 @@ import sys
 import time
 
 import pytest
-from conftest import service_unavailable
+from conftest import cloud_users, deploy_env, free_ports
 
 from real import deploy, processes, vhosts
 from real.deploy import Deployment
 
-FREE = {"NOVALAB_CONNECT_TIMEOUT": "2"}
-
-
-def _env(**extra):
-    """An environment with no NOVALAB_* of the caller's, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVALAB_")}
-    env.update(FREE)
-    env.update(extra)
-    return env
-
-
-def _ports():
-    from real.slapd import free_port
-
-    api = free_port()
-    s3 = free_port()
-    while s3 == api:
-        s3 = free_port()
-    return api, s3
-
 
 def _up(tmp_path, capsys, environ, **options):
-    api, s3 = _ports()
+    api, s3 = free_ports()
     status = Deployment(tmp_path / "cloud").up(api_port=api, s3_port=s3, environ=environ, **options)
     return status, capsys.readouterr()
 
@@ -45,14 +25,14 @@ def _up(tmp_path, capsys, environ, **options):
 
 
 def test_up_refuses_when_redis_is_unreachable(tmp_path, capsys, amqp_url):
-    status, out = _up(tmp_path, capsys, _env(NOVALAB_REDIS_URL="redis://127.0.0.1:1/0", NOVALAB_AMQP_URL=amqp_url))
+    status, out = _up(tmp_path, capsys, deploy_env(NOVALAB_REDIS_URL="redis://127.0.0.1:1/0", NOVALAB_AMQP_URL=amqp_url))
     assert status == 2
     assert "Redis at redis://127.0.0.1:1/0" in out.err and "bash real/setup/services.sh" in out.err
     assert sorted(p.name for p in (tmp_path / "cloud").iterdir()) == []
 
 
 def test_up_refuses_when_rabbitmq_is_unreachable(tmp_path, capsys, redis_url):
-    status, out = _up(tmp_path, capsys, _env(NOVALAB_REDIS_URL=redis_url,
+    status, out = _up(tmp_path, capsys, deploy_env(NOVALAB_REDIS_URL=redis_url,
                                              NOVALAB_AMQP_URL="amqp://guest:guest@127.0.0.1:1//"))
     assert status == 2
     assert "RabbitMQ at amqp://guest:guest@127.0.0.1:1//" in out.err and "real/setup/services.sh" in out.err
@@ -65,13 +45,13 @@ def test_up_refuses_without_slapd(tmp_path, capsys, monkeypatch):
         raise slapd.SlapdMissing(f"{name} is not installed (run real/setup/slapd.sh: Debian packages slapd, ldap-utils)")
 
     monkeypatch.setattr(slapd, "_find", missing)
-    status, out = _up(tmp_path, capsys, _env())
+    status, out = _up(tmp_path, capsys, deploy_env())
     assert status == 2 and "real/setup/slapd.sh" in out.err
 
 
 def test_up_refuses_without_libvirt_python(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "libvirt", None)  # import libvirt raises ImportError
-    status, out = _up(tmp_path, capsys, _env())
+    status, out = _up(tmp_path, capsys, deploy_env())
     assert status == 2 and "libvirt-python is missing" in out.err and "real/setup/libvirt.sh" in out.err
 
 
@@ -82,7 +62,7 @@ def test_up_refuses_a_port_in_use(tmp_path, capsys, redis_url, amqp_url):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        status = Deployment(tmp_path / "cloud").up(api_port=port, environ=_env(NOVALAB_REDIS_URL=redis_url,
+        status = Deployment(tmp_path / "cloud").up(api_port=port, environ=deploy_env(NOVALAB_REDIS_URL=redis_url,
                                                                                 NOVALAB_AMQP_URL=amqp_url))
     err = capsys.readouterr().err
     assert status == 2 and f"port {port} on 127.0.0.1 for the EC2 API is in use" in err and "--api-port" in err
@@ -96,55 +76,12 @@ def test_status_and_down_of_an_empty_directory(tmp_path, capsys):
 
 def test_the_cli_takes_deploy(tmp_path):
     done = subprocess.run([sys.executable, "-m", "real.cli", "deploy", "status", "--dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60, env=_env())
+                          capture_output=True, text=True, timeout=60, env=deploy_env())
     assert done.returncode == 1 and "nothing deployed" in done.stdout
 
 
 # ---------------------------------------------------------------------------
 # One deployment
-
-
-@pytest.fixture(scope="module")
-def cloud(redis_url, amqp_url, tmp_path_factory):
-    try:
-        import boto3  # noqa: F401
-        import libvirt  # noqa: F401
-    except ImportError as e:
-        service_unavailable("the deploy test's Python packages", str(e))
-    from real.slapd import SlapdMissing, _find
-
-    try:
-        _find("slapd")
-    except SlapdMissing as e:
-        service_unavailable("slapd", str(e))
-    api, s3 = _ports()
-    deployment = Deployment(tmp_path_factory.mktemp("deploy") / "cloud")
-    status = deployment.up(computes=1, api_port=api, s3_port=s3,
-                           environ=_env(NOVALAB_REDIS_URL=redis_url, NOVALAB_AMQP_URL=amqp_url))
-    assert status == 0
-    deployment.config = deployment._config()
-    yield deployment
-    deployment.down()
-
-
-def _users(cloud):
-    """alice (project demo), bob (project other), root (admin): -> name: access key, secret (made once)."""
-    from real import manage
-
-    if getattr(cloud, "users", None):
-        return cloud.users
-
-    settings = manage.LdapSettings(url=cloud.config.ldap_url, bind_dn=cloud.config.ldap_bind_dn,
-                                   password=cloud.config.ldap_password, root=cloud.config.ldap_root)
-    users = {}
-    with manage.Session.connect(settings) as session:
-        for name, admin in (("alice", False), ("bob", False), ("root", True)):
-            user = manage.user_create(session, name, admin=admin)
-            users[name] = (user.access_key, user.secret_key)
-        manage.project_create(session, "demo", "alice")
-        manage.project_create(session, "other", "bob")
-    cloud.users = users
-    return users
 
 
 def test_status_lists_every_process_with_its_heartbeat(cloud, capsys):
@@ -166,7 +103,7 @@ def test_object_store_buckets_belong_to_projects(cloud):
 
     from real.ec2_client import Ec2Client
 
-    users = _users(cloud)
+    users = cloud_users(cloud)
     url = cloud.s3_url(cloud.config)
 
     def s3(user, project):
@@ -213,7 +150,7 @@ def test_a_nested_body_on_every_topic_leaves_every_worker_serving(cloud):
     for queue in queues:
         for _ in range(2 * before[queue]["consumers"]):
             transport.publish_raw(cloud.config.amqp_url, queue, rpc.poison_body("nested", queue.split(".")[0]))
-    access, secret = _users(cloud)["alice"]
+    access, secret = cloud_users(cloud)["alice"]
     ec2 = Ec2Client(cloud.ec2_url(cloud.config), f"{access}:demo", secret)
     (instance,) = ec2.run_instances("ami-tiny", "m1.tiny")
     deadline = time.monotonic() + 60

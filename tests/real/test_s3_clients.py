@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -21,6 +20,7 @@ boto3 = pytest.importorskip("boto3") if not os.environ.get("CI") else __import__
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
+from conftest import peak_rss  # noqa: E402
 
 from real.api import ec2_error_document  # noqa: E402
 from real.httpserver import xml_error_server  # noqa: E402
@@ -71,54 +71,6 @@ def s3(store):
     s3 = client(store.url)
     s3.create_bucket(Bucket="files")
     return s3
-
-
-# -- a server process of its own, to measure its memory ----------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port, process, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the object store exited: {process.stderr.read().decode()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("the object store did not start listening")
-
-
-def peak_rss(pid) -> int:
-    """The process's peak resident set (VmHWM), in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """``novalab objectstore`` in a process of its own: (url, pid)."""
-    base = tmp_path_factory.mktemp("served")
-    (base / "keys.yaml").write_text("alice: {secret: alice-secret, project: p1}\n")
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from real.cli import main; main()", "objectstore", "--root", str(base / "root"),
-         "--keys", str(base / "keys.yaml"), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_listening(port, process)
-        yield f"http://127.0.0.1:{port}", process.pid
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def aws(url, *args, cwd=None):
