@@ -13,7 +13,8 @@
     novalab manage role add USER ROLE [--project PROJECT]
     novalab manage role remove USER ROLE [--project PROJECT]
     novalab manage credentials USER PROJECT [--out FILE]  an environment file for
-                                                          euca2ools/boto3/aws (EC2_*, AWS_*)
+                                                          euca2ools/boto3/aws/swift
+                                                          (EC2_*, AWS_*, ST_*)
 
 ``user create`` makes the access and secret keys with ``secrets`` unless given. Roles
 follow 2010: a project role takes effect only for a user who also has the global role.
@@ -197,8 +198,9 @@ def role_remove(session: Session, user: str, role: str, project: str | None = No
 def credentials(session: Session, user: str, project: str, ec2_url: str = EC2_URL, s3_url: str = S3_URL,
                 region: str = REGION) -> str:
     """The environment file of ``user`` in ``project`` (2010's novarc, plus the AWS_*
-    names boto3 reads). AuthFailure when those credentials would not authenticate
-    (e.g. the user is not a member); NotFound for no such user."""
+    names boto3 reads and the ST_* ones python-swiftclient reads). AuthFailure when
+    those credentials would not authenticate (e.g. the user is not a member); NotFound
+    for no such user."""
     directory = session.directory
     found = session.run(directory.get_user(user))
     if found is None:
@@ -216,6 +218,10 @@ def credentials(session: Session, user: str, project: str, ec2_url: str = EC2_UR
         # boto3 and the AWS CLI take these as the endpoints (botocore 1.31 and later).
         "AWS_ENDPOINT_URL_EC2": ec2_url,
         "AWS_ENDPOINT_URL_S3": s3_url,
+        # python-swiftclient's swift command: auth v1.0 on the object store, <project>:<user>.
+        "ST_AUTH": f"{s3_url}/auth/v1.0",
+        "ST_USER": f"{project}:{user}",
+        "ST_KEY": found.secret_key,
     }
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in lines.items())
 

@@ -96,6 +96,9 @@ def test_operator_sets_up_a_project_and_gets_credentials(slapd, capsys, tmp_path
         "AWS_DEFAULT_REGION": "nova",
         "AWS_ENDPOINT_URL_EC2": "http://127.0.0.1:8773/services/Cloud",
         "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:3333",
+        "ST_AUTH": "http://127.0.0.1:3333/auth/v1.0",
+        "ST_USER": "p1:alice",
+        "ST_KEY": alice["secret_key"],
     }
     # The printed credentials authenticate as the API will check them.
     with manage.Session.connect(manage.ldap_settings()) as session:
