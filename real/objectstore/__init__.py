@@ -1,13 +1,19 @@
-"""An S3-compatible object store: buckets and objects on disk, behind AWS signatures.
+"""An S3-compatible object store, with the Swift API beside it: buckets and objects on
+disk, behind AWS signatures or Swift tokens.
 
 The 2010 ``nova-objectstore`` (twisted.web on port 3333) rebuilt as a WSGI application
-(``ObjectStoreApp``) served by cheroot. boto3's S3 client works against it unmodified.
+(``ObjectStoreApp``) served by cheroot. boto3's S3 client works against it unmodified,
+and so does python-swiftclient: the Swift (Cloud Files) API on the same port and the
+same buckets is ``swift`` (its docstring says what it serves).
 ``serve(app, host, port)`` runs it in the foreground until SIGTERM/SIGINT;
 ``ObjectStoreServer(root, lookup, host, port)`` runs it on a background thread (tests,
 daemons); ``auth.dict_lookup``/``auth.file_lookup`` make a credentials lookup from a table.
-Modules: ``app`` (the WSGI application), ``store`` (the on-disk store), ``multipart``
-(uploads in parts), ``protocol`` (S3 errors, names, XML, ranges, conditions, request
-bodies), ``auth`` (signatures and the lookups), ``server`` (cheroot).
+Modules: ``app`` (the WSGI application), ``store`` (the on-disk store), ``objects``
+(reading an object and listing keys, for both APIs), ``multipart`` (uploads in parts),
+``protocol`` (S3 errors, names, XML, ranges, conditions, request bodies), ``auth``
+(signatures and the lookups), ``server`` (cheroot); ``swift``, ``swift_auth``,
+``swift_objects`` and ``swift_large`` (the Swift API, its tokens, its object requests
+and its large objects).
 
 Why cheroot (CherryPy's server, pure Python, maintained): it hands the request body to
 the application as a stream, so an upload is written once, into our own temporary file,
@@ -71,8 +77,10 @@ server on a free port is a few lines; and it passes the raw request target
 - Ownership: a bucket belongs to the project of whoever created it; every request on it
   from another project is AccessDenied unless the caller is an admin. ListBuckets shows
   the caller's project's buckets (an admin's: all).
-- Names: bucket names follow S3's rules (3-63 of ``a-z0-9.-``, letter or digit at both
-  ends, no ``..``, not an IPv4 address); keys are at most 1024 UTF-8 bytes, without
+- Names: buckets S3 creates follow S3's rules (3-63 of ``a-z0-9.-``, letter or digit at
+  both ends, no ``..``, not an IPv4 address); a Swift container may also be 1-255 of
+  ``A-Za-z0-9._-`` starting with a letter or digit (``photos_segments``), and S3
+  reaches it by that name; keys are at most 1024 UTF-8 bytes, without
   control characters and without ``.`` or ``..`` path segments (so no intermediary that
   normalises URLs can turn ``/b/../x`` into another resource). A key is stored as one
   percent-escaped file name, so no key can name a path outside its bucket's directory.
@@ -86,9 +94,10 @@ server on a free port is a few lines; and it passes the raw request target
 
 On disk (``root``)::
 
-    <root>/<bucket>/.bucket.json           {"owner": <project>, "created": <epoch>}
+    <root>/<bucket>/.bucket.json           {"owner": <project>, "created": <epoch>, "swift_meta"}
     <root>/<bucket>/<escaped key>          the object's bytes, as uploaded
-    <root>/<bucket>/.meta/<escaped key>    {"etag", "size", "mtime_ns", "ino", ...}
+    <root>/<bucket>/.meta/<escaped key>    {"etag", "size", "mtime_ns", "ino", ...; a Swift
+                                           manifest's "manifest", "slo_*" or "dlo"}
     <root>/<bucket>/.uploads/<upload id>/  a multipart upload: upload.json, parts 00001...
     <root>/.tmp/                           uploads in flight (same filesystem: rename is atomic)
 

@@ -1,4 +1,6 @@
-"""The object store's WSGI application: S3 requests dispatched to buckets and objects.
+"""The object store's WSGI application: S3 requests dispatched to buckets and objects
+(the Swift API's requests go to ``swift.SwiftApi``, which uses this application's
+helpers to store and read).
 
 What it serves is in the package docstring; the disk layout is ``store.DiskStore``,
 the protocol pieces ``protocol``, the signatures ``auth``.
