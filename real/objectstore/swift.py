@@ -67,8 +67,6 @@ from real.objectstore.objects import list_keys
 from real.objectstore.protocol import (
     BUCKET_META,
     MAX_KEY_BYTES,
-    MAX_SMALL_BODY,
-    BodyReader,
     Caller,
     S3Error,
     S3Request,
@@ -82,8 +80,7 @@ log = logging.getLogger("novalab.objectstore")
 MAX_LISTING = 10_000
 
 #: Swift's statuses where they differ from S3's for the same failure.
-SWIFT_STATUS = {"BucketNotEmpty": 409, "BucketAlreadyExists": 409, "BucketAlreadyOwnedByYou": 202,
-                "BadDigest": 422, "EntityTooLarge": 413, "InvalidBucketName": 400, "KeyTooLongError": 400,
+SWIFT_STATUS = {"BucketNotEmpty": 409, "BucketAlreadyExists": 409, "BadDigest": 422, "EntityTooLarge": 413, "InvalidBucketName": 400, "KeyTooLongError": 400,
                 "MissingContentLength": 411, "NoSuchUpload": 404, "RequestHeaderSectionTooLarge": 400}
 
 #: Headers asking for what this API does not do (module docstring).
@@ -350,9 +347,8 @@ def _window(query) -> tuple[int, str, str, str]:
         raise S3Error("InvalidArgument", "limit must be an integer") from None
     if limit < 0:
         raise S3Error("InvalidArgument", "limit must not be negative")
-    if limit > MAX_LISTING:
-        error = S3Error("PreconditionFailed", f"Maximum limit is {MAX_LISTING}")
-        raise error
+    if limit > MAX_LISTING:  # Swift's answer to a page larger than it serves
+        raise S3Error("PreconditionFailed", f"Maximum limit is {MAX_LISTING}")
     return limit, query.get("marker", ""), query.get("end_marker", ""), query.get("prefix", "")
 
 
@@ -397,9 +393,3 @@ def _json(value) -> tuple[int, list, bytes]:
     body = json.dumps(value).encode()
     return 200, [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(body)))], body
 
-
-def read_small(request: S3Request, limit: int = MAX_SMALL_BODY) -> bytes:
-    reader = BodyReader(request, limit)
-    body = reader.read_all()
-    reader.check()
-    return body
