@@ -32,6 +32,7 @@ from common.effects import (
     ZAdd,
     ZRangeByScore,
     ZRem,
+    ZScore,
 )
 from common.errors import (
     InvalidParameterValue,
@@ -72,6 +73,17 @@ def created_fields(now=10.0):
 def watch(at, iid=IID):
     """The terminate's new deadline in ``building`` (build_timeout 600 s after ``at``)."""
     return ZAdd(keys.BUILDING, {iid: at + 600.0})
+
+
+def host_alive(gen, reply=None, host="h1", now=50.0):
+    """Step through the API's liveness check of ``host`` (Now, its heartbeat: fresh) -> the next effect."""
+    assert step(gen, reply) == Now()
+    assert step(gen, now) == ZScore(keys.heartbeats("compute"), host)
+    return step(gen, now - 1.0)
+
+
+#: A fresh heartbeat of h1 for TinyStore (its clock reads 100.0).
+H1_UP = {keys.heartbeats("compute"): {"h1": 99.0}}
 
 
 def up_to_call(gen):
@@ -316,7 +328,7 @@ def test_terminate_placed_instance_releases_cores_and_casts_to_its_host():
     assert step(gen, 50.0) == Now()
     assert step(gen, 50.0) == cas("running", "shutting_down", 50.0, *released("h1"), watch(50.0), was=held("h1"))
     assert step(gen, [1, 1, 1, 1]) == changed("running", "shutting_down", 50.0, "h1")
-    assert step(gen) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)
+    assert host_alive(gen) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)
     assert finish(gen) == [IID]
 
 
@@ -369,7 +381,7 @@ def test_terminate_cas_lost_rereads_and_retries():
     step(gen, 51.0)
     assert step(gen, 51.0) == cas("spawning", "shutting_down", 51.0, *released("h1"), watch(51.0), was=held("h1"))
     step(gen, [1, 1, 1, 1])
-    assert step(gen) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)
+    assert host_alive(gen) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)
 
 
 def test_terminate_cas_retries_are_bounded():
@@ -401,9 +413,10 @@ def test_reboot_casts_only_running_placed_instances():
     """RebootInstances casts reboot_instance to the host of each running instance."""
     effects, result = run(
         cloud().reboot_instances(CTX, [IID, "i-2"]),
-        record("running", host="h1"), record("launching", iid="i-2", host="h2"), None,
+        record("running", host="h1"), record("launching", iid="i-2", host="h2"), 50.0, 49.0, None,
     )
-    assert effects[2:] == [Cast("compute.h1", "reboot_instance", {"instance_id": IID}, CTX)]
+    assert effects[2:] == [Now(), ZScore(keys.heartbeats("compute"), "h1"),
+                           Cast("compute.h1", "reboot_instance", {"instance_id": IID}, CTX)]
     assert result == [IID, "i-2"]
 
 
@@ -434,10 +447,10 @@ def test_reaper_fails_overdue_builds_and_resends_terminates():
     )
     step(gen, [1, 1, 1, 1])
     assert step(gen) == dealloc()
-    assert step(gen, [1, 1, 1, 1]) == Cast("compute.h1", "cleanup_instance", {"instance_id": IID}, CTX)
+    assert host_alive(gen, [1, 1, 1, 1]) == Cast("compute.h1", "cleanup_instance", {"instance_id": IID}, CTX)
     assert step(gen) == HGetAll(keys.instance("i-2"))
     assert step(gen, record("shutting_down", iid="i-2", host="h1")) == ZAdd(keys.BUILDING, {"i-2": 1300.0})
-    assert step(gen, 0) == Cast("compute.h1", "terminate_instance", {"instance_id": "i-2"}, CTX)
+    assert host_alive(gen, 0) == Cast("compute.h1", "terminate_instance", {"instance_id": "i-2"}, CTX)
     assert step(gen) == HGetAll(keys.instance("i-3"))
     assert step(gen, record("running", iid="i-3", host="h1")) == Transaction(
         ops=(ZRem(keys.BUILDING, ("i-3",)),), guards=(Guard(keys.instance("i-3"), "state", "running"),)
@@ -462,10 +475,20 @@ def test_reaper_forgets_a_missing_record():
 
 def test_terminate_of_a_placed_instance_gives_its_cores_back():
     """Sanity check of the store model: no race, the placed cores are released."""
-    store = TinyStore({KEY: record("scheduling", host="h1"), keys.COMPUTE_CORES: {"h1": 2.0}})
+    store = TinyStore({KEY: record("scheduling", host="h1"), keys.COMPUTE_CORES: {"h1": 2.0}, **H1_UP})
     drive(cloud().terminate_instances(CTX, [IID]), store)
     assert store.data[keys.COMPUTE_CORES] == {"h1": 0.0}
     assert store.data[KEY]["state"] == "shutting_down"
+
+
+@pytest.mark.parametrize("beats", [{}, {"h1": 40.0}])
+def test_terminate_on_a_dead_host_is_settled_by_the_api(beats):
+    """A host with no heartbeat, or one older than service_down_time: deleted here, address back, nothing cast."""
+    store = TinyStore({KEY: record("running", host="h1", fixed_ip=ADDRESS), keys.heartbeats("compute"): beats,
+                       keys.fixedip(ADDRESS): {"address": ADDRESS, "instance_id": IID}})
+    effects, _ = drive(cloud().terminate_instances(CTX, [IID]), store)
+    assert store.data[KEY]["state"] == "deleted" and ADDRESS in store.data[keys.available("flat")]
+    assert not any(isinstance(e, Cast) for e in effects)
 
 
 def test_terminate_racing_the_schedulers_placement_gives_the_cores_back():
@@ -502,7 +525,7 @@ def test_terminate_racing_the_allocation_gives_the_address_back():
 @pytest.mark.parametrize("state", ["running", "error"])
 def test_terminate_of_a_settled_instance_is_watched_by_the_reaper(state):
     """Terminating a running or errored instance gives it a deadline in `building` again."""
-    store = TinyStore({KEY: record(state, host="h1")})
+    store = TinyStore({KEY: record(state, host="h1"), **H1_UP})
     drive(cloud().terminate_instances(CTX, [IID]), store)
     assert store.data[KEY]["state"] == "shutting_down"
     assert IID in store.data.get(keys.BUILDING, {})
@@ -510,7 +533,7 @@ def test_terminate_of_a_settled_instance_is_watched_by_the_reaper(state):
 
 def test_reaper_pass_racing_a_terminate_keeps_the_new_watch():
     """The reaper read an errored instance; the user's terminate lands before its ZRem: the watch stays."""
-    store = TinyStore({KEY: record("error", host="h1"), keys.BUILDING: {IID: 50.0}})
+    store = TinyStore({KEY: record("error", host="h1"), keys.BUILDING: {IID: 50.0}, **H1_UP})
     gen = cloud().reap_stuck_builds(CTX)
     step(gen)  # Now
     step(gen, 100.0)  # the overdue range
@@ -696,7 +719,7 @@ def test_terminate_with_a_floating_ip_casts_disassociate_to_its_host():
     step(gen, [1, 1, 1, 1])  # Record
     assert step(gen) == HGet(keys.floatingip(FLOAT), "host")
     assert step(gen, "net1") == Cast("network.net1", "disassociate_floating_ip", {"address": FLOAT}, CTX)
-    assert step(gen, None) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)
+    assert host_alive(gen, None) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)
     assert finish(gen) == [IID]
 
 
@@ -709,4 +732,4 @@ def test_terminate_with_a_floating_ip_already_released_casts_only_to_compute():
     step(gen, 50.0)
     step(gen, [1, 1, 1, 1])
     assert step(gen) == HGet(keys.floatingip(FLOAT), "host")
-    assert step(gen, None) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)
+    assert host_alive(gen, None) == Cast("compute.h1", "terminate_instance", {"instance_id": IID}, CTX)
