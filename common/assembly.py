@@ -59,7 +59,7 @@ class Settings:
     host_memory_mb: int = 0
 
     @classmethod
-    def from_scenario(cls, scenario, image_locations: dict | None = None) -> Settings:
+    def from_scenario(cls, scenario) -> Settings:
         cloud, timing = scenario.cloud, scenario.timing
         return cls(
             network=cloud.network.config(),
@@ -73,8 +73,6 @@ class Settings:
             cloud=CloudConfig(
                 scheduler=cloud.scheduler,
                 instance_types={k: v.model_dump() for k, v in cloud.instance_types.items()},
-                images=tuple(cloud.images),
-                image_locations=dict(image_locations or {}),
                 quotas={p.id: Quota(p.quota.instances, p.quota.cores, p.quota.floating_ips) for p in cloud.projects},
                 network_call_timeout=timing.network_call_timeout,
                 build_timeout=timing.build_timeout,

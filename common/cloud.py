@@ -8,6 +8,7 @@ An instance holds its quota until it is deleted.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from common import client_tokens, instances, keys, lifecycle, rpc, scheduler, service
@@ -75,11 +76,6 @@ class Quota:
 class CloudConfig:
     scheduler: str = scheduler.QUEUE
     instance_types: dict = field(default_factory=lambda: dict(DEFAULT_INSTANCE_TYPES))
-    images: tuple = ("ami-tiny",)
-    #: image id -> (object store location "bucket/key", size in bytes): copied into
-    #: each instance record so its compute host fetches the image before spawning.
-    #: An image without an entry is not fetched (the hypervisor has it).
-    image_locations: dict = field(default_factory=dict)
     quotas: dict = field(default_factory=dict)  # project id -> Quota
     default_quota: Quota = Quota()
     network_call_timeout: float = 30.0
@@ -97,11 +93,17 @@ class CloudController:
     # -- RunInstances -------------------------------------------------------------
 
     def run_instances(self, context, image_id: str, instance_type: str, min_count: int = 1, max_count: int = 1,
-                      key_name: str = "", user_data: str = "", client_token: str = ""):
+                      key_name: str = "", user_data: str = "", client_token: str = "", image: Mapping | None = None):
         """Create, address and dispatch instances. Returns the reservation dict.
         ``key_name`` and ``user_data`` (base64, as EC2 takes it) are kept on each record.
         A ``client_token`` used before with the same parameters returns that request's
         reservation and launches nothing (common.client_tokens).
+
+        ``image`` is the image's registered record (common.images.get_image), which the
+        API has read and checked the caller may see: its location, size and ETag go into
+        each record, so the compute host fetches it before spawning (an image of no
+        bytes is not fetched). None: ``image_id`` is taken as it is and nothing is
+        fetched.
 
         Raises InvalidParameterValue or QuotaExceeded before anything is created. Once
         created, an instance that cannot get an address or a queue goes to ``error``
@@ -134,7 +136,7 @@ class CloudController:
         launched = []
         for index in range(count):
             record = yield from self._create_record(context, image_id, instance_type, itype, reservation_id, index,
-                                                    extra, client_token)
+                                                    {**extra, **_image_fields(image)}, client_token)
             yield from self._address_and_dispatch(context, record)
             launched.append(record["id"])
         return {"reservation_id": reservation_id, "instances": launched}
@@ -163,9 +165,6 @@ class CloudController:
                 "error": "",
                 **{name: value for name, value in (extra or {}).items() if value},
             }
-            if image_id in self.config.image_locations:
-                location, size = self.config.image_locations[image_id]
-                record["image_location"], record["image_size_bytes"] = location, str(size)
             now = yield Now()
             token_ops = (client_tokens.record_instance(context.project_id, client_token, index, instance_id),
                          ) if client_token else ()
@@ -176,8 +175,6 @@ class CloudController:
     def _validate_run(self, image_id, instance_type, min_count, max_count):
         if instance_type not in self.config.instance_types:
             raise InvalidParameterValue(f"unknown instance type {instance_type!r}")
-        if image_id not in self.config.images:
-            raise InvalidParameterValue(f"unknown image {image_id!r}")
         for name, value in (("MinCount", min_count), ("MaxCount", max_count)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidParameterValue(f"{name} must be a positive integer, got {value!r}")
@@ -404,6 +401,14 @@ class CloudController:
         """Forget RunInstances client tokens past their lifetime (common.client_tokens);
         -> how many were due. The API's reaper runs it beside reap_stuck_builds."""
         return (yield from client_tokens.expire((yield Now()), REAP_BATCH))
+
+
+def _image_fields(image: Mapping | None) -> dict:
+    """What an instance record keeps of its image for the compute host's fetch."""
+    if image is None or not image.get("size_bytes"):
+        return {}
+    return {"image_location": image["location"], "image_size_bytes": str(image["size_bytes"]),
+            "image_etag": image.get("etag", "")}
 
 
 def describe(error: Exception) -> str:

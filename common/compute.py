@@ -131,7 +131,7 @@ class ComputeManager:
                 # 2010's spawn fetched the image into _base first; the host's cache makes
                 # every boot after the first of an image on this host skip the transfer.
                 size = int(record.get("image_size_bytes") or 0)
-                yield FetchImage(record["image_id"], record["image_location"], size)
+                yield FetchImage(record["image_id"], record["image_location"], size, record.get("image_etag", ""))
             yield Spawn(domain_spec(record))
         except (HypervisorError, NetworkDriverError, ImageError) as e:
             if (yield from instances.fail(record, f"spawn failed: {e}")):
@@ -189,4 +189,5 @@ def domain_spec(record: dict) -> DomainSpec:
         mac_address=record.get("mac_address", ""),
         bridge=record.get("bridge", ""),
         image_id=record.get("image_id", ""),
+        disk_image=record.get("image_id", "") if record.get("image_location") else "",
     )

@@ -47,6 +47,7 @@ from common.effects import (
     NetDriverEffect,
     RpcEffect,
     RuntimeEffect,
+    StatObject,
     StoreCommand,
     StoreEffect,
     TaskEffect,
@@ -166,14 +167,18 @@ class DirectoryPerformer(Protocol):
 
 @runtime_checkable
 class ImageFetcher(Protocol):
-    """Performs ImageEffect: makes an image available in the agent's host's cache.
+    """Performs ImageEffect: ``FetchImage`` makes an image available in the agent's
+    host's cache; ``StatObject`` reads an object's size and ETag (the API registering
+    an image).
 
     On failure: ``ImageError`` (bad image id or size, the object store refused or
-    failed, a transfer came short); nothing partial is left in the cache.
+    failed, a transfer came short or changed; ``ObjectStoreUnavailable`` when the
+    store does not answer); nothing partial is left in the cache.
     """
 
-    def perform(self, agent: Any, effect: FetchImage) -> Performed[bool]:
-        """-> True when this fetch transferred the image, False when it was cached."""
+    def perform(self, agent: Any, effect: FetchImage | StatObject) -> Performed[Any]:
+        """FetchImage -> True when this fetch transferred the image, False when it was
+        cached; StatObject -> {"size_bytes", "etag"} or None."""
         ...
 
 

@@ -11,8 +11,8 @@ the same steps, and parsing is done before any effect:
 1. **Parse.** Read the parameters from the query string and, for a form POST, the body.
    A name given twice is refused. Take the action and the credentials (signature
    version 2 in the parameters, or version 4 in the ``Authorization`` header). Check the
-   action's own parameters (types, bounds, ids, base64 user data, known image and
-   instance type). All of this is pure. An unknown action is refused at once
+   action's own parameters (types, bounds, ids, base64 user data, known instance
+   type). All of this is pure. An unknown action is refused at once
    (InvalidAction). Any other parameter error is kept and raised only after step 3, so
    a caller who cannot authenticate learns nothing beyond "AuthFailure".
 2. **Time.** ``Now``. A ``Timestamp``/``X-Amz-Date`` more than 15 minutes old, more
@@ -30,8 +30,8 @@ the same steps, and parsing is done before any effect:
    then are the project and membership checked (their errors may name them). Last comes
    ``directory.authorize(user, project, action)``. A trusted in-process request
    (``common.ec2.inprocess``) skips the time and signature checks, not these two.
-4. **Validate against the store**, with reads only (does the key pair, instance or
-   address exist, and is it the caller's?). Then run the CloudController workflow and
+4. **Validate against the store**, with reads only (does the key pair, image,
+   instance or address exist, and may the caller see it?). Then run the CloudController workflow and
    render its result. A request refused in steps 1-4 has written nothing and sent no
    message, so bad input creates nothing.
 
@@ -54,7 +54,7 @@ from collections.abc import Mapping
 from common import images as image_registry
 from common import instances, keypairs, keys, lifecycle, rpc
 from common.context import RequestContext
-from common.ec2.errors import AddressNotFound, DryRunOperation, ImageNotFound, InvalidAction, error_code, http_status
+from common.ec2.errors import AddressNotFound, DryRunOperation, InvalidAction, error_code, http_status
 from common.ec2.params import ACTIONS, Args, parse_args
 from common.ec2.render import console_text, iso8601, render_error, render_response
 from common.ec2.request import MAX_AGE, MAX_FUTURE, HttpRequest, HttpResponse, check_time, parse_message
@@ -62,8 +62,6 @@ from common.effects import Call, HGetAll, HSet, Now
 from common.errors import NotFound, NovaError, RemoteError, from_remote
 from common.keypairs import KeyPairNotFound
 
-#: Owner of the images named in the cloud's configuration.
-SYSTEM_OWNER = "system"
 #: Seconds GetConsoleOutput waits for the compute host.
 CONSOLE_TIMEOUT = 10.0
 
@@ -107,13 +105,16 @@ class Ec2Api:
             accepted = {}
         #: Whether CloudController.run_instances stores key_name/user_data itself (and
         #: keeps the client token).
-        self._run_takes_extras = all(name in accepted for name in ("key_name", "user_data", "client_token"))
+        self._run_takes_extras = all(name in accepted for name in ("key_name", "user_data", "client_token", "image"))
         self._handlers = {
             "RunInstances": self.run_instances,
             "DescribeInstances": self.describe_instances,
             "TerminateInstances": self.terminate_instances,
             "RebootInstances": self.reboot_instances,
             "DescribeImages": self.describe_images,
+            "RegisterImage": self.register_image,
+            "DeregisterImage": self.deregister_image,
+            "ModifyImageAttribute": self.modify_image_attribute,
             "CreateKeyPair": self.create_key_pair,
             "DescribeKeyPairs": self.describe_key_pairs,
             "DeleteKeyPair": self.delete_key_pair,
@@ -126,9 +127,6 @@ class Ec2Api:
             "GetConsoleOutput": self.get_console_output,
         }
         assert set(self._handlers) == set(ACTIONS)
-
-    def image_ids(self) -> tuple[str, ...]:
-        return tuple(self.cloud.config.images)
 
     # -- one request ------------------------------------------------------------------
 
@@ -173,11 +171,12 @@ class Ec2Api:
     def run_instances(self, context, a: Args):
         if a["key_name"] and (yield from keypairs.get(context.user_id, a["key_name"])) is None:
             raise KeyPairNotFound(f"the key pair {a['key_name']!r} does not exist")
+        image = yield from image_registry.get_image(context, a["image_id"])  # InvalidAMIID.NotFound
         extras = {"key_name": a["key_name"], "user_data": a["user_data"]}
         if self._run_takes_extras:
             reservation = yield from self.cloud.run_instances(
                 context, a["image_id"], a["instance_type"], a["min_count"], a["max_count"], **extras,
-                client_token=a["client_token"])
+                client_token=a["client_token"], image=image)
         else:
             reservation = yield from self.cloud.run_instances(
                 context, a["image_id"], a["instance_type"], a["min_count"], a["max_count"])
@@ -287,33 +286,26 @@ class Ec2Api:
     # -- images and zones -------------------------------------------------------------------
 
     def describe_images(self, context, a: Args):
-        """The configured images (owner ``system``, public: the ones RunInstances
-        accepts) and the registered images the caller may see (common.images).
-        ``Owner.N`` keeps images owned by one of the owners (``self`` is the caller's
-        project)."""
-        found = {image_id: self._configured_image(image_id) for image_id in self.image_ids()}
-        for img in (yield from image_registry.describe_images(context)):
-            found.setdefault(img["id"], image_registry.to_ec2(img))
-        for image_id in a["image_ids"]:
-            if image_id not in found:
-                raise ImageNotFound(f"the image id {image_id!r} does not exist")
-        items = [found[i] for i in (a["image_ids"] or sorted(found))]
-        if a["owners"]:
-            owners = {context.project_id if o == "self" else o for o in a["owners"]}
-            items = [item for item in items if item["imageOwnerId"] in owners]
-        return {"imagesSet": items}
+        """The registered images the caller may see (common.images), narrowed by
+        ``ImageId.N``, ``Owner.N`` (``self`` is the caller's project) and
+        ``ExecutableBy.N`` (``all``, ``self`` or a project)."""
+        found = yield from image_registry.describe_images(context, a["image_ids"], a["owners"], a["executable_by"])
+        return {"imagesSet": [image_registry.to_ec2(img) for img in found]}
 
-    @staticmethod
-    def _configured_image(image_id: str) -> dict:
-        return {
-            "imageId": image_id,
-            "imageLocation": f"{image_id}/image.manifest.xml",
-            "imageState": "available",
-            "imageOwnerId": SYSTEM_OWNER,
-            "isPublic": True,
-            "architecture": "x86_64",
-            "imageType": "machine",
-        }
+    def register_image(self, context, a: Args):
+        """A disk image object of the caller's project (an admin's: any), private
+        until ModifyImageAttribute makes it public."""
+        image_id = yield from image_registry.register_from_object(
+            context, a["location"], a["name"], description=a["description"], architecture=a["architecture"])
+        return {"imageId": image_id}
+
+    def deregister_image(self, context, a: Args):
+        yield from image_registry.deregister_image(context, a["image_id"])
+        return {"return": True}
+
+    def modify_image_attribute(self, context, a: Args):
+        yield from image_registry.set_public(context, a["image_id"], a["public"])
+        return {"return": True}
 
     def describe_availability_zones(self, context, a: Args):
         return {"availabilityZoneInfo": [

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from common import client_tokens, keypairs
+from common import images as image_registry
 from common.cloud import MAX_COUNT_PER_REQUEST
 from common.ec2.errors import (
     ImageNotFound,
@@ -45,13 +46,11 @@ _LIST_PARAM = re.compile(r"^([A-Za-z][A-Za-z0-9]*)\.([1-9][0-9]{0,5})$")
 
 
 class ApiSettings(Protocol):
-    """What parsing reads from the API (an Ec2Api): its images, instance types and zone."""
+    """What parsing reads from the API (an Ec2Api): its instance types and zone."""
 
     cloud: Any
     zone: str
     default_instance_type: str
-
-    def image_ids(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -151,10 +150,15 @@ def _user_data(value: str) -> str:
     return value
 
 
+def _image_id(value: str) -> str:
+    """An image id as ids look (whether it exists is the registry's to say)."""
+    if not _IMAGE_ID.match(value):
+        raise ImageNotFound(f"the image id {value[:80]!r} does not exist")
+    return value
+
+
 def parse_run_instances(p: _Params, api: ApiSettings) -> Args:
-    image_id = p.required("ImageId")
-    if not _IMAGE_ID.match(image_id) or image_id not in api.image_ids():
-        raise ImageNotFound(f"the image id {image_id[:80]!r} does not exist")
+    image_id = _image_id(p.required("ImageId"))
     instance_type = p.optional("InstanceType", api.default_instance_type)
     if instance_type not in api.cloud.config.instance_types:
         raise InvalidParameterValue(
@@ -193,10 +197,55 @@ def parse_required_instance_list(p: _Params, api) -> Args:
 
 
 def parse_describe_images(p: _Params, api) -> Args:
-    for image_id in p.list("ImageId"):
-        if not _IMAGE_ID.match(image_id):
-            raise ImageNotFound(f"the image id {image_id[:80]!r} does not exist")
-    return p.args(image_ids=tuple(dict.fromkeys(p.list("ImageId"))), owners=tuple(p.list("Owner")))
+    ids = tuple(dict.fromkeys(_image_id(i) for i in p.list("ImageId")))
+    return p.args(image_ids=ids, owners=tuple(dict.fromkeys(p.list("Owner"))),
+                  executable_by=tuple(dict.fromkeys(p.list("ExecutableBy"))))
+
+
+def parse_register_image(p: _Params, api) -> Args:
+    """A disk image object: ``ImageLocation`` (bucket/key) and ``Name`` (as ``aws ec2
+    register-image --image-location bucket/key --name N`` sends them)."""
+    location, name = p.required("ImageLocation"), p.required("Name")
+    description, architecture = p.optional("Description"), p.optional("Architecture", "x86_64")
+    for unsupported in ("KernelId", "RamdiskId"):
+        if p.optional(unsupported):
+            raise InvalidParameterValue(f"{unsupported} is not supported: an image is a whole disk image, booted "
+                                        "from its own boot loader")
+    virtualization = p.optional("VirtualizationType", "hvm")
+    if virtualization != "hvm":
+        raise InvalidParameterValue(f"VirtualizationType must be hvm, got {virtualization[:20]!r}")
+    image_registry.check_fields(location, name, description, architecture)
+    return p.args(location=location, name=name, description=description, architecture=architecture)
+
+
+def parse_deregister_image(p: _Params, api) -> Args:
+    return p.args(image_id=_image_id(p.required("ImageId")))
+
+
+_LAUNCH_GROUP = {"LaunchPermission.Add.1.Group": True, "LaunchPermission.Remove.1.Group": False}
+
+
+def parse_modify_image_attribute(p: _Params, api) -> Args:
+    """Making an image public or private, the one image attribute we keep: launch
+    permission for the group ``all``, as the CLI and boto3 send it
+    (``LaunchPermission.Add.1.Group=all``) or as 2010's clients did (``Attribute=
+    launchPermission``, ``OperationType=add|remove``, ``UserGroup.1=all``)."""
+    image_id = _image_id(p.required("ImageId"))
+    changes = [(public, p.scalars[name]) for name, public in _LAUNCH_GROUP.items() if name in p.scalars]
+    if p.optional("Attribute") or p.optional("OperationType") or p.list("UserGroup"):
+        if p.optional("Attribute") != "launchPermission":
+            raise InvalidParameterValue("Attribute must be launchPermission (the only image attribute kept)")
+        operation = p.required("OperationType")
+        if operation not in ("add", "remove"):
+            raise InvalidParameterValue(f"OperationType must be add or remove, got {operation[:20]!r}")
+        changes += [(operation == "add", group) for group in p.list("UserGroup")]
+    if p.list("UserId"):
+        raise InvalidParameterValue("launch permission for single accounts (UserId) is not supported; use the "
+                                    "group all (public) or nothing (private)")
+    if len(changes) != 1 or changes[0][1] != "all":
+        raise InvalidParameterValue("give one launch permission change for the group all: "
+                                    "LaunchPermission.Add.1.Group=all or LaunchPermission.Remove.1.Group=all")
+    return p.args(image_id=image_id, public=changes[0][0])
 
 
 def parse_create_key_pair(p: _Params, api) -> Args:
@@ -279,6 +328,13 @@ ACTIONS: dict[str, ActionSpec] = {
     "TerminateInstances": _spec(parse_required_instance_list, lists={"InstanceId"}),
     "RebootInstances": _spec(parse_required_instance_list, lists={"InstanceId"}),
     "DescribeImages": _spec(parse_describe_images, lists={"ImageId", "Owner", "ExecutableBy"}),
+    "RegisterImage": _spec(
+        parse_register_image,
+        {"ImageLocation", "Name", "Description", "Architecture", "KernelId", "RamdiskId", "VirtualizationType"},
+    ),
+    "DeregisterImage": _spec(parse_deregister_image, {"ImageId"}),
+    "ModifyImageAttribute": _spec(parse_modify_image_attribute,
+                                  {"ImageId", "Attribute", "OperationType", *_LAUNCH_GROUP}, {"UserGroup", "UserId"}),
     "CreateKeyPair": _spec(parse_create_key_pair, {"KeyName", "KeyType", "KeyFormat"}),
     "DescribeKeyPairs": _spec(parse_describe_key_pairs, lists={"KeyName"}),
     "DeleteKeyPair": _spec(parse_delete_key_pair, {"KeyName"}),

@@ -67,6 +67,7 @@ from common.effects.hypervisor import (
 )
 from common.effects.images import (
     FetchImage,
+    StatObject,
 )
 from common.effects.netdriver import (
     BindFloating,
@@ -171,6 +172,7 @@ __all__ = [
     "SetNX",
     "Sleep",
     "Spawn",
+    "StatObject",
     "StopDhcp",
     "StoreCommand",
     "StoreEffect",

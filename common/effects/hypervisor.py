@@ -21,6 +21,9 @@ class DomainSpec:
     mac_address: str = ""
     bridge: str = ""
     image_id: str = ""
+    #: The id of the image in the host's image cache the root disk is (FetchImage put
+    #: it there); empty: no image was fetched and the disk is the domain's own.
+    disk_image: str = ""
 
 
 @dataclass(frozen=True)

@@ -89,3 +89,19 @@ def to_pool(address, nid, *guards, iid=None):
 def dealloc(address=ADDRESS, iid=IID, nid="flat"):
     """The guarded (Flat) release of ``address`` by its holder ``iid``: back to the pool at once."""
     return to_pool(address, nid, Guard(keys.fixedip(address), "instance_id", iid), iid=iid)
+
+
+def registered_image(image_id="ami-tiny", project="novalab", public=True, size=0, location=None, etag=""):
+    """The store entries (TinyStore form) of an image as common.images.register_image
+    writes them; by default the public default image ``ami-tiny`` with no bytes to fetch."""
+    from common import images
+
+    record = {"id": image_id, "name": image_id, "description": "", "project_id": project, "user_id": "novalab",
+              "location": location or images.default_location(image_id), "public": "1" if public else "0",
+              "state": "available", "size_bytes": str(size), "etag": etag, "architecture": "x86_64",
+              "type": "machine", "registered_at": "1.0"}
+    data = {images.image(image_id): record, images.IMAGES: {image_id}, images.project_images(project): {image_id},
+            images.image_names(project): {image_id: image_id}}
+    if public:
+        data[images.PUBLIC_IMAGES] = {image_id}
+    return data

@@ -104,7 +104,6 @@ def up_to_call(gen):
     "image, itype, lo, hi, message",
     [
         ("ami-tiny", "m9.huge", 1, 1, "unknown instance type 'm9.huge'"),
-        ("ami-nope", "m1.small", 1, 1, "unknown image 'ami-nope'"),
         ("ami-tiny", "m1.small", 2, 1, "MinCount (2) is greater than MaxCount (1)"),
         ("ami-tiny", "m1.small", 0, 1, "MinCount must be a positive integer, got 0"),
         ("ami-tiny", "m1.small", 1, 0, "MaxCount must be a positive integer, got 0"),

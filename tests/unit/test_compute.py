@@ -428,15 +428,22 @@ def test_network_driver_failure_fails_the_instance_and_releases_its_address():
     assert finish(gen, OK) is None
 
 
-IMAGED = {"image_location": "images/ami-tiny.img", "image_size_bytes": "1048576"}
+IMAGED = {"image_location": "images/ami-tiny.img", "image_size_bytes": "1048576", "image_etag": "0f" * 16}
 
 
-def test_run_instance_fetches_the_image_before_spawning():
-    """A record with an image location makes the host fetch the image, then spawn."""
+def test_run_instance_fetches_the_image_before_spawning_from_it():
+    """A record with an image location makes the host fetch it (ETag included), then spawn with it as the disk."""
     gen = compute().run_instance(CTX, IID)
     launched(gen, record("scheduling", **IMAGED))
-    assert step(gen) == FetchImage("ami-tiny", "images/ami-tiny.img", 1048576)
-    assert step(gen, True) == Spawn(SPEC)
+    assert step(gen) == FetchImage("ami-tiny", "images/ami-tiny.img", 1048576, "0f" * 16)
+    assert step(gen, True) == Spawn(replace(SPEC, disk_image="ami-tiny"))
+
+
+def test_run_instance_without_an_image_location_spawns_its_own_disk():
+    """No image location (an image of no bytes): no fetch, and no cached image as the disk."""
+    gen = compute().run_instance(CTX, IID)
+    launched(gen, record("scheduling"))
+    assert step(gen) == Spawn(SPEC) and SPEC.disk_image == ""
 
 
 def test_image_fetch_failure_fails_the_instance_without_spawning():
