@@ -1,23 +1,31 @@
-"""A simulated image cache per compute host: performs FetchImage.
+"""A simulated image cache per compute host and the objects it fetches from: performs
+FetchImage and StatObject.
 
-*Features*: each host (the agent's ``host``) keeps the ids of the images it holds. The
-first FetchImage of an image on a host transfers it: ``size_bytes / bandwidth`` seconds
-plus a latency draw (connection set-up, authentication, the object store finding the
-file), and returns True. Later fetches on that host return False at once. Fetches of an
-image already being transferred to the host wait for that transfer and return False,
-as the real cache's lock per image does (the transfer runs as its own SimPy process, so
-a requester that dies does not strand the others). ``transfers``, ``hits``, ``waits``
-and ``bytes_transferred`` count what happened.
+*Features*: ``objects`` stands for the object store: ``put(location, owner, size)``
+uploads an object (its ETag a stand-in derived from the location and size), and
+StatObject answers its size and ETag after one latency draw, or None when it is
+missing or in another project's bucket. Each host (the agent's ``host``) keeps the ids
+of the images it holds. The first FetchImage of an image on a host transfers it:
+``size_bytes / bandwidth`` seconds plus a latency draw (connection set-up,
+authentication, the object store finding the file), and returns True. Later fetches on
+that host return False at once. Fetches of an image already being transferred to the
+host wait for that transfer and return False, as the real cache's lock per image does
+(the transfer runs as its own SimPy process, so a requester that dies does not strand
+the others). ``transfers``, ``hits``, ``waits`` and ``bytes_transferred`` count what
+happened.
 
-*What it does not model*: a shared link (each host pulls at the full ``bandwidth`` however many
-pull at once, and the object store has no capacity limit), transfer failures and
-corrupt downloads, disk space and eviction (a cached image stays for the run, as in
-2010's ``_base``, which nothing pruned), copy-on-write overlays and their creation time.
+*What it does not model*: a shared link (each host pulls at the full ``bandwidth``
+however many pull at once, and the object store has no capacity limit), transfer
+failures, corrupt downloads and objects replaced after registration (the ETag is not
+checked), object bodies (only sizes), disk space and eviction (a cached image stays for
+the run, as in 2010's ``_base``, which nothing pruned), copy-on-write overlays and their
+creation time.
 """
-
 from __future__ import annotations
 
-from common.effects import FetchImage, ImageEffect
+import hashlib
+
+from common.effects import FetchImage, ImageEffect, StatObject
 from common.errors import ImageError
 
 
@@ -33,6 +41,8 @@ class SimImageCache:
         self.bandwidth = float(bandwidth)
         self.latency = latency
         self.rng = rng
+        #: location -> (owner project, size in bytes, ETag): the object store's objects.
+        self.objects: dict[str, tuple[str, int, str]] = {}
         self.cached: dict[str, set[str]] = {}
         self._inflight: dict[tuple[str, str], object] = {}
         self.transfers = 0
@@ -47,8 +57,28 @@ class SimImageCache:
     def holds(self, host: str, image_id: str) -> bool:
         return image_id in self.cached.get(host, ())
 
-    def perform(self, agent, effect: FetchImage):
-        """SimPy generator: -> True when this fetch transferred the image."""
+    def put(self, location: str, owner: str, size_bytes: int) -> str:
+        """Upload an object of ``size_bytes`` to ``location`` in a bucket of project
+        ``owner``; -> its ETag (an MD5 stand-in: the sim holds no bytes)."""
+        etag = hashlib.md5(f"{location}:{size_bytes}".encode()).hexdigest()
+        self.objects[location] = (owner, int(size_bytes), etag)
+        return etag
+
+    def perform(self, agent, effect: FetchImage | StatObject):
+        """A SimPy generator: FetchImage -> True when this fetch transferred the image;
+        StatObject -> {"size_bytes", "etag"} or None."""
+        if isinstance(effect, StatObject):
+            return self._stat(effect)
+        return self._fetch(agent, effect)
+
+    def _stat(self, effect: StatObject):
+        yield self.env.timeout(self.transfer_time(0))
+        found = self.objects.get(effect.location)
+        if found is None or (effect.owner and found[0] != effect.owner):
+            return None
+        return {"size_bytes": found[1], "etag": found[2]}
+
+    def _fetch(self, agent, effect: FetchImage):
         if effect.size_bytes < 0:
             raise ImageError(f"image {effect.image_id} has a negative size ({effect.size_bytes})")
         host = agent.host or agent.name

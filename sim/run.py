@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import simpy
 
 from common import assembly, invariants, network, service
+from common import images as image_registry
 from common.analysis import report
 from common.cloud import CloudController
 from common.context import SYSTEM
@@ -68,8 +69,9 @@ class Simulation:
             self.image_cache = image_cache.install(
                 self.runtime, fetch.bandwidth_mb_per_s * MIB, fetch.latency, stream(seed, "image-fetch")
             )
-        self.settings = settings = assembly.Settings.from_scenario(
-            scenario, {name: (f"images/{name}.img", image_bytes) for name in cloud.images} if image_bytes else {})
+            for name in cloud.images:  # what deploy up uploads before it registers them
+                self.image_cache.put(image_registry.default_location(name), SYSTEM.project_id, image_bytes)
+        self.settings = settings = assembly.Settings.from_scenario(scenario)
         self.net_config = settings.network
         self.network_sizes = {spec.network_id: len(spec.addresses) for spec in network.plan(self.net_config)}
         self.cloud = CloudController(settings.cloud, network.make_manager(self.net_config))
@@ -167,11 +169,14 @@ class Simulation:
         return SimResult(self.scenario, self.seed, self.recorder, verdicts, summary, snapshot, broker_stats, wall)
 
     def _setup(self):
-        """The cloud before the workload: the directory's users and projects, then each
-        service's start-up and first heartbeat (network hosts first)."""
-        yield from self.runtime.drive(self.runtime.agent("setup"),
-                                      assembly.populate_directory(Directory(self.directory.root), self.scenario,
-                                                                  self.credentials))
+        """The cloud before the workload: the directory's users and projects, the
+        default images (registered from their objects when images are modelled), then
+        each service's start-up and first heartbeat (network hosts first)."""
+        agent = self.runtime.agent("setup")
+        yield from self.runtime.drive(agent, assembly.populate_directory(Directory(self.directory.root), self.scenario,
+                                                                         self.credentials))
+        yield from self.runtime.drive(agent, image_registry.register_defaults(self.scenario.cloud.images,
+                                                                              self.image_cache is not None))
         for svc in self.services:
             yield from self.runtime.drive(svc.agent, self._start_up(svc))
             yield from self.runtime.drive(svc.agent, service.report_state(svc.topic, svc.host))
