@@ -92,6 +92,7 @@ from common.ec2.render import render_error
 from common.effects import KeyPairEffect
 from common.errors import NovaError
 from common.scheduler import QUEUE
+from real import images as image_store
 from real.outage import Outage
 from real.runner import Agent, RealRuntime
 
@@ -425,13 +426,15 @@ def serve(api: Ec2Api, runtime: RealRuntime, *, host: str = "0.0.0.0", port: int
 # Assembling a deployment's API
 
 
-def build_api(config, *, scheduler: str = QUEUE, images=("ami-tiny",), instance_types: dict | None = None,
+def build_api(config, *, scheduler: str = QUEUE, instance_types: dict | None = None,
               quotas: dict | None = None, default_quota: Quota = Quota(), network_call_timeout: float = 30.0,
               region: str = "nova", zone: str = "nova"):
     """-> (Ec2Api, RealRuntime, close) for the deployment of daemon configuration
     ``config`` (real.config.DaemonConfig: Redis, RabbitMQ, key prefix, network layout,
     build timeout, and the directory: ``ldap_url``, ``ldap_bind_dn`` (none:
-    ``cn=admin,<ldap_root>``), ``ldap_password``, ``ldap_root``, ``ldap_timeout``).
+    ``cn=admin,<ldap_root>``), ``ldap_password``, ``ldap_root``, ``ldap_timeout``; and
+    the object store RegisterImage reads objects from: ``s3_url``, ``s3_access_key``,
+    ``s3_secret_key``, an admin's keys; none: RegisterImage answers ServiceUnavailable).
 
     ``close()`` releases the connections. Raises StartupError when Redis, RabbitMQ or
     the directory does not answer, or when ``config.time_scale`` is not 1.
@@ -462,8 +465,9 @@ def build_api(config, *, scheduler: str = QUEUE, images=("ami-tiny",), instance_
         close()
         raise StartupError(f"cannot use the directory at {config.ldap_url}: {e}") from None
     install_keypairs(runtime)
+    image_store.install_client(runtime, config.s3_url, (config.s3_access_key, config.s3_secret_key))
     cloud_config = CloudConfig(
-        scheduler=scheduler, images=tuple(images), quotas=dict(quotas or {}), default_quota=default_quota,
+        scheduler=scheduler, quotas=dict(quotas or {}), default_quota=default_quota,
         network_call_timeout=network_call_timeout, build_timeout=config.build_timeout,
         service_down_time=config.service_down_time,
         instance_types=dict(instance_types or DEFAULT_INSTANCE_TYPES),
@@ -475,8 +479,8 @@ def build_api(config, *, scheduler: str = QUEUE, images=("ami-tiny",), instance_
 def serve_config(config) -> int:
     """``novalab api``: serve the API of the deployment that ``config`` describes. That
     is a real.config.DaemonConfig (build_api) with the settings ``api_listen``,
-    ``api_port``, ``api_threads``, ``api_dispatch`` (``queue`` or ``scheduler``),
-    ``images`` (comma-separated) and ``quota_instances``/``quota_cores``/
+    ``api_port``, ``api_threads``, ``api_dispatch`` (``queue`` or ``scheduler``)
+    and ``quota_instances``/``quota_cores``/
     ``quota_floating_ips``. Returns the exit status: 0, or 2 when a service the API
     needs does not answer."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -484,7 +488,6 @@ def serve_config(config) -> int:
     try:
         api, runtime, close = build_api(
             config, scheduler=QUEUE if config.api_dispatch == "queue" else config.scheduler_driver,
-            images=tuple(i.strip() for i in config.images.split(",") if i.strip()),
             default_quota=Quota(config.quota_instances, config.quota_cores, config.quota_floating_ips),
         )
     except StartupError as e:

@@ -67,8 +67,9 @@ class DaemonConfig(BaseModel):
     metrics_port: int | None = None
     #: Seconds to wait for Redis and RabbitMQ at start-up before refusing to start.
     connect_timeout: PositiveFloat = 5.0
-    #: compute: the object store images are fetched from (none: FetchImage is not
-    #: performed) and the compute service's admin key for it (``<access>:<project>``).
+    #: compute and api: the object store images are fetched from and registered from
+    #: (none: images cannot be fetched or registered) and the services' admin key for
+    #: it (``<access>:<project>``).
     s3_url: str | None = None
     s3_access_key: str = ""
     s3_secret_key: str = ""
@@ -81,8 +82,10 @@ class DaemonConfig(BaseModel):
     #: own, ``run-scenario --mode real``).
     bind_floating: bool = True
     #: novalab api: where it listens, its worker threads, how RunInstances dispatches
-    #: (queue: straight to the compute topic; scheduler: through the scheduler), the
-    #: images it accepts (comma-separated) and the default quota of a project.
+    #: (queue: straight to the compute topic; scheduler: through the scheduler) and
+    #: the default quota of a project. ``images``: the default images ``deploy up``
+    #: uploads and registers, public (comma-separated ids; RunInstances takes any
+    #: image registered in the store).
     api_listen: str = "127.0.0.1"
     api_port: int = 8773
     api_threads: PositiveInt = 8

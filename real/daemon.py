@@ -87,9 +87,10 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
             raise StartupError(f"cannot open libvirt at {config.libvirt_uri}: {e}") from None
         if config.s3_url:
             from real import images
+            from real.libvirt_driver import IMAGE_CACHE_DIR
 
             images.install(runtime, config.s3_url, (config.s3_access_key, config.s3_secret_key),
-                           os.path.join(config.instances_path, "_base"))
+                           os.path.join(config.instances_path, IMAGE_CACHE_DIR))
     if kind != assembly.SCHEDULER:
         netdriver = net_driver(config)
     svc = RealService(runtime, kind, host, manager, amqp_url=config.amqp_url, workers=config.workers,

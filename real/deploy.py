@@ -23,7 +23,9 @@ installed (naming the set-up script that installs what is missing), then:
    ``novalab objectstore --config`` as background processes, each with its log in
    ``DIR/logs/<name>.log`` and its pid in ``DIR/run/<name>.pid``;
 3. waits (bounded by ``--timeout``) until every worker has sent a heartbeat and both
-   HTTP services answer, then prints the URLs and the commands to go on with.
+   HTTP services answer; uploads and registers the default images (``images``, public,
+   fetched by the computes as the admin ``novalab``: real.deploy_images); prints the
+   URLs and the commands to go on with.
 
 Settings that are not the deployment's own (Redis and RabbitMQ URLs, ports, ranges,
 quotas, images, intervals...) can be given as ``NOVALAB_<SETTING>`` variables when
@@ -64,6 +66,7 @@ from pathlib import Path
 
 import yaml
 
+from real import deploy_images
 from real.processes import (
     STOP_TIMEOUT,
     DeployError,
@@ -219,6 +222,7 @@ class Deployment:
             config = self._finish_config(config, slapd, state)
             self._start_all(config, hosts, vcpus, memory_mb, started, state)
             self._wait(config, hosts, started, timeout)
+            registered = deploy_images.register_default_images(config)
         except DeployError as e:
             print(f"novalab deploy: {e}", file=self.err)
             if started or self.running("slapd"):
@@ -228,7 +232,7 @@ class Deployment:
         except BaseException:
             self.down(quiet=True)
             raise
-        self.say(f"novalab deploy: up in {self.dir}: {len(started)} daemons and slapd")
+        self.say(f"novalab deploy: up in {self.dir}: {len(started)} daemons and slapd; images {', '.join(registered)}")
         self._print_endpoints(config)
         self._print_next(config)
         return 0
@@ -325,6 +329,9 @@ class Deployment:
             "amqp_url": amqp_url, "ldap_url": slapd.url, "ldap_bind_dn": slapd.bind_dn,
             "ldap_password": slapd.password, "ldap_root": slapd.root,
         })
+        access, secret = deploy_images.service_account(config)
+        config = config.model_copy(update={"s3_url": self.s3_url(config), "s3_access_key": access,
+                                           "s3_secret_key": secret})
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the password
         with os.fdopen(fd, "w") as f:
             f.write("# Written by `novalab deploy up`; every process of the deployment reads it.\n")

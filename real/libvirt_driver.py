@@ -10,8 +10,12 @@ seconds), so the real runner calls them from worker threads.
 *Features*
 
 - Domain XML in the shape of the 2010 ``libvirt.qemu.xml.template`` (see ``to_xml``):
-  name, memory in KiB, vCPUs, a virtio disk at ``<instances_path>/<name>/disk`` when
-  ``disk_gb > 0``, a bridge interface on ``spec.bridge`` with ``spec.mac_address`` when a
+  name, memory in KiB, vCPUs; the root disk (``vda``) the cached image
+  ``<instances_path>/_base/<spec.disk_image>`` when the compute host fetched one
+  (real.images put it there), marked ``<transient shareBacking='yes'/>`` so a guest's
+  writes go to a throw-away overlay and the host's domains share the base file; a
+  virtio disk at ``<instances_path>/<name>/disk`` when ``disk_gb > 0`` (the next
+  device after the image); a bridge interface on ``spec.bridge`` with ``spec.mac_address`` when a
   bridge is given, the serial console logged to ``<instances_path>/<name>/console.log``;
   ``image_id`` and ``disk_gb`` are kept in ``<metadata>`` (2010 kept the whole record in
   a ``<nova>`` element). The XML is also written to ``<name>/libvirt.xml`` as in 2010.
@@ -36,11 +40,11 @@ seconds), so the real runner calls them from worker threads.
 
 *Not supported*
 
-- Images: no image is fetched, partitioned or injected (2010's ``_create_image``); the
-  disk path is only named in the XML. On ``qemu:///system`` a spec with ``disk_gb > 0``
-  therefore fails to start unless something else put the disk there; with
-  ``disk_gb == 0`` the guest should boot into firmware with no boot device, and run
-  (not tried: only the test driver is installed here).
+- Images are not copied, resized, partitioned or injected (2010's ``_create_image``):
+  the root disk is the cached image itself behind a transient overlay (libvirt 7.4 and
+  later with qemu; not tried here, only the test driver is installed). The
+  ``<name>/disk`` of ``disk_gb > 0`` is only named in the XML, so on ``qemu:///system``
+  such a spec fails to start unless something else put the disk there.
 - Kernel/ramdisk direct boot, key and network injection, nwfilter security groups,
   volumes, console output retrieval, pause/suspend, migration, CPU/disk/interface stats.
 - Memory accounting is per connection: domains of other connections on the same host
@@ -95,6 +99,9 @@ else:
     _IMPORT_ERROR = ""
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
+#: The directory under instances_path holding the host's cached images (2010's ``_base``;
+#: not a domain name, which starts with a letter or digit).
+IMAGE_CACHE_DIR = "_base"
 #: Namespace of the ``<metadata>`` element the driver writes into each domain.
 METADATA_NS = "https://novalab.invalid/xmlns/instance/1"
 
@@ -203,6 +210,12 @@ class LibvirtDriver:
         _check_name(name)
         return os.path.join(self.instances_path, name)
 
+    def image_path(self, image_id: str) -> str:
+        """``<instances_path>/_base/<image_id>``: where the host's image cache keeps an
+        image. Raises HypervisorError for an id that is not a safe file name."""
+        _check_name(image_id)
+        return os.path.join(self.instances_path, IMAGE_CACHE_DIR, image_id)
+
     def to_xml(self, spec) -> str:
         """The domain XML for a ``DomainSpec`` (a pure function of spec and settings).
 
@@ -228,10 +241,15 @@ class LibvirtDriver:
         ET.SubElement(domain, "on_reboot").text = "restart"
         ET.SubElement(domain, "on_crash").text = "destroy"
         devices = ET.SubElement(domain, "devices")
+        disks = [(self.image_path(spec.disk_image), True)] if spec.disk_image else []
         if spec.disk_gb > 0:
+            disks.append((os.path.join(base, "disk"), False))
+        for index, (path, shared) in enumerate(disks):
             disk = ET.SubElement(devices, "disk", type="file", device="disk")
-            ET.SubElement(disk, "source", file=os.path.join(base, "disk"))
-            ET.SubElement(disk, "target", dev="vda", bus="virtio")
+            ET.SubElement(disk, "source", file=path)
+            ET.SubElement(disk, "target", dev=f"vd{'ab'[index]}", bus="virtio")
+            if shared:
+                ET.SubElement(disk, "transient", shareBacking="yes")
         if spec.bridge:
             iface = ET.SubElement(devices, "interface", type="bridge")
             ET.SubElement(iface, "source", bridge=spec.bridge)

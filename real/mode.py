@@ -14,8 +14,10 @@ Theory of operation
    scenario dispatches by queue. Wait for their heartbeats. With ``libvirt_uri: test``
    each compute gets a private test-driver node of the scenario's host size.
 4. Start the EC2 API in this process (``real.api.ApiServer`` on a free port of
-   127.0.0.1, ``cloud.api_workers`` threads, the scenario's quotas, images and instance
-   types; its build-timeout reaper is the API's periodic task). Its access log is
+   127.0.0.1, ``cloud.api_workers`` threads, the scenario's quotas and instance types;
+   its build-timeout reaper is the API's periodic task). The scenario's images are
+   registered public with no bytes to fetch: no object store runs, so
+   ``cloud.image_size_mb`` is not modelled here. Its access log is
    ``<run>/logs/api-access.log``.
 5. Drive the workload through the API: the same effect generator as the sim's
    (``common.workload``), driven by the real runner. Every ``ApiCall`` is a signed HTTP
@@ -54,7 +56,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from common import assembly, invariants, keys, lifecycle, network, rpc
+from common import assembly, images, invariants, keys, lifecycle, network, rpc
 from common.analysis import report
 from common.cloud import CloudController
 from common.context import SYSTEM
@@ -64,6 +66,7 @@ from common.errors import NovaError
 from common.events import RequestRejected
 from common.scenario import ScenarioError, calibration_entry
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
+from real import images as image_store
 from real import processes, scenario_file, tasks, transport, vhosts
 from real.config import DaemonConfig
 from real.daemon import StartupError, connect
@@ -278,6 +281,10 @@ class RealRun:
 
         self._ldap = ldap.install(self.runtime, self.slapd.url, self.slapd.bind_dn, self.slapd.password)
         install_keypairs(self.runtime)
+        # No object store runs here: the scenario's images are registered with no bytes
+        # to fetch (common.images), and RegisterImage says there is no store.
+        image_store.install_client(self.runtime, None, ("", ""))
+        self.runtime.drive(Agent("setup"), images.register_defaults(self.scenario.cloud.images, from_objects=False))
         settings = assembly.Settings.from_scenario(self.scenario)
         api = Ec2Api(CloudController(settings.cloud, network.make_manager(settings.network)),
                      Directory(self.slapd.root))

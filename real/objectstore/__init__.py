@@ -76,7 +76,9 @@ server on a free port is a few lines; and it passes the raw request target
   made before the signature is checked, but its answer is used only after.
 - Ownership: a bucket belongs to the project of whoever created it; every request on it
   from another project is AccessDenied unless the caller is an admin. ListBuckets shows
-  the caller's project's buckets (an admin's: all).
+  the caller's project's buckets (an admin's: all). ``x-amz-expected-bucket-owner:
+  <project>`` makes a request on a bucket of any other project AccessDenied, admins'
+  included (the EC2 API registers an image only from a bucket of the caller's project).
 - Names: buckets S3 creates follow S3's rules (3-63 of ``a-z0-9.-``, letter or digit at
   both ends, no ``..``, not an IPv4 address); a Swift container may also be 1-255 of
   ``A-Za-z0-9._-`` starting with a letter or digit (``photos_segments``), and S3

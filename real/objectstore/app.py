@@ -165,6 +165,9 @@ class ObjectStoreApp(MultipartHandlers):
         caller = request.caller
         if info["owner"] != caller.project and not caller.is_admin:
             raise S3Error("AccessDenied", f"Access Denied: bucket {bucket!r} belongs to another project", close=True)
+        expected = request.headers.get("x-amz-expected-bucket-owner")
+        if expected is not None and expected != info["owner"]:  # S3's check; the API's image registration uses it
+            raise S3Error("AccessDenied", "Access Denied: the bucket is not the expected bucket owner's", close=True)
         return info
 
     def _list_buckets(self, request: S3Request):

@@ -259,6 +259,23 @@ def test_libvirt_keeps_what_the_xml_said(driver):
     assert root.find("devices/serial/source").get("path").endswith("/i-x/console.log")
 
 
+def test_a_fetched_image_is_the_root_disk_in_libvirts_domain(driver):
+    """With disk_image set, libvirt's own XML has vda on the cached image (shared, transient) and vdb the local disk."""
+    driver.spawn(spec("i-x", disk_gb=1, image_id="ami-1", disk_image="ami-1"))
+    disks = ET.fromstring(driver.connection.lookupByName("i-x").XMLDesc(0)).findall("devices/disk")
+    assert [(d.find("target").get("dev"), d.find("source").get("file")) for d in disks] == [
+        ("vda", os.path.join(driver.instances_path, "_base", "ami-1")),
+        ("vdb", os.path.join(driver.instances_path, "i-x", "disk"))]
+    assert disks[0].find("transient").get("shareBacking") == "yes"
+
+
+def test_an_unsafe_image_id_is_refused(driver):
+    """An image id that is not a plain name cannot point a disk outside the cache."""
+    with pytest.raises(HypervisorError, match="not usable"):
+        driver.spawn(spec("i-x", disk_image="../../etc/passwd"))
+    assert driver.names() == ()
+
+
 def test_spawn_makes_and_destroy_removes_the_instance_directory(driver):
     base = os.path.join(driver.instances_path, "i-x")
     driver.spawn(spec("i-x"))

@@ -162,7 +162,7 @@ class Cloud:
         self.config_path.write_text(yaml.safe_dump(self.config.model_dump(), sort_keys=True))
 
     def _store(self):
-        from common import floating
+        from common import floating, images
         from real.runner import Agent
         from real.startup import connect
 
@@ -170,6 +170,7 @@ class Cloud:
         self.cleanups.append(self.store.close)
         self.cleanups.append(self.store.flush)
         runtime.drive(Agent("setup"), floating.create_floating_ips("net1", FLOATING_RANGE))
+        runtime.drive(Agent("setup"), images.register_defaults(["ami-tiny"], from_objects=False))
         runtime.close()
 
     def _daemons(self):
@@ -192,7 +193,7 @@ class Cloud:
         from real.api import ApiServer, build_api
 
         api, runtime, close = build_api(
-            self.config, quotas={PROJECT: Quota(**QUOTA)}, images=("ami-tiny",), network_call_timeout=20.0,
+            self.config, quotas={PROJECT: Quota(**QUOTA)}, network_call_timeout=20.0,
         )
         self.cleanups.append(close)
         self.api = api
@@ -420,7 +421,8 @@ def test_describe_availability_zones_and_images(cloud):
     zones = ec2.describe_availability_zones()["AvailabilityZones"]
     assert [(z["ZoneName"], z["State"], z["RegionName"]) for z in zones] == [("nova", "available", "nova")]
     images = ec2.describe_images()["Images"]
-    assert [(i["ImageId"], i["State"], i["Public"]) for i in images] == [("ami-tiny", "available", True)]
+    assert [(i["ImageId"], i["State"], i["Public"], i["OwnerId"]) for i in images] == [
+        ("ami-tiny", "available", True, "novalab")]
 
 
 def test_key_pairs(cloud):
@@ -713,7 +715,7 @@ def test_serve_config_refuses_to_start_without_redis(capsys):
 
     # The api_* settings are proposed for DaemonConfig; until they land, add them here.
     api_settings = dict(api_listen="127.0.0.1", api_port=0, api_threads=2, api_dispatch="queue",
-                        images="ami-tiny, ami-big", quota_instances=10, quota_cores=20, quota_floating_ips=10)
+                        quota_instances=10, quota_cores=20, quota_floating_ips=10)
     settings = DaemonConfig(redis_url="redis://127.0.0.1:1/0", connect_timeout=1.0).model_dump()
     config = SimpleNamespace(**{**api_settings, **settings})
     assert serve_config(config) == 2

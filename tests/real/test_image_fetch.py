@@ -1,4 +1,5 @@
-"""real/images.py fetching images from a local ObjectStoreServer into a temporary cache."""
+"""real/images.py against a local ObjectStoreServer: fetching images into a temporary
+cache (verified, never partial, once per image) and reading objects' size and ETag."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 boto3 = pytest.importorskip("boto3") if not os.environ.get("CI") else __import__("boto3")
 from botocore.config import Config  # noqa: E402
 
-from common.effects import FetchImage  # noqa: E402
+from common.effects import FetchImage, StatObject  # noqa: E402
 from common.errors import ImageError  # noqa: E402
+from common.images import ObjectStoreUnavailable  # noqa: E402
 from real import images  # noqa: E402
 from real.objectstore import ObjectStoreServer  # noqa: E402
 from real.runner import Agent, RealRuntime  # noqa: E402
@@ -161,3 +163,68 @@ def test_cached_file_has_the_objects_md5(tmp_path, store):
     cache = images.ImageCache(server.url, SERVICE, tmp_path / "_base")
     cache.fetch("ami-u", "imgs/ubuntu.img", len(IMAGE))
     assert hashlib.md5(Path(cache.path("ami-u")).read_bytes()).digest() == hashlib.md5(IMAGE).digest()
+
+
+def test_an_object_replaced_since_registration_is_refused(tmp_path, store):
+    """A fetch whose object no longer has the registered ETag fails with the reason and caches nothing."""
+    server, _ = store
+    cache = images.ImageCache(server.url, SERVICE, tmp_path / "_base")
+    with pytest.raises(ImageError, match="changed since it was registered"):
+        cache.fetch("ami-u", "imgs/ubuntu.img", len(IMAGE), hashlib.md5(b"another image").hexdigest())
+    assert [p for p in os.listdir(tmp_path / "_base") if not p.endswith(".lock")] == []
+
+
+def test_the_registered_etag_is_checked_against_the_bytes(tmp_path):
+    """Damaged bytes under the registered ETag are a bad checksum, named as such."""
+    server, _ = serve(tmp_path, damage=lambda data: data[:-1] + bytes([data[-1] ^ 1]))
+    try:
+        cache = images.ImageCache(server.url, SERVICE, tmp_path / "_base")
+        with pytest.raises(ImageError, match="bad checksum"):
+            cache.fetch("ami-u", "imgs/ubuntu.img", len(IMAGE), hashlib.md5(IMAGE).hexdigest())
+    finally:
+        server.stop()
+
+
+def test_stat_reads_size_and_etag_of_an_object(store):
+    """StatObject answers the size and the MD5 ETag without downloading the object."""
+    server, _ = store
+    client = images.ObjectStoreClient(server.url, SERVICE)
+    assert client.stat("imgs/ubuntu.img") == {"size_bytes": len(IMAGE), "etag": hashlib.md5(IMAGE).hexdigest()}
+
+
+@pytest.mark.parametrize("location, owner", [("imgs/nothere.img", ""), ("nobucket/x.img", ""),
+                                             ("imgs/ubuntu.img", "p2")])
+def test_stat_of_a_missing_or_foreign_object_is_none(store, location, owner):
+    """No object, no bucket, and a bucket of another project than ``owner`` all answer None."""
+    server, _ = store
+    assert images.ObjectStoreClient(server.url, SERVICE).stat(location, owner) is None
+
+
+def test_stat_for_the_owning_project_finds_the_object(store):
+    """The bucket's own project (p1) is the expected owner: found."""
+    server, _ = store
+    assert images.ObjectStoreClient(server.url, SERVICE).stat("imgs/ubuntu.img", "p1")["size_bytes"] == len(IMAGE)
+
+
+def test_stat_of_an_empty_object_is_size_zero(store):
+    """An empty object (the range cannot be satisfied) has size 0."""
+    server, _ = store
+    s3 = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="alice:p1",
+                      aws_secret_access_key="alice-secret", config=Config(s3={"addressing_style": "path"}))
+    s3.put_object(Bucket="imgs", Key="empty.img", Body=b"")
+    assert images.ObjectStoreClient(server.url, SERVICE).stat("imgs/empty.img")["size_bytes"] == 0
+
+
+def test_stat_with_bad_credentials_or_no_store_is_an_error(store):
+    """Refused credentials name the S3 code; a store that does not answer is ObjectStoreUnavailable."""
+    server, _ = store
+    with pytest.raises(ImageError, match="SignatureDoesNotMatch"):
+        images.ObjectStoreClient(server.url, ("compute", "wrong")).stat("imgs/ubuntu.img")
+    with pytest.raises(ObjectStoreUnavailable):
+        images.ObjectStoreClient("http://127.0.0.1:1", SERVICE, timeout=2).stat("imgs/ubuntu.img")
+
+
+def test_a_process_without_an_object_store_says_so():
+    """NoObjectStore refuses every image effect with ObjectStoreUnavailable naming s3_url."""
+    with pytest.raises(ObjectStoreUnavailable, match="s3_url"):
+        images.NoObjectStore().perform(None, StatObject("b/k"))
