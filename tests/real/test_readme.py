@@ -36,7 +36,8 @@ def test_the_section_has_the_promised_commands():
     script = "\n".join(blocks)
     for needed in ("novalab deploy up", "user create alice", "project create demo alice", "role add alice",
                    "credentials alice demo >", "set -a;", "run_instances", "instance_running", "allocate_address",
-                   "associate_address", "terminate_instances", "put_object", "novalab deploy down"):
+                   "associate_address", "terminate_instances", "put_object", "register-image", "deregister-image",
+                   "novalab deploy down"):
         assert needed in script, needed
 
 
@@ -88,6 +89,8 @@ def test_readme_cloud_section_runs_as_written(readme_env):
     assert re.search(r"^203\.0\.113\.\d+ -> i-\w+$", done.stdout, re.M), done.stdout
     assert re.search(r"^i-\w+ terminated$", done.stdout, re.M), done.stdout
     assert "hello from alice" in done.stdout
+    if shutil.which("aws"):
+        assert "alice disk" in done.stdout  # describe-images showed the image the CLI registered
     assert "novalab deploy: up in" in done.stdout and "novalab deploy: down in" in done.stdout
     # down left only the logs (and the credentials file the reader wrote)
     assert sorted(p.name for p in directory.iterdir()) == ["alice.env", "logs"]
