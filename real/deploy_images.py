@@ -69,7 +69,7 @@ def _put(base_url: str, credentials, path: str, body: bytes) -> tuple[int, bytes
     url = base_url.rstrip("/") + path
     headers = sign_headers("PUT", url, *credentials, payload_hash=hashlib.sha256(body).hexdigest())
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=UPLOAD_TIMEOUT)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=UPLOAD_TIMEOUT)
     try:
         conn.request("PUT", parts.path, body=body, headers=headers)
         response = conn.getresponse()

@@ -79,8 +79,11 @@ def run_until_running(ec2, image_id) -> str:
 def root_disk(cloud, instance_id) -> str:
     """The file the domain's first disk (vda) boots from, as the compute host defined it."""
     domain = ET.parse(cloud.dir / "instances" / instance_id / "libvirt.xml").getroot()
-    (vda,) = [d for d in domain.findall("devices/disk") if d.find("target").get("dev") == "vda"]
-    return vda.find("source").get("file")
+    for disk in domain.iterfind("devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None and source is not None and target.get("dev") == "vda":
+            return source.get("file", "")
+    raise AssertionError(f"the domain of {instance_id} has no vda")
 
 
 def md5_of(path) -> str:

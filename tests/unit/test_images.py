@@ -8,7 +8,21 @@ from tiny_store import TinyStore, drive
 
 from common import images
 from common.context import SYSTEM, RequestContext
-from common.effects import Del, Guard, HDel, HGet, HGetAll, HSet, NewId, Now, SAdd, SMembers, SRem, StatObject, Transaction
+from common.effects import (
+    Del,
+    Guard,
+    HDel,
+    HGet,
+    HGetAll,
+    HSet,
+    NewId,
+    Now,
+    SAdd,
+    SMembers,
+    SRem,
+    StatObject,
+    Transaction,
+)
 from common.errors import InvalidParameterValue, NotAuthorized, NotFound
 
 ALICE = RequestContext("alice", "p1")
