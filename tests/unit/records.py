@@ -105,3 +105,12 @@ def registered_image(image_id="ami-tiny", project="novalab", public=True, size=0
     if public:
         data[images.PUBLIC_IMAGES] = {image_id}
     return data
+
+
+def stat_object(objects, effect):
+    """StatObject's answer from ``objects`` (location -> (owner project, size, ETag)):
+    None for a missing object or one outside ``effect.owner``'s buckets."""
+    found = objects.get(effect.location)
+    if found is None or (effect.owner and found[0] != effect.owner):
+        return None
+    return {"size_bytes": found[1], "etag": found[2]}

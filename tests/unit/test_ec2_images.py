@@ -2,7 +2,7 @@
 DeregisterImage, ModifyImageAttribute, and RunInstances refusing what the caller cannot see."""
 
 import pytest
-from records import registered_image
+from records import registered_image, stat_object
 from test_ec2 import NS, RUN, World, drive, error_of, make_api, sign_v4, writes, xml
 
 from common import images, keys
@@ -21,12 +21,7 @@ class ImageWorld(World):
         self.objects = objects if objects is not None else {"demo-imgs/disk.img": ("proj1", 4096, ETAG)}
 
     def answer(self, e):
-        if isinstance(e, StatObject):
-            found = self.objects.get(e.location)
-            if found is None or (e.owner and found[0] != e.owner):
-                return None
-            return {"size_bytes": found[1], "etag": found[2]}
-        return super().answer(e)
+        return stat_object(self.objects, e) if isinstance(e, StatObject) else super().answer(e)
 
 
 def described(world, **params):

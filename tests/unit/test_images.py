@@ -2,7 +2,7 @@
 set_public and deregister, registration from an object, and what a caller may not see."""
 
 import pytest
-from records import registered_image
+from records import registered_image, stat_object
 from scripted import finish, run, step
 from tiny_store import TinyStore, drive
 
@@ -51,12 +51,7 @@ class Store(TinyStore):
         self.objects = objects or {}
 
     def answer(self, e):
-        if isinstance(e, StatObject):
-            found = self.objects.get(e.location)
-            if found is None or (e.owner and found[0] != e.owner):
-                return None
-            return {"size_bytes": found[1], "etag": found[2]}
-        return super().answer(e)
+        return stat_object(self.objects, e) if isinstance(e, StatObject) else super().answer(e)
 
 
 # -- register ------------------------------------------------------------------------
