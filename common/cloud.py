@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from common import client_tokens, instances, keys, lifecycle, rpc, scheduler, service
+from common import client_tokens, instances, keys, lifecycle, rpc, scheduler, service, webhooks
 from common.effects import (
     Call,
     Cast,
@@ -126,13 +126,17 @@ class CloudController:
             if earlier is not None:
                 return earlier
             try:
-                count = yield from self._reserve_quota(context.project_id, int(itype["vcpus"]), min_count, max_count)
+                count, hooked = yield from self._reserve_quota(context.project_id, int(itype["vcpus"]), min_count,
+                                                               max_count)
             except QuotaExceeded:
                 yield from client_tokens.release(context.project_id, client_token, reservation_id)
                 raise
         else:
-            count = yield from self._reserve_quota(context.project_id, int(itype["vcpus"]), min_count, max_count)
+            count, hooked = yield from self._reserve_quota(context.project_id, int(itype["vcpus"]), min_count,
+                                                           max_count)
             reservation_id = yield NewId("r")
+        if hooked:  # the project's web hooks hear of these instances (common.webhooks)
+            extra = {**extra, webhooks.MARK: "1"}
         launched = []
         for index in range(count):
             record = yield from self._create_record(context, image_id, instance_type, itype, reservation_id, index,
@@ -185,15 +189,18 @@ class CloudController:
         return self.config.instance_types[instance_type]
 
     def _reserve_quota(self, project_id: str, vcpus: int, min_count: int, max_count: int):
+        """Reserve max_count instances, else min_count; -> (count, whether the project has
+        web hooks: read in the same transaction, so knowing it costs no round trip)."""
         quota = self.config.quotas.get(project_id, self.config.default_quota)
         usage = keys.project_usage(project_id)
         for count in dict.fromkeys((max_count, min_count)):  # try max, then min
             got = yield Transaction(
-                ops=(HIncrBy(usage, "instances", count), HIncrBy(usage, "cores", count * vcpus))
+                ops=(HIncrBy(usage, "instances", count), HIncrBy(usage, "cores", count * vcpus),
+                     webhooks.hooks_read(project_id))
             )
-            used_instances, used_cores = got
+            used_instances, used_cores, hooks = got
             if used_instances <= quota.instances and used_cores <= quota.cores:
-                return count
+                return count, bool(hooks)
             yield Transaction(ops=(HIncrBy(usage, "instances", -count), HIncrBy(usage, "cores", -count * vcpus)))
         message = (
             f"project {project_id} quota is {quota.instances} instances / {quota.cores} cores; "
@@ -207,10 +214,11 @@ class CloudController:
         timeout = self.config.network_call_timeout
         try:
             network_id = yield from self.network.project_network(record["project_id"])
+            hooked = {"webhook_project": record["project_id"]} if record.get(webhooks.MARK) else {}
             allocated = yield Call(
                 "network",
                 "allocate_fixed_ip",
-                {"instance_id": instance_id, "network_id": network_id, "mac": record["mac_address"]},
+                {"instance_id": instance_id, "network_id": network_id, "mac": record["mac_address"], **hooked},
                 context,
                 timeout=timeout,
             )

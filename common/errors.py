@@ -120,6 +120,12 @@ class StoreUnavailable(NovaError):
     code = "ServiceUnavailable"
 
 
+class DeliveryFailed(NovaError):
+    """A web hook receiver gave no answer (refused, reset, timed out)."""
+
+    code = "ServiceUnavailable"
+
+
 class UseYieldFrom(TypeError):
     """A manager yielded a generator instead of delegating to it."""
 

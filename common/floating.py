@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from common import keys, lifecycle
+from common import keys, lifecycle, webhooks
 from common.effects import (
     BindFloating,
     Del,
@@ -22,6 +22,7 @@ from common.effects import (
     HGetAll,
     HIncrBy,
     HSet,
+    Now,
     RemoveFloatingForward,
     SAdd,
     SMembers,
@@ -70,7 +71,7 @@ class FloatingIps:
         """Take a free address of this host's pool for ``project_id``. Raises
         QuotaExceeded or NoMoreAddresses; neither leaves anything reserved."""
         usage = keys.project_usage(project_id)
-        (used,) = yield Transaction(ops=(HIncrBy(usage, "floating_ips", 1),))
+        used, hooks = yield Transaction(ops=(HIncrBy(usage, "floating_ips", 1), webhooks.hooks_read(project_id)))
         if used > quota:
             yield HIncrBy(usage, "floating_ips", -1)
             raise QuotaExceeded(f"project {project_id} may hold {quota} floating addresses")
@@ -78,14 +79,27 @@ class FloatingIps:
         if address is None:
             yield HIncrBy(usage, "floating_ips", -1)
             raise NoMoreAddresses(f"no floating addresses left on {self.host}")
+        record = {"address": address, "host": self.host, "project_id": project_id, "instance_id": "", "fixed_ip": ""}
+        if hooks:  # the project's web hooks hear of this address until it is released
+            record[webhooks.MARK] = "1"
+        events = yield from self._event_ops(record, webhooks.FLOATING_ALLOCATED)
         yield Transaction(
             ops=(
-                HSet(keys.floatingip(address), {"address": address, "host": self.host, "project_id": project_id,
-                                                 "instance_id": "", "fixed_ip": ""}),
+                HSet(keys.floatingip(address), record),
                 SAdd(keys.project_floatingips(project_id), (address,)),
+                *events,
             )
         )
         return address
+
+    @staticmethod
+    def _event_ops(floating: dict, event_type: str, instance_id: str = "", fixed_ip: str = ""):
+        """The web hook ops of a floating address event; () when the address is unmarked."""
+        if not floating.get(webhooks.MARK):
+            return ()
+        now = yield Now()
+        return (yield from webhooks.event_ops(floating["project_id"], event_type, float(now), {
+            "address": floating["address"], "instance_id": instance_id, "fixed_ip": fixed_ip}))
 
     def associate_floating_ip(self, context, address: str, instance_id: str):
         """Point ``address`` at a running instance of its project: bind it and NAT it.
@@ -100,10 +114,12 @@ class FloatingIps:
         if record["state"] != lifecycle.RUNNING or not record.get("fixed_ip"):
             raise InvalidParameterValue(f"instance {instance_id} is {record['state']}, not running")
         fixed = record["fixed_ip"]
+        events = yield from self._event_ops(floating, webhooks.FLOATING_ASSOCIATED, instance_id, fixed)
         done = yield Transaction(
             ops=(
                 HSet(keys.floatingip(address), {"instance_id": instance_id, "fixed_ip": fixed}),
                 HSet(keys.instance(instance_id), {"floating_ip": address}),
+                *events,
             ),
             guards=(
                 Guard(keys.floatingip(address), "instance_id", ""),
@@ -127,10 +143,13 @@ class FloatingIps:
             raise NotFound(f"address {address} is not allocated to project {context.project_id}")
         yield RemoveFloatingForward(address, floating["fixed_ip"])
         yield UnbindFloating(address, self.public_interface)
+        events = yield from self._event_ops(floating, webhooks.FLOATING_DISASSOCIATED, floating["instance_id"],
+                                            floating["fixed_ip"])
         done = yield Transaction(
             ops=(
                 HSet(keys.floatingip(address), {"instance_id": "", "fixed_ip": ""}),
                 HDel(keys.instance(floating["instance_id"]), ("floating_ip",)),
+                *events,
             ),
             guards=(Guard(keys.floatingip(address), "instance_id", floating["instance_id"]),),
         )
@@ -142,12 +161,14 @@ class FloatingIps:
         floating = yield HGetAll(keys.floatingip(address))
         if not floating or floating["project_id"] != context.project_id:
             raise NotFound(f"address {address} is not allocated to project {context.project_id}")
+        events = yield from self._event_ops(floating, webhooks.FLOATING_RELEASED)
         done = yield Transaction(
             ops=(
                 Del((keys.floatingip(address),)),
                 SRem(keys.project_floatingips(context.project_id), (address,)),
                 HIncrBy(keys.project_usage(context.project_id), "floating_ips", -1),
                 SAdd(keys.floating_available(floating["host"]), (address,)),
+                *events,
             ),
             guards=(
                 Guard(keys.floatingip(address), "project_id", context.project_id),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common import keys, lifecycle
+from common import keys, lifecycle, webhooks
 from common.effects import (
     Guard,
     HGetAll,
@@ -51,6 +51,7 @@ def create(record: dict, now: float, deadline: float, extra_ops: tuple = ()):
     """
     instance_id = record["id"]
     fields = {**record, "state": lifecycle.SCHEDULING, "created_at": repr(now), "updated_at": repr(now)}
+    extra_ops = (*extra_ops, *(yield from _event_ops(fields, None, lifecycle.SCHEDULING, now)))
     done = yield Transaction(
         ops=(
             HSet(keys.instance(instance_id), fields),
@@ -102,6 +103,8 @@ def transition(record: dict, event: str, fields: dict | None = None, extra_ops: 
     now = yield Now()
     if dst in lifecycle.SETTLED:
         extra_ops = (*extra_ops, ZRem(keys.BUILDING, (instance_id,)))
+    if record.get(webhooks.MARK) and dst in webhooks.INSTANCE_EVENTS:
+        extra_ops = (*extra_ops, *(yield from _event_ops({**record, **(fields or {})}, current, dst, now)))
     done = yield Transaction(
         ops=(
             HSet(keys.instance(instance_id), {"state": dst, "updated_at": repr(now), **(fields or {})}),
@@ -118,6 +121,12 @@ def transition(record: dict, event: str, fields: dict | None = None, extra_ops: 
     host = (fields or {}).get("host", record.get("host", ""))
     yield Record(InstanceStateChanged(instance_id, current, dst, now, host))
     return dst
+
+
+def _event_ops(record: dict, src: str | None, dst: str, now: float):
+    """The web hook ops of a change to ``dst`` (common.webhooks), () when unmarked."""
+    return (yield from webhooks.marked_event_ops(record, record["project_id"], webhooks.INSTANCE_EVENTS[dst], now,
+                                                 webhooks.instance_data(record, src, dst)))
 
 
 def fail(record: dict, reason: str, event: str = "fail"):

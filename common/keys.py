@@ -41,6 +41,15 @@ key                                type    contents
                                            reservation_id, expires_at, instance.<index>
 ``clienttokens``                   zset    clienttoken key -> when it expires (the reaper
                                            deletes it then)
+``project:<pid>:webhooks``         hash    a project's web hooks: hook id -> URL
+``webhook:<hook id>``              hash    id, project, url, secret, created_at
+``webhooks:projects``              set     projects that registered a web hook
+``webhooks:pending``               zset    delivery id -> when to try it next
+``webhook-delivery:<id>``          hash    one event for one hook: body, url, attempts,
+                                           created_at, last_error (common.webhooks)
+``webhooks:backlog``               hash    project -> deliveries pending
+``webhooks:stats``                 hash    counters: events, deliveries, delivered,
+                                           failed_attempts, gave_up, dropped, cancelled
 =================================  ======  ==============================================
 
 "Do the work on write, make reads fast": every write keeps the index and association
@@ -56,6 +65,10 @@ FREE_NETWORKS = "networks:free"
 DEALLOCATED = "deallocated"
 FLOATING_HOSTS = "floating:hosts"
 CLIENT_TOKENS = "clienttokens"
+WEBHOOK_PROJECTS = "webhooks:projects"
+WEBHOOK_PENDING = "webhooks:pending"
+WEBHOOK_BACKLOG = "webhooks:backlog"
+WEBHOOK_STATS = "webhooks:stats"
 
 
 def instance(instance_id: str) -> str:
@@ -138,3 +151,16 @@ def project_floatingips(project_id: str) -> str:
 def client_token(project_id: str, token: str) -> str:
     """A RunInstances ClientToken, scoped to the project (EC2 scopes it to the account)."""
     return f"clienttoken:{project_id}:{token}"
+
+
+def webhooks(project_id: str) -> str:
+    """hash: a project's web hooks, hook id -> URL."""
+    return f"project:{project_id}:webhooks"
+
+
+def webhook(hook_id: str) -> str:
+    return f"webhook:{hook_id}"
+
+
+def webhook_delivery(delivery_id: str) -> str:
+    return f"webhook-delivery:{delivery_id}"

@@ -43,7 +43,7 @@ import functools
 import ipaddress
 from dataclasses import dataclass
 
-from common import keys, lifecycle
+from common import keys, lifecycle, webhooks
 from common.effects import (
     Call,
     Del,
@@ -289,8 +289,11 @@ class FlatManager(FloatingIps):
 
     # -- fixed addresses ----------------------------------------------------------------
 
-    def allocate_fixed_ip(self, context, instance_id: str, network_id: str = FLAT, mac: str = ""):
+    def allocate_fixed_ip(self, context, instance_id: str, network_id: str = FLAT, mac: str = "",
+                          webhook_project: str = ""):
         """Take a free address of ``network_id`` for an instance still waiting for one.
+        With ``webhook_project`` (the instance's project has web hooks) the allocation is
+        an event for them, queued in the same transaction.
 
         Raises NoMoreAddresses when the pool is empty, NotFound when the instance no
         longer waits (terminated, or its API gave up on this call); in that case the
@@ -301,6 +304,8 @@ class FlatManager(FloatingIps):
             address = yield SPop(keys.available(network_id))
             if address is None:
                 raise NoMoreAddresses(f"network {network_id} has no free addresses")
+            events = yield from self._fixed_event_ops(webhook_project, webhooks.FIXED_ALLOCATED, address, instance_id,
+                                                      network_id)
             done = yield Transaction(
                 ops=(
                     HSet(keys.fixedip(address), {"address": address, "network_id": network_id,
@@ -313,6 +318,7 @@ class FlatManager(FloatingIps):
                     # The pool may hold it again if a sweep returned it as leaked while
                     # this allocation was stalled: recording it takes it out for good.
                     SRem(keys.available(network_id), (address,)),
+                    *events,
                 ),
                 guards=(
                     Guard(keys.instance(instance_id), "state", lifecycle.SCHEDULING),
@@ -346,7 +352,18 @@ class FlatManager(FloatingIps):
 
     def release_instance_address(self, record: dict):
         """Give back the fixed address ``record`` holds, if any (idempotent)."""
-        return (yield from self.deallocate_fixed_ip(record.get("fixed_ip", ""), record["id"], record.get("network_id")))
+        project = record.get("project_id", "") if record.get(webhooks.MARK) else ""
+        return (yield from self.deallocate_fixed_ip(record.get("fixed_ip", ""), record["id"], record.get("network_id"),
+                                                    project))
+
+    @staticmethod
+    def _fixed_event_ops(project: str, event_type: str, address: str, instance_id: str, network_id: str):
+        """The web hook ops of a fixed address event; () without a project to tell."""
+        if not project:
+            return ()
+        now = yield Now()
+        return (yield from webhooks.event_ops(project, event_type, float(now), {
+            "address": address, "instance_id": instance_id, "network_id": network_id}))
 
     def release_leftover_address(self, record: dict):
         """Finish a release that a crash cut off: the record already says ``deleted`` or
@@ -360,22 +377,27 @@ class FlatManager(FloatingIps):
             return False
         return (yield from self.release_instance_address(record))
 
-    def deallocate_fixed_ip(self, address: str, instance_id: str, network_id: str | None = None):
+    def deallocate_fixed_ip(self, address: str, instance_id: str, network_id: str | None = None,
+                            webhook_project: str = ""):
         """Give an instance's address back. Flat: to the pool at once. DHCP: marked
         ``deallocated`` and dropped from the hosts file; the pool gets it back when the
         lease is released or the reclaim timeout passes. Idempotent: only the holder's
-        release counts. Returns True when this call released it."""
+        release counts. Returns True when this call released it. With
+        ``webhook_project`` the release is an event for the project's web hooks."""
         if not address:
             return False
         nid = network_id or self._network_of(address)
+        events = yield from self._fixed_event_ops(webhook_project, webhooks.FIXED_RELEASED, address, instance_id, nid)
         if not self.dhcp:
-            return (yield from self._to_pool(address, nid, Guard(keys.fixedip(address), "instance_id", instance_id)))
+            return (yield from self._to_pool(address, nid, Guard(keys.fixedip(address), "instance_id", instance_id),
+                                             extra_ops=events))
         now = float((yield Now()))  # stored as repr(float): reclaim compares it to the zset score
         done = yield Transaction(
             ops=(
                 HSet(keys.fixedip(address), {"state": "deallocated", "deallocated_at": repr(now)}),
                 HDel(keys.network_dhcp_hosts(nid), (address,)),
                 ZAdd(keys.DEALLOCATED, {address: now}),
+                *events,
             ),
             guards=(
                 Guard(keys.fixedip(address), "instance_id", instance_id),
@@ -391,7 +413,7 @@ class FlatManager(FloatingIps):
                 return network_id
         raise NotFound(f"address {address} is in no network")
 
-    def _to_pool(self, address: str, network_id: str, *guards: Guard):
+    def _to_pool(self, address: str, network_id: str, *guards: Guard, extra_ops: tuple = ()):
         instance_id = guards[0].expected if guards and guards[0].field == "instance_id" else None
         done = yield Transaction(
             ops=(
@@ -401,6 +423,7 @@ class FlatManager(FloatingIps):
                 HDel(keys.network_dhcp_hosts(network_id), (address,)),
                 ZRem(keys.DEALLOCATED, (address,)),
                 SAdd(keys.available(network_id), (address,)),
+                *extra_ops,
             ),
             guards=guards,
         )

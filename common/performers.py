@@ -52,6 +52,7 @@ from common.effects import (
     StoreEffect,
     TaskEffect,
     Transaction,
+    WebEffect,
 )
 from common.errors import NovaError
 
@@ -225,6 +226,19 @@ class TaskPerformer(Protocol):
 
 
 @runtime_checkable
+class WebPerformer(Protocol):
+    """Performs WebEffect: one HTTP POST to a web hook receiver (``HttpPost``).
+
+    On failure: ``DeliveryFailed`` when no answer came within the effect's timeout
+    (refused, reset, timed out, a name that does not resolve). Any answer, 2xx or not,
+    is a result: its status code. Redirects are answers too (never followed).
+    """
+
+    def post(self, agent: Any, effect: WebEffect) -> Performed[int]:
+        ...
+
+
+@runtime_checkable
 class RuntimePerformer(Protocol):
     """Performs RuntimeEffect: the runtime's clock, ids, random streams and recorder.
 
@@ -258,6 +272,7 @@ PROTOCOLS: dict[type[Effect], type] = {
     KeyPairEffect: KeyPairGenerator,
     ApiEffect: ApiPerformer,
     TaskEffect: TaskPerformer,
+    WebEffect: WebPerformer,
     RuntimeEffect: RuntimePerformer,
 }
 assert set(PROTOCOLS) == set(FAMILIES), "every family has a Protocol"

@@ -20,7 +20,7 @@ Families
 Every effect class belongs to exactly one *family*, a base class in
 ``common.effects.families``: ``StoreEffect``, ``RpcEffect``, ``HypervisorEffect``, ``NetDriverEffect``, ``DirectoryEffect``,
 ``ImageEffect``, ``KeyPairEffect``, ``ApiEffect`` (EC2 requests), ``TaskEffect``
-(fork and join of sub-workflows) and ``RuntimeEffect`` (time, ids, randomness,
+(fork and join of sub-workflows), ``WebEffect`` (web hook deliveries) and ``RuntimeEffect`` (time, ids, randomness,
 records). A family is what one performer serves: ``common.performers`` has its
 ``typing.Protocol``, and a runtime is told who performs a family with
 ``runtime.register(Family, performer)``. ``perform_with(performer, agent)`` is how an
@@ -55,6 +55,7 @@ from common.effects.families import (
     RuntimeEffect,
     StoreEffect,
     TaskEffect,
+    WebEffect,
     family_of,
 )
 from common.effects.hypervisor import (
@@ -118,6 +119,7 @@ from common.effects.store import (
     ZRem,
     ZScore,
 )
+from common.effects.web import HttpPost
 
 __all__ = [
     "FAMILIES",
@@ -143,6 +145,7 @@ __all__ = [
     "HDel",
     "HGet",
     "HGetAll",
+    "HttpPost",
     "HIncrBy",
     "HSet",
     "HypervisorEffect",
@@ -180,6 +183,7 @@ __all__ = [
     "Transaction",
     "UnbindFloating",
     "UpdateDhcp",
+    "WebEffect",
     "ZAdd",
     "ZIncrBy",
     "ZRangeByScore",

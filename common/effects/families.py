@@ -99,6 +99,15 @@ class TaskEffect(Effect):
         return performer.perform(agent, self)
 
 
+class WebEffect(Effect):
+    """Family: requests to web hook receivers (HTTP POST). Performer: ``WebPerformer``."""
+
+    __slots__ = ()
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.post(agent, self)
+
+
 class RuntimeEffect(Effect):
     """Family: the runtime's own clock, ids, random streams and recorder. Performer:
     ``RuntimePerformer`` (the runtime itself)."""
@@ -109,7 +118,7 @@ class RuntimeEffect(Effect):
 #: Every family, in no particular order; each effect class subclasses exactly one.
 FAMILIES: tuple[type[Effect], ...] = (
     StoreEffect, RpcEffect, HypervisorEffect, NetDriverEffect, DirectoryEffect, ImageEffect,
-    KeyPairEffect, ApiEffect, TaskEffect, RuntimeEffect,
+    KeyPairEffect, ApiEffect, TaskEffect, WebEffect, RuntimeEffect,
 )
 
 

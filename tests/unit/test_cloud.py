@@ -56,8 +56,10 @@ def cloud(scheduler="queue", quota=Quota(instances=3, cores=4)):
     return CloudController(CloudConfig(scheduler=scheduler, quotas={"p1": quota}), flat())
 
 
-def reserve(count, vcpus=2):
-    return Transaction(ops=(HIncrBy(USAGE, "instances", count), HIncrBy(USAGE, "cores", count * vcpus)))
+def reserve(count, vcpus=2, usage=USAGE):
+    """The quota reservation (with the read of the project's web hooks), or its undo (count < 0)."""
+    hooks = (HGetAll(keys.webhooks(usage.split(":")[1])),) if count > 0 else ()
+    return Transaction(ops=(HIncrBy(usage, "instances", count), HIncrBy(usage, "cores", count * vcpus), *hooks))
 
 
 def created_fields(now=10.0):
@@ -89,7 +91,7 @@ H1_UP = {keys.heartbeats("compute"): {"h1": 99.0}}
 def up_to_call(gen):
     """Drive a 1-instance m1.medium RunInstances to its allocate_fixed_ip call."""
     assert step(gen) == reserve(1)
-    assert step(gen, [1, 2]) == NewId("r")
+    assert step(gen, [1, 2, {}]) == NewId("r")
     assert step(gen, "r-1") == NewId("i")
     assert step(gen, IID) == Now()
     create = step(gen, 10.0)
@@ -138,19 +140,19 @@ def test_quota_over_for_max_rolls_back_and_tries_min():
     """MaxCount over quota is undone, then MinCount is reserved and used."""
     gen = cloud().run_instances(CTX, "ami-tiny", "m1.medium", 1, 3)
     assert step(gen) == reserve(3)
-    assert step(gen, [3, 6]) == reserve(-3)
-    assert step(gen, [0, 0]) == reserve(1)
-    assert step(gen, [1, 2]) == NewId("r")
+    assert step(gen, [3, 6, {}]) == reserve(-3)
+    assert step(gen, [0, 0, {}]) == reserve(1)
+    assert step(gen, [1, 2, {}]) == NewId("r")
 
 
 def test_quota_exceeded_creates_nothing():
     """Over quota even at MinCount: roll back, record the rejection, raise QuotaExceeded."""
     gen = cloud().run_instances(CTX, "ami-tiny", "m1.medium", 2, 3)
     assert step(gen) == reserve(3)
-    assert step(gen, [3, 6]) == reserve(-3)
-    assert step(gen, [0, 0]) == reserve(2)
-    assert step(gen, [3, 6]) == reserve(-2)  # someone else holds one already
-    rejected = step(gen, [1, 2])
+    assert step(gen, [3, 6, {}]) == reserve(-3)
+    assert step(gen, [0, 0, {}]) == reserve(2)
+    assert step(gen, [3, 6, {}]) == reserve(-2)  # someone else holds one already
+    rejected = step(gen, [1, 2, {}])
     assert rejected.event.action == "RunInstances" and rejected.event.code == "InstanceLimitExceeded"
     assert "quota is 3 instances / 4 cores" in rejected.event.message
     with pytest.raises(QuotaExceeded, match="p1"):
@@ -161,18 +163,18 @@ def test_quota_min_equal_max_is_tried_once():
     """MinCount == MaxCount reserves once; over quota fails straight after the rollback."""
     gen = cloud().run_instances(CTX, "ami-tiny", "m1.large", 2, 2)
     assert step(gen) == reserve(2, vcpus=4)
-    assert step(gen, [2, 8]) == reserve(-2, vcpus=4)
-    assert isinstance(step(gen, [0, 0]).event, RequestRejected)
+    assert step(gen, [2, 8, {}]) == reserve(-2, vcpus=4)
+    assert isinstance(step(gen, [0, 0, {}]).event, RequestRejected)
 
 
 def test_default_quota_applies_to_unlisted_projects():
     """A project without its own quota gets default_quota (10 instances / 20 cores)."""
     gen = cloud().run_instances(RequestContext("bob", "p9"), "ami-tiny", "m1.large", 5, 6)
     usage = keys.project_usage("p9")
-    assert step(gen) == Transaction(ops=(HIncrBy(usage, "instances", 6), HIncrBy(usage, "cores", 24)))
-    assert step(gen, [6, 24]) == Transaction(ops=(HIncrBy(usage, "instances", -6), HIncrBy(usage, "cores", -24)))
-    assert step(gen, [0, 0]) == Transaction(ops=(HIncrBy(usage, "instances", 5), HIncrBy(usage, "cores", 20)))
-    assert step(gen, [5, 20]) == NewId("r")
+    assert step(gen) == reserve(6, 4, usage)
+    assert step(gen, [6, 24, {}]) == reserve(-6, 4, usage)
+    assert step(gen, [0, 0, {}]) == reserve(5, 4, usage)
+    assert step(gen, [5, 20, {}]) == NewId("r")
 
 
 # -- RunInstances: create, address, dispatch ----------------------------------------

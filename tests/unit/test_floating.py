@@ -56,8 +56,8 @@ def snapshot(store):
 def test_allocate_reserves_quota_then_pops_the_hosts_pool():
     """HINCRBY the project's floating_ips, then SPOP this host's pool, then record the allocation."""
     gen = host().allocate_floating_ip(CTX, "p1", 2)
-    assert step(gen) == Transaction(ops=(HIncrBy(USAGE, "floating_ips", 1),))
-    assert step(gen, [2]) == SPop(keys.floating_available("net1"))
+    assert step(gen) == Transaction(ops=(HIncrBy(USAGE, "floating_ips", 1), HGetAll(keys.webhooks("p1"))))
+    assert step(gen, [2, {}]) == SPop(keys.floating_available("net1"))
     assert step(gen, FLOAT) == Transaction(ops=(HSet(FKEY, allocated()), SAdd(keys.project_floatingips("p1"), (FLOAT,))))
     assert finish(gen, [5, 1]) == FLOAT
 
@@ -66,7 +66,7 @@ def test_allocate_over_quota_rolls_back():
     """A total over the quota is undone and QuotaExceeded raised before the pool is touched."""
     gen = host().allocate_floating_ip(CTX, "p1", 2)
     step(gen)
-    assert step(gen, [3]) == HIncrBy(USAGE, "floating_ips", -1)
+    assert step(gen, [3, {}]) == HIncrBy(USAGE, "floating_ips", -1)
     with pytest.raises(QuotaExceeded, match="p1 may hold 2"):
         step(gen, 2)
 
@@ -75,7 +75,7 @@ def test_allocate_from_an_empty_pool_rolls_back_and_raises():
     """An empty pool gives the reservation back and raises NoMoreAddresses."""
     gen = host().allocate_floating_ip(CTX, "p1", 2)
     step(gen)
-    step(gen, [1])
+    step(gen, [1, {}])
     assert step(gen, None) == HIncrBy(USAGE, "floating_ips", -1)
     with pytest.raises(NoMoreAddresses, match="net1"):
         step(gen, 0)
