@@ -14,16 +14,18 @@ keeps itself up the same way whether it is a SimPy process or a daemon:
   networks and the floating range it owns (each guarded: a second start changes
   nothing), rebuilds what it serves (``init_host``) and returns addresses a crash left
   out of the pool.
-- ``periodic_tasks`` is the work a service repeats while it is up.
+- ``periodic_tasks`` is the work a service repeats while it is up (a network host
+  also delivers web hooks, ``common.webhook_delivery``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common import floating, network, scheduler
+from common import floating, network, scheduler, webhook_delivery
 from common.cloud import CloudConfig, Quota
 from common.compute import ComputeManager
+from common.webhooks import WebhookConfig
 from common.workload import workload_user
 
 COMPUTE, NETWORK, SCHEDULER = "compute", "network", "scheduler"
@@ -57,6 +59,8 @@ class Settings:
     cloud: CloudConfig = field(default_factory=CloudConfig)
     #: MiB each compute host offers, the simple scheduler's second capacity; 0: unchecked.
     host_memory_mb: int = 0
+    #: Web hook delivery, a periodic task of every network host; None: not run.
+    webhooks: WebhookConfig | None = None
 
     @classmethod
     def from_scenario(cls, scenario) -> Settings:
@@ -79,6 +83,7 @@ class Settings:
                 service_down_time=timing.service_down_time,
             ),
             host_memory_mb=cloud.hosts.memory_mb,
+            webhooks=scenario.webhooks.config() if scenario.webhooks is not None else None,
         )
 
     def scheduler_config(self) -> scheduler.SchedulerConfig:
@@ -150,6 +155,9 @@ def periodic_tasks(topic: str, manager, settings: Settings):
     tasks = [("leak sweep", interval, lambda: manager.sweep_leaked_addresses(interval))]
     if manager.dhcp:
         tasks.append(("reclaim", interval, manager.reclaim_fixed_ips))
+    hooks = settings.webhooks
+    if hooks is not None:
+        tasks.append(("webhook delivery", hooks.interval, lambda: webhook_delivery.deliver_due(hooks)))
     return tasks
 
 

@@ -40,6 +40,7 @@ KINDS: dict[str, Kind] = {
                        "a hypervisor fault"),
     "store_outage": Kind(frozenset(), "at", "a store outage"),
     "poison": Kind(frozenset({"body"}), "at", "a poison message"),
+    "webhook_outage": Kind(frozenset(), "at", "a web hook outage"),
 }
 
 #: The optional fields, with the default each has when a kind does not take it.
@@ -82,6 +83,8 @@ class Fault(Model):
     #: One poison message (``body``: common.rpc.poison_body) onto a topic or a queue: compute, compute.2.
     poison: Annotated[str, Field(pattern=rpc.POISON_TOPIC)] | None = None
     body: Literal["nested", "binary", "huge", "badargs"] = "nested"
+    #: Every web hook receiver (the scenario's ``webhooks``) answers 503 for this many seconds.
+    webhook_outage: Seconds | None = None
 
     @property
     def kind(self) -> str:
@@ -92,7 +95,8 @@ class Fault(Model):
     def _one_kind(self):
         kinds = [name for name in KINDS if getattr(self, name) is not None]
         if len(kinds) != 1:
-            raise ValueError("give exactly one of kill, hypervisor, store_outage (seconds) or poison (a topic)")
+            raise ValueError("give exactly one of kill, hypervisor, store_outage (seconds), poison (a topic) "
+                             "or webhook_outage (seconds)")
         kind, row = kinds[0], KINDS[kinds[0]]
         # By value, not by fields set: a dumped and re-validated scenario carries every default.
         extra = [name for name, default in OPTIONAL.items() if name not in row.takes and getattr(self, name) != default]
@@ -112,6 +116,8 @@ class Fault(Model):
             return f"store outage for {self.store_outage:g} s"
         if self.poison is not None:
             return f"poison ({self.body}) on {self.poison}"
+        if self.webhook_outage is not None:
+            return f"web hook receivers down for {self.webhook_outage:g} s"
         if self.kill is not None:
             label = f"kill {self.kill} {self.host}"
             if self.after_effects is not None:

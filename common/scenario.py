@@ -23,6 +23,7 @@ from common import distributions, network
 from common.cloud import DEFAULT_INSTANCE_TYPES, MAX_COUNT_PER_REQUEST
 from common.errors import InvalidParameterValue
 from common.fault_plan import Fault, target_problem
+from common.scenario_webhooks import Webhooks, webhooks_problem
 from common.scenario_bounds import (
     MAX_CHOICES,
     MAX_FAULTS,
@@ -295,6 +296,8 @@ class Scenario(_Model):
     #: Timed faults (kill and restart a service, degrade a hypervisor), in order of ``at``.
     faults: Annotated[tuple[Fault, ...], Field(max_length=MAX_FAULTS)] = ()
     real: Real = Real()
+    #: Web hook receivers and the delivery worker's retries (common.scenario_webhooks).
+    webhooks: Webhooks | None = None
     #: A YAML file, relative to the scenario file, whose ``timing`` section (fitted from a
     #: real run by ``novalab calibrate``) replaces the timing fields it lists.
     calibration: str | None = None
@@ -324,6 +327,9 @@ class Scenario(_Model):
         problems = self.fault_problems(self.cloud.hosts.count)
         if problems:
             raise ValueError(problems[0])
+        problem = webhooks_problem(self)
+        if problem:
+            raise ValueError(problem)
         for name in sorted(self.workload.instance_types):
             if types[name].vcpus > self.max_cores:
                 raise ValueError(

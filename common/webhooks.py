@@ -110,9 +110,12 @@ class WebhookConfig:
     #: Deliveries one pass takes at once (each a task of its own: one slow receiver
     #: does not hold the others back, and a pass's concurrency is bounded).
     batch: int = 16
-    #: A delivery being attempted is due again this long after its attempt began, so a
-    #: worker killed mid-POST loses nothing (longer than ``timeout``).
-    lease: float = 30.0
+
+    @property
+    def lease(self) -> float:
+        """A delivery being attempted is due again this long after its attempt began, so
+        a worker killed mid-POST loses nothing (well past ``timeout``)."""
+        return max(30.0, 2 * self.timeout)
 
 
 def backoff(failed_attempts: int, config: WebhookConfig) -> float:
@@ -309,3 +312,19 @@ def summary(store: dict, receipts: Receipts | None = None) -> dict:
     if receipts is not None:
         out.update(receipts.summary())
     return out
+
+
+def summary_rows(section: dict | None) -> list[tuple[str, str]]:
+    """The ``webhooks`` summary section as (label, value) rows for the printed table."""
+    if not section:
+        return []
+    rows = [("events / deliveries", f"{section['events']:,} / {section['deliveries']:,}"),
+            ("delivered", f"{section['delivered']:,}"),
+            ("failed attempts (retried or last)", f"{section['failed_attempts']:,}")]
+    rows += [(name.replace("_", " "), f"{section[name]:,}") for name in ("gave_up", "dropped", "cancelled", "pending")
+             if section[name]]
+    if section.get("lag_p50") is not None:
+        rows.append(("lag to first arrival p50 / p95", f"{section['lag_p50']:.3g} / {section['lag_p95']:.3g} s"))
+    if section.get("duplicates"):
+        rows.append(("duplicates received", f"{section['duplicates']:,}"))
+    return rows

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
 
 
 class DaemonConfig(BaseModel):
@@ -99,6 +99,15 @@ class DaemonConfig(BaseModel):
     objectstore_root: str = "/var/lib/novalab/buckets"
     objectstore_listen: str = "127.0.0.1"
     objectstore_port: int = 3333
+    #: network: web hook delivery (common.webhooks.WebhookConfig says what each does):
+    #: seconds between passes (0: this host delivers none), seconds per POST, attempts
+    #: per delivery, the backoff's first wait and its cap, deliveries attempted at once.
+    webhook_interval: NonNegativeFloat = 1.0
+    webhook_timeout: PositiveFloat = 5.0
+    webhook_max_attempts: PositiveInt = 10
+    webhook_backoff_base: PositiveFloat = 1.0
+    webhook_backoff_max: PositiveFloat = 300.0
+    webhook_batch: PositiveInt = 16
 
     def network_config(self):
         from common.network import NetworkConfig
@@ -119,8 +128,18 @@ class DaemonConfig(BaseModel):
             network=self.network_config(), scheduler_driver=self.scheduler_driver, max_cores=self.max_cores,
             service_down_time=self.service_down_time, floating_range=self.floating_range,
             report_interval=self.report_interval, periodic_interval=self.periodic_interval,
-            domain_sync_interval=self.domain_sync_interval,
+            domain_sync_interval=self.domain_sync_interval, webhooks=self.webhook_config(),
         )
+
+    def webhook_config(self):
+        """The web hook worker's settings, or None when ``webhook_interval`` is 0."""
+        from common.webhooks import WebhookConfig
+
+        if not self.webhook_interval:
+            return None
+        return WebhookConfig(interval=self.webhook_interval, timeout=self.webhook_timeout,
+                             max_attempts=self.webhook_max_attempts, backoff_base=self.webhook_backoff_base,
+                             backoff_max=self.webhook_backoff_max, batch=self.webhook_batch)
 
     @classmethod
     def from_scenario(cls, scenario, **settings) -> DaemonConfig:
@@ -135,6 +154,11 @@ class DaemonConfig(BaseModel):
             values[name] = node
         if values["scheduler_driver"] == "queue":
             values["scheduler_driver"] = "simple"  # no scheduler daemon runs; the API casts to the queue
+        hooks = scenario.webhooks
+        if hooks is not None:  # an optional section: not in the table
+            values.update(webhook_interval=hooks.interval, webhook_timeout=hooks.timeout,
+                          webhook_max_attempts=hooks.max_attempts, webhook_backoff_base=hooks.backoff_base,
+                          webhook_backoff_max=hooks.backoff_max, webhook_batch=hooks.batch)
         return cls(**values, **settings)
 
 

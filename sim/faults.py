@@ -11,6 +11,7 @@ that ``FaultTargets`` exposes:
 * ``hypervisor``: ``FakeHypervisor.degrade`` for ``duration`` (or to the end).
 * ``store_outage``: ``SimStore.down`` for that long: every store effect raises
   StoreUnavailable into the manager that yielded it.
+* ``webhook_outage``: every web hook receiver (sim.webhooks) answers 503 for that long.
 * ``poison``: one poison message (``common.rpc.poison_body``) published onto a topic;
   its workers must answer it once, drop it and keep serving.
 
@@ -41,6 +42,8 @@ class FaultTargets:
     restart: Callable[..., Any] | None = None
     #: The run's SimStore (its ``down`` switch).
     store: Any = None
+    #: The run's web hook receivers (sim.webhooks), or None.
+    webhooks: Any = None
     log: list = field(default_factory=list)
 
 
@@ -58,6 +61,12 @@ def _one(targets: FaultTargets, fault):
     yield env.timeout(fault.at)
     if fault.poison is not None:
         _publish_poison(targets, fault)
+        return
+    if fault.webhook_outage is not None:
+        targets.webhooks.outage(fault.webhook_outage)
+        targets.log.append((env.now, f"web hook receivers down for {fault.webhook_outage:g} s"))
+        yield env.timeout(fault.webhook_outage)
+        targets.log.append((env.now, "web hook receivers back"))
         return
     if fault.store_outage is not None:
         targets.store.down = True

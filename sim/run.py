@@ -8,17 +8,19 @@ from dataclasses import dataclass
 
 import simpy
 
-from common import assembly, invariants, network, service
+from common import assembly, invariants, keys, network, service, webhooks
 from common import images as image_registry
 from common.analysis import report
 from common.cloud import CloudController
 from common.context import SYSTEM
 from common.directory import Directory
 from common.ec2 import Ec2Api
+from common.effects import ZRangeByScore
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
 from sim import api as sim_api
 from sim import directory as sim_directory
 from sim import faults, tasks
+from sim import webhooks as sim_webhooks
 from sim import images as image_cache
 from sim.broker import Broker
 from sim.hypervisor import FakeHypervisor
@@ -83,6 +85,9 @@ class Simulation:
             self.runtime, ec2, by_project, workers=cloud.api_workers, latency=timing.api,
             rng=stream(seed, "latency/api"), signed=scenario.workload.sign_requests))
         tasks.install(self.runtime)
+        self.receivers = None
+        if scenario.webhooks is not None:
+            self.receivers = sim_webhooks.install(self.runtime, scenario.webhooks, stream(seed, "webhooks"))
         self.hypervisors: list = []
         self.netdrivers: list = []
         self.services: list = []
@@ -98,7 +103,8 @@ class Simulation:
         by_kind: dict = {}
         for svc in self.services:
             by_kind.setdefault(svc.topic, []).append(svc)
-        self.fault_targets = faults.FaultTargets(env, by_kind, self.hypervisors, self._restart, self.store)
+        self.fault_targets = faults.FaultTargets(env, by_kind, self.hypervisors, self._restart, self.store,
+                                                 webhooks=self.receivers)
         self.workload = Workload(scenario, stream(seed, WORKLOAD_STREAM))
 
     def _netdriver(self, host):
@@ -164,22 +170,32 @@ class Simulation:
                 "image_bytes_transferred": self.image_cache.bytes_transferred if self.image_cache else 0,
                 "faults": [{"at": at, "what": what} for at, what in self.fault_targets.log],
                 "api": {**self.workload.api_summary(), "admission_queue_peak": self.api.peak_queued},
+                **self._webhooks_summary(snapshot.store),
             },
         )
         return SimResult(self.scenario, self.seed, self.recorder, verdicts, summary, snapshot, broker_stats, wall)
 
     def _setup(self):
         """The cloud before the workload: the directory's users and projects, the
-        default images (registered from their objects when images are modelled), then
-        each service's start-up and first heartbeat (network hosts first)."""
+        default images (registered from their objects when images are modelled), the web
+        hook receivers' registrations, then each service's start-up and first heartbeat
+        (network hosts first)."""
         agent = self.runtime.agent("setup")
         yield from self.runtime.drive(agent, assembly.populate_directory(Directory(self.directory.root), self.scenario,
                                                                          self.credentials))
         yield from self.runtime.drive(agent, image_registry.register_defaults(self.scenario.cloud.images,
                                                                               self.image_cache is not None))
+        if self.receivers is not None:
+            projects = self.scenario.webhooks.project_ids(self.scenario.cloud.projects)
+            yield from self.runtime.drive(agent, self.receivers.register_all(projects))
         for svc in self.services:
             yield from self.runtime.drive(svc.agent, self._start_up(svc))
             yield from self.runtime.drive(svc.agent, service.report_state(svc.topic, svc.host))
+
+    def _webhooks_summary(self, store) -> dict:
+        if self.receivers is None:
+            return {}
+        return {"webhooks": {**webhooks.summary(store, self.receivers.receipts), **self.receivers.summary()}}
 
     def _start_up(self, svc):
         return assembly.start_up(svc.topic, svc.host, svc.manager, self.settings)
@@ -199,6 +215,9 @@ class Simulation:
         deadline = env.now + self.scenario.drain_timeout
         while env.now < deadline and not self._quiet():
             yield env.timeout(DRAIN_POLL)
+        if self.receivers is not None:  # and until every web hook delivery is done or given up
+            while env.now < deadline and (yield from self.runtime.drive(self.runtime.agent("drain"), _pending())):
+                yield env.timeout(DRAIN_POLL)
 
     def _quiet(self) -> bool:
         if self.recorder.unsettled():
@@ -214,6 +233,11 @@ class Simulation:
             domains={h.host: {name: d.state for name, d in h.domains.items()} for h in self.hypervisors},
             queues={q: {"ready": s["depth"], "unacked": s["unacked"]} for q, s in self.broker.queue_stats().items()},
         )
+
+
+def _pending():
+    """-> whether a web hook delivery is still pending (one store read)."""
+    return bool((yield ZRangeByScore(keys.WEBHOOK_PENDING, "-inf", "+inf", 1)))
 
 
 def simulate(scenario, seed: int | None = None, progress=None) -> SimResult:

@@ -17,7 +17,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from common import keys, lifecycle
+from common import keys, lifecycle, webhooks
 from common.analysis.stats import percentile
 
 INSTANCE_COLUMNS = (
@@ -207,6 +207,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
         add("pools", f"{nid} free at end", f"{pool.get('free_at_end', 0):,}")
     if unused and len(summary["pools"]) > 1:
         add("pools", "networks never used", f"{len(unused):,} of {len(summary['pools']):,}")
+    for label, value in webhooks.summary_rows(summary.get("webhooks")):
+        add("web hooks", label, value)
     for fault in summary.get("faults", []):
         add("faults", f"at {fault['at']:,.1f} s", fault["what"])
     for v in summary["invariants"]:
