@@ -93,6 +93,13 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
                            os.path.join(config.instances_path, IMAGE_CACHE_DIR))
     if kind != assembly.SCHEDULER:
         netdriver = net_driver(config)
+    if kind == assembly.NETWORK and config.webhook_interval:
+        from common.effects import WebEffect
+        from real import tasks
+        from real.webhooks import HttpPoster
+
+        runtime.register(WebEffect, HttpPoster())  # common.webhook_delivery, a periodic task here
+        tasks.install(runtime, max_tasks=config.webhook_batch)
     svc = RealService(runtime, kind, host, manager, amqp_url=config.amqp_url, workers=config.workers,
                       hypervisor=hypervisor, netdriver=netdriver)
     done = runtime.drive(svc.agent, assembly.start_up(kind, host, manager, settings))

@@ -67,7 +67,7 @@ from common.events import RequestRejected
 from common.scenario import ScenarioError, calibration_entry
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
 from real import images as image_store
-from real import processes, scenario_file, tasks, transport, vhosts
+from real import mode_webhooks, processes, scenario_file, tasks, transport, vhosts
 from real.config import DaemonConfig
 from real.daemon import StartupError, connect
 from real.ec2_client import HttpApi
@@ -188,6 +188,7 @@ class RealRun:
                             for user in assembly.directory_users(scenario)}
         self.workload = Workload(scenario, random.Random(f"{seed}/{WORKLOAD_STREAM}"), real.requests)
         self.workload_seconds = 0.0
+        self.receivers: mode_webhooks.RunReceivers | None = None
 
     # -- the whole run ----------------------------------------------------------------
 
@@ -204,6 +205,7 @@ class RealRun:
         finished = False
         try:
             self._start_directory()
+            self.receivers = mode_webhooks.start(self.scenario, self.runtime, self.seed)
             self._start_daemons(config_path)
             self._await_heartbeats()
             self._start_api()
@@ -228,6 +230,8 @@ class RealRun:
             self._stop_api()
             self._stop_daemons()
             self._stop_directory()
+            if self.receivers is not None:
+                self.receivers.stop()
             if not finished:  # a refusal or a crash: still remove the run's queues and keys
                 try:
                     self._clean_up()
@@ -244,7 +248,8 @@ class RealRun:
             wall_seconds=wall, rejected=self.recorder.rejected,
             extra={"time_scale": self.scale, "hosts": len(self.hosts), "api": self.api_summary(),
                    "stranded_messages": invariants.stranded_messages(snapshot),
-                   "faults": [{"at": at, "what": what} for at, what in sorted(self.fault_log)]},
+                   "faults": [{"at": at, "what": what} for at, what in sorted(self.fault_log)],
+                   **(self.receivers.summary(snapshot.store) if self.receivers is not None else {})},
         )
         self._clean_up()
         return summary
@@ -361,6 +366,9 @@ class RealRun:
                 print(f"run-scenario --mode real: {what}", file=sys.stderr)
                 self.fault_log.append((fault.at or 0.0, what))
                 continue
+            if fault.webhook_outage is not None:
+                plan.append((fault.at / self.scale, lambda run, f=fault: run._webhook_outage(f)))
+                continue
             if fault.poison is not None:
                 kind, position = rpc.poison_target(fault.poison)
                 topic = kind if position is None else rpc.host_topic(kind, names[kind][position - 1])
@@ -383,6 +391,12 @@ class RealRun:
             self.start_daemon(kind, host)
         what = f"{'killed' if action == 'kill' else 'restarted'} {kind}.{host}"
         self.fault_log.append((round(self.runtime.now() - self.workload_origin, 3), what))
+
+    def _webhook_outage(self, fault):
+        """Every receiver answers 503 for the fault's scenario seconds, logged like the sim's."""
+        assert self.receivers is not None  # the scenario validates: an outage needs receivers
+        self.receivers.outage(fault.webhook_outage / self.scale)
+        self.fault_log.append((round(self.runtime.now() - self.workload_origin, 3), fault.describe()))
 
     def _publish_poison(self, topic: str, body: bytes, what: str):
         """A poison fault: the body as it is onto the run's own vhost, logged like the sim's."""
@@ -427,7 +441,8 @@ class RealRun:
         while time.monotonic() < deadline:
             building = self.store.execute(ZRangeByScore(keys.BUILDING, "-inf", "+inf", 1))
             depths = self._queue_depths()
-            if not building and not any(depths.values()):
+            hooks = self.receivers is not None and self.receivers.pending(self.store)
+            if not building and not any(depths.values()) and not hooks:
                 return
             time.sleep(DRAIN_POLL)
 
