@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -55,7 +56,7 @@ from common.effects import (
     Transaction,
     ZAdd,
 )
-from common.errors import InvalidParameterValue, NotFound, QuotaExceeded
+from common.errors import InvalidParameterValue, NotFound, NovaError, QuotaExceeded
 
 SIGNATURE_HEADER = "X-Novalab-Signature"
 EVENT_ID_HEADER = "X-Novalab-Event-Id"
@@ -70,6 +71,9 @@ MAX_URL_LENGTH = 2000
 #: grow the store without bound; past this, new events of the project are dropped
 #: (counted in ``dropped``) until deliveries finish or give up.
 MAX_BACKLOG = 1000
+
+#: What a project id may be here (it becomes part of store keys).
+PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 #: The record field that marks an instance or a floating address whose project had hooks.
 MARK = "webhooks"
@@ -219,15 +223,23 @@ def marked_event_ops(record: dict, project_id: str, event_type: str, at: float, 
 # -- registering -------------------------------------------------------------------------
 
 
+class HookExists(NovaError):
+    """The project has a hook for that URL already."""
+
+    code = "InvalidParameterValue"
+
+
 def register(project_id: str, url: str, hook_id: str, secret: str, at: float):
     """Register ``url`` for ``project_id`` under ``hook_id`` with ``secret``; -> the hook.
-    Raises InvalidParameterValue (a bad URL, one the project has already) or
-    QuotaExceeded (MAX_HOOKS_PER_PROJECT); nothing is written then."""
+    Raises InvalidParameterValue (a bad project id or URL), HookExists (the project has
+    that URL) or QuotaExceeded (MAX_HOOKS_PER_PROJECT); nothing is written then."""
+    if not PROJECT_ID.match(project_id or ""):
+        raise InvalidParameterValue(f"bad project id {project_id!r} (letters, digits, '.', '_', '-')")
     url = validate_url(url)
     hooks = yield hooks_read(project_id)
     for known, known_url in sorted(hooks.items()):
         if known_url == url:
-            raise InvalidParameterValue(f"project {project_id} has {url} already, as {known}")
+            raise HookExists(f"project {project_id} has {url} already, as {known}")
     if len(hooks) >= MAX_HOOKS_PER_PROJECT:
         raise QuotaExceeded(f"project {project_id} has {len(hooks)} web hooks, the most it may have")
     hook = {"id": hook_id, "project": project_id, "url": url, "secret": secret, "created_at": repr(at)}

@@ -53,7 +53,7 @@ def main(argv=None):
     run = sub.add_parser("run", help="run a scenario (same as run-scenario; see run-scenario --help)",
                          add_help=False)
     run.add_argument("arguments", nargs=argparse.REMAINDER)
-    from real import manage, manage_network  # noqa: F401  (registers network/floating)
+    from real import manage, manage_network, manage_webhooks  # noqa: F401  (registers network/floating/webhook)
 
     manage.add_parser(sub)
     from real import deploy
