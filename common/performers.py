@@ -41,6 +41,7 @@ from common.effects import (
     DomainSpec,
     Effect,
     FetchImage,
+    HttpPost,
     HypervisorEffect,
     ImageEffect,
     KeyPairEffect,
@@ -234,7 +235,7 @@ class WebPerformer(Protocol):
     is a result: its status code. Redirects are answers too (never followed).
     """
 
-    def post(self, agent: Any, effect: WebEffect) -> Performed[int]:
+    def post(self, agent: Any, effect: HttpPost) -> Performed[int]:
         ...
 
 

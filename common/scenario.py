@@ -23,7 +23,6 @@ from common import distributions, network
 from common.cloud import DEFAULT_INSTANCE_TYPES, MAX_COUNT_PER_REQUEST
 from common.errors import InvalidParameterValue
 from common.fault_plan import Fault, target_problem
-from common.scenario_webhooks import Webhooks, webhooks_problem
 from common.scenario_bounds import (
     MAX_CHOICES,
     MAX_FAULTS,
@@ -48,6 +47,7 @@ from common.scenario_types import (
 )
 from common.scenario_types import Model as _Model
 from common.scenario_types import Name as Name
+from common.scenario_webhooks import Webhooks, webhooks_problem
 from common.scenario_yaml import load_yaml, yaml_problem
 
 

@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -314,10 +315,10 @@ class Receipts:
 STAT_NAMES = ("events", "deliveries", "delivered", "failed_attempts", "gave_up", "dropped", "cancelled")
 
 
-def summary(store: dict, receipts: Receipts | None = None) -> dict:
+def summary(store: Mapping, receipts: Receipts | None = None) -> dict:
     """The summary's ``webhooks`` section from a store dump (the worker's counters, what
     is still pending) and what the receivers saw."""
-    stats = store.get(keys.WEBHOOK_STATS) or {}
+    stats: Mapping = store.get(keys.WEBHOOK_STATS) or {}
     registered = sum(1 for key in store if key.startswith("webhook:"))
     out = {"hooks": registered, **{name: int(stats.get(name, 0)) for name in STAT_NAMES},
            "pending": len(store.get(keys.WEBHOOK_PENDING) or {})}

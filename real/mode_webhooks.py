@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Mapping
 
 from common import keys, webhooks
 from common.effects import ZRangeByScore
@@ -44,7 +45,11 @@ class RunReceivers:
         """Every receiver answers 503 for ``wall_seconds``."""
         for receiver in self.receivers:
             receiver.down.set()
-        timer = threading.Timer(wall_seconds, lambda: [r.down.clear() for r in self.receivers])
+        def back():
+            for receiver in self.receivers:
+                receiver.down.clear()
+
+        timer = threading.Timer(wall_seconds, back)
         timer.daemon = True
         timer.start()
         self._timers.append(timer)
@@ -52,7 +57,7 @@ class RunReceivers:
     def pending(self, store) -> bool:
         return bool(store.execute(ZRangeByScore(keys.WEBHOOK_PENDING, "-inf", "+inf", 1)))
 
-    def summary(self, store_dump: dict) -> dict:
+    def summary(self, store_dump: Mapping) -> dict:
         return {"webhooks": {**webhooks.summary(store_dump, self.receipts), "receivers": len(self.receivers),
                              "posts": sum(r.posts for r in self.receivers),
                              "bad_signatures": sum(r.bad_signatures for r in self.receivers)}}

@@ -20,8 +20,8 @@ from common.workload import WORKLOAD_STREAM, Workload, workload_user
 from sim import api as sim_api
 from sim import directory as sim_directory
 from sim import faults, tasks
-from sim import webhooks as sim_webhooks
 from sim import images as image_cache
+from sim import webhooks as sim_webhooks
 from sim.broker import Broker
 from sim.hypervisor import FakeHypervisor
 from sim.netdriver import FakeNetDriver

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 
 from common import webhooks
-from common.effects import NewId, Now, WebEffect
+from common.effects import HttpPost, NewId, Now, WebEffect
 from common.errors import DeliveryFailed
 from common.webhooks import Receipts
 
@@ -57,7 +57,7 @@ class SimReceivers:
         """Every receiver answers 503 for ``seconds`` from now (the fault plan)."""
         self.down_until = max(self.down_until, self.env.now + seconds)
 
-    def post(self, agent, effect: WebEffect):
+    def post(self, agent, effect: HttpPost):
         self.posts += 1
         latency = self.section.latency.sample(self.rng)
         if latency >= effect.timeout:

@@ -19,6 +19,7 @@ from common.performers import (
     RpcPerformer,
     RuntimePerformer,
     StorePerformer,
+    WebPerformer,
 )
 from real.api import KeyPairMaker
 from real.daemon import FloatingRecordsOnly
@@ -29,6 +30,7 @@ from real.libvirt_driver import LibvirtDriver
 from real.linux_net import LinuxNet
 from real.runner import RealRuntime
 from real.store import RedisStore
+from real.webhooks import HttpPoster
 from sim.api import SimApi
 from sim.directory import SimDirectory
 from sim.hypervisor import FakeHypervisor
@@ -36,6 +38,7 @@ from sim.images import SimImageCache
 from sim.netdriver import FakeNetDriver
 from sim.runtime import SimRuntime
 from sim.store import SimStore
+from sim.webhooks import SimReceivers
 
 PAIRS = [
     (StorePerformer, SimStore, RedisStore),
@@ -46,6 +49,7 @@ PAIRS = [
     (ApiPerformer, SimApi, HttpApi),
     (RpcPerformer, SimRuntime, RealRuntime),
     (RuntimePerformer, SimRuntime, RealRuntime),
+    (WebPerformer, SimReceivers, HttpPoster),
 ]
 
 
@@ -77,6 +81,10 @@ def _static_directory(fake: SimDirectory, real: LdapDirectory) -> list[Directory
 
 
 def _static_images(fake: SimImageCache, real: ImageCache) -> list[ImageFetcher]:
+    return [fake, real]
+
+
+def _static_web(fake: SimReceivers, real: HttpPoster) -> list[WebPerformer]:
     return [fake, real]
 
 

@@ -307,8 +307,19 @@ def test_with_overrides_rejects_unknown_paths_and_bad_values(overrides, message)
 
 def test_a_fault_names_one_kind():
     """A fault with neither kill nor hypervisor says which to give."""
-    assert problem(faults=[{"at": 5}]) == ("faults.0: give exactly one of kill, hypervisor, store_outage (seconds) "
-                                           "or poison (a topic)")
+    assert problem(faults=[{"at": 5}]) == ("faults.0: give exactly one of kill, hypervisor, store_outage (seconds), "
+                                           "poison (a topic) or webhook_outage (seconds)")
+
+
+def test_a_webhook_outage_needs_receivers():
+    """A webhook_outage in a scenario without a webhooks section is refused, saying why."""
+    assert problem(faults=[{"at": 5, "webhook_outage": 10}]) == (
+        "faults.0: a webhook_outage needs a webhooks section (receivers to take down)")
+
+
+def test_webhook_projects_must_be_cloud_projects():
+    """webhooks.projects naming a project the cloud lacks is refused with the known ones."""
+    assert problem(webhooks={"projects": ["nosuch"]}).startswith("webhooks.projects: nosuch not in cloud.projects")
 
 
 def test_a_fault_on_a_host_the_cloud_lacks_is_refused():

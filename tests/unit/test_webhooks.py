@@ -48,7 +48,7 @@ def hooked_store(hooks=1, **extra):
     """A store where project p1 has ``hooks`` hooks (secret ``s<n>``) and IID is marked and running."""
     data = {KEY: record("running", host="h1", webhooks="1"), **extra}
     for n in range(hooks):
-        drive(webhooks.register("p1", f"{URL}{n}", f"wh-{n}", f"s{n}", 1.0), store := TinyStore(data))
+        drive(webhooks.register("p1", f"{URL}{n}", f"wh-{n}", f"s{n}", 1.0), TinyStore(data))
     return TinyStore(data, now=50.0)
 
 

@@ -60,7 +60,7 @@ def test_a_network_worker_killed_mid_outage_loses_no_delivery():
 
 def test_a_receiver_down_past_the_retry_budget_is_given_up_and_counted():
     """With two attempts, the deliveries caught by the outage give up; all are accounted for."""
-    _, result, hooks = run(**{"webhooks.max_attempts": 2, "webhooks.failure_probability": 0.0})
+    _, _, hooks = run(**{"webhooks.max_attempts": 2, "webhooks.failure_probability": 0.0})
     assert hooks["gave_up"] > 0 and hooks["pending"] == 0
     assert hooks["delivered"] + hooks["gave_up"] == hooks["deliveries"]
 
