@@ -98,7 +98,7 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
         from real import tasks
         from real.webhooks import HttpPoster
 
-        runtime.register(WebEffect, HttpPoster())  # common.webhook_delivery, a periodic task here
+        runtime.register(WebEffect, HttpPoster(config.time_scale))  # common.webhook_delivery, a periodic task here
         tasks.install(runtime, max_tasks=config.webhook_batch)
     svc = RealService(runtime, kind, host, manager, amqp_url=config.amqp_url, workers=config.workers,
                       hypervisor=hypervisor, netdriver=netdriver)

@@ -29,8 +29,8 @@ a ``Session``: an LdapDirectory plus a ``common.directory.Directory``, driven by
 blocking loop. Exit status: 0 done, 1 refused (exists, not found, not a member), 2 bad
 input or the directory is unreachable.
 
-Other subcommands (``network create``, ``floating create``) plug in with
-``register_command`` before ``add_parser`` runs.
+Other subcommands (``network create``, ``floating create``, ``webhook add|list|remove``)
+plug in with ``register_command`` before ``add_parser`` runs.
 """
 
 from __future__ import annotations

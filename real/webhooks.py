@@ -42,16 +42,22 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 class HttpPoster:
-    """Performs HttpPost; a ``common.performers.WebPerformer``."""
+    """Performs HttpPost; a ``common.performers.WebPerformer``. ``time_scale``: scenario
+    seconds per wall second (the effect's timeout is in scenario seconds, as the runtime's
+    Sleep and Call are)."""
+
+    def __init__(self, time_scale: float = 1.0):
+        self.time_scale = time_scale
 
     def post(self, agent, effect: HttpPost) -> int:
+        timeout = effect.timeout / self.time_scale
         parts = urlsplit(effect.url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if parts.scheme == "https":
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname or "", parts.port, timeout=effect.timeout, context=ssl.create_default_context())
+                parts.hostname or "", parts.port, timeout=timeout, context=ssl.create_default_context())
         else:
-            connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=effect.timeout)
+            connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
         try:
             connection.request("POST", path, body=effect.body, headers=dict(effect.headers))
             answer = connection.getresponse()
