@@ -76,7 +76,16 @@ from common.ldap_escaping import (
     split_first_rdn,
     unescape_dn_value,
 )
-from common.rbac import ALL, GLOBAL_ROLES, NONE, PROJECT_MANAGER, ROLE_GROUPS, ROLES, SUPERUSER_ROLES, roles_for
+from common.rbac import (
+    ALL,
+    GLOBAL_ROLES,
+    PROJECT_MANAGER,
+    ROLE_GROUPS,
+    ROLES,
+    SUPERUSER_ROLES,
+    refusal,
+    roles_for,
+)
 
 
 @dataclass(frozen=True)
@@ -574,9 +583,4 @@ class Directory:
         for role in roles:
             if role in ROLES and self._holds(groups, role, project.name):
                 return None
-        if roles == (NONE,):
-            needs = "a cloud administrator (isAdmin or the cloudadmin role)"
-        else:
-            needs = "the role " + " or ".join("project manager" if r == PROJECT_MANAGER else r for r in roles)
-        raise NotAuthorized(
-            f"{action} needs {needs} in project {project.name!r}; user {user.name!r} does not have it")
+        raise NotAuthorized(refusal(action, roles, project.name, user.name))

@@ -44,3 +44,12 @@ RBAC = MappingProxyType({
 def roles_for(action: str) -> tuple[str, ...]:
     """The roles that may call ``action`` (``("none",)``: superusers only)."""
     return RBAC.get(action, (NONE,))
+
+
+def refusal(action: str, roles: tuple[str, ...], project: str, user: str) -> str:
+    """The NotAuthorized message: ``action`` needs one of ``roles`` that ``user`` lacks."""
+    if roles == (NONE,):
+        needs = "a cloud administrator (isAdmin or the cloudadmin role)"
+    else:
+        needs = "the role " + " or ".join("project manager" if r == PROJECT_MANAGER else r for r in roles)
+    return f"{action} needs {needs} in project {project!r}; user {user!r} does not have it"

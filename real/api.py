@@ -86,10 +86,9 @@ from urllib.parse import quote
 
 from common.cloud import DEFAULT_INSTANCE_TYPES, CloudConfig, CloudController, Quota
 from common.context import SYSTEM
-from common.directory import Directory
 from common.ec2 import Ec2Api, HttpRequest, HttpResponse
 from common.ec2.render import render_error
-from common.effects import KeyPairEffect
+from common.effects import DirectoryEffect, KeyPairEffect
 from common.errors import NovaError
 from common.scheduler import QUEUE
 from real import images as image_store
@@ -440,6 +439,7 @@ def build_api(config, *, scheduler: str = QUEUE, instance_types: dict | None = N
     the directory does not answer, or when ``config.time_scale`` is not 1.
     """
     from real import directory as ldap
+    from real import site
     from real.daemon import network_manager
     from real.startup import StartupError as DaemonStartupError
     from real.startup import connect
@@ -447,12 +447,17 @@ def build_api(config, *, scheduler: str = QUEUE, instance_types: dict | None = N
     if config.time_scale != 1:
         raise StartupError(f"the EC2 API runs on the wall clock; time_scale is {config.time_scale}, not 1")
     try:
+        site.check(config, "api")
         store, runtime = connect(config)
     except DaemonStartupError as e:
         raise StartupError(str(e)) from None
-    directory = Directory(config.ldap_root)
-    bind_dn = config.ldap_bind_dn or f"cn=admin,{config.ldap_root}"
-    connection = ldap.install(runtime, config.ldap_url, bind_dn, config.ldap_password, config.ldap_timeout)
+    try:
+        directory, connection = ldap.from_config(config)
+    except (NovaError, ValueError) as e:
+        runtime.close()
+        store.close()
+        raise StartupError(f"cannot use the directory at {config.ldap_url}: {e}") from None
+    runtime.register(DirectoryEffect, connection)
 
     def close():
         runtime.close()

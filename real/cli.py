@@ -121,19 +121,27 @@ def objectstore(args) -> int:
     try:
         config = config_module.load(args.config)
         if args.keys:
+            if config.production:
+                print(f"{prog}: refusing to start: production: true takes credentials from the directory, "
+                      "not from --keys", file=sys.stderr)
+                return 2
             if not args.root:
                 print(f"{prog}: --keys needs --root", file=sys.stderr)
                 return 2
             lookup = file_lookup(args.keys)
         else:
-            from common.directory import Directory
             from common.errors import NovaError
-            from real.directory import LdapDirectory
+            from real import site
+            from real.directory import from_config
+            from real.startup import StartupError
 
-            directory = Directory(config.ldap_root)
-            ldap = LdapDirectory(config.ldap_url, config.ldap_bind_dn or f"cn=admin,{config.ldap_root}",
-                                 config.ldap_password, config.ldap_timeout)
             try:
+                site.check(config, "objectstore")
+            except StartupError as e:
+                print(f"{prog}: refusing to start: {e}", file=sys.stderr)
+                return 2
+            try:
+                directory, ldap = from_config(config)
                 ldap.run(directory.get_user("novalab-startup-check"))
             except NovaError as e:
                 print(f"{prog}: refusing to start: cannot use the directory at {config.ldap_url}: {e}", file=sys.stderr)

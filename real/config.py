@@ -14,15 +14,27 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
 
+from common.mapped_directory import AttributeMap
+
 
 class DaemonConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: A real site (real/site.py): every harness shortcut off, and a process refuses to
+    #: start, naming every setting that is missing or wrong, unless the configuration
+    #: describes a real site (README, "Run it for real"). Without it nothing touches a
+    #: system hypervisor or the host's own network interfaces.
+    production: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    #: Durable exchange and queues, persistent casts (real.transport, "Durable delivery"):
+    #: a broker restart loses no accepted message. Every process of a deployment must
+    #: agree (the broker refuses the other kind on a vhost that has one).
+    durable_delivery: bool = True
     #: Prefix of every store key: one deployment's keys never meet another's.
     key_prefix: str = "novalab:"
-    libvirt_uri: str = "qemu:///system"
+    #: The hypervisor: libvirt's test driver unless ``production`` (then e.g. qemu:///system).
+    libvirt_uri: str = "test:///default"
     instances_path: str = "/var/lib/novalab/instances"
     #: Messages one daemon handles at once (one AMQP connection each).
     workers: PositiveInt = 4
@@ -49,7 +61,8 @@ class DaemonConfig(BaseModel):
     vpn_clients: int = 5
     disassociate_timeout: PositiveFloat = 600.0
     #: linux_net: where dnsmasq files live, the namespace to work in (none: the host's
-    #: own network stack), the interface floating addresses go on, and the dnsmasq hook.
+    #: own network stack, which only ``production`` may change), the interface floating
+    #: addresses go on, and the dnsmasq hook.
     net_state_dir: str = "/var/lib/novalab/networks"
     netns: str | None = None
     public_interface: str = "eth0"
@@ -63,6 +76,15 @@ class DaemonConfig(BaseModel):
     ldap_password: str = ""
     ldap_root: str = "dc=novalab,dc=local"
     ldap_timeout: PositiveFloat = 5.0
+    #: TLS to the directory: StartTLS on an ``ldap://`` URL, and the CA certificates
+    #: (PEM) that vouch for the server (none: the system's); ``ldaps://`` is TLS from
+    #: the start. The server's certificate is always verified, name included.
+    ldap_starttls: bool = False
+    ldap_ca_file: str | None = None
+    #: An existing directory (common/mapped_directory.py): where users, projects and
+    #: role groups are in a plain tree and which attributes hold names and keys. None:
+    #: the nova schema below ``ldap_root``. Set in the file (not by environment).
+    ldap_map: AttributeMap | None = None
     #: Port of the daemon's Prometheus /metrics endpoint on 127.0.0.1 (none: not served).
     metrics_port: int | None = None
     #: Seconds to wait for Redis and RabbitMQ at start-up before refusing to start.
@@ -81,6 +103,11 @@ class DaemonConfig(BaseModel):
     #: interface or iptables rule (a one-machine deployment without a namespace of its
     #: own, ``run-scenario --mode real``).
     bind_floating: bool = True
+    #: network and compute: perform no network effect at all (bridges, VLANs, dnsmasq,
+    #: floating addresses, NAT): each is logged and counts as done, so the records are
+    #: all there is (``run-scenario --mode real`` of a FlatDHCP or VLAN scenario without
+    #: a namespace of its own).
+    net_records_only: bool = False
     #: novalab api: where it listens, its worker threads, how RunInstances dispatches
     #: (queue: straight to the compute topic; scheduler: through the scheduler) and
     #: the default quota of a project. ``images``: the default images ``deploy up``

@@ -15,8 +15,17 @@ import sys
 import threading
 
 from common import assembly, network
-from common.effects import BindFloating, EnsureFloatingForward, RemoveFloatingForward, UnbindFloating
+from common.effects import (
+    BindFloating,
+    EnsureBridge,
+    EnsureFloatingForward,
+    EnsureVlan,
+    NetDriverEffect,
+    RemoveFloatingForward,
+    UnbindFloating,
+)
 from common.errors import HypervisorError, NetworkDriverError
+from real import site
 from real.config import DaemonConfig
 from real.service import RealService
 from real.startup import StartupError, connect
@@ -52,12 +61,32 @@ class FloatingRecordsOnly:
         return self.inner.perform(effect)
 
 
+class NetworkRecordsOnly(FloatingRecordsOnly):
+    """The network driver when ``net_records_only`` is true: no network effect is
+    performed; each is logged and counts as done (an ensured VLAN interface is named
+    ``vlan<N>``, as linux_net names it), so nothing of the machine is touched."""
+
+    def perform(self, effect):
+        if isinstance(effect, self.FLOATING):
+            return super().perform(effect)
+        if not isinstance(effect, NetDriverEffect):
+            raise TypeError(f"not a network-driver effect: {effect!r}")
+        self.skipped += 1
+        log.info("network effect not performed (net_records_only): %s", effect)
+        if isinstance(effect, EnsureVlan):
+            return f"vlan{effect.vlan}"
+        return effect.bridge if isinstance(effect, EnsureBridge) else None
+
+
 def net_driver(config: DaemonConfig):
     """linux_net for the DHCP managers and for flat's floating addresses (flat does no
     other network work); with ``bind_floating`` false floating addresses are records
-    only (FloatingRecordsOnly)."""
+    only (FloatingRecordsOnly); with ``net_records_only`` everything is
+    (NetworkRecordsOnly)."""
     from real.linux_net import LinuxNet
 
+    if config.net_records_only:
+        return NetworkRecordsOnly()
     linux = None
     if config.network_manager != network.FLAT:
         from real.dhcpbridge import write_hook
@@ -82,7 +111,8 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
         from real.libvirt_driver import LibvirtDriver
 
         try:
-            hypervisor = LibvirtDriver(config.libvirt_uri, config.instances_path)
+            # A site's libvirt checks every domain against its schema as it is defined.
+            hypervisor = LibvirtDriver(config.libvirt_uri, config.instances_path, validate=config.production)
         except HypervisorError as e:
             raise StartupError(f"cannot open libvirt at {config.libvirt_uri}: {e}") from None
         if config.s3_url:
@@ -131,6 +161,7 @@ def serve(kind: str, host: str, config: DaemonConfig) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {kind}.{host} %(levelname)s %(name)s: %(message)s")
     try:
+        site.check(config, kind)
         store, runtime = connect(config)
         svc = build(kind, host, config, runtime)
     except StartupError as e:

@@ -48,7 +48,9 @@ broker ``amqp_url`` names or refused).
 
 *Not supported*: more than one machine, FlatDHCP or VLAN (they need a network
 namespace of their own: see tests/real/test_ec2_api.py for one made by hand), TLS,
-restarting a single daemon (``down`` and ``up`` again; the directory starts empty).
+restarting a single daemon (``down`` and ``up`` again; the directory starts empty),
+production (``NOVALAB_PRODUCTION`` is refused with status 2: a real site runs its
+daemons with ``production: true``, README "Run it for real").
 """
 
 from __future__ import annotations
@@ -264,6 +266,10 @@ class Deployment:
             base = config_module.load(str(self.config_path), environ)
         except config_module.ConfigError as e:
             raise DeployError(str(e)) from None
+        if base.production:
+            raise DeployError("production is set (NOVALAB_PRODUCTION), but deploy up runs the one-machine harness "
+                              "(a private slapd, libvirt's test driver, addresses in the records only); a real "
+                              "site runs the daemons with production: true (README, \"Run it for real\")")
         own = {
             "key_prefix": f"novalab-deploy-{self._tag}:",
             "libvirt_uri": "test:///default",  # each compute gets its own node (start_daemon's env)

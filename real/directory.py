@@ -27,6 +27,14 @@ on either.
   and no lock is held across a round trip (reliability E2). ``close()`` unbinds all.
 - Searches below a base use the simple paged results control (1000 per page), so a
   server's size limit does not truncate ``list_users``.
+- TLS: ``ldaps://`` from the first byte, or StartTLS (``starttls=True``) on an
+  ``ldap://`` URL before the bind. Either way the server's certificate must chain to
+  ``ca_file`` (PEM; none: the system's trusted CAs) and name the URL's host; a server
+  that fails that, or refuses StartTLS, is DirectoryUnavailable (the password is never
+  sent).
+- ``from_config(config)``: the directory a daemon configuration describes: the nova
+  schema below ``ldap_root``, or an existing tree through ``ldap_map``
+  (``common.mapped_directory``), with its LdapDirectory.
 - ``run(gen)``: a minimal blocking driver for generators that yield only directory
   effects (``novalab manage``, ``PrivateSlapd`` set-up); ``install(runtime, ...)``
   registers the performer with a ``RealRuntime``.
@@ -35,8 +43,7 @@ on either.
 
 - Silent retries: a failed round trip raises DirectoryUnavailable and the caller
   decides; after a timeout an add or modify may or may not have happened.
-- SASL, StartTLS, client certificates: simple bind only (``ldaps://`` gives TLS with
-  the system's default trust).
+- SASL and client certificates: simple bind only.
 - Referrals (not followed), aliases (never dereferenced), server-side sorting, LDAP
   transactions: each effect is one operation, atomic only as the server makes it.
 - Server pools and failover: one URL.
@@ -51,6 +58,8 @@ on either.
 from __future__ import annotations
 
 import math
+import os
+import ssl
 import threading
 from urllib.parse import urlsplit
 
@@ -66,6 +75,7 @@ from ldap3 import (
     SYNC,
     Connection,
     Server,
+    Tls,
 )
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPResponseTimeoutError
 
@@ -108,13 +118,17 @@ def _redact(url: str) -> str:
 class LdapDirectory:
     """A ``common.performers.DirectoryPerformer`` against the server at ``url``."""
 
-    def __init__(self, url: str, bind_dn: str, password: str, timeout: float = 5):
+    def __init__(self, url: str, bind_dn: str, password: str, timeout: float = 5, *, starttls: bool = False,
+                 ca_file: str | None = None):
         self.url = _redact(url)
         self.bind_dn = bind_dn
         self._password = password
         self.timeout = timeout
+        self.starttls = starttls
+        if ca_file is not None and not os.access(ca_file, os.R_OK):
+            raise DirectoryUnavailable(f"LDAP at {self.url}: the CA file {ca_file} cannot be read")
         try:
-            self._server = self._make_server(url, timeout)
+            self._server = self._make_server(url, timeout, starttls, ca_file)
         except (LDAPException, ValueError) as e:
             raise DirectoryUnavailable(f"LDAP at {self.url}: not a usable LDAP URL ({e})") from None
         self._local = threading.local()
@@ -123,17 +137,23 @@ class LdapDirectory:
         self.operations = 0
 
     @staticmethod
-    def _make_server(url: str, timeout: float) -> Server:
+    def _make_server(url: str, timeout: float, starttls: bool, ca_file: str | None) -> Server:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
+        if starttls and scheme != "ldap":
+            raise ValueError("StartTLS is for ldap:// URLs (ldaps:// is TLS already)")
         if scheme == "ldapi":
             return Server(url.rstrip("/"), get_info=NONE, connect_timeout=timeout)
         if scheme not in ("ldap", "ldaps") or not parts.hostname:
             raise ValueError("expected ldap://host[:port]/, ldaps://host[:port]/ or ldapi://socket")
         if parts.path.strip("/") or parts.query:
             raise ValueError("a base DN, attributes or filter in the URL are not supported")
+        tls = None
+        if scheme == "ldaps" or starttls:
+            # Verified, name included: a directory that cannot prove who it is gets no password.
+            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
         return Server(parts.hostname, port=parts.port or (636 if scheme == "ldaps" else 389),
-                      use_ssl=scheme == "ldaps", get_info=NONE, connect_timeout=timeout)
+                      use_ssl=scheme == "ldaps", tls=tls, get_info=NONE, connect_timeout=timeout)
 
     # -- connections ----------------------------------------------------------------
 
@@ -146,8 +166,12 @@ class LdapDirectory:
                           receive_timeout=max(1, math.ceil(self.timeout)),  # ldap3 packs it as whole seconds
                           auto_referrals=False, read_only=False)
         try:
+            if self.starttls:
+                conn.open()
+                if not conn.start_tls(read_server_info=False):
+                    raise LDAPException(f"StartTLS refused: {(conn.result or {}).get('description', '')}")
             bound = conn.bind()
-        except LDAPException as e:
+        except (LDAPException, ssl.SSLError, OSError) as e:
             self._discard(conn)
             raise DirectoryUnavailable(f"LDAP at {self.url} is not answering: {e}") from None
         if not bound:
@@ -288,9 +312,26 @@ class LdapDirectory:
         self._fail(conn, "delete", effect.dn)
 
 
-def install(runtime, url: str, bind_dn: str, password: str, timeout: float = 5) -> LdapDirectory:
+def install(runtime, url: str, bind_dn: str, password: str, timeout: float = 5, **tls) -> LdapDirectory:
     """Give ``runtime`` (a RealRuntime) a directory at ``url``; returns the
-    LdapDirectory (close it when the runtime stops)."""
-    directory = LdapDirectory(url, bind_dn, password, timeout)
+    LdapDirectory (close it when the runtime stops). ``tls``: ``starttls``, ``ca_file``."""
+    directory = LdapDirectory(url, bind_dn, password, timeout, **tls)
     runtime.register(DirectoryEffect, directory)
     return directory
+
+
+def from_config(config):
+    """-> (directory, LdapDirectory) of a real.config.DaemonConfig: a
+    common.directory.Directory below ``ldap_root`` (the nova schema), or a
+    common.mapped_directory.MappedDirectory over ``ldap_map`` (an existing tree); the
+    LdapDirectory binds as ``ldap_bind_dn`` (none: ``cn=admin,<ldap_root>``), over
+    ``ldap_starttls``/``ldap_ca_file`` TLS. Raises DirectoryUnavailable for an unusable
+    URL or CA file, ValueError for a bad root."""
+    from common.directory import Directory
+    from common.mapped_directory import MappedDirectory
+
+    directory = MappedDirectory(config.ldap_map) if config.ldap_map is not None else Directory(config.ldap_root)
+    ldap = LdapDirectory(config.ldap_url, config.ldap_bind_dn or f"cn=admin,{config.ldap_root}",
+                         config.ldap_password, config.ldap_timeout, starttls=config.ldap_starttls,
+                         ca_file=config.ldap_ca_file)
+    return directory, ldap

@@ -61,8 +61,10 @@ seconds), so the real runner calls them from worker threads.
 
 ``qemu:///system`` in production (root; Debian ``libvirt-daemon-system`` and
 ``qemu-system-x86`` installed and libvirtd running; not exercised by the tests, which
-need no daemon). In CI and tests,
-libvirt's in-process test driver, which needs no daemon:
+need no daemon: they check ``to_xml`` against libvirt's domain schema with
+``virt-xml-validate`` instead, and define with ``validate`` on the test driver). Only
+``production: true`` (real/site.py) opens a URI other than the test driver's. In CI and
+tests, libvirt's in-process test driver, which needs no daemon:
 
 - ``test:///default`` -- ONE hypervisor shared by every connection of the process:
   several compute workers in one process would see each other's domains. It also comes
@@ -133,7 +135,9 @@ class LibvirtDriver:
     ``uri``: see the module docstring. ``instances_path``: directory holding one
     ``<name>/`` directory per domain (created when missing). ``boot_timeout``: seconds
     spawn and reboot wait for RUNNING. ``domain_type``: the ``<domain type=>``
-    (2010's ``libvirt_type``; the test driver accepts ``kvm`` too).
+    (2010's ``libvirt_type``; the test driver accepts ``kvm`` too). ``validate``: define
+    each domain with ``VIR_DOMAIN_DEFINE_VALIDATE`` (libvirt checks it against its
+    schema and refuses it, naming the problem, before anything is defined).
 
     The connection is opened here. Raises HypervisorError, naming the URI and libvirt's
     message, when libvirt-python is missing or the URI cannot be opened.
@@ -147,12 +151,14 @@ class LibvirtDriver:
         boot_timeout: float = 300.0,
         poll_interval: float = 0.5,
         domain_type: str = "kvm",
+        validate: bool = False,
     ):
         self.uri = uri
         self.instances_path = os.path.abspath(instances_path)
         self.boot_timeout = boot_timeout
         self.poll_interval = poll_interval
         self.domain_type = domain_type
+        self.validate = validate
         self._lock = threading.Lock()
         self._booting: set[str] = set()
         self._conn = None
@@ -293,7 +299,9 @@ class LibvirtDriver:
                 os.makedirs(base, exist_ok=True)
                 with open(os.path.join(base, "libvirt.xml"), "w", encoding="utf-8") as f:
                     f.write(xml)
-                dom = conn.defineXML(xml)
+                # validate: libvirt checks the XML against its RNG schema first (production).
+                dom = conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE) if self.validate \
+                    else conn.defineXML(xml)
                 dom.create()
             except Exception as e:
                 self._booting.discard(name)

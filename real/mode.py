@@ -61,14 +61,14 @@ from common.analysis import report
 from common.cloud import CloudController
 from common.context import SYSTEM
 from common.directory import Directory, valid_name
-from common.effects import ApiEffect, HGet, SCard, SMembers, ZRangeByScore
+from common.effects import ApiEffect, DirectoryEffect, HGet, SCard, SMembers, ZRangeByScore
 from common.errors import NovaError
 from common.events import RequestRejected
 from common.scenario import ScenarioError, calibration_entry
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
 from real import images as image_store
-from real import mode_webhooks, processes, scenario_file, tasks, transport, vhosts
-from real.config import DaemonConfig
+from real import mode_webhooks, processes, scenario_file, site, tasks, transport, vhosts
+from real.config import ConfigError, DaemonConfig
 from real.daemon import StartupError, connect
 from real.ec2_client import HttpApi
 from real.outage import Outage
@@ -110,7 +110,8 @@ class RealRecorder:
 def run(args) -> int:
     try:
         scenario, raw = scenario_file.load(args.scenario)
-    except ScenarioError as e:
+        given = site.site_config(getattr(args, "config", None), getattr(args, "production", False))
+    except (ScenarioError, ConfigError) as e:
         print(e, file=sys.stderr)
         return EXIT_BAD_INPUT
     seed = scenario.seed if args.seed is None else args.seed
@@ -118,7 +119,7 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-real-seed{seed}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
     args.run_dir = str(out)  # where run-scenario finds the run to compare with the sim
-    run = RealRun(scenario, seed, out, progress=not getattr(args, "no_progress", False))
+    run = RealRun(scenario, seed, out, progress=not getattr(args, "no_progress", False), site=given)
     try:
         summary = run.execute()
     except StartupError as e:
@@ -150,9 +151,12 @@ def run(args) -> int:
 
 
 class RealRun:
-    def __init__(self, scenario, seed: int, out: Path, progress: bool = True, faults=()):
+    def __init__(self, scenario, seed: int, out: Path, progress: bool = True, faults=(),
+                 site: DaemonConfig | None = None):
         """``faults``: (wall seconds after the workload starts, callable(run)) pairs, for
-        fault-injection tests (e.g. SIGKILL a compute daemon mid-run)."""
+        fault-injection tests (e.g. SIGKILL a compute daemon mid-run). ``site``: a daemon
+        configuration whose settings (those it gives) override the scenario's; with
+        ``production`` the run is on a real site (real/site.py)."""
         self.faults = tuple(faults)
         #: (scenario seconds since the workload began, what) of each fault-plan step.
         self.fault_log: list[tuple[float, str]] = []
@@ -170,9 +174,13 @@ class RealRun:
             rpc_log=str((out / "logs" / "rpc-{name}.csv").resolve()),
             instances_path=str((out / "instances").resolve()),
             time_origin=time.time(),
-            # No namespace of its own: floating addresses stay in the records.
-            bind_floating=False,
         )
+        given = {name: getattr(site, name) for name in site.model_fields_set} if site is not None else {}
+        if not given.get("production"):
+            # The harness: no namespace of its own, so the network is the records only.
+            given = {"bind_floating": False, "net_records_only": given.get("netns") is None, **given}
+        self.config = self.config.model_copy(update=given)
+        self.production = self.config.production
         self.roster = assembly.roster(scenario, real.hosts)
         self.hosts = [spec.host for spec in self.roster if spec.topic == assembly.COMPUTE]
         self.recorder = RealRecorder()
@@ -194,6 +202,7 @@ class RealRun:
 
     def execute(self) -> dict:
         started = time.perf_counter()
+        site.check(self.config, "run")  # raises StartupError naming every setting to fix
         plan = self._fault_plan()  # raises StartupError for a plan real mode cannot play
         store, _ = connect(self.config)  # raises StartupError naming what is missing
         self.store = store
@@ -201,7 +210,8 @@ class RealRun:
         self.runtime = RealRuntime(store, lambda: RpcClient(self.config.amqp_url), self.recorder,
                                    time_scale=self.scale, time_origin=self.config.time_origin)
         config_path = self.out / "daemon-config.yaml"
-        config_path.write_text(yaml.safe_dump(self.config.model_dump(), sort_keys=True))
+        # The daemons never use the directory: its password stays out of the run directory.
+        config_path.write_text(yaml.safe_dump(self.config.model_dump(exclude={"ldap_password"}), sort_keys=True))
         finished = False
         try:
             self._start_directory()
@@ -257,7 +267,8 @@ class RealRun:
     # -- the directory --------------------------------------------------------------
 
     def _start_directory(self):
-        """A private slapd with the operator, the projects and their workload users."""
+        """A private slapd with the operator, the projects and their workload users; in
+        production the site's directory, where each project's workload user must be."""
         from real.directory import LdapDirectory
         from real.slapd import PrivateSlapd, SlapdError
 
@@ -266,10 +277,16 @@ class RealRun:
         if bad:
             raise StartupError(f"project ids {', '.join(bad)} are not directory names "
                                "([A-Za-z0-9][A-Za-z0-9._-]*, at most 58 characters)")
+        if self.production:
+            self.credentials = site.workload_credentials(self.config, [workload_user(p) for p in projects])
+            return
         try:
             self.slapd = PrivateSlapd(self.out / "ldap").start()
         except SlapdError as e:
             raise StartupError(f"cannot start a private slapd: {e}") from None
+        self.config = self.config.model_copy(update={
+            "ldap_url": self.slapd.url, "ldap_bind_dn": self.slapd.bind_dn, "ldap_password": self.slapd.password,
+            "ldap_root": self.slapd.root})
         with LdapDirectory(self.slapd.url, self.slapd.bind_dn, self.slapd.password) as ldap:
             ldap.run(assembly.populate_directory(Directory(self.slapd.root), self.scenario, self.credentials))
 
@@ -284,15 +301,15 @@ class RealRun:
         from real import directory as ldap
         from real.api import ApiServer, install_keypairs
 
-        self._ldap = ldap.install(self.runtime, self.slapd.url, self.slapd.bind_dn, self.slapd.password)
+        directory, self._ldap = ldap.from_config(self.config)
+        self.runtime.register(DirectoryEffect, self._ldap)
         install_keypairs(self.runtime)
         # No object store runs here: the scenario's images are registered with no bytes
         # to fetch (common.images), and RegisterImage says there is no store.
         image_store.install_client(self.runtime, None, ("", ""))
         self.runtime.drive(Agent("setup"), images.register_defaults(self.scenario.cloud.images, from_objects=False))
         settings = assembly.Settings.from_scenario(self.scenario)
-        api = Ec2Api(CloudController(settings.cloud, network.make_manager(settings.network)),
-                     Directory(self.slapd.root))
+        api = Ec2Api(CloudController(settings.cloud, network.make_manager(settings.network)), directory)
         access_log = open(self.out / "logs" / "api-access.log", "a", buffering=1)  # noqa: SIM115 - open for the whole run
         log_lock = threading.Lock()
 
@@ -325,7 +342,7 @@ class RealRun:
     def start_daemon(self, kind: str, host: str, config_path: Path | None = None):
         config_path = config_path or self.out / "daemon-config.yaml"
         env = {}
-        if kind == "compute" and self.scenario.real.libvirt_uri == "test":
+        if kind == "compute" and not self.production and self.config.libvirt_uri == "test:///default":
             # A private, empty test hypervisor of the scenario's host size per worker
             # (test:///default is shared and comes with a domain of its own).
             from real.libvirt_driver import LibvirtDriver

@@ -20,6 +20,11 @@ root, no port 389. ``start()``:
    ``ou=Users``, ``ou=Groups``) where missing.
 
 ``url``, ``bind_dn`` and ``password`` are what ``real.directory.LdapDirectory`` needs.
+
+Options: ``nova_schema=False`` leaves out the nova and openssh-lpk schemas and creates
+no base entries (a plain ``inetOrgPerson``/``groupOfNames`` server, loaded by its
+user); ``tls=(certificate file, key file)`` (PEM) makes slapd offer StartTLS on
+``url`` and listen on ``ldaps_url`` too.
 ``stop()`` terminates the server and waits for it (bounded, then kills it). A context
 manager: ``with PrivateSlapd(tmp, port) as slapd: ...``.
 """
@@ -37,6 +42,7 @@ import time
 from pathlib import Path
 
 from common.directory import Directory
+from common.effects import LdapSearch
 from common.errors import DirectoryUnavailable
 
 MODULE_DIRS = ("/usr/lib/ldap", "/usr/lib/openldap", "/usr/libexec/openldap", "/usr/lib64/openldap")
@@ -121,6 +127,10 @@ def _first_dir(candidates, probe) -> str | None:
     return None
 
 
+def _single(effect):
+    return (yield effect)
+
+
 def _ldif_value(text: str) -> str:
     """An LDIF attribute value (``: value`` or ``:: base64`` when it needs it)."""
     if text and text.isascii() and text.isprintable() and text[0] not in " :<" and text[-1] != " ":
@@ -132,9 +142,14 @@ class PrivateSlapd:
     """One slapd of our own below ``directory``, listening on 127.0.0.1:``port``."""
 
     def __init__(self, directory, port: int | None = None, root: str = "dc=novalab,dc=local",
-                 password: str | None = None, start_timeout: float = 20.0, stop_timeout: float = 10.0):
+                 password: str | None = None, start_timeout: float = 20.0, stop_timeout: float = 10.0, *,
+                 nova_schema: bool = True, tls: tuple[str, str] | None = None):
         self.directory = Path(directory).resolve()
         self.port = int(port) if port else free_port()
+        self.nova_schema = nova_schema
+        self.tls = tls
+        self.ldaps_port = free_port() if tls else None
+        self.ldaps_url = f"ldaps://127.0.0.1:{self.ldaps_port}/" if tls else None
         self.root = root
         self.bind_dn = f"cn=admin,{root}"
         self._password = password
@@ -169,9 +184,11 @@ class PrivateSlapd:
                                + " (run real/setup/slapd.sh)")
         module_dir = _first_dir(MODULE_DIRS, ("back_mdb.la",)) or _first_dir(MODULE_DIRS, ("back_mdb.so",))
         d = self.directory
+        tls = "" if not self.tls else (f"olcTLSCertificateFile: {Path(self.tls[0]).resolve()}\n"
+                                       f"olcTLSCertificateKeyFile: {Path(self.tls[1]).resolve()}\n")
         parts = [
             "dn: cn=config\nobjectClass: olcGlobal\ncn: config\n"
-            f"olcPidFile: {d / 'slapd.pid'}\nolcArgsFile: {d / 'slapd.args'}\nolcLogLevel: none\n",
+            f"olcPidFile: {d / 'slapd.pid'}\nolcArgsFile: {d / 'slapd.args'}\nolcLogLevel: none\n{tls}",
         ]
         if module_dir is not None:  # else back_mdb is built into slapd
             parts.append("dn: cn=module{0},cn=config\nobjectClass: olcModuleList\ncn: module{0}\n"
@@ -179,8 +196,9 @@ class PrivateSlapd:
         parts.append("dn: cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: schema\n")
         for name in ("core", "cosine", "inetorgperson"):
             parts.append(f"include: file://{schema_dir}/{name}.ldif\n")
-        parts.append(OPENSSH_LPK_LDIF)
-        parts.append(NOVA_SCHEMA_LDIF)
+        if self.nova_schema:
+            parts.append(OPENSSH_LPK_LDIF)
+            parts.append(NOVA_SCHEMA_LDIF)
         parts.append("dn: olcDatabase={-1}frontend,cn=config\nobjectClass: olcDatabaseConfig\n"
                      "objectClass: olcFrontendConfig\nolcDatabase: {-1}frontend\nolcSizeLimit: unlimited\n")
         parts.append("dn: olcDatabase={0}config,cn=config\nobjectClass: olcDatabaseConfig\n"
@@ -191,7 +209,7 @@ class PrivateSlapd:
             f"olcRootDN{_ldif_value(self.bind_dn)}\nolcRootPW: {ssha(self.password)}\n"
             "olcDbMaxSize: 268435456\nolcSizeLimit: unlimited\n"
             "olcDbIndex: objectClass eq\nolcDbIndex: uid eq\nolcDbIndex: cn eq\n"
-            "olcDbIndex: member eq\nolcDbIndex: accessKey eq\n"
+            "olcDbIndex: member eq\n" + ("olcDbIndex: accessKey eq\n" if self.nova_schema else "") +
             "olcAccess: {0}to * by * none\n")
         return "\n".join(parts)
 
@@ -224,7 +242,8 @@ class PrivateSlapd:
         log = open(self.directory / "slapd.log", "ab")  # noqa: SIM115 - closed in the finally below
         try:
             self.process = subprocess.Popen(
-                [slapd, "-F", str(self.config_dir), "-h", self.url, "-d", "0"],
+                [slapd, "-F", str(self.config_dir), "-h", " ".join(filter(None, (self.url, self.ldaps_url))),
+                 "-d", "0"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             log.close()
@@ -251,8 +270,11 @@ class PrivateSlapd:
             if self.process.poll() is not None:
                 raise SlapdError(f"slapd exited with status {self.process.returncode} on start: {self._log_tail()}")
             ldap = LdapDirectory(self.url, self.bind_dn, self.password, timeout=2)
+            # A plain server is its user's to fill: answering a search of the root is enough.
+            ready = Directory(self.root).ensure_base() if self.nova_schema else \
+                _single(LdapSearch(self.root, "(objectClass=*)", "base", ("objectClass",)))
             try:
-                ldap.run(Directory(self.root).ensure_base())
+                ldap.run(ready)
                 return
             except DirectoryUnavailable as e:
                 problem = str(e)

@@ -40,6 +40,11 @@ def _add_run_arguments(parser):
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plots into the run directory")
     parser.add_argument("--no-fidelity", action="store_true",
                         help="after a real run, do not simulate it and write fidelity.json")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="real mode: a daemon configuration (YAML) whose settings override the scenario's")
+    parser.add_argument("--production", action="store_true",
+                        help="real mode on a real site: every harness shortcut off, refused (exit 2, naming each "
+                        "setting) unless --config describes one (README, 'Run it for real')")
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE", default=None,
         help="change one scenario field by dotted path, the value read as YAML "
@@ -82,6 +87,9 @@ def _runner(mode: str):
 
 def run(args) -> int:
     cluster = getattr(args, "cluster", None)
+    if args.mode == "sim" and (getattr(args, "production", False) or getattr(args, "config", None)):
+        print("run-scenario: --production and --config are for --mode real", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.mode != "sim" and (args.sweep or args.seeds is not None or args.set or cluster is not None):
         print(f"run-scenario: --set, --sweep, --seeds and --cluster run in sim mode only, not with --mode {args.mode}",
               file=sys.stderr)

@@ -240,7 +240,8 @@ class directory_lookup:
             return user.secret_key, None, bool(user.is_admin)
         if answer is None:
             return None
-        return user.secret_key, answer[1].name, bool(user.is_admin)
+        # authenticate's user: an existing directory (ldap_map) knows admins by their group.
+        return user.secret_key, answer[1].name, bool(user.is_admin or answer[0].is_admin)
 
     def access_key_of(self, name: str) -> str | None:
         """The access key of the user named ``name`` (Swift's auth names users), or None."""

@@ -1,8 +1,11 @@
 # shellcheck shell=bash
 # Install what real/libvirt_driver.py needs on a fresh Debian machine:
 #   Debian packages libvirt-dev (pulls in libvirt0, whose in-process test driver serves
-#   test:/// URIs with no daemon) and pkg-config, then libvirt-python from PyPI (it
-#   builds against libvirt-dev).
+#   test:/// URIs with no daemon, and libvirt's RNG schemas) and pkg-config, then
+#   libvirt-python from PyPI (it builds against libvirt-dev); and libvirt-clients and
+#   libxml2-utils for virt-xml-validate (a script around xmllint), with which the tests
+#   check the domain XML the driver writes against libvirt's domain schema (no daemon
+#   either).
 #
 # Idempotent and quiet when everything is already there: apt-get update runs only when a
 # package is missing, and pip runs only when `import libvirt` fails.
@@ -12,14 +15,15 @@
 # PYTHON chooses the interpreter (default python3). apt waits up to 10 minutes for the
 # dpkg lock, because other jobs on the machine may be installing too.
 # Production (qemu:///system) also needs the daemon and an emulator: libvirt-daemon-system
-# and qemu-system-x86; this file does not install them (tests use test:/// only).
+# and qemu-system-x86; this file does not install them (tests use test:/// only;
+# README, "Run it for real").
 
 novalab_setup_libvirt() (
     set -eu
     python=${PYTHON:-python3}
     apt_opts=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 -qq)
     missing=()
-    for pkg in libvirt-dev pkg-config; do
+    for pkg in libvirt-dev pkg-config libvirt-clients libxml2-utils; do
         if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
             missing+=("$pkg")
         fi
