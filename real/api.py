@@ -444,10 +444,13 @@ def build_api(config, *, scheduler: str = QUEUE, instance_types: dict | None = N
     from real.startup import StartupError as DaemonStartupError
     from real.startup import connect
 
+    try:
+        site.check(config, "api")  # first: production names every setting to fix at once
+    except DaemonStartupError as e:
+        raise StartupError(str(e)) from None
     if config.time_scale != 1:
         raise StartupError(f"the EC2 API runs on the wall clock; time_scale is {config.time_scale}, not 1")
     try:
-        site.check(config, "api")
         store, runtime = connect(config)
     except DaemonStartupError as e:
         raise StartupError(str(e)) from None
