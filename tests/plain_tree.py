@@ -30,9 +30,12 @@ def dn(name: str) -> str:
     return f"uid={name},{PEOPLE}"
 
 
-def entries() -> list[tuple[str, tuple[str, ...], dict[str, tuple[str, ...]]]]:
+Entry = tuple[str, tuple[str, ...], dict[str, tuple[str, ...]]]
+
+
+def entries() -> list[Entry]:
     """(dn, object classes, attributes) of the whole tree, parents first."""
-    out = [(ROOT, ("dcObject", "organization"), {"dc": ("example",), "o": ("example",)})]
+    out: list[Entry] = [(ROOT, ("dcObject", "organization"), {"dc": ("example",), "o": ("example",)})]
     for ou in ("people", "projects", "roles"):
         out.append((f"ou={ou},{ROOT}", ("organizationalUnit",), {"ou": (ou,)}))
     for name, (access, secret) in KEYS.items():
@@ -40,7 +43,7 @@ def entries() -> list[tuple[str, tuple[str, ...], dict[str, tuple[str, ...]]]]:
                                                    "employeeNumber": (access,), "employeeType": (secret,)}))
 
     def group(cn, base, members, owner=None):
-        attrs = {"cn": (cn,), "member": tuple(dn(m) for m in members)}
+        attrs: dict[str, tuple[str, ...]] = {"cn": (cn,), "member": tuple(dn(m) for m in members)}
         if owner:
             attrs["owner"] = (dn(owner),)
         out.append((f"cn={cn},{base}", ("groupOfNames",), attrs))

@@ -208,8 +208,8 @@ def test_without_production_host_networking_is_refused():
 
 def test_a_real_run_of_a_dhcp_scenario_keeps_the_network_in_the_records(tmp_path):
     """run-scenario --mode real of a FlatDHCP scenario (no namespace) performs no network effect."""
-    from real.scenario_file import load
     from real.mode import RealRun
+    from real.scenario_file import load
 
     scenario, _ = load(ROOT / "scenarios" / "host-never-returns.yaml")
     run = RealRun(scenario, 1, tmp_path)
