@@ -22,7 +22,9 @@ follow 2010: a project role takes effect only for a user who also has the global
 Where the directory is: ``NOVALAB_LDAP_URL`` (default ``ldap://127.0.0.1:389/``),
 ``NOVALAB_LDAP_BIND_DN`` (default ``cn=admin,<root>``), ``NOVALAB_LDAP_PASSWORD``,
 ``NOVALAB_LDAP_ROOT`` (default ``dc=novalab,dc=local``), or the ``ldap_*`` fields of
-the daemon configuration (``--config``) once it has them; the environment wins.
+the daemon configuration (``--config``, TLS settings included) once it has them; the
+environment wins. A configuration with ``ldap_map`` (an existing directory, read only)
+is refused.
 
 Every command is also a function here (``user_create(session, ...)`` and so on) taking
 a ``Session``: an LdapDirectory plus a ``common.directory.Directory``, driven by a
@@ -73,6 +75,8 @@ class LdapSettings:
     password: str = ""
     root: str = DEFAULT_ROOT
     timeout: float = 5.0
+    starttls: bool = False
+    ca_file: str | None = None
 
     def __repr__(self):  # never show the password
         return f"LdapSettings(url={self.url!r}, bind_dn={self.bind_dn!r}, root={self.root!r})"
@@ -88,7 +92,10 @@ def ldap_settings(config_path: str | None = None, environ=os.environ) -> LdapSet
     fields = config_module.DaemonConfig.model_fields
     if config_path is not None or any(f"ldap_{k}" in fields for k in ("url", "bind_dn", "password", "root")):
         cfg = config_module.load(config_path, environ)
-        for key in ("url", "bind_dn", "password", "root", "timeout"):
+        if cfg.ldap_map is not None:
+            raise config_module.ConfigError(f"{config_path}: ldap_map names an existing directory, which is the "
+                                            "site's: keep its users and groups with its own tools")
+        for key in ("url", "bind_dn", "password", "root", "timeout", "starttls", "ca_file"):
             if f"ldap_{key}" in fields and getattr(cfg, f"ldap_{key}") is not None:
                 values[key] = getattr(cfg, f"ldap_{key}")
     for key in ("url", "bind_dn", "password", "root", "timeout"):
@@ -119,7 +126,8 @@ class Session:
             directory = Directory(settings.root)
         except ValueError as e:
             raise InvalidParameterValue(f"NOVALAB_LDAP_ROOT: {e}") from None
-        return cls(LdapDirectory(settings.url, settings.bind_dn, settings.password, settings.timeout), directory)
+        return cls(LdapDirectory(settings.url, settings.bind_dn, settings.password, settings.timeout,
+                                 starttls=settings.starttls, ca_file=settings.ca_file), directory)
 
     def run(self, gen):
         return self.ldap.run(gen)

@@ -2,9 +2,13 @@
 
 Theory of operation
 -------------------
-1. Check Redis and RabbitMQ answer; write a daemon configuration into the run directory
-   (a fresh key prefix, the scenario's timing compressed by ``real.time_scale``,
-   floating addresses kept in the records only: ``bind_floating: false``).
+1. Check the configuration (real/site.py: without production nothing may touch this
+   machine's hypervisor or network) and that Redis and RabbitMQ answer; write a daemon
+   configuration into the run directory (a fresh key prefix, the scenario's timing
+   compressed by ``real.time_scale``, the network kept in the records only:
+   ``bind_floating: false`` and, with no namespace of the run's, ``net_records_only``,
+   so a FlatDHCP or VLAN run bridges nothing of the host; ``--config FILE`` overrides
+   any of it).
 2. Start a private slapd under ``<run>/ldap`` and fill the directory: an ``operator``
    user manages every scenario project, and each project gets one workload user,
    ``<project>-user``, a member with the sysadmin and netadmin roles (global and in the
@@ -36,6 +40,14 @@ Theory of operation
    action, error answers by code).
 8. Clean up what it created: stop the API, the daemons (SIGTERM, then SIGKILL after a
    bound) and slapd, delete the run's queues and store keys.
+
+Production (``--production``, or ``production: true`` in ``--config``): the site's
+configuration overrides the scenario's and must pass real/site.py (else exit 2, every
+setting to fix named); no shortcut is taken: the compute daemons open the site's
+``libvirt_uri``, the network is the host's, the clock is the wall clock, and there is no
+private slapd: each project's workload user ``<project>-user`` must already be in the
+site's directory, which the run only reads, and its keys sign that project's requests.
+The audit's domain list is every domain of each hypervisor, novalab's or not.
 """
 
 from __future__ import annotations
