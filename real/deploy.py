@@ -41,16 +41,12 @@ Exit status: 0 done (``status``: everything runs), 1 a process did not come up
 (``status``: something is not running, or nothing is deployed in DIR), 2 bad input, a
 port in use, or a service or package it needs is missing.
 
-The module also holds what the tests and ``run-scenario --mode real`` share: starting
-a daemon process (``start_daemon``), waiting for heartbeats (``wait_for_heartbeats``),
-stopping processes (``stop_processes``), and a private vhost (``real.vhosts``, made on the
-broker ``amqp_url`` names or refused).
+What the tests and real runs share with it is in real.processes and real.vhosts.
 
 *Not supported*: more than one machine, FlatDHCP or VLAN (they need a network
 namespace of their own: see tests/real/test_ec2_api.py for one made by hand), TLS,
 restarting a single daemon (``down`` and ``up`` again; the directory starts empty),
-production (``NOVALAB_PRODUCTION`` is refused with status 2: a real site runs its
-daemons with ``production: true``, README "Run it for real").
+production (refused, status 2: a site runs its daemons, README "Run it for real").
 """
 
 from __future__ import annotations
@@ -267,9 +263,8 @@ class Deployment:
         except config_module.ConfigError as e:
             raise DeployError(str(e)) from None
         if base.production:
-            raise DeployError("production is set (NOVALAB_PRODUCTION), but deploy up runs the one-machine harness "
-                              "(a private slapd, libvirt's test driver, addresses in the records only); a real "
-                              "site runs the daemons with production: true (README, \"Run it for real\")")
+            raise DeployError("deploy up is the one-machine harness: unset NOVALAB_PRODUCTION (a site runs its "
+                              "daemons with production: true, README \"Run it for real\")")
         own = {
             "key_prefix": f"novalab-deploy-{self._tag}:",
             "libvirt_uri": "test:///default",  # each compute gets its own node (start_daemon's env)

@@ -2,13 +2,10 @@
 
 Theory of operation
 -------------------
-1. Check the configuration (real/site.py: without production nothing may touch this
-   machine's hypervisor or network) and that Redis and RabbitMQ answer; write a daemon
-   configuration into the run directory (a fresh key prefix, the scenario's timing
-   compressed by ``real.time_scale``, the network kept in the records only:
-   ``bind_floating: false`` and, with no namespace of the run's, ``net_records_only``,
-   so a FlatDHCP or VLAN run bridges nothing of the host; ``--config FILE`` overrides
-   any of it).
+1. Check the configuration (real/site.py) and that Redis and RabbitMQ answer; write a
+   daemon configuration into the run directory (a fresh key prefix, the scenario's
+   timing compressed by ``real.time_scale``, the network in the records only:
+   ``bind_floating: false``, ``net_records_only``; ``--config FILE`` overrides it).
 2. Start a private slapd under ``<run>/ldap`` and fill the directory: an ``operator``
    user manages every scenario project, and each project gets one workload user,
    ``<project>-user``, a member with the sysadmin and netadmin roles (global and in the
@@ -41,13 +38,8 @@ Theory of operation
 8. Clean up what it created: stop the API, the daemons (SIGTERM, then SIGKILL after a
    bound) and slapd, delete the run's queues and store keys.
 
-Production (``--production``, or ``production: true`` in ``--config``): the site's
-configuration overrides the scenario's and must pass real/site.py (else exit 2, every
-setting to fix named); no shortcut is taken: the compute daemons open the site's
-``libvirt_uri``, the network is the host's, the clock is the wall clock, and there is no
-private slapd: each project's workload user ``<project>-user`` must already be in the
-site's directory, which the run only reads, and its keys sign that project's requests.
-The audit's domain list is every domain of each hypervisor, novalab's or not.
+``--production`` (or ``production: true`` in ``--config``) takes none of these
+shortcuts: real/site.py says what a run on a real site needs and does differently.
 """
 
 from __future__ import annotations
@@ -85,6 +77,7 @@ from real.daemon import StartupError, connect
 from real.ec2_client import HttpApi
 from real.outage import Outage
 from real.runner import Agent, RealRuntime
+from real.site import run_config
 from real.transport import RpcClient
 
 log = logging.getLogger(__name__)
@@ -166,9 +159,8 @@ class RealRun:
     def __init__(self, scenario, seed: int, out: Path, progress: bool = True, faults=(),
                  site: DaemonConfig | None = None):
         """``faults``: (wall seconds after the workload starts, callable(run)) pairs, for
-        fault-injection tests (e.g. SIGKILL a compute daemon mid-run). ``site``: a daemon
-        configuration whose settings (those it gives) override the scenario's; with
-        ``production`` the run is on a real site (real/site.py)."""
+        fault-injection tests (e.g. SIGKILL a compute daemon mid-run). ``site``: see
+        real.site.run_config."""
         self.faults = tuple(faults)
         #: (scenario seconds since the workload began, what) of each fault-plan step.
         self.fault_log: list[tuple[float, str]] = []
@@ -187,11 +179,7 @@ class RealRun:
             instances_path=str((out / "instances").resolve()),
             time_origin=time.time(),
         )
-        given = {name: getattr(site, name) for name in site.model_fields_set} if site is not None else {}
-        if not given.get("production"):
-            # The harness: no namespace of its own, so the network is the records only.
-            given = {"bind_floating": False, "net_records_only": given.get("netns") is None, **given}
-        self.config = self.config.model_copy(update=given)
+        self.config = run_config(self.config, site)
         self.production = self.config.production
         self.roster = assembly.roster(scenario, real.hosts)
         self.hosts = [spec.host for spec in self.roster if spec.topic == assembly.COMPUTE]

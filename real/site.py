@@ -28,10 +28,15 @@ use a hypervisor other than libvirt's test driver, or change this host's own net
 refuses to start and says how to go on (a namespace, ``net_records_only``, or the flag).
 
 ``check(config, kind)`` raises StartupError with the whole list; the processes print it
-and exit with status 2. ``site_config`` and ``workload_credentials`` are what
-``run-scenario --mode real --production`` needs besides: the site's configuration, and
-the keys of each project's workload user, read (never written) from the site's
-directory.
+and exit with status 2.
+
+``run-scenario --mode real --production`` (real/mode.py): the site's configuration
+(``--config``, ``site_config``) overrides the scenario's and must pass ``check``; no
+shortcut is taken: the compute daemons open the site's ``libvirt_uri``, the network is
+the host's, the clock is the wall clock, and there is no private slapd: each project's
+workload user ``<project>-user`` must already be in the site's directory, which the run
+only reads (``workload_credentials``), and its keys sign that project's requests. The
+audit's domain list is every domain of each hypervisor, novalab's or not.
 """
 
 from __future__ import annotations
@@ -192,6 +197,16 @@ def site_config(path: str | None, production: bool) -> DaemonConfig | None:
     if production:
         given = (given or DaemonConfig()).model_copy(update={"production": True})
     return given
+
+
+def run_config(config: DaemonConfig, given: DaemonConfig | None) -> DaemonConfig:
+    """A run's daemon configuration: ``config`` (from the scenario) with the settings
+    ``given`` (``--config``) gives. Without production the network stays in the records
+    (``bind_floating`` false; ``net_records_only`` unless ``given`` names a namespace)."""
+    update = {name: getattr(given, name) for name in given.model_fields_set} if given is not None else {}
+    if not update.get("production"):
+        update = {"bind_floating": False, "net_records_only": update.get("netns") is None, **update}
+    return config.model_copy(update=update)
 
 
 def workload_credentials(config: DaemonConfig, users) -> dict[str, tuple[str, str]]:

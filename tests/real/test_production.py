@@ -104,6 +104,31 @@ def test_deploy_refuses_production(tmp_path):
 # -- a site that passes --------------------------------------------------------------
 
 
+def readme_site(tmp_path) -> DaemonConfig:
+    """README's "Run it for real" configuration as the daemons load it (its CA file made
+    here, the password from NOVALAB_LDAP_PASSWORD)."""
+    import re
+
+    from real.config import load
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Run it for real\n"):]
+    block = re.search(r"^```yaml\n(.*?)^```$", section[:section.index("\n## ", 5)], flags=re.S | re.M)
+    assert block is not None, "no yaml block in the section"
+    (tmp_path / "ca.pem").write_text("a CA\n")
+    path = tmp_path / "nova.yaml"
+    path.write_text(block.group(1).replace("/etc/novalab/directory-ca.pem", str(tmp_path / "ca.pem")))
+    return load(str(path), {"NOVALAB_LDAP_PASSWORD": "from-the-environment"})
+
+
+def test_the_readme_site_passes_validation(tmp_path):
+    """README's complete configuration loads and has nothing to fix on a host with eth0 and eth1."""
+    config = readme_site(tmp_path)
+    assert config.production and config.ldap_map is not None
+    for kind in ("compute", "network", "scheduler", "api", "objectstore", "run"):
+        assert production_problems(config, kind, interfaces=lambda: ["lo", "eth0", "eth1"]) == [], kind
+
+
 def test_a_site_configuration_passes_validation():
     """README's site, with its interfaces present, has nothing to fix for any process."""
     config = DaemonConfig(**SITE)
