@@ -4,6 +4,7 @@
     novalab network [--host NAME] [--config FILE]   the network worker
     novalab scheduler [--host NAME] [--config FILE] the scheduler
     novalab api [--config FILE]                     the EC2 API (api_port, 8773)
+        (each, and objectstore, takes --production: a real site, real/site.py)
     novalab objectstore --config FILE [--root DIR] [--bind HOST] [--port N]
                                                     the S3-compatible object store,
                                                     credentials from the directory
@@ -39,10 +40,12 @@ def main(argv=None):
         daemon.add_argument("--host", default=socket.gethostname() if kind != "compute" else None,
                             required=kind == "compute", help="this worker's host name (its private queue)")
         daemon.add_argument("--config", default=None, help="YAML configuration (NOVALAB_* variables override it)")
+        daemon.add_argument("--production", action="store_true", help=PRODUCTION_HELP)
     store = sub.add_parser("objectstore", help="serve the S3-compatible object store")
     store.add_argument("--config", default=None,
                        help="YAML configuration: credentials from its directory (ldap_*), objectstore_root, "
                             "objectstore_listen, objectstore_port (NOVALAB_* variables override it)")
+    store.add_argument("--production", action="store_true", help=PRODUCTION_HELP)
     store.add_argument("--root", default=None, help="directory holding the buckets (default: objectstore_root)")
     store.add_argument("--keys", default=None,
                        help="YAML: access key -> {secret, project, admin}, instead of the directory")
@@ -50,6 +53,7 @@ def main(argv=None):
     store.add_argument("--port", type=int, default=None, help="port (default: objectstore_port, 3333)")
     api = sub.add_parser("api", help="serve the EC2 API (/services/Cloud on api_port, 8773)")
     api.add_argument("--config", default=None, help="YAML configuration (NOVALAB_* variables override it)")
+    api.add_argument("--production", action="store_true", help=PRODUCTION_HELP)
     run = sub.add_parser("run", help="run a scenario (same as run-scenario; see run-scenario --help)",
                          add_help=False)
     run.add_argument("arguments", nargs=argparse.REMAINDER)
@@ -74,7 +78,7 @@ def main(argv=None):
         from real.daemon import serve
 
         try:
-            config = config_module.load(args.config)
+            config = load_config(args)
         except config_module.ConfigError as e:
             print(f"novalab {args.command}: {e}", file=sys.stderr)
             sys.exit(2)
@@ -86,7 +90,7 @@ def main(argv=None):
         from real.api import serve_config
 
         try:
-            config = config_module.load(args.config)
+            config = load_config(args)
         except config_module.ConfigError as e:
             print(f"novalab api: {e}", file=sys.stderr)
             sys.exit(2)
@@ -104,6 +108,19 @@ def main(argv=None):
     sys.exit(validate_files(args.scenarios))
 
 
+PRODUCTION_HELP = ("a real site: the same as production: true in the configuration (refused, exit 2, naming "
+                   "every setting to fix, unless it describes one)")
+
+
+def load_config(args):
+    """The daemon configuration of ``--config``, with ``--production`` applied.
+    Raises real.config.ConfigError."""
+    from real import config as config_module
+
+    config = config_module.load(args.config)
+    return config.model_copy(update={"production": True}) if args.production else config
+
+
 def objectstore(args) -> int:
     """``novalab objectstore``: keys from a file (--keys) or from the directory of the
     configuration (--config, or the defaults and NOVALAB_* variables)."""
@@ -119,7 +136,7 @@ def objectstore(args) -> int:
     prog = "novalab objectstore"
     ldap = None
     try:
-        config = config_module.load(args.config)
+        config = load_config(args)
         if args.keys:
             if config.production:
                 print(f"{prog}: refusing to start: production: true takes credentials from the directory, "

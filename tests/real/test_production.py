@@ -64,6 +64,12 @@ def test_production_without_a_site_is_refused_naming_every_setting(tmp_path):
         assert setting in api.stderr, setting
 
 
+def test_the_production_option_is_the_setting(tmp_path):
+    """novalab api --production with an empty configuration is refused like production: true."""
+    done = novalab("api", "--production", config={}, tmp_path=tmp_path)
+    assert done.returncode == 2 and "production: true, but" in done.stderr and "ldap_bind_dn" in done.stderr
+
+
 def test_run_scenario_production_without_a_configuration_is_refused(tmp_path, capsys):
     """run-scenario --mode real --production alone: exit 2 before anything starts, naming the settings."""
     from sim.cli import run_scenario_main
