@@ -70,7 +70,7 @@ def site_config(slapd, ca, redis_url, amqp_url, **overrides) -> DaemonConfig:
     """A daemon configuration reading the plain tree over ldaps:// with the test's CA."""
     settings = {"redis_url": redis_url, "amqp_url": amqp_url, "key_prefix": f"novalab-site-{secrets.token_hex(4)}:",
                 "ldap_url": slapd.ldaps_url, "ldap_bind_dn": slapd.bind_dn, "ldap_password": slapd.password,
-                "ldap_ca_file": ca, "ldap_map": plain_tree.MAP, **overrides}
+                "ldap_ca_file": ca, "ldap_map": plain_tree.MAP, "durable_delivery": True, **overrides}
     return DaemonConfig.model_validate(settings)
 
 
