@@ -73,28 +73,10 @@ def main(argv=None):
     validate.add_argument("scenarios", nargs="+")
     args = parser.parse_args(argv)
 
-    if args.command in ("compute", "network", "scheduler"):
-        from real import config as config_module
-        from real.daemon import serve
-
-        try:
-            config = load_config(args)
-        except config_module.ConfigError as e:
-            print(f"novalab {args.command}: {e}", file=sys.stderr)
-            sys.exit(2)
-        sys.exit(serve(args.command, args.host, config))
+    if args.command in ("compute", "network", "scheduler", "api"):
+        sys.exit(serve_command(args))
     if args.command == "objectstore":
         sys.exit(objectstore(args))
-    if args.command == "api":
-        from real import config as config_module
-        from real.api import serve_config
-
-        try:
-            config = load_config(args)
-        except config_module.ConfigError as e:
-            print(f"novalab api: {e}", file=sys.stderr)
-            sys.exit(2)
-        sys.exit(serve_config(config))
     if args.command == "run":
         sys.exit(run_mode(args))
     if args.command == "calibrate":
@@ -110,6 +92,24 @@ def main(argv=None):
 
 PRODUCTION_HELP = ("a real site: the same as production: true in the configuration (refused, exit 2, naming "
                    "every setting to fix, unless it describes one)")
+
+
+def serve_command(args) -> int:
+    """A daemon or the API with the configuration it is given (exit 2 for a bad one)."""
+    from real import config as config_module
+
+    try:
+        config = load_config(args)
+    except config_module.ConfigError as e:
+        print(f"novalab {args.command}: {e}", file=sys.stderr)
+        return 2
+    if args.command == "api":
+        from real.api import serve_config
+
+        return serve_config(config)
+    from real.daemon import serve
+
+    return serve(args.command, args.host, config)
 
 
 def load_config(args):
