@@ -8,7 +8,8 @@ keeps itself up the same way whether it is a SimPy process or a daemon:
   the managers take (network layout, scheduler, the API's CloudConfig, intervals). A
   daemon reads the same settings from its configuration file (``real.config``).
 - ``roster`` lists the services (topic, host, concurrent messages) with the names
-  both modes use: compute ``host1``.., network ``net1``.., scheduler ``sched1``.
+  both modes use: compute ``host1``.., network ``net1``.., scheduler ``sched1``..;
+  ``queue_names`` the queues they consume (each topic, and each service's own).
 - ``make_manager`` and ``start_up`` build a service's manager and run its start-up:
   a compute host reconciles its host (``init_host``); a network host seeds the
   networks and the floating range it owns (each guarded: a second start changes
@@ -29,9 +30,9 @@ from common.webhooks import WebhookConfig
 from common.workload import workload_user
 
 COMPUTE, NETWORK, SCHEDULER = "compute", "network", "scheduler"
-#: The host that owns the floating range (2010: the first network host).
+#: The host that owns the floating range (2010: the first network host); the other
+#: network hosts own none.
 FLOATING_HOST = "net1"
-SCHEDULER_HOST = "sched1"
 
 
 def compute_hosts(count: int) -> list[str]:
@@ -42,6 +43,10 @@ def compute_hosts(count: int) -> list[str]:
 
 def network_hosts(count: int) -> list[str]:
     return [f"net{i + 1}" for i in range(count)]
+
+
+def scheduler_hosts(count: int) -> list[str]:
+    return [f"sched{i + 1}" for i in range(count)]
 
 
 @dataclass(frozen=True)
@@ -106,16 +111,23 @@ class ServiceSpec:
 
 def roster(scenario, compute_count: int | None = None) -> tuple[ServiceSpec, ...]:
     """The services of a run: compute hosts (``compute_count``, default the scenario's
-    cloud.hosts.count; real mode runs ``real.hosts``), network hosts, and a scheduler
-    unless dispatch is by queue. Network hosts come first: compute start-up may need
-    their networks."""
+    cloud.hosts.count; real mode runs ``real.hosts``), network hosts, and
+    ``cloud.schedulers`` schedulers unless dispatch is by queue. Network hosts come
+    first: compute start-up may need their networks."""
     cloud = scenario.cloud
     count = cloud.hosts.count if compute_count is None else compute_count
     services = [ServiceSpec(NETWORK, host, cloud.network.workers) for host in network_hosts(cloud.network.hosts)]
     services += [ServiceSpec(COMPUTE, host, cloud.hosts.workers) for host in compute_hosts(count)]
     if cloud.scheduler != scheduler.QUEUE:
-        services.append(ServiceSpec(SCHEDULER, SCHEDULER_HOST, cloud.scheduler_workers))
+        services += [ServiceSpec(SCHEDULER, host, cloud.scheduler_workers) for host in scheduler_hosts(cloud.schedulers)]
     return tuple(services)
+
+
+def queue_names(services) -> list[str]:
+    """Every queue the ``services`` (ServiceSpecs) consume: each topic once, then each
+    service's own ``<topic>.<host>``."""
+    topics = list(dict.fromkeys(spec.topic for spec in services))
+    return topics + [spec.name for spec in services]
 
 
 def make_manager(topic: str, host: str, settings: Settings):

@@ -158,7 +158,10 @@ class Cloud(_Model):
     scheduler: Literal["queue", "chance", "simple"] = "simple"
     #: The simple scheduler refuses a host past this many claimed vCPUs (default: the host's vCPUs).
     max_cores: Annotated[int, Field(gt=0, le=MAX_VCPUS)] | None = None
-    #: Workers on the ``scheduler`` topic and messages each handles at once.
+    #: Scheduler services competing on the ``scheduler`` topic (``sched1``..``schedN``,
+    #: each also with its own ``scheduler.<host>`` queue); none run when ``scheduler`` is queue.
+    schedulers: Annotated[int, Field(gt=0, le=64)] = 1
+    #: Messages each scheduler handles at once.
     scheduler_workers: Workers = 8
     #: Concurrent API requests the API service serves.
     api_workers: Workers = 64
@@ -354,7 +357,7 @@ class Scenario(_Model):
         """Problems of the fault plan against ``compute_hosts`` compute hosts (real mode
         checks its own count, ``real.hosts``)."""
         counts = {"compute": compute_hosts, "network": self.cloud.network.hosts,
-                  "scheduler": 0 if self.cloud.scheduler == "queue" else 1}
+                  "scheduler": 0 if self.cloud.scheduler == "queue" else self.cloud.schedulers}
         problems = []
         for index, fault in enumerate(self.faults):
             problem = target_problem(fault, counts)

@@ -67,7 +67,7 @@ def work_problem(scenario) -> str | None:
             f"workload.requests: {spec.requests} x instances_per_request {spec.instances_per_request} "
             f"launches more than {MAX_INSTANCES:,} instances")
     span = estimated_span(scenario)
-    services = scenario.cloud.hosts.count + scenario.cloud.network.hosts + 1
+    services = scenario.cloud.hosts.count + scenario.cloud.network.hosts + scenario.cloud.schedulers
     per_second = (1 / timing.report_interval + 1 / timing.periodic_interval + 1 / timing.domain_sync_interval)
     ticks = services * span * per_second
     if ticks > MAX_PERIODIC_TICKS:

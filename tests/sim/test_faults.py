@@ -104,6 +104,18 @@ def test_a_network_worker_killed_and_restarted_costs_only_the_builds_that_needed
     assert any(r["running_at"] != "" and r["created_at"] > 110 for r in rows)
 
 
+def test_scaled_out_schedulers_and_network_hosts_share_their_topics_and_survive_losing_one():
+    """Two schedulers and two network hosts each take messages from their shared topic; with sched2 and net2
+    killed for good, I1-I7 hold and only the survivors handle messages afterwards."""
+    kills = [{"at": 60, "kill": "scheduler", "host": 2}, {"at": 60, "kill": "network", "host": 2}]
+    result = simulate(scenario(faults=kills, **{"cloud.schedulers": 2, "cloud.network.hosts": 2}))
+    assert failed(result) == []
+    handled = [(row[1], row[7].rsplit("-", 1)[0], row[6]) for row in result.recorder.rpc_rows]
+    assert {("scheduler", "scheduler.sched2"), ("network", "network.net2")} <= {(q, c) for q, c, _ in handled}
+    assert {("scheduler", "scheduler.sched1"), ("network", "network.net1")} <= {(q, c) for q, c, _ in handled}
+    assert [c for _, c, at in handled if at > 60 and c in ("scheduler.sched2", "network.net2")] == []
+
+
 def test_a_degraded_hypervisor_fails_spawns_only_on_its_host_and_only_while_degraded():
     """Spawn failures fall on host3 between the fault's start and its end, nowhere else."""
     result = simulate(scenario(faults=[{"at": 20, "hypervisor": 3, "spawn_failure_probability": 1.0, "duration": 100}]))

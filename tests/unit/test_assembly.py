@@ -26,6 +26,20 @@ def test_roster_starts_network_hosts_first_and_pads_compute_names():
     assert specs[-1].name == "scheduler.sched1"
 
 
+def test_roster_runs_the_scenarios_count_of_schedulers_and_network_hosts():
+    """cloud.schedulers and cloud.network.hosts give sched1..schedN and net1..netN."""
+    specs = assembly.roster(scenario(**{"cloud.schedulers": 3, "cloud.network.hosts": 2, "cloud.scheduler": "simple"}))
+    assert [s.host for s in specs if s.topic == "scheduler"] == ["sched1", "sched2", "sched3"]
+    assert [s.host for s in specs if s.topic == "network"] == ["net1", "net2"]
+
+
+def test_queue_names_list_each_topic_once_and_each_services_own_queue():
+    """Workers of a kind share their topic's queue and each has <topic>.<host>."""
+    specs = assembly.roster(scenario(**{"cloud.schedulers": 2, "cloud.hosts.count": 1, "cloud.scheduler": "simple"}))
+    assert assembly.queue_names(specs) == ["network", "compute", "scheduler", "network.net1", "compute.host1",
+                                           "scheduler.sched1", "scheduler.sched2"]
+
+
 def test_queue_dispatch_runs_no_scheduler():
     """With the 2010 queue dispatch there is no scheduler service in the roster."""
     assert "scheduler" not in {s.topic for s in assembly.roster(scenario(**{"cloud.scheduler": "queue"}))}

@@ -333,6 +333,15 @@ def test_killing_the_scheduler_of_a_queue_cloud_is_refused():
         "faults.0: kill scheduler: cloud.scheduler is queue, so there is no scheduler service")
 
 
+def test_a_fault_on_a_scheduler_past_cloud_schedulers_is_refused():
+    """Killing scheduler 3 of cloud.schedulers 2 names the count; scheduler 2 is fine."""
+    assert problem(cloud__schedulers=2, faults=[{"at": 5, "kill": "scheduler", "host": 3}]) == (
+        "faults.0: kill scheduler 3: the cloud has 2 scheduler services")
+    fine = {**copy.deepcopy(BASE), "faults": [{"at": 5, "kill": "scheduler", "host": 2}]}
+    fine["cloud"]["schedulers"] = 2
+    assert parse(fine).faults[0].host == 2
+
+
 def test_hypervisor_settings_do_not_go_with_kill():
     """duration on a kill is a mistake, not silently ignored."""
     assert problem(faults=[{"at": 5, "kill": "network", "duration": 10}]) == (

@@ -91,7 +91,7 @@ def assert_bounded(scenario: Scenario):
     span = scenario.estimated_span()
     assert math.isfinite(span)
     assert span / scenario.metrics.interval <= MAX_SAMPLES
-    assert (scenario.cloud.hosts.count + scenario.cloud.network.hosts + 1) * span / scenario.timing.report_interval \
+    assert (scenario.cloud.hosts.count + scenario.cloud.network.hosts + scenario.cloud.schedulers) * span / scenario.timing.report_interval \
         <= MAX_PERIODIC_TICKS
 
 
