@@ -1,6 +1,7 @@
 """``novalab deploy up|down|status``: a whole real-mode cloud on one machine.
 
-    novalab deploy up     [--dir DIR] [--computes N] [--api-port P] [--s3-port P]
+    novalab deploy up     [--dir DIR] [--computes N] [--network-workers N] [--schedulers N]
+                          [--api-port P] [--s3-port P]
     novalab deploy status [--dir DIR]
     novalab deploy down   [--dir DIR]
 
@@ -17,11 +18,12 @@ installed (naming the set-up script that installs what is missing), then:
    scheduler; the EC2 API on ``api_port`` (8773) and the object store on
    ``objectstore_port`` (3333), both on 127.0.0.1, with buckets under ``DIR/buckets``;
 2. starts the private slapd (and creates the directory's base entries, what
-   ``novalab manage init`` does), then ``novalab network``, N x ``novalab compute``
-   (``host1``..``hostN``, each with a private libvirt test-driver node of
-   ``--vcpus``/``--memory-mb``), ``novalab scheduler``, ``novalab api`` and
-   ``novalab objectstore --config`` as background processes, each with its log in
-   ``DIR/logs/<name>.log`` and its pid in ``DIR/run/<name>.pid``;
+   ``novalab manage init`` does), then the processes of real.deploy_roster:
+   ``novalab network`` x ``--network-workers`` (``net1``..), ``novalab compute`` x
+   ``--computes`` (``host1``.., each with a private libvirt test-driver node of
+   ``--vcpus``/``--memory-mb``), ``novalab scheduler`` x ``--schedulers`` (``sched1``..),
+   ``novalab api`` and ``novalab objectstore --config`` as background processes, each
+   with its log in ``DIR/logs/<name>.log`` and its pid in ``DIR/run/<name>.pid``;
 3. waits (bounded by ``--timeout``) until every worker has sent a heartbeat and both
    HTTP services answer; uploads and registers the default images (``images``, public,
    fetched by the computes as the admin ``novalab``: real.deploy_images); prints the
@@ -64,14 +66,13 @@ from pathlib import Path
 
 import yaml
 
-from real import deploy_images
+from real import deploy_images, deploy_roster
 from real.processes import (
     STOP_TIMEOUT,
     DeployError,
     answers,
     daemon_env,
     log_tail,
-    novalab_command,
     pid_alive,
     port_free,
     spawn,
@@ -82,8 +83,6 @@ from real.vhosts import VhostError, delete_vhost, make_vhost
 DEFAULT_DIR = "/tmp/novalab"
 #: Seconds ``up`` waits for heartbeats and answers.
 START_TIMEOUT = 60.0
-NETWORK_HOST = "net1"
-SCHEDULER_HOST = "sched1"
 STATE_FILE = "deploy.json"
 CONFIG_FILE = "nova.yaml"
 #: What ``down`` removes under DIR (logs/ stays).
@@ -105,14 +104,6 @@ SETUP = {
     "libvirt": "bash real/setup/libvirt.sh",
     "slapd": "bash real/setup/slapd.sh",
 }
-
-
-def queue_names(hosts, network_host: str = NETWORK_HOST, scheduler_host: str | None = SCHEDULER_HOST) -> list[str]:
-    """The queues of a deployment with compute ``hosts``."""
-    names = ["compute", *(f"compute.{h}" for h in hosts), "network", f"network.{network_host}"]
-    if scheduler_host:
-        names += ["scheduler", f"scheduler.{scheduler_host}"]
-    return names
 
 
 class Deployment:
@@ -186,7 +177,8 @@ class Deployment:
     # -- up ---------------------------------------------------------------------------
 
     def up(self, computes: int = 2, api_port: int | None = None, s3_port: int | None = None, vcpus: int = 16,
-           memory_mb: int = 32768, timeout: float = START_TIMEOUT, environ=os.environ) -> int:
+           memory_mb: int = 32768, timeout: float = START_TIMEOUT, environ=os.environ, network_workers: int = 1,
+           schedulers: int = 1) -> int:
         state = self.state()
         if state is not None:
             names = state.get("processes", [])
@@ -199,16 +191,18 @@ class Deployment:
             if self.down() != 0:
                 return 2
         try:
-            if computes < 1:
-                raise DeployError("--computes must be at least 1")
+            for flag, count in (("--computes", computes), ("--network-workers", network_workers),
+                                ("--schedulers", schedulers)):
+                if count < 1:
+                    raise DeployError(f"{flag} must be at least 1")
             self._check_packages()
         except DeployError as e:
             print(f"novalab deploy: {e}", file=self.err)
             return e.status
         self.dir.mkdir(parents=True, exist_ok=True)
         self._tag = secrets.token_hex(4)
-        hosts = [f"host{i + 1}" for i in range(computes)]
-        state = {"tag": self._tag, "hosts": hosts, "vhost": None, "processes": [], "created": time.time()}
+        state = {"tag": self._tag, **deploy_roster.plan(computes, network_workers, schedulers), "vhost": None,
+                 "processes": [], "created": time.time()}
         self._save_state(state)
         started: dict[str, subprocess.Popen] = {}
         try:
@@ -218,8 +212,8 @@ class Deployment:
             state["processes"].append("slapd")
             self._save_state(state)
             config = self._finish_config(config, slapd, state)
-            self._start_all(config, hosts, vcpus, memory_mb, started, state)
-            self._wait(config, hosts, started, timeout)
+            workers = self._start_all(vcpus, memory_mb, started, state)
+            self._wait(config, workers, started, timeout)
             registered = deploy_images.register_default_images(config)
         except DeployError as e:
             print(f"novalab deploy: {e}", file=self.err)
@@ -275,7 +269,6 @@ class Deployment:
             "bind_floating": False,
             "time_scale": 1.0,
             "time_origin": None,
-            "rpc_log": None,
             "metrics_port": None,
             "objectstore_root": str(self.dir / "buckets"),
             "s3_url": None,
@@ -340,33 +333,24 @@ class Deployment:
         os.chmod(self.config_path, 0o600)
         return config
 
-    def _start_all(self, config, hosts, vcpus, memory_mb, started, state) -> None:
-        from real.libvirt_driver import LibvirtDriver
-
-        def launch(name, argv, env=None):
-            started[name] = spawn(argv, self.logs / f"{name}.log", daemon_env(env), detach=True)
-            self._record(name, started[name].pid)
-            state["processes"].append(name)
+    def _start_all(self, vcpus, memory_mb, started, state) -> dict:
+        """Start every process (real.deploy_roster); -> {(kind, host): Popen} of the workers."""
+        workers = {}
+        for process in deploy_roster.processes(self.dir, self.config_path, state, vcpus, memory_mb):
+            started[process.name] = spawn(process.argv, self.logs / f"{process.name}.log", daemon_env(process.env),
+                                          detach=True)
+            self._record(process.name, started[process.name].pid)
+            state["processes"].append(process.name)
             self._save_state(state)
+            if process.worker is not None:
+                workers[process.worker] = started[process.name]
+        return workers
 
-        cfg = str(self.config_path)
-        launch(f"network-{NETWORK_HOST}", novalab_command("network", "--host", NETWORK_HOST, "--config", cfg))
-        for host in hosts:
-            uri = LibvirtDriver.test_uri_for_host(self.dir / "nodes", host, vcpus, memory_mb)
-            launch(f"compute-{host}", novalab_command("compute", "--host", host, "--config", cfg),
-                   {"NOVALAB_LIBVIRT_URI": uri})
-        launch(f"scheduler-{SCHEDULER_HOST}", novalab_command("scheduler", "--host", SCHEDULER_HOST, "--config", cfg))
-        launch("api", novalab_command("api", "--config", cfg))
-        launch("objectstore", novalab_command("objectstore", "--config", cfg))
-
-    def _wait(self, config, hosts, started, timeout) -> None:
+    def _wait(self, config, workers, started, timeout) -> None:
         from real.store import RedisStore
 
         store = RedisStore(config.redis_url, prefix=config.key_prefix, socket_timeout=config.connect_timeout)
         try:
-            workers = {("network", NETWORK_HOST): started[f"network-{NETWORK_HOST}"],
-                       ("scheduler", SCHEDULER_HOST): started[f"scheduler-{SCHEDULER_HOST}"]}
-            workers.update({("compute", h): started[f"compute-{h}"] for h in hosts})
             deadline = time.monotonic() + timeout
             wait_for_heartbeats(store, workers, timeout, self.logs)
         finally:
@@ -459,9 +443,8 @@ class Deployment:
             return out
         try:
             now = time.time()
-            workers = [("network", NETWORK_HOST), ("scheduler", SCHEDULER_HOST)]
-            workers += [("compute", h) for h in state.get("hosts", [])]
-            for kind, host in workers:
+            for spec in deploy_roster.services_of(state):
+                kind, host = spec.topic, spec.host
                 last = store.execute(ZScore(keys.heartbeats(kind), host))
                 if last is not None:
                     out[(kind, host)] = now - float(last)
@@ -541,7 +524,7 @@ class Deployment:
                 status = 2
         else:
             try:
-                transport.delete_queues(config.amqp_url, queue_names(state.get("hosts", [])))
+                transport.delete_queues(config.amqp_url, deploy_roster.queue_names(state))
             except Exception as e:  # unreachable broker: say so, keep the state for another down
                 print(f"novalab deploy: could not delete the queues at {config.amqp_url}: {e}", file=self.err)
                 status = 2
@@ -571,6 +554,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument("--dir", default=DEFAULT_DIR, help=f"the deployment's directory (default {DEFAULT_DIR})")
         if name == "up":
             p.add_argument("--computes", type=int, default=2, help="compute daemons (default 2)")
+            p.add_argument("--network-workers", type=int, default=1,
+                           help="network daemons competing on the network topic (default 1)")
+            p.add_argument("--schedulers", type=int, default=1,
+                           help="scheduler daemons competing on the scheduler topic (default 1)")
             p.add_argument("--api-port", type=int, default=None, help="EC2 API port (default api_port, 8773)")
             p.add_argument("--s3-port", type=int, default=None,
                            help="object store port (default objectstore_port, 3333)")
@@ -591,7 +578,8 @@ def run(args) -> int:
             print("novalab deploy: --vcpus and --memory-mb must be positive", file=sys.stderr)
             return 2
         try:
-            return deployment.up(args.computes, args.api_port, args.s3_port, args.vcpus, args.memory_mb, args.timeout)
+            return deployment.up(args.computes, args.api_port, args.s3_port, args.vcpus, args.memory_mb, args.timeout,
+                                 network_workers=args.network_workers, schedulers=args.schedulers)
         except DeployError as e:
             print(f"novalab deploy: {e}", file=sys.stderr)
             return e.status

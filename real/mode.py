@@ -11,8 +11,9 @@ Theory of operation
    ``<project>-user``, a member with the sysadmin and netadmin roles (global and in the
    project: RunInstances, TerminateInstances and the address actions need them).
 3. Start the daemons as processes, exactly as an operator would: ``real.hosts`` compute
-   workers (each its own libvirt connection), one network worker, and a scheduler unless the
-   scenario dispatches by queue. Wait for their heartbeats. With ``libvirt_uri: test``
+   workers (each its own libvirt connection), ``cloud.network.hosts`` network workers and
+   ``cloud.schedulers`` schedulers (none when the scenario dispatches by queue), named
+   and competing on their topics as in the sim. Wait for their heartbeats. With ``libvirt_uri: test``
    each compute gets a private test-driver node of the scenario's host size.
 4. Start the EC2 API in this process (``real.api.ApiServer`` on a free port of
    127.0.0.1, ``cloud.api_workers`` threads, the scenario's quotas and instance types;
@@ -355,14 +356,9 @@ class RealRun:
 
     def _fault_plan(self) -> tuple:
         """The scenario's ``faults`` as (wall seconds, callable(run)) pairs. The names
-        follow this mode's daemons: compute ``host<N>``, ``net1``, ``sched1``."""
+        follow this mode's daemons: compute ``host<N>``, ``net<N>``, ``sched<N>``."""
         scenario = self.scenario
         problems = scenario.fault_problems(scenario.real.hosts)
-        for index, fault in enumerate(scenario.faults):
-            if fault.kill == "network" and fault.host > 1:
-                problems.append(f"faults.{index}: kill network {fault.host}: real mode runs one network daemon")
-            if (fault.poison or "").startswith("network.") and fault.poison != "network.1":
-                problems.append(f"faults.{index}: poison {fault.poison}: real mode runs one network daemon")
         if problems:
             raise StartupError("the fault plan does not fit real mode: " + "; ".join(problems))
         names: dict[str, list[str]] = {}
@@ -466,10 +462,7 @@ class RealRun:
     # -- observation --------------------------------------------------------------
 
     def _queue_names(self):
-        names = ["compute", "network", "network.net1"] + [rpc.host_topic("compute", h) for h in self.hosts]
-        if self.scenario.cloud.scheduler != "queue":
-            names += ["scheduler", "scheduler.sched1"]
-        return names
+        return assembly.queue_names(self.roster)
 
     def _queue_depths(self) -> dict:
         return transport.queue_depths(self.config.amqp_url, self._queue_names())

@@ -76,6 +76,12 @@ def free_ports():
 def cloud(redis_url, amqp_url, tmp_path_factory):
     """``deploy up`` with one compute host, once per test module (``deploy down`` after
     it); ``.config`` is its configuration."""
+    yield from deployed(redis_url, amqp_url, tmp_path_factory, computes=1)
+
+
+def deployed(redis_url, amqp_url, tmp_path_factory, environ=None, **options):
+    """A module fixture's body: ``deploy up`` with ``options`` (and NOVALAB_* ``environ``),
+    yielding the Deployment with ``.config``; ``deploy down`` after it."""
     try:
         import boto3  # noqa: F401
         import libvirt  # noqa: F401
@@ -90,8 +96,8 @@ def cloud(redis_url, amqp_url, tmp_path_factory):
         service_unavailable("slapd", str(e))
     api, s3 = free_ports()
     deployment = Deployment(tmp_path_factory.mktemp("deploy") / "cloud")
-    status = deployment.up(computes=1, api_port=api, s3_port=s3,
-                           environ=deploy_env(NOVALAB_REDIS_URL=redis_url, NOVALAB_AMQP_URL=amqp_url))
+    status = deployment.up(api_port=api, s3_port=s3, **options,
+                           environ=deploy_env(NOVALAB_REDIS_URL=redis_url, NOVALAB_AMQP_URL=amqp_url, **(environ or {})))
     assert status == 0
     deployment.config = deployment._config()
     yield deployment

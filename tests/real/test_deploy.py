@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import cloud_users, deploy_env, free_ports
 
-from real import deploy, processes, vhosts
+from real import deploy_roster, processes, vhosts
 from real.deploy import Deployment
 
 
@@ -145,7 +145,7 @@ def test_a_nested_body_on_every_topic_leaves_every_worker_serving(cloud):
     from real import transport
     from real.ec2_client import Ec2Client
 
-    queues = deploy.queue_names(cloud.state()["hosts"])
+    queues = deploy_roster.queue_names(cloud.state())
     before = transport.queue_stats(cloud.config.amqp_url, queues)
     for queue in queues:
         for _ in range(2 * before[queue]["consumers"]):
@@ -191,7 +191,7 @@ def test_down_stops_everything_and_cleans_up(cloud, capsys, redis_url):
                                 timeout=60).stdout.split()
         assert state["vhost"] not in listed
     else:
-        depths = transport.queue_depths(cloud.config.amqp_url, deploy.queue_names(state["hosts"]))
+        depths = transport.queue_depths(cloud.config.amqp_url, deploy_roster.queue_names(state))
         assert set(depths.values()) == {None}
     assert sorted(p.name for p in cloud.dir.iterdir()) == ["logs"]
     assert "down in" in capsys.readouterr().out
