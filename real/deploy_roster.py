@@ -45,7 +45,8 @@ class Process:
 
 
 def services(computes: list[str], network_hosts: list[str], scheduler_hosts: list[str]) -> tuple[ServiceSpec, ...]:
-    """The workers, network hosts first (compute start-up may need their networks)."""
+    """The workers, network hosts first (compute start-up may need their networks);
+    ``workers`` is 0: how many messages each handles is nova.yaml's ``workers``."""
     kinds = ((assembly.NETWORK, network_hosts), (assembly.COMPUTE, computes), (assembly.SCHEDULER, scheduler_hosts))
     return tuple(ServiceSpec(kind, host, 0) for kind, hosts in kinds for host in hosts)
 
