@@ -68,6 +68,14 @@ class DaemonConfig(BaseModel):
     netns: str | None = None
     public_interface: str = "eth0"
     dhcpbridge: str | None = None
+    #: linux_net: the kernel has no 8021q, so each VLAN gets its own untagged segment
+    #: instead of a tag: ``vlan<N>`` is a veth into bridge ``v<N>`` of this network
+    #: namespace (the fabric of a ``run-scenario --mode real`` run); none: real 802.1q.
+    untagged_vlans: str | None = None
+    #: compute: plug a guest end for every instance spawned (libvirt's test driver plugs
+    #: no tap): a veth from its bridge into network namespace ``<guest_ends>-<instance>``
+    #: where a DHCP client takes its address (real.guests); none: the hypervisor's own.
+    guest_ends: str | None = None
     #: A CSV file the daemon appends one row per handled RPC message to (run-scenario
     #: --mode real merges them into the run's rpc.csv); none: no log.
     rpc_log: str | None = None

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Any
 
 from common import assembly, network
 from common.effects import (
@@ -78,16 +79,17 @@ class NetworkRecordsOnly(FloatingRecordsOnly):
         return effect.bridge if isinstance(effect, EnsureBridge) else None
 
 
-def net_driver(config: DaemonConfig):
+def net_driver(config: DaemonConfig, host: str = ""):
     """linux_net for the DHCP managers and for flat's floating addresses (flat does no
     other network work); with ``bind_floating`` false floating addresses are records
     only (FloatingRecordsOnly); with ``net_records_only`` everything is
-    (NetworkRecordsOnly)."""
+    (NetworkRecordsOnly); with ``untagged_vlans`` a VLAN is its own segment
+    (real.linux_net.untagged)."""
     from real.linux_net import LinuxNet
 
     if config.net_records_only:
         return NetworkRecordsOnly()
-    linux = None
+    linux: Any = None
     if config.network_manager != network.FLAT:
         from real.dhcpbridge import write_hook
 
@@ -96,6 +98,10 @@ def net_driver(config: DaemonConfig):
                          public_interface=config.public_interface)
     elif config.bind_floating:
         linux = LinuxNet(config.net_state_dir, namespace=config.netns, public_interface=config.public_interface)
+    if linux is not None and config.untagged_vlans:
+        from real.linux_net.untagged import UntaggedVlans
+
+        linux = UntaggedVlans(linux, config.netns, config.untagged_vlans, host)
     return linux if config.bind_floating else FloatingRecordsOnly(linux)
 
 
@@ -106,7 +112,8 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
         raise ValueError(f"unknown daemon kind {kind!r}; expected one of {', '.join(KINDS)}")
     settings = config.settings()
     manager = assembly.make_manager(kind, host, settings)
-    hypervisor = netdriver = None
+    hypervisor: Any = None
+    netdriver = None
     if kind == assembly.COMPUTE:
         from real.libvirt_driver import LibvirtDriver
 
@@ -115,6 +122,10 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
             hypervisor = LibvirtDriver(config.libvirt_uri, config.instances_path, validate=config.production)
         except HypervisorError as e:
             raise StartupError(f"cannot open libvirt at {config.libvirt_uri}: {e}") from None
+        if config.guest_ends:
+            from real.guests import GuestEnds
+
+            hypervisor = GuestEnds(hypervisor, host, config.netns, config.guest_ends, config.net_state_dir)
         if config.s3_url:
             from real import images
             from real.libvirt_driver import IMAGE_CACHE_DIR
@@ -122,7 +133,7 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
             images.install(runtime, config.s3_url, (config.s3_access_key, config.s3_secret_key),
                            os.path.join(config.instances_path, IMAGE_CACHE_DIR))
     if kind != assembly.SCHEDULER:
-        netdriver = net_driver(config)
+        netdriver = net_driver(config, host)
     if kind == assembly.NETWORK and config.webhook_interval:
         from common.effects import WebEffect
         from real import tasks

@@ -14,6 +14,9 @@ an unreachable store or broker; dnsmasq logs a non-zero status and carries on.
 from __future__ import annotations
 
 import ipaddress
+import os
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -77,7 +80,12 @@ def run(args) -> int:
 
 def write_hook(config) -> str:
     """The executable dnsmasq calls (it takes one path, no arguments): a script running
-    ``novalab dhcpbridge`` with a copy of this daemon's configuration beside it."""
+    ``novalab dhcpbridge`` with a copy of this daemon's configuration beside it.
+
+    With ``netns`` set dnsmasq, and so the hook, runs in that namespace, where the
+    store and broker (on this daemon's network, often 127.0.0.1) are out of reach: the
+    hook first enters this daemon's own network namespace (``nsenter``; dnsmasq runs
+    its script as root)."""
     import yaml
 
     state = Path(config.net_state_dir)
@@ -86,6 +94,29 @@ def write_hook(config) -> str:
     settings.write_text(yaml.safe_dump(config.model_dump(), sort_keys=True))
     settings.chmod(0o600)  # it names the store and broker
     path = state / "novalab-dhcpbridge"
-    path.write_text(f'#!/bin/sh\nexec {sys.executable} -m real.cli dhcpbridge --config {settings} "$@"\n')
+    enter = f"{_nsenter()} --net={_own_netns()} " if config.netns else ""
+    # From this checkout, whatever directory dnsmasq calls it in.
+    root = shlex.quote(str(Path(__file__).resolve().parents[1]))
+    path.write_text(f'#!/bin/sh\ncd {root} || exit 2\n'
+                    f'exec {enter}{sys.executable} -m real.cli dhcpbridge --config {settings} "$@"\n')
     path.chmod(0o755)
     return str(path)
+
+
+def _own_netns() -> str:
+    """A path naming this process's network namespace for as long as it matters:
+    init's when we share it (it outlives any daemon), else our own process's (the hook
+    is rewritten when the daemon starts again)."""
+    try:
+        if os.stat("/proc/1/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
+            return "/proc/1/ns/net"
+    except OSError:  # /proc/1 may not be ours to look at
+        pass
+    return f"/proc/{os.getpid()}/ns/net"
+
+
+def _nsenter() -> str:
+    path = shutil.which("nsenter", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    if path is None:
+        raise StartupError("`nsenter` (util-linux) is not installed: the DHCP hook cannot leave the namespace")
+    return path

@@ -4,8 +4,10 @@ Theory of operation
 -------------------
 1. Check the configuration (real/site.py) and that Redis and RabbitMQ answer; write a
    daemon configuration into the run directory (a fresh key prefix, the scenario's
-   timing compressed by ``real.time_scale``, the network in the records only:
-   ``bind_floating: false``, ``net_records_only``; ``--config FILE`` overrides it).
+   timing compressed by ``real.time_scale``; ``--config FILE`` overrides it). flat: the
+   network in the records only (``bind_floating: false``, ``net_records_only``);
+   flatdhcp and vlan: every host's networking, a guest end per instance and the floating
+   addresses are real, in network namespaces of the run's own (real.run_network).
 2. Start a private slapd under ``<run>/ldap`` and fill the directory: an ``operator``
    user manages every scenario project, and each project gets one workload user,
    ``<project>-user``, a member with the sysadmin and netadmin roles (global and in the
@@ -77,6 +79,7 @@ from real.config import ConfigError, DaemonConfig
 from real.daemon import StartupError, connect
 from real.ec2_client import HttpApi
 from real.outage import Outage
+from real.run_network_audit import Networking
 from real.runner import Agent, RealRuntime
 from real.site import run_config
 from real.transport import RpcClient
@@ -183,6 +186,10 @@ class RealRun:
         self.config = run_config(self.config, site)
         self.production = self.config.production
         self.roster = assembly.roster(scenario, real.hosts)
+        #: The run's namespaces, guests and network audit (flatdhcp, vlan; real.run_network),
+        #: unless the site's configuration names a namespace or is a production one.
+        self.networking = Networking(scenario, self.roster, out, not self.production and self.config.netns is None)
+        self.config = self.config.model_copy(update=self.networking.daemon_settings())
         self.hosts = [spec.host for spec in self.roster if spec.topic == assembly.COMPUTE]
         self.recorder = RealRecorder()
         self.processes: dict[str, subprocess.Popen] = {}
@@ -215,6 +222,7 @@ class RealRun:
         config_path.write_text(yaml.safe_dump(self.config.model_dump(exclude={"ldap_password"}), sort_keys=True))
         finished = False
         try:
+            self.networking.start(store)
             self._start_directory()
             self.receivers = mode_webhooks.start(self.scenario, self.runtime, self.seed)
             self._start_daemons(config_path)
@@ -236,6 +244,7 @@ class RealRun:
             sampler.join(5)
             self._sample()
             snapshot = self._snapshot()
+            self.networking.audit(snapshot.store, self.out / "logs")
             finished = True
         finally:
             self._stop_api()
@@ -243,12 +252,13 @@ class RealRun:
             self._stop_directory()
             if self.receivers is not None:
                 self.receivers.stop()
+            self.networking.stop()
             if not finished:  # a refusal or a crash: still remove the run's queues and keys
                 try:
                     self._clean_up()
                 except Exception as e:
                     print(f"run-scenario --mode real: cleaning up after a failed run: {e}", file=sys.stderr)
-        verdicts = invariants.check_all(snapshot)
+        verdicts = invariants.check_all(snapshot) + self.networking.verdicts
         self._collect_rpc_rows()
         self.final_store = snapshot.store
         wall = time.perf_counter() - started
@@ -260,7 +270,8 @@ class RealRun:
             extra={"time_scale": self.scale, "hosts": len(self.hosts), "api": self.api_summary(),
                    "stranded_messages": invariants.stranded_messages(snapshot),
                    "faults": [{"at": at, "what": what} for at, what in sorted(self.fault_log)],
-                   **(self.receivers.summary(snapshot.store) if self.receivers is not None else {})},
+                   **(self.receivers.summary(snapshot.store) if self.receivers is not None else {}),
+                   **({"network": self.networking.report} if self.networking.report else {})},
         )
         self._clean_up()
         return summary
@@ -342,7 +353,7 @@ class RealRun:
 
     def start_daemon(self, kind: str, host: str, config_path: Path | None = None):
         config_path = config_path or self.out / "daemon-config.yaml"
-        env = {}
+        env = self.networking.daemon_env(kind, host)
         if kind == "compute" and not self.production and self.config.libvirt_uri == "test:///default":
             # A private, empty test hypervisor of the scenario's host size per worker
             # (test:///default is shared and comes with a domain of its own).
