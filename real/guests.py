@@ -32,7 +32,9 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from common.effects import DomainSpec
 from common.errors import HypervisorError, NetworkDriverError
 from real.linux_net.commands import Commands
 
@@ -91,7 +93,7 @@ class GuestEnds:
 
     # -- HypervisorPerformer -----------------------------------------------------
 
-    def spawn(self, spec) -> None:
+    def spawn(self, spec: DomainSpec) -> None:
         self.inner.spawn(spec)
         if not spec.bridge or not spec.mac_address:
             return
@@ -110,10 +112,10 @@ class GuestEnds:
     def reboot(self, name: str) -> None:
         self.inner.reboot(name)
 
-    def info(self, name: str):
+    def info(self, name: str) -> dict[str, Any] | None:
         return self.inner.info(name)
 
-    def names(self):
+    def names(self) -> tuple[str, ...]:
         return self.inner.names()
 
     # -- plugging ------------------------------------------------------------------

@@ -8,8 +8,8 @@
 * After the drain, ``audit`` gives one verdict, ``NET``, from what the guests' DHCP
   clients recorded (real.guests) and what the namespaces hold:
 
-  - each lease a guest took is its instance's ``fixed_ip`` (and the guest has the
-    instance's MAC);
+  - each lease a guest took is its instance's ``fixed_ip`` with its network's gateway
+    as the router (and the guest has the instance's MAC);
   - a guest that lived ``LEASE_PATIENCE`` wall seconds got a lease;
   - dnsmasq's lease hook reached a network host (``lease_fixed_ip`` handled) when
     any guest leased;
@@ -136,13 +136,19 @@ def _guest_violations(guests, store, now: float) -> tuple[list[str], int]:
         if record.get("mac_address") != guest["mac"]:
             violations.append(f"guest {iid} on {where} has MAC {guest['mac']}, its record {record.get('mac_address')}")
         addresses = {lease[1].split("/")[0] for lease in guest["leases"]}
+        routers = {lease[2] for lease in guest["leases"]}
         expected = record.get("fixed_ip", "")
+        network = store.get(f"network:{record.get('network_id', '')}")
+        gateway = network.get("gateway", "") if isinstance(network, dict) else ""
         leased += bool(addresses)
         wrong = addresses - {expected}
         lived = guest.get("unplugged_at", now) - guest["plugged_at"]
         if wrong:
             violations.append(f"guest {iid} on {where} leased {', '.join(sorted(wrong))} "
                               f"but its record holds {expected or 'no address'}")
+        if routers - {gateway}:
+            violations.append(f"guest {iid} on {where} was given router {', '.join(sorted(routers - {gateway}))}, "
+                              f"not its network's gateway {gateway or '(none recorded)'}")
         elif not addresses and lived >= LEASE_PATIENCE:
             violations.append(f"guest {iid} on {where} got no DHCP lease in {lived:.0f} s")
     return violations, leased

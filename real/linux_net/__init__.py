@@ -55,7 +55,8 @@ Not supported
   MASQUERADE rule: init_host_nat does the SNAT and the within-range ACCEPT only.
 * Removing a VPN forward or the host NAT (2010 had no such operation either).
 * IPv6, security groups beyond the hard-coded ports, DNS from dnsmasq.
-* Creating the network namespace: it must exist (the deployer or the test makes it).
+* Creating the network namespace: it must exist (the deployer, the test or a real run,
+  real.run_network, makes it).
 * Reaping dnsmasq: it daemonizes, so PID 1 reaps it; where PID 1 does not reap orphans
   (some containers) a stopped dnsmasq lingers as a zombie for a while. Zombies count as
   stopped.

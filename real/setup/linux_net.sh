@@ -1,12 +1,14 @@
 # shellcheck shell=bash
-# Install what real/linux_net.py (and tests/real/test_linux_net.py) need on a fresh
-# Debian machine:
+# Install what real/linux_net needs (a flatdhcp or vlan real run's network,
+# tests/real/test_linux_net.py) on a fresh Debian machine:
 #   iproute2      `ip` (links, bridges, veth, addresses, network namespaces)
 #   dnsmasq-base  the dnsmasq binary only: unlike the `dnsmasq` package it installs no
 #                 system service, so nothing ends up listening on port 53
 #   iptables      iptables / iptables-save (Debian's nft backend is fine)
-#   busybox       `busybox udhcpc`, the DHCP client the tests run in a namespace
-# (`unshare`, for the VLAN probe, comes with util-linux, which Debian always has.)
+#   busybox       `busybox udhcpc`, the DHCP client of the tests' and real runs' guests,
+#                 and `busybox ping`, a real run's floating-address probe
+# (`unshare`, for the VLAN probe, and `nsenter`, which dnsmasq's lease hook uses to leave
+# a real run's namespace, come with util-linux, which Debian always has.)
 #
 # Idempotent and quiet when everything is already there: apt-get update runs only when a
 # package is missing. If the full `dnsmasq` package is already installed its binary is
@@ -45,7 +47,7 @@ novalab_setup_linux_net() (
         fi
         rm -f "$log"
     fi
-    for tool in ip dnsmasq iptables iptables-save busybox unshare; do
+    for tool in ip dnsmasq iptables iptables-save busybox unshare nsenter; do
         if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1; then
             echo "linux_net setup: $tool still missing after install" >&2
             exit 1

@@ -25,9 +25,11 @@ from real.api import KeyPairMaker
 from real.daemon import FloatingRecordsOnly
 from real.directory import LdapDirectory
 from real.ec2_client import HttpApi
+from real.guests import GuestEnds
 from real.images import ImageCache
 from real.libvirt_driver import LibvirtDriver
 from real.linux_net import LinuxNet
+from real.linux_net.untagged import UntaggedVlans
 from real.runner import RealRuntime
 from real.store import RedisStore
 from real.webhooks import HttpPoster
@@ -59,6 +61,11 @@ def test_fake_and_real_adapter_satisfy_the_protocol(protocol, fake, real):
     assert issubclass(fake, protocol) and issubclass(real, protocol)
 
 
+def test_real_mode_wrappers_satisfy_their_protocols():
+    """A run's guest ends wrap a hypervisor, its untagged VLANs a network driver, as the Protocols say."""
+    assert issubclass(GuestEnds, HypervisorPerformer) and issubclass(UntaggedVlans, NetDriverPerformer)
+
+
 def test_real_key_pair_maker_satisfies_the_protocol():
     """The API host's key pair maker is a KeyPairGenerator."""
     assert isinstance(KeyPairMaker(), KeyPairGenerator)
@@ -68,12 +75,13 @@ def _static_store(fake: SimStore, real: RedisStore) -> list[StorePerformer]:
     return [fake, real]
 
 
-def _static_hypervisor(fake: FakeHypervisor, real: LibvirtDriver) -> list[HypervisorPerformer]:
-    return [fake, real]
+def _static_hypervisor(fake: FakeHypervisor, real: LibvirtDriver, guests: GuestEnds) -> list[HypervisorPerformer]:
+    return [fake, real, guests]
 
 
-def _static_netdriver(fake: FakeNetDriver, real: LinuxNet, records: FloatingRecordsOnly) -> list[NetDriverPerformer]:
-    return [fake, real, records]
+def _static_netdriver(fake: FakeNetDriver, real: LinuxNet, records: FloatingRecordsOnly,
+                      untagged: UntaggedVlans) -> list[NetDriverPerformer]:
+    return [fake, real, records, untagged]
 
 
 def _static_directory(fake: SimDirectory, real: LdapDirectory) -> list[DirectoryPerformer]:

@@ -1,5 +1,6 @@
 """run-scenario --mode real against the machine's RabbitMQ, Redis and libvirt test driver."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def real_scenario(name, redis_url, amqp_url):
-    """A shipped scenario pointed at the test services; skips (fails in CI) without libvirt-python."""
+    """A shipped scenario pointed at the test services; skips (fails in CI) without libvirt-python,
+    and without root for a DHCP manager (its run builds network namespaces)."""
+    from conftest import service_unavailable
+
     try:
         import libvirt  # noqa: F401
     except ImportError as e:
-        from conftest import service_unavailable
-
         service_unavailable("libvirt-python", str(e))
     scenario, _ = load(ROOT / "scenarios" / f"{name}.yaml")
+    if scenario.cloud.network.manager != "flat" and os.geteuid() != 0:
+        service_unavailable("Linux networking", f"{name}.yaml runs its network in namespaces, which needs root")
     return with_overrides(scenario, {"real.redis_url": redis_url, "real.amqp_url": amqp_url})
 
 
