@@ -49,12 +49,12 @@ import secrets
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from common import assembly
 from common.errors import NetworkDriverError
 from real.linux_net.commands import Commands
+from real.linux_net.dhcp import alive, wait_gone
 from real.linux_net.untagged import IFNAME_MAX
 from real.startup import StartupError
 
@@ -304,10 +304,7 @@ def remove_run(run_id: str, state: Path | None) -> list[str]:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-    deadline = time.monotonic() + REMOVE_WAIT
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    problems = [f"process {pid} outlived SIGKILL" for pid in pids if _alive(pid)]
+    problems = [f"process {pid} outlived SIGKILL" for pid in wait_gone(pids, REMOVE_WAIT)]
     for name in ours:
         result = root.ip("netns", "del", name, check=False)
         if result.returncode != 0:
@@ -327,7 +324,7 @@ def remove_leftovers() -> list[str]:
             pid, started = int(owner["pid"]), owner.get("started")
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being written, or not ours: leave it
-        if _alive(pid) and _start_time(pid) == started:
+        if alive(pid) and _start_time(pid) == started:
             continue
         run_id = path.stem
         for problem in remove_run(run_id, Path(owner["state"]) if owner.get("state") else None):
@@ -351,12 +348,3 @@ def _start_time(pid: int) -> str | None:
             return f.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")

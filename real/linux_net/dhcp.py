@@ -156,7 +156,7 @@ class Dnsmasq:
 
     def _is_ours(self, pid, bridge) -> bool:
         cmd = _cmdline(pid)
-        if not cmd or os.path.basename(cmd[0]) != "dnsmasq" or not _alive(pid):
+        if not cmd or os.path.basename(cmd[0]) != "dnsmasq" or not alive(pid):
             return False
         return f"--dhcp-hostsfile={self.hosts_file(bridge)}" in cmd
 
@@ -171,10 +171,10 @@ class Dnsmasq:
         pids = self._ours(bridge)
         for pid in pids:
             self._run.signal(pid, signal.SIGTERM)
-        left = _wait_gone(pids, _STOP_WAIT)
+        left = wait_gone(pids, _STOP_WAIT)
         for pid in left:
             self._run.signal(pid, signal.SIGKILL)
-        left = _wait_gone(left, _STOP_WAIT)
+        left = wait_gone(left, _STOP_WAIT)
         if left:
             raise NetworkDriverError(f"dnsmasq of {bridge} (pids {left}) survived SIGTERM and SIGKILL")
         try:
@@ -209,7 +209,7 @@ def _cmdline(pid) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] if raw else []
 
 
-def _alive(pid) -> bool:
+def alive(pid) -> bool:
     """The process exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -219,10 +219,10 @@ def _alive(pid) -> bool:
     return state not in ("Z", "X")
 
 
-def _wait_gone(pids, seconds) -> list[int]:
+def wait_gone(pids, seconds) -> list[int]:
     deadline = time.monotonic() + seconds
-    left = [p for p in pids if _alive(p)]
+    left = [p for p in pids if alive(p)]
     while left and time.monotonic() < deadline:
         time.sleep(0.02)
-        left = [p for p in left if _alive(p)]
+        left = [p for p in left if alive(p)]
     return left
