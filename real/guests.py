@@ -126,9 +126,7 @@ class GuestEnds:
         guest, tap = self.namespace(instance_id), tap_name(instance_id)
         if self._exists(guest):
             self.unplug(instance_id)
-        record = {"instance": instance_id, "mac": mac, "bridge": bridge, "host": self.host, "netns": guest,
-                  "tap": tap, "plugged_at": time.time()}
-        self._write(instance_id, record)
+        plugged_at = time.time()
         self._root.ip("netns", "add", guest)
         self._root.ip("-n", guest, "link", "set", "lo", "up")
         self._host.ip("link", "add", tap, "type", "veth", "peer", "name", GUEST_INTERFACE, "netns", guest)
@@ -146,6 +144,8 @@ class GuestEnds:
                 raise NetworkDriverError(f"cannot start the DHCP client of {instance_id}: {e}") from None
         with self._lock:
             self._clients[instance_id] = client
+        self._write(instance_id, {"instance": instance_id, "mac": mac, "bridge": bridge, "host": self.host,
+                                  "netns": guest, "tap": tap, "plugged_at": plugged_at})
 
     def unplug(self, instance_id: str):
         """Kill the guest's DHCP client and delete its namespace (and so its veth);
