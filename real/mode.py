@@ -187,8 +187,9 @@ class RealRun:
         self.production = self.config.production
         self.roster = assembly.roster(scenario, real.hosts)
         #: The run's namespaces, guests and network audit (flatdhcp, vlan; real.run_network),
-        #: unless the site's configuration names a namespace or is a production one.
-        self.networking = Networking(scenario, self.roster, out, not self.production and self.config.netns is None)
+        #: unless production or ``--config`` says where the network goes (netns, records only).
+        given = site.model_fields_set & {"netns", "net_records_only"} if site is not None else set()
+        self.networking = Networking(scenario, self.roster, out, not self.production and not given)
         self.config = self.config.model_copy(update=self.networking.daemon_settings())
         self.hosts = [spec.host for spec in self.roster if spec.topic == assembly.COMPUTE]
         self.recorder = RealRecorder()

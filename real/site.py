@@ -202,7 +202,9 @@ def site_config(path: str | None, production: bool) -> DaemonConfig | None:
 def run_config(config: DaemonConfig, given: DaemonConfig | None) -> DaemonConfig:
     """A run's daemon configuration: ``config`` (from the scenario) with the settings
     ``given`` (``--config``) gives. Without production the network stays in the records
-    (``bind_floating`` false; ``net_records_only`` unless ``given`` names a namespace)."""
+    (``bind_floating`` false; ``net_records_only`` unless ``given`` names a namespace);
+    real.mode then gives a FlatDHCP or VLAN run namespaces of its own (real.run_network)
+    unless ``given`` says where the network goes."""
     update = {name: getattr(given, name) for name in given.model_fields_set} if given is not None else {}
     if not update.get("production"):
         update = {"bind_floating": False, "net_records_only": update.get("netns") is None, **update}

@@ -237,11 +237,15 @@ def test_without_production_host_networking_is_refused():
     assert harness_problems(dhcp.model_copy(update={"net_records_only": True}), "compute") == []
 
 
-def test_a_real_run_of_a_dhcp_scenario_keeps_the_network_in_the_records(tmp_path):
-    """run-scenario --mode real of a FlatDHCP scenario (no namespace) performs no network effect."""
+def test_a_real_run_of_a_dhcp_scenario_networks_in_namespaces_of_its_own(tmp_path):
+    """run-scenario --mode real of a FlatDHCP scenario works in the run's namespaces (real.run_network), not
+    the host's; with --config net_records_only: true it performs no network effect."""
     from real.mode import RealRun
     from real.scenario_file import load
 
     scenario, _ = load(ROOT / "scenarios" / "host-never-returns.yaml")
     run = RealRun(scenario, 1, tmp_path)
-    assert run.config.net_records_only and harness_problems(run.config, "run") == []
+    assert not run.config.net_records_only and run.config.bind_floating
+    assert run.config.netns == f"{run.networking.network.id}-net1" and harness_problems(run.config, "run") == []
+    records = RealRun(scenario, 1, tmp_path, site=DaemonConfig(net_records_only=True))
+    assert records.networking.network is None and records.config.net_records_only
