@@ -211,15 +211,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
         add("web hooks", label, value)
     for fault in summary.get("faults", []):
         add("faults", f"at {fault['at']:,.1f} s", fault["what"])
-    net = summary.get("network")
-    if net:  # a real run's own namespaces (real.run_network)
-        add("network", "namespaces", f"{net['fabric']} and {len(net['hosts'])} hosts")
-        add("network", "guests leased / plugged", f"{net['guests_leased']:,} / {net['guests']:,}")
-        add("network", "lease events heard (dnsmasq hook)", f"{net['lease_events']:,}")
-        probes = net["floating_probes"]
-        add("network", "floating pings from outside reached / failed", f"{probes['reached']:,} / {probes['failed']:,}")
-        for step in net.get("skipped", []):
-            add("network", f"skipped: {step['step']}", step["reason"])
+    if summary.get("network"):
+        _network_rows(summary["network"], add)
     for v in summary["invariants"]:
         add("invariants", f"{v['name']} {v['title']}", "ok" if v["ok"] else f"FAILED ({len(v['violations'])})")
     for s in summary["slo"]:
@@ -231,6 +224,17 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
     add("run", "wall time", f"{summary['wall_seconds']:.1f} s")
     add("run", "trace fingerprint", summary["fingerprint"])
     return rows
+
+
+def _network_rows(net: dict, add):
+    """A real run's own network (real.run_network): namespaces, guests, probes, skips."""
+    add("network", "namespaces", f"{net['fabric']} and {len(net['hosts'])} hosts")
+    add("network", "guests leased / plugged", f"{net['guests_leased']:,} / {net['guests']:,}")
+    add("network", "lease events heard (dnsmasq hook)", f"{net['lease_events']:,}")
+    probes = net["floating_probes"]
+    add("network", "floating pings from outside reached / failed", f"{probes['reached']:,} / {probes['failed']:,}")
+    for step in net.get("skipped", []):
+        add("network", f"skipped: {step['step']}", step["reason"])
 
 
 def manifest(*, scenario, scenario_path, scenario_hash: str, seed: int, mode: str, started_at: str,
