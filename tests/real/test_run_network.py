@@ -217,5 +217,5 @@ def test_a_dhcp_run_refuses_to_start_without_root(monkeypatch):
     network = run_network.RunNetwork(scenario, roster(scenario, 1))
     with pytest.raises(run_network.StartupError, match="network namespaces of its own, which needs root"):
         network.create()
-    assert network.id == ""
+    assert not network.created and namespaces(network.id + "-") == []
 
