@@ -14,7 +14,9 @@ keeps itself up the same way whether it is a SimPy process or a daemon:
   a compute host reconciles its host (``init_host``); a network host seeds the
   networks and the floating range it owns (each guarded: a second start changes
   nothing), rebuilds what it serves (``init_host``) and returns addresses a crash left
-  out of the pool.
+  out of the pool. Both end by marking themselves in the store (common.recovery).
+- ``heartbeat`` is a service's heartbeat; a compute or network host's also watches the
+  store and re-asserts start-up's state if the store loses it (common.recovery).
 - ``periodic_tasks`` is the work a service repeats while it is up (a network host
   also delivers web hooks, ``common.webhook_delivery``).
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common import floating, network, scheduler, webhook_delivery
+from common import floating, network, recovery, scheduler, service, webhook_delivery
 from common.cloud import CloudConfig, Quota
 from common.compute import ComputeManager
 from common.webhooks import WebhookConfig
@@ -146,19 +148,34 @@ def start_up(topic: str, host: str, manager, settings: Settings):
     """A service's start-up work (module docstring); -> what it settled or returned:
     compute, the instances it settled; network, the addresses it put back."""
     if topic == COMPUTE:
-        return (yield from manager.init_host())
+        settled = yield from manager.init_host()
+        yield from recovery.mark(topic, host)
+        return settled
     if topic == NETWORK:
         yield from manager.create_networks()
         if settings.floating_range and host == FLOATING_HOST:
             yield from floating.create_floating_ips(host, settings.floating_range)
         yield from manager.init_host()
-        return (yield from manager.sweep_leaked_addresses(0))
+        returned = yield from manager.sweep_leaked_addresses(0)
+        yield from recovery.mark(topic, host)
+        return returned
     return None
+
+
+def heartbeat(topic: str, host: str, manager, settings: Settings):
+    """One heartbeat of a service (every report interval). A compute or network host's
+    is also its store watch: it re-asserts what start-up wrote if the store lost it
+    (common.recovery), and returns what it re-asserted, else None."""
+    if topic not in (COMPUTE, NETWORK):
+        yield from service.report_state(topic, host)
+        return None
+    owned = settings.floating_range if topic == NETWORK and host == FLOATING_HOST else None
+    return (yield from recovery.beat(topic, host, manager, settings.report_interval, owned))
 
 
 def periodic_tasks(topic: str, manager, settings: Settings):
     """The work a service of ``topic`` repeats while it is up, as (name, interval,
-    make_work) triples."""
+    make_work) triples (the heartbeat aside)."""
     if topic == COMPUTE:
         return [("domain sync", settings.domain_sync_interval, manager.sync_domains)]
     if topic != NETWORK:

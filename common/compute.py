@@ -23,6 +23,8 @@ class ComputeManager:
     def __init__(self, host: str, network_manager):
         self.host = host
         self.network = network_manager
+        #: A heartbeat found this host's entry gone: check the store (common.recovery).
+        self.store_check_due = False
 
     def init_host(self):
         """Start-up: register with the scheduler, then reconcile the store with the

@@ -50,6 +50,11 @@ key                                type    contents
 ``webhooks:backlog``               hash    project -> deliveries pending
 ``webhooks:stats``                 hash    counters: events, deliveries, delivered,
                                            failed_attempts, gave_up, dropped, cancelled
+``services:asserted``              hash    ``<topic>.<host>`` -> when the service last wrote
+                                           its start-up state; gone: the store lost it
+                                           (common.recovery)
+``store:recovered``                hash    what services re-asserted after the store lost
+                                           its data: pools, hosts, orphaned_domains, ...
 =================================  ======  ==============================================
 
 "Do the work on write, make reads fast": every write keeps the index and association
@@ -69,6 +74,8 @@ WEBHOOK_PROJECTS = "webhooks:projects"
 WEBHOOK_PENDING = "webhooks:pending"
 WEBHOOK_BACKLOG = "webhooks:backlog"
 WEBHOOK_STATS = "webhooks:stats"
+ASSERTED = "services:asserted"
+RECOVERED = "store:recovered"
 
 
 def instance(instance_id: str) -> str:

@@ -206,6 +206,14 @@ class FlatManager(FloatingIps):
         self.config = config
         self._specs = {spec.network_id: spec for spec in plan(config)}
         self._ranges = tuple((ipaddress.ip_network(spec.cidr), spec.network_id) for spec in self._specs.values())
+        #: Networks this process has claimed or rebuilt since it started: what its
+        #: bridges and dnsmasq serve, which it claims back if the store forgets them.
+        self.served: set[str] = set()
+        #: Networks re-created after a store loss whose pools this process holds back,
+        #: and until when (common.recovery ends the holds).
+        self.held: dict[str, float] = {}
+        #: A heartbeat found this host's entry gone: check the store (common.recovery).
+        self.store_check_due = False
 
     @property
     def dhcp(self) -> bool:
@@ -216,17 +224,25 @@ class FlatManager(FloatingIps):
 
     # -- creation and association ------------------------------------------------------
 
-    def create_networks(self):
+    def create_networks(self, held_until: float | None = None):
         """Seed every network and its pool once (each guarded, so a second call or a
-        second worker changes nothing). Returns the ids this call created."""
+        second worker changes nothing). Returns the ids this call created.
+
+        ``held_until`` (re-creating after the store lost its data, common.recovery):
+        the pool stays empty until then, the record saying so in ``held_until``."""
         created = []
         for spec in self._specs.values():
+            record = spec.record(self.config.dns)
+            if held_until is None:
+                pool: tuple = (SAdd(keys.available(spec.network_id), spec.addresses),)
+            else:
+                pool, record["held_until"] = (), repr(held_until)
             done = yield Transaction(
                 ops=(
-                    HSet(keys.network(spec.network_id), spec.record(self.config.dns)),
+                    HSet(keys.network(spec.network_id), record),
                     SAdd(keys.NETWORKS, (spec.network_id,)),
                     SAdd(keys.network_addresses(spec.network_id), spec.addresses),
-                    SAdd(keys.available(spec.network_id), spec.addresses),
+                    *pool,
                     *self._on_create(spec),
                 ),
                 guards=(Guard(keys.network(spec.network_id), "id", None),),
@@ -261,6 +277,7 @@ class FlatManager(FloatingIps):
         )
         owner = self.host if claimed is not None else (yield HGet(keys.network(network_id), "host"))
         if owner == self.host:
+            self.served.add(network_id)
             yield from self._on_set_network_host(spec)
         return owner
 
@@ -271,9 +288,11 @@ class FlatManager(FloatingIps):
     def init_host(self):
         """Start-up of a network worker: rebuild what it serves (after a restart the
         bridges and dnsmasq may be gone); every step is idempotent."""
+        self.served, self.held = set(), {}
         for spec in self._specs.values():
             owner = yield HGet(keys.network(spec.network_id), "host")
             if owner == self.host:
+                self.served.add(spec.network_id)
                 yield from self._on_set_network_host(spec)
 
     def setup_compute_network(self, network_id: str):
@@ -486,6 +505,9 @@ class FlatManager(FloatingIps):
             if free + held >= len(spec.addresses):
                 yield Del((suspects,))
                 continue
+            held_until = yield HGet(keys.network(nid), "held_until")
+            if held_until and float(held_until) > now:
+                continue  # re-created after a loss: its pool is held back on purpose (common.recovery)
             free_set = set((yield SMembers(keys.available(nid))))
             held_set = set((yield SMembers(keys.network_fixedips(nid))))
             missing = [a for a in spec.addresses if a not in free_set and a not in held_set]

@@ -7,9 +7,11 @@ from common.effects import Now, ZAdd, ZRangeByScore, ZScore
 
 
 def report_state(topic: str, host: str):
-    """One heartbeat: one command, because 500 hosts send one every report_interval."""
+    """One heartbeat: one command, because 500 hosts send one every report_interval.
+    -> 1 when the host's entry was not there before (its first beat, or the store lost
+    it: common.recovery), else 0."""
     now = yield Now()
-    yield ZAdd(keys.heartbeats(topic), {host: now})
+    return (yield ZAdd(keys.heartbeats(topic), {host: now}))
 
 
 def service_is_up(last_heartbeat: float | None, now: float, down_time: float) -> bool:

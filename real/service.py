@@ -28,11 +28,15 @@ STOP_TIMEOUT = 10.0
 
 class RealService:
     def __init__(self, runtime, topic, host, manager, *, amqp_url, workers, hypervisor=None, netdriver=None,
-                 on_handled=None, on_lost=None):
+                 on_handled=None, on_lost=None, beat=None):
+        """``beat``: makes one heartbeat's work (default: ``service.report_state``; a
+        daemon gives ``common.assembly.heartbeat``, which also watches the store and
+        returns what it re-asserted, logged here)."""
         self.runtime = runtime
         self.topic = topic
         self.host = host
         self.manager = manager
+        self.beat = beat or (lambda: service.report_state(topic, host))
         self.agent = Agent(rpc.host_topic(topic, host), host, hypervisor, netdriver)
         self.on_handled = on_handled
         self.on_lost = on_lost
@@ -66,7 +70,10 @@ class RealService:
     def heartbeat_once(self):
         if self.server.failed.is_set():
             return  # consuming nothing: let the service be seen as down
-        self.runtime.drive(self.agent, service.report_state(self.topic, self.host))
+        recovered = self.runtime.drive(self.agent, self.beat())
+        if isinstance(recovered, dict):
+            log.warning("%s: the store had lost what start-up wrote; re-asserted: %s", self.agent.name,
+                        ", ".join(f"{name} {n}" for name, n in recovered.items()))
 
     def every(self, interval: float, task, name: str):
         """Run ``task()`` every ``interval`` scenario seconds until stop(); a failing

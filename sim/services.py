@@ -26,11 +26,15 @@ class SimService:
     performs its effects and the broker consumer that feeds it. ``kill`` and ``restart``
     are the fault plan's SIGKILL and start-up."""
 
-    def __init__(self, runtime, topic: str, host: str, manager, capacity: int, hypervisor=None, netdriver=None):
+    def __init__(self, runtime, topic: str, host: str, manager, capacity: int, hypervisor=None, netdriver=None,
+                 beat=None):
+        """``beat``: makes one heartbeat's work (default: ``service.report_state``;
+        a run gives ``common.assembly.heartbeat``, which also watches the store)."""
         self.runtime = runtime
         self.topic = topic
         self.host = host
         self.manager = manager
+        self.beat = beat or (lambda: service.report_state(topic, host))
         self.capacity = capacity
         self.hypervisor = hypervisor
         self.netdriver = netdriver
@@ -158,7 +162,7 @@ class SimService:
         yield env.timeout(offset)
         while agent.alive:
             try:
-                yield from self.runtime.drive(agent, service.report_state(self.topic, self.host))
+                yield from self.runtime.drive(agent, self.beat())
             except ServiceKilled:
                 return
             except NovaError:

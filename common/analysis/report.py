@@ -19,6 +19,7 @@ from rich.text import Text
 
 from common import keys, lifecycle, webhooks
 from common.analysis.stats import percentile
+from common.recovery import COUNTS
 
 INSTANCE_COLUMNS = (
     "id", "project_id", "instance_type", "vcpus", "host", "fixed_ip", "state", "error",
@@ -129,6 +130,7 @@ def summarize(*, scenario, seed, mode, store, series, broker_stats, verdicts, fi
         },
         "queues": topics,
         "pools": pools,
+        "recovered": recovered(store),
         "invariants": [
             {"name": v.name, "title": v.title, "ok": v.ok, "violations": list(v.violations)} for v in verdicts
         ],
@@ -142,6 +144,17 @@ def summarize(*, scenario, seed, mode, store, series, broker_stats, verdicts, fi
     }
     summary["ok"] = all(v.ok for v in verdicts) and all(s["ok"] for s in slo)
     return summary
+
+
+def recovered(store: dict) -> dict[str, int]:
+    """What services re-asserted after the store lost its data (common.recovery), from
+    the store's own count; empty when it never did."""
+    counts = store.get(keys.RECOVERED) or {}
+    return {name: int(counts[name]) for name in sorted(counts, key=_recovered_order)}
+
+
+def _recovered_order(name: str):
+    return (COUNTS.index(name) if name in COUNTS else len(COUNTS), name)
 
 
 def slo_verdicts(slo, ttr, errored: int, launched: int) -> list[dict]:
@@ -213,6 +226,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
         add("faults", f"at {fault['at']:,.1f} s", fault["what"])
     if summary.get("network"):
         _network_rows(summary["network"], add)
+    for name, n in summary.get("recovered", {}).items():
+        add("recovered", name.replace("_", " "), f"{n:,}")
     for v in summary["invariants"]:
         add("invariants", f"{v['name']} {v['title']}", "ok" if v["ok"] else f"FAILED ({len(v['violations'])})")
     for s in summary["slo"]:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from common import assembly
+from common import assembly, keys
+from common.effects import HGet, HSet, Now
 from common.scenario import with_overrides
 from real.config import FROM_SCENARIO, DaemonConfig
 from sim.scenario_file import load
@@ -72,13 +73,25 @@ def test_every_scenario_path_of_the_daemon_table_exists():
 
 
 def test_start_up_is_one_list_of_steps_per_kind():
-    """Compute reconciles its host; a network host seeds networks, rebuilds what it serves, returns leaks."""
+    """Compute reconciles its host; a network host seeds networks, rebuilds what it serves, returns leaks;
+    both then mark themselves in the store (the store watch's marker)."""
     settings = assembly.Settings.from_scenario(scenario("flat"))
     for topic, host, expected in (("compute", "host1", ["init_host"]),
                                   ("network", "net2", ["create_networks", "init_host", "sweep_leaked_addresses"])):
         manager = _Recording()
-        _drain(assembly.start_up(topic, host, manager, settings))
+        effects = _drain(assembly.start_up(topic, host, manager, settings))
         assert manager.steps == expected
+        assert effects == [Now(), HSet(keys.ASSERTED, {f"{topic}.{host}": "1.0"})]
+
+
+def test_only_compute_and_network_heartbeats_watch_the_store():
+    """A scheduler's heartbeat is its ZADD; a compute host's whose entry was gone reads its marker."""
+    settings = assembly.Settings.from_scenario(scenario("flat"))
+    for topic, watched in (("compute", True), ("network", True), ("scheduler", False)):
+        manager = _Recording()
+        manager.store_check_due, manager.held = False, {}
+        effects = _drain(assembly.heartbeat(topic, "h1", manager, settings), reply=1)
+        assert (HGet(keys.ASSERTED, f"{topic}.h1") in effects) is watched
 
 
 class _Recording:
@@ -96,9 +109,15 @@ class _Recording:
         return step
 
 
-def _drain(gen):
-    try:
-        gen.send(None)
-    except StopIteration:
-        return
-    raise AssertionError("a stand-in manager yields no effects")
+def _drain(gen, reply=None):
+    """Run ``gen``, answering Now with 1.0 and anything else with ``reply``; -> the effects it yielded
+    (the stand-in manager's steps yield none of their own)."""
+    effects, answer = [], None
+    for _ in range(10):
+        try:
+            effect = gen.send(answer)
+        except StopIteration:
+            return effects
+        effects.append(effect)
+        answer = 1.0 if effect == Now() else reply
+    raise AssertionError("start-up kept yielding")

@@ -446,10 +446,21 @@ def sweep_until_missing(grace, free):
     step(gen)
     step(gen, 100.0)
     step(gen, len(free))
-    step(gen, 0)
+    assert step(gen, 0) == HGet(keys.network(FLAT), "held_until")
+    step(gen, None)
     step(gen, set(free))
     assert step(gen, set()) == ZRangeByScore(keys.leak_suspects(FLAT), "-inf", "+inf")
     return gen, pool
+
+
+def test_sweep_leaves_a_network_held_after_a_store_loss_alone():
+    """A network re-created after the store lost its data keeps its empty pool until its hold ends."""
+    gen = flat().sweep_leaked_addresses(0.0)
+    step(gen)
+    step(gen, 100.0)
+    step(gen, 0)
+    assert step(gen, 0) == HGet(keys.network(FLAT), "held_until")
+    assert finish(gen, "120.0") == 0
 
 
 def test_sweep_remembers_a_newly_missing_address_without_returning_it():

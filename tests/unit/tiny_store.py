@@ -79,8 +79,10 @@ class TinyStore:
                 d.setdefault(key, []).extend(values)
                 return len(d[key])
             case fx.ZAdd(key=key, mapping=mapping):
-                d.setdefault(key, {}).update(mapping)
-                return len(mapping)
+                z = d.setdefault(key, {})
+                added = sum(member not in z for member in mapping)  # Redis counts new members only
+                z.update(mapping)
+                return added
             case fx.ZRem(key=key, members=members):
                 return sum(d.get(key, {}).pop(m, None) is not None for m in members)
             case fx.ZIncrBy(key=key, amount=amount, member=member):
