@@ -41,6 +41,7 @@ KINDS: dict[str, Kind] = {
     "store_outage": Kind(frozenset(), "at", "a store outage"),
     "poison": Kind(frozenset({"body"}), "at", "a poison message"),
     "webhook_outage": Kind(frozenset(), "at", "a web hook outage"),
+    "store_wipe": Kind(frozenset(), "at", "a store wipe"),
 }
 
 #: The optional fields, with the default each has when a kind does not take it.
@@ -78,8 +79,11 @@ class Fault(Model):
     #: How long the hypervisor stays degraded; null: to the end of the run.
     duration: Seconds | None = None
     #: The store (Redis) is unreachable for this many seconds: every command fails
-    #: with StoreUnavailable. Sim only.
+    #: with StoreUnavailable. Real mode plays it on a Redis of its own.
     store_outage: Seconds | None = None
+    #: The store loses every key at once, as a Redis restarted without persistence
+    #: (FLUSHALL): ``store_wipe: true``. Real mode plays it on a Redis of its own.
+    store_wipe: Literal[True] | None = None
     #: One poison message (``body``: common.rpc.poison_body) onto a topic or a queue: compute, compute.2.
     poison: Annotated[str, Field(pattern=rpc.POISON_TOPIC)] | None = None
     body: Literal["nested", "binary", "huge", "badargs"] = "nested"
@@ -95,8 +99,8 @@ class Fault(Model):
     def _one_kind(self):
         kinds = [name for name in KINDS if getattr(self, name) is not None]
         if len(kinds) != 1:
-            raise ValueError("give exactly one of kill, hypervisor, store_outage (seconds), poison (a topic) "
-                             "or webhook_outage (seconds)")
+            raise ValueError("give exactly one of kill, hypervisor, store_outage (seconds), store_wipe (true), "
+                             "poison (a topic) or webhook_outage (seconds)")
         kind, row = kinds[0], KINDS[kinds[0]]
         # By value, not by fields set: a dumped and re-validated scenario carries every default.
         extra = [name for name, default in OPTIONAL.items() if name not in row.takes and getattr(self, name) != default]
@@ -114,6 +118,8 @@ class Fault(Model):
         """A short label for reports: ``kill compute 2, restart after 30 s``."""
         if self.store_outage is not None:
             return f"store outage for {self.store_outage:g} s"
+        if self.store_wipe is not None:
+            return "store wipe (every key lost)"
         if self.poison is not None:
             return f"poison ({self.body}) on {self.poison}"
         if self.webhook_outage is not None:

@@ -12,12 +12,16 @@ that ``FaultTargets`` exposes:
 * ``store_outage``: ``SimStore.down`` for that long: every store effect raises
   StoreUnavailable into the manager that yielded it.
 * ``webhook_outage``: every web hook receiver (sim.webhooks) answers 503 for that long.
+* ``store_wipe``: ``SimStore.flush``: every key of the run's store is gone at once, as
+  when Redis restarts without persistence; ``on_store_wipe`` tells the recorder, whose
+  lifecycle counts described records that no longer exist.
 * ``poison``: one poison message (``common.rpc.poison_body``) published onto a topic;
   its workers must answer it once, drop it and keep serving.
 
 What happened is appended to ``log`` as (virtual time, label) for the summary.
 
-*Not supported* (yet): broker outages, network partitions, clock skew, lost writes.
+*Not supported* (yet): broker outages, network partitions, clock skew, losing only the
+last writes (a failover to a lagging replica).
 """
 
 from __future__ import annotations
@@ -40,10 +44,12 @@ class FaultTargets:
     hypervisors: list = field(default_factory=list)
     #: SimPy process body that restarts a killed service.
     restart: Callable[..., Any] | None = None
-    #: The run's SimStore (its ``down`` switch).
+    #: The run's SimStore (its ``down`` switch, its ``flush``).
     store: Any = None
     #: The run's web hook receivers (sim.webhooks), or None.
     webhooks: Any = None
+    #: Called after a store wipe (the recorder forgets the lost records' states).
+    on_store_wipe: Callable[[], Any] | None = None
     log: list = field(default_factory=list)
 
 
@@ -67,6 +73,12 @@ def _one(targets: FaultTargets, fault):
         targets.log.append((env.now, f"web hook receivers down for {fault.webhook_outage:g} s"))
         yield env.timeout(fault.webhook_outage)
         targets.log.append((env.now, "web hook receivers back"))
+        return
+    if fault.store_wipe is not None:
+        lost = targets.store.flush()
+        if targets.on_store_wipe is not None:
+            targets.on_store_wipe()
+        targets.log.append((env.now, f"store wiped: {lost} keys lost"))
         return
     if fault.store_outage is not None:
         targets.store.down = True

@@ -61,6 +61,12 @@ class Recorder:
             )
         )
 
+    def store_wiped(self) -> None:
+        """The store lost every record: the instances it counted are gone, not unsettled
+        (their domains are the compute hosts' to destroy, common.recovery)."""
+        self.by_state.clear()
+        self.instances.clear()
+
     def unsettled(self) -> int:
         return sum(n for state, n in self.by_state.items() if state in lifecycle.TRANSITIONAL)
 

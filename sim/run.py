@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import simpy
 
-from common import assembly, invariants, keys, network, service, webhooks
+from common import assembly, invariants, keys, network, recovery, service, webhooks
 from common import images as image_registry
 from common.analysis import report
 from common.cloud import CloudController
@@ -99,13 +99,19 @@ class Simulation:
                                     stream(seed, f"hypervisor/{spec.host}"))
                 self.hypervisors.append(hv)
             netdriver = self._netdriver(spec.host) if spec.topic != assembly.SCHEDULER else None
-            self.services.append(SimService(self.runtime, spec.topic, spec.host, manager, spec.workers, hv, netdriver))
+            self.services.append(SimService(self.runtime, spec.topic, spec.host, manager, spec.workers, hv, netdriver,
+                                            self._beat(spec.topic, spec.host, manager)))
         by_kind: dict = {}
         for svc in self.services:
             by_kind.setdefault(svc.topic, []).append(svc)
         self.fault_targets = faults.FaultTargets(env, by_kind, self.hypervisors, self._restart, self.store,
-                                                 webhooks=self.receivers)
+                                                 webhooks=self.receivers,
+                                                 on_store_wipe=self.recorder.store_wiped)
         self.workload = Workload(scenario, stream(seed, WORKLOAD_STREAM))
+
+    def _beat(self, topic, host, manager):
+        """A service's heartbeat work (a compute or network host's also watches the store)."""
+        return lambda: assembly.heartbeat(topic, host, manager, self.settings)
 
     def _netdriver(self, host):
         driver = FakeNetDriver(self.env, host, self.scenario.timing.network_driver, stream(self.seed, f"netdriver/{host}"))
@@ -123,6 +129,9 @@ class Simulation:
                                  self._periodic_tasks(svc))
         env.process(periodic(runtime, self.api.agent, timing.periodic_interval,
                              lambda: self.cloud.reap_stuck_builds(SYSTEM)))
+        env.process(periodic(runtime, self.api.agent, timing.report_interval,
+                             lambda: recovery.keep_default_images(self.scenario.cloud.images,
+                                                                  self.image_cache is not None)))
         faults.play(self.fault_targets, self.scenario.faults)
         env.process(
             self.recorder.sampler(

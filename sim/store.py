@@ -8,8 +8,11 @@ exactly the atomicity a Lua script gives on a real server.
 while it is on, every command and transaction raises StoreUnavailable, as redis-py's
 connection errors do in ``real/store.py``.
 
-*What it does not model*: latency spikes, lost writes (Redis failover), memory limits,
-persistence, replication. fakeredis (2.40+): SPOP
+*Features*, continued: ``flush`` forgets every key at once (a fresh FakeServer), which is
+the fault plan's ``store_wipe``: Redis restarted without persistence.
+
+*What it does not model*: latency spikes, losing only the last writes (a failover to a
+lagging replica), memory limits, persistence, replication. fakeredis (2.40+): SPOP
 draws from Python's global ``random``: the run seeds it, so pool order is reproducible
 in sim (it never is on a real Redis: compare runs on properties, not on which address).
 """

@@ -308,7 +308,7 @@ def test_with_overrides_rejects_unknown_paths_and_bad_values(overrides, message)
 def test_a_fault_names_one_kind():
     """A fault with neither kill nor hypervisor says which to give."""
     assert problem(faults=[{"at": 5}]) == ("faults.0: give exactly one of kill, hypervisor, store_outage (seconds), "
-                                           "poison (a topic) or webhook_outage (seconds)")
+                                           "store_wipe (true), poison (a topic) or webhook_outage (seconds)")
 
 
 def test_a_webhook_outage_needs_receivers():
