@@ -8,6 +8,9 @@ Every daemon exports:
   ``T.<host>``), read from RabbitMQ at scrape time;
 - ``novalab_pool_free_addresses{network}`` and ``novalab_pool_size_addresses{network}``:
   free and total fixed addresses per network, read from the store at scrape time;
+- ``novalab_store_recovered{what}``: what the services re-asserted after the store lost
+  its data (pools, hosts, orphaned_domains, ...: common.recovery), read from the store's
+  own count at scrape time (a later loss takes the count with it; the daemons log each);
 - ``novalab_instances{state}``: instances by lifecycle state, counted from the store at
   scrape time (bounded: at most SCAN_LIMIT records per scrape, so a scrape of a huge
   deployment answers quickly and says it was cut with ``novalab_instances_truncated``).
@@ -25,7 +28,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
 from common import keys, lifecycle, network, rpc
-from common.effects import HGet, SCard, SMembers
+from common.effects import HGet, HGetAll, SCard, SMembers
 from real.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -72,7 +75,7 @@ class DaemonMetrics:
     def collect(self):
         # A scrape must answer even when a backend does not: a family that fails is left
         # out of this scrape, and logged once per outage.
-        for family in (self._queues, self._pools, self._instances):
+        for family in (self._queues, self._pools, self._recovered, self._instances):
             outage = self._outages.setdefault(family.__name__, Outage(log, f"metrics: {family.__name__}"))
             samples = outage.run(lambda family=family: list(family()))
             yield from samples or ()
@@ -97,6 +100,13 @@ class DaemonMetrics:
             size.add_metric((spec.network_id,), len(spec.addresses))
         yield free
         yield size
+
+    def _recovered(self):
+        family = GaugeMetricFamily("novalab_store_recovered", "What services re-asserted after the store lost its data",
+                                   labels=("what",))
+        for name, n in sorted(self.store.execute(HGetAll(keys.RECOVERED)).items()):
+            family.add_metric((name,), int(n))
+        yield family
 
     def _instances(self):
         counts = {state: 0 for state in lifecycle.STATES}

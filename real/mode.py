@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-1. Check the configuration (real/site.py) and that Redis and RabbitMQ answer; write a
+1. Check the configuration (real/site.py) and that Redis and RabbitMQ answer (a Redis of
+   the run's own when the fault plan has a store fault: real.store_faults); write a
    daemon configuration into the run directory (a fresh key prefix, the scenario's
    timing compressed by ``real.time_scale``; ``--config FILE`` overrides it). flat: the
    network in the records only (``bind_floating: false``, ``net_records_only``);
@@ -30,8 +31,8 @@ Theory of operation
    requests are stamped with the run's compressed clock, which the API reads too. The
    scenario's ``faults`` play on
    timers from the same start: a kill is a SIGKILL of the daemon, a restart starts it
-   again (it reconciles its host on start-up); hypervisor faults are sim-only and are
-   skipped with a warning.
+   again (it reconciles its host on start-up); store faults act on the run's own Redis
+   (real.store_faults); hypervisor faults are sim-only and are skipped with a warning.
 6. Drain: wait until no instance is building and the queues are empty (bounded).
 7. Audit: dump the store, ask each compute for its domains over RPC, read queue depths
    from RabbitMQ, run the same invariant checkers as the sim, write the same run
@@ -39,7 +40,7 @@ Theory of operation
    ``api``: requests, requests per wall second during the workload, latency by
    action, error answers by code).
 8. Clean up what it created: stop the API, the daemons (SIGTERM, then SIGKILL after a
-   bound) and slapd, delete the run's queues and store keys.
+   bound) and slapd, delete the run's queues and store keys, stop the run's own Redis.
 
 ``--production`` (or ``production: true`` in ``--config``) takes none of these
 shortcuts: real/site.py says what a run on a real site needs and does differently.
@@ -74,7 +75,7 @@ from common.events import RequestRejected
 from common.scenario import ScenarioError, calibration_entry
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
 from real import images as image_store
-from real import mode_webhooks, processes, scenario_file, site, tasks, transport, vhosts
+from real import mode_webhooks, processes, scenario_file, site, store_faults, tasks, transport, vhosts
 from real.config import ConfigError, DaemonConfig
 from real.daemon import StartupError, connect
 from real.ec2_client import HttpApi
@@ -197,6 +198,7 @@ class RealRun:
         self.final_store: Any = {}
         self.slapd: Any = None  # a PrivateSlapd once started
         self.server: Any = None  # the ApiServer once started
+        self.redis: Any = None  # the run's own PrivateRedis, for store faults
         self.http: HttpApi | None = None  # the workload's client once it drives
         #: Most requests seen waiting for an API server thread (sampled).
         self.api_queue_peak = 0
@@ -210,9 +212,18 @@ class RealRun:
     # -- the whole run ----------------------------------------------------------------
 
     def execute(self) -> dict:
+        """The whole run (module docstring); -> the summary. Stops the run's own Redis, if any."""
+        try:
+            return self._execute()
+        finally:
+            if self.redis is not None:
+                self.redis.stop()
+
+    def _execute(self) -> dict:
         started = time.perf_counter()
         site.check(self.config, "run")  # raises StartupError naming every setting to fix
         plan = self._fault_plan()  # raises StartupError for a plan real mode cannot play
+        self.redis, self.config = store_faults.start(self.scenario, self.out, self.config)
         store, _ = connect(self.config)  # raises StartupError naming what is missing
         self.store = store
         self._isolate_queues()
@@ -221,7 +232,7 @@ class RealRun:
         config_path = self.out / "daemon-config.yaml"
         # The daemons never use the directory: its password stays out of the run directory.
         config_path.write_text(yaml.safe_dump(self.config.model_dump(exclude={"ldap_password"}), sort_keys=True))
-        finished = False
+        finished, keeping = False, threading.Event()
         try:
             self.networking.start(store)
             self._start_directory()
@@ -229,6 +240,7 @@ class RealRun:
             self._start_daemons(config_path)
             self._await_heartbeats()
             self._start_api()
+            keeping = store_faults.keep_images(self)  # the default images, after a store wipe
             stop_sampling = threading.Event()
             sampler = threading.Thread(target=self._sample_until, args=(stop_sampling,), daemon=True)
             sampler.start()
@@ -248,6 +260,7 @@ class RealRun:
             self.networking.audit(snapshot.store, self.out / "logs")
             finished = True
         finally:
+            keeping.set()
             self._stop_api()
             self._stop_daemons()
             self._stop_directory()
@@ -371,6 +384,7 @@ class RealRun:
         follow this mode's daemons: compute ``host<N>``, ``net<N>``, ``sched<N>``."""
         scenario = self.scenario
         problems = scenario.fault_problems(scenario.real.hosts)
+        problems += store_faults.problems(scenario, self.config)
         if problems:
             raise StartupError("the fault plan does not fit real mode: " + "; ".join(problems))
         names: dict[str, list[str]] = {}
@@ -384,8 +398,6 @@ class RealRun:
                 why = "sim-only, libvirt cannot be slowed on demand"
             elif fault.after_effects is not None:
                 why = "sim-only, a daemon's effects are not counted from outside"
-            elif fault.store_outage is not None:
-                why = "sim-only, the machine's Redis is shared and is not stopped for a run"
             if why:
                 what = f"skipped faults.{index} ({fault.describe()}): {why}"
                 print(f"run-scenario --mode real: {what}", file=sys.stderr)
@@ -393,6 +405,9 @@ class RealRun:
                 continue
             if fault.webhook_outage is not None:
                 plan.append((fault.at / self.scale, lambda run, f=fault: run._webhook_outage(f)))
+                continue
+            if fault.store_wipe is not None or fault.store_outage is not None:
+                plan.extend(store_faults.steps(fault, self.scale))
                 continue
             if fault.poison is not None:
                 kind, position = rpc.poison_target(fault.poison)
@@ -414,19 +429,22 @@ class RealRun:
             self.kill_daemon(kind, host)
         else:
             self.start_daemon(kind, host)
-        what = f"{'killed' if action == 'kill' else 'restarted'} {kind}.{host}"
+        self.note(f"{'killed' if action == 'kill' else 'restarted'} {kind}.{host}")
+
+    def note(self, what: str):
+        """Log one step of the fault plan, at its scenario time since the workload began."""
         self.fault_log.append((round(self.runtime.now() - self.workload_origin, 3), what))
 
     def _webhook_outage(self, fault):
         """Every receiver answers 503 for the fault's scenario seconds, logged like the sim's."""
         assert self.receivers is not None  # the scenario validates: an outage needs receivers
         self.receivers.outage(fault.webhook_outage / self.scale)
-        self.fault_log.append((round(self.runtime.now() - self.workload_origin, 3), fault.describe()))
+        self.note(fault.describe())
 
     def _publish_poison(self, topic: str, body: bytes, what: str):
         """A poison fault: the body as it is onto the run's own vhost, logged like the sim's."""
         transport.publish_raw(self.config.amqp_url, topic, body)
-        self.fault_log.append((round(self.runtime.now() - self.workload_origin, 3), what))
+        self.note(what)
 
     def kill_daemon(self, kind: str, host: str):
         """SIGKILL one daemon (fault injection): no cleanup runs in it."""

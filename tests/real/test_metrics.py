@@ -39,7 +39,7 @@ def test_network_daemon_serves_the_expected_metric_names(redis_url, amqp_url, tm
                 assert proc.poll() is None, proc.stdout.read().decode()
                 time.sleep(0.2)
         for name in ("novalab_queue_depth", "novalab_rpc_handle_seconds", "novalab_pool_free_addresses",
-                     "novalab_pool_size_addresses", "novalab_instances"):
+                     "novalab_pool_size_addresses", "novalab_store_recovered", "novalab_instances"):
             assert name in body, f"{name} missing from /metrics"
         assert 'novalab_pool_size_addresses{network="flat"} 13.0' in body
     finally:
