@@ -75,7 +75,7 @@ from common.events import RequestRejected
 from common.scenario import ScenarioError, calibration_entry
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
 from real import images as image_store
-from real import mode_webhooks, processes, scenario_file, site, store_faults, tasks, transport, vhosts
+from real import mode_faults, mode_webhooks, processes, scenario_file, site, store_faults, tasks, transport, vhosts
 from real.config import ConfigError, DaemonConfig
 from real.daemon import StartupError, connect
 from real.ec2_client import HttpApi
@@ -380,48 +380,8 @@ class RealRun:
         self.processes[f"{kind}.{host}"] = processes.start_daemon(kind, host, config_path, self.out / "logs", env=env)
 
     def _fault_plan(self) -> tuple:
-        """The scenario's ``faults`` as (wall seconds, callable(run)) pairs. The names
-        follow this mode's daemons: compute ``host<N>``, ``net<N>``, ``sched<N>``."""
-        scenario = self.scenario
-        problems = scenario.fault_problems(scenario.real.hosts)
-        problems += store_faults.problems(scenario, self.config)
-        if problems:
-            raise StartupError("the fault plan does not fit real mode: " + "; ".join(problems))
-        names: dict[str, list[str]] = {}
-        for spec in self.roster:
-            names.setdefault(spec.topic, []).append(spec.host)
-        plan: list[tuple[float, Any]] = []
-        for index, fault in enumerate(scenario.faults):
-            # The same file drives both modes, so sim-only faults are said, not refused.
-            why = None
-            if fault.hypervisor is not None:
-                why = "sim-only, libvirt cannot be slowed on demand"
-            elif fault.after_effects is not None:
-                why = "sim-only, a daemon's effects are not counted from outside"
-            if why:
-                what = f"skipped faults.{index} ({fault.describe()}): {why}"
-                print(f"run-scenario --mode real: {what}", file=sys.stderr)
-                self.fault_log.append((fault.at or 0.0, what))
-                continue
-            if fault.webhook_outage is not None:
-                plan.append((fault.at / self.scale, lambda run, f=fault: run._webhook_outage(f)))
-                continue
-            if fault.store_wipe is not None or fault.store_outage is not None:
-                plan.extend(store_faults.steps(fault, self.scale))
-                continue
-            if fault.poison is not None:
-                kind, position = rpc.poison_target(fault.poison)
-                topic = kind if position is None else rpc.host_topic(kind, names[kind][position - 1])
-                plan.append((fault.at / self.scale,
-                             lambda run, t=topic, f=fault, k=kind: run._publish_poison(t, rpc.poison_body(f.body, k),
-                                                                                         f.describe())))
-                continue
-            kind, host = fault.kill, names[fault.kill][fault.host - 1]
-            plan.append((fault.at / self.scale, lambda run, k=kind, h=host: run._play_fault("kill", k, h)))
-            if fault.restart_after is not None:
-                plan.append(((fault.at + fault.restart_after) / self.scale,
-                             lambda run, k=kind, h=host: run._play_fault("restart", k, h)))
-        return tuple(plan)
+        """The scenario's ``faults`` as (wall seconds, callable(run)) pairs (``mode_faults``)."""
+        return mode_faults.plan(self)
 
     def _play_fault(self, action: str, kind: str, host: str):
         """One step of the scenario's fault plan, logged for the summary as the sim does."""
