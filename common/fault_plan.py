@@ -42,6 +42,7 @@ KINDS: dict[str, Kind] = {
     "poison": Kind(frozenset({"body"}), "at", "a poison message"),
     "webhook_outage": Kind(frozenset(), "at", "a web hook outage"),
     "store_wipe": Kind(frozenset(), "at", "a store wipe"),
+    "broker_outage": Kind(frozenset(), "at", "a broker outage"),
 }
 
 #: The optional fields, with the default each has when a kind does not take it.
@@ -89,6 +90,11 @@ class Fault(Model):
     body: Literal["nested", "binary", "huge", "badargs"] = "nested"
     #: Every web hook receiver (the scenario's ``webhooks``) answers 503 for this many seconds.
     webhook_outage: Seconds | None = None
+    #: The broker dies (kill -9) and is back after this many seconds: publishes fail
+    #: meanwhile, consumers are cut off (unacked deliveries go back), and the restart
+    #: keeps only durable queues' persistent messages (cloud.durable_delivery). Real mode
+    #: plays it on a RabbitMQ node the run starts for itself.
+    broker_outage: Seconds | None = None
 
     @property
     def kind(self) -> str:
@@ -100,7 +106,7 @@ class Fault(Model):
         kinds = [name for name in KINDS if getattr(self, name) is not None]
         if len(kinds) != 1:
             raise ValueError("give exactly one of kill, hypervisor, store_outage (seconds), store_wipe (true), "
-                             "poison (a topic) or webhook_outage (seconds)")
+                             "poison (a topic), webhook_outage (seconds) or broker_outage (seconds)")
         kind, row = kinds[0], KINDS[kinds[0]]
         # By value, not by fields set: a dumped and re-validated scenario carries every default.
         extra = [name for name, default in OPTIONAL.items() if name not in row.takes and getattr(self, name) != default]
@@ -124,6 +130,8 @@ class Fault(Model):
             return f"poison ({self.body}) on {self.poison}"
         if self.webhook_outage is not None:
             return f"web hook receivers down for {self.webhook_outage:g} s"
+        if self.broker_outage is not None:
+            return f"broker outage for {self.broker_outage:g} s"
         if self.kill is not None:
             label = f"kill {self.kill} {self.host}"
             if self.after_effects is not None:

@@ -32,6 +32,23 @@ MAX_BODY_BYTES = 256 * 1024
 #: (envelope, args, one mapping or list value).
 MAX_NESTING = 16
 
+#: A server's reconnect backoff after its broker connection dropped (real.transport and
+#: the sim's model of it, sim/services.py): fast enough that a brief drop costs ~0.1 s,
+#: capped so a long outage costs one connection attempt per worker every 5 s. A server
+#: never stops retrying (a service must come back after an outage of any length, as
+#: 2010's fetch loop did); the cap bounds the rate of attempts and of log lines.
+RECONNECT_BACKOFF_MIN = 0.1
+RECONNECT_BACKOFF_MAX = 5.0
+
+
+def persistent(durable: bool, call: bool) -> bool:
+    """Does a message survive a broker restart? With durable delivery a cast does (it
+    was accepted; nobody waits for it, so losing it would be silent); a call's request
+    never does: its caller's reply address dies with the broker connection, so work
+    replayed after a restart would answer nobody (the caller has already been told
+    RpcTimeout, "may or may not have run")."""
+    return durable and not call
+
 
 def host_topic(topic: str, host: str) -> str:
     """The private queue of one worker: ``compute.host7``."""

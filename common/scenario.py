@@ -165,6 +165,9 @@ class Cloud(_Model):
     scheduler_workers: Workers = 8
     #: Concurrent API requests the API service serves.
     api_workers: Workers = 64
+    #: Durable queues and persistent casts: a broker restart (``broker_outage``) loses no
+    #: accepted message. false: transient, as in 2010 (queued messages die with the broker).
+    durable_delivery: bool = True
     instance_types: Annotated[dict[Name, InstanceType], Field(min_length=1, max_length=MAX_CHOICES)] = Field(
         default_factory=lambda: {k: InstanceType(**v) for k, v in DEFAULT_INSTANCE_TYPES.items()}
     )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from common import instances, keys, lifecycle, rpc, service
 from common.effects import Cast, Choose, Guard, HSet, Now, Transaction, ZIncrBy, ZRangeByScore
+from common.errors import Unroutable
 
 QUEUE, CHANCE, SIMPLE = "queue", "chance", "simple"
 DRIVERS = (QUEUE, CHANCE, SIMPLE)
@@ -71,7 +72,15 @@ class SchedulerManager:
             for op in instances.claim_ops(record, host, -1):  # noqa: UP028 (results are sent in: no yield from)
                 yield op
             return
-        yield Cast(rpc.host_topic(topic, host), "run_instance", {"instance_id": instance_id}, context)
+        try:
+            yield Cast(rpc.host_topic(topic, host), "run_instance", {"instance_id": instance_id}, context)
+        except Unroutable as e:
+            # The broker is away (or the host's queue is gone). The message that brought
+            # us here was acked on receipt, so nobody would dispatch this launch again:
+            # fail it now, with its reason, rather than at the build timeout.
+            failed = yield from instances.fail_latest(instance_id, f"cannot dispatch to {host}: {e}")
+            if failed is not None:
+                yield from self.network.release_instance_address(failed)
 
     def _chance(self, topic: str, record: dict):
         hosts = yield from service.hosts_up(topic, self.config.service_down_time)

@@ -27,10 +27,11 @@ class DaemonConfig(BaseModel):
     production: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672//"
-    #: Durable queues and persistent messages, so a broker restart loses no accepted
-    #: message; production requires it. real.transport does not read it yet (its
-    #: "Not durable" design note): only real/site.py's check does, until the transport
-    #: declares durable queues and persistent casts under this setting.
+    #: Durable exchange and queues, persistent casts (real.transport, "Durable delivery"):
+    #: a broker restart loses no accepted message; production requires it. Off by default
+    #: for a process started by hand (a vhost that has the transient exchange refuses the
+    #: durable one); ``deploy`` and real runs (``cloud.durable_delivery``) turn it on. Every
+    #: process of a deployment must agree.
     durable_delivery: bool = False
     #: Prefix of every store key: one deployment's keys never meet another's.
     key_prefix: str = "novalab:"
@@ -223,6 +224,7 @@ FROM_SCENARIO = {
     "build_timeout": "timing.build_timeout",
     "redis_url": "real.redis_url",
     "amqp_url": "real.amqp_url",
+    "durable_delivery": "cloud.durable_delivery",
     "time_scale": "real.time_scale",
 }
 

@@ -142,7 +142,7 @@ def build(kind: str, host: str, config: DaemonConfig, runtime) -> RealService:
         runtime.register(WebEffect, HttpPoster(config.time_scale))  # common.webhook_delivery, a periodic task here
         tasks.install(runtime, max_tasks=config.webhook_batch)
     svc = RealService(runtime, kind, host, manager, amqp_url=config.amqp_url, workers=config.workers,
-                      hypervisor=hypervisor, netdriver=netdriver,
+                      hypervisor=hypervisor, netdriver=netdriver, durable=config.durable_delivery,
                       beat=lambda: assembly.heartbeat(kind, host, manager, settings))
     done = runtime.drive(svc.agent, assembly.start_up(kind, host, manager, settings))
     if done and kind == assembly.COMPUTE:

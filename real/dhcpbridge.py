@@ -65,7 +65,7 @@ def run(args) -> int:
         host = store.execute(HGet(keys.network(network_id), "host"))
         if not host:
             return 0
-        client = RpcClient(config.amqp_url)
+        client = RpcClient(config.amqp_url, durable=config.durable_delivery)
         try:
             client.cast(rpc.host_topic("network", host), method, {"mac": args.mac, "address": args.address}, SYSTEM)
         finally:

@@ -227,7 +227,7 @@ class RealRun:
         store, _ = connect(self.config)  # raises StartupError naming what is missing
         self.store = store
         self._isolate_queues()
-        self.runtime = RealRuntime(store, lambda: RpcClient(self.config.amqp_url), self.recorder,
+        self.runtime = RealRuntime(store, self._rpc_client, self.recorder,
                                    time_scale=self.scale, time_origin=self.config.time_origin)
         config_path = self.out / "daemon-config.yaml"
         # The daemons never use the directory: its password stays out of the run directory.
@@ -513,8 +513,11 @@ class RealRun:
     def _broker_stats(self):
         return getattr(self, "_stats", {})
 
+    def _rpc_client(self) -> RpcClient:
+        return RpcClient(self.config.amqp_url, durable=self.config.durable_delivery)
+
     def _snapshot(self) -> invariants.Snapshot:
-        client = RpcClient(self.config.amqp_url)
+        client = self._rpc_client()
         domains = {}
         try:
             for host in self.hosts:

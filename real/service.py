@@ -28,7 +28,7 @@ STOP_TIMEOUT = 10.0
 
 class RealService:
     def __init__(self, runtime, topic, host, manager, *, amqp_url, workers, hypervisor=None, netdriver=None,
-                 on_handled=None, on_lost=None, beat=None):
+                 on_handled=None, on_lost=None, beat=None, durable=False):
         """``beat``: makes one heartbeat's work (default: ``service.report_state``; a
         daemon gives ``common.assembly.heartbeat``, which also watches the store and
         returns what it re-asserted, logged here)."""
@@ -40,7 +40,8 @@ class RealService:
         self.agent = Agent(rpc.host_topic(topic, host), host, hypervisor, netdriver)
         self.on_handled = on_handled
         self.on_lost = on_lost
-        self.server = RpcServer(amqp_url, topic, host, self._handle, workers=workers, on_failed=self._lost)
+        self.server = RpcServer(amqp_url, topic, host, self._handle, workers=workers, on_failed=self._lost,
+                                durable=durable)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 

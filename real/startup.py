@@ -30,6 +30,6 @@ def connect(config: DaemonConfig):
         transport.queue_stats(config.amqp_url, (), connect_timeout=config.connect_timeout)
     except Exception as e:  # any failure to connect is a refusal to start
         raise StartupError(f"cannot reach RabbitMQ at {config.amqp_url}: {e}") from None
-    runtime = RealRuntime(store, lambda: RpcClient(config.amqp_url), time_scale=config.time_scale,
+    runtime = RealRuntime(store, lambda: RpcClient(config.amqp_url, durable=config.durable_delivery), time_scale=config.time_scale,
                           time_origin=config.time_origin)
     return store, runtime

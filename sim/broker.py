@@ -34,6 +34,13 @@ Features
 * Crash semantics: ``Consumer.close`` requeues every unacked delivery, including the
   ones still in flight, at the head of its queue in original order with
   ``redelivered=True``; other consumers get them at once.
+* Broker restarts (``crash``, ``restart``: ``kill -9`` of the node and its start): while
+  down, ``publish``, ``declare_queue``, ``bind`` and ``consume`` raise
+  :class:`BrokerDown` and every consumer is cut off (its unacked deliveries go back to
+  their queues). At restart a transient queue is gone with its bindings and messages
+  (until declared again); a durable queue keeps its persistent messages and loses its
+  transient ones, as RabbitMQ recovers classic queues from disk. Declaring a queue
+  again with the other durability is a :class:`ChannelError` (PRECONDITION_FAILED).
 * Per-delivery latency drawn from a caller-supplied, seeded callable.
 * Per-queue statistics: counts, current and peak depth, unacked, wait-time mean and
   percentiles.
@@ -43,8 +50,8 @@ Features
 Not supported
 =============
 
-* Broker restarts: nothing is durable or persistent; there is no broker crash, no
-  message loss on restart, and no connection drop other than ``Consumer.close``.
+* The exchange's durability (what a transient one loses, its bindings, goes with the
+  transient queues), and a publish the broker got but never confirmed (it is atomic here).
 * Publisher confirms (``basic.ack`` to the publisher) and ``basic.return`` as a
   message: the mandatory check is the synchronous return value of ``publish``.
 * Publish latency: the message is routed at ``env.now``; only delivery is delayed.
@@ -99,7 +106,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
-__all__ = ["EXCHANGE", "Broker", "ChannelError", "Consumer", "Delivery"]
+from sim import broker_stats
+from sim.broker_restart import BrokerDown, Restarts
+
+__all__ = ["EXCHANGE", "Broker", "BrokerDown", "ChannelError", "Consumer", "Delivery"]
 
 EXCHANGE = "nova"
 
@@ -130,11 +140,12 @@ class Delivery:
 class _Message:
     """The broker's record of one message copy in one queue."""
 
-    __slots__ = ("body", "delivered", "enqueued_at", "published_at", "queue", "redelivered", "seq")
+    __slots__ = ("body", "delivered", "enqueued_at", "persistent", "published_at", "queue", "redelivered", "seq")
 
-    def __init__(self, queue: _Queue, body: str, now: float, seq: int):
+    def __init__(self, queue: _Queue, body: str, now: float, seq: int, persistent: bool = False):
         self.queue = queue
         self.body = body
+        self.persistent = persistent  # delivery mode 2: kept by a durable queue across a restart
         self.published_at = now
         self.enqueued_at = now
         self.redelivered = False
@@ -147,8 +158,11 @@ class _Queue:
         "acked",
         "avail",
         "consumers",
+        "declared",
         "delivered",
         "dropped",
+        "durable",
+        "lost",
         "name",
         "peak_depth",
         "published",
@@ -159,8 +173,10 @@ class _Queue:
         "waits",
     )
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, durable: bool = False):
         self.name = name
+        self.durable = durable
+        self.declared = True  # False once a restart removed a transient queue
         self.ready: deque[_Message] = deque()
         self.consumers: list[Consumer] = []
         # heap of (stamp, consumer id, consumer); valid iff stamp == consumer._stamp
@@ -172,6 +188,7 @@ class _Queue:
         self.redelivered = 0
         self.requeued = 0
         self.dropped = 0
+        self.lost = 0  # ready messages a broker restart did not keep
         self.unacked = 0
         self.peak_depth = 0
         self.waits = array("d")
@@ -269,9 +286,11 @@ class Consumer:
             broker._refill(self)
             broker._flush()
 
-    def close(self) -> None:
+    def close(self, _dispatch: bool = True) -> None:
         """The consumer's connection died: requeue every unacked delivery (in flight
-        too) at the head of its queue, in original order, redelivered=True. Idempotent."""
+        too) at the head of its queue, in original order, redelivered=True. Idempotent.
+        (``Broker.crash`` closes every consumer with ``_dispatch=False``: the others are
+        going too, so nothing is handed on.)"""
         if self._closed:
             return
         self._closed = True
@@ -294,11 +313,13 @@ class Consumer:
             q.requeued += len(msgs)
             q.unacked -= len(msgs)
             q.ready.extendleft(reversed(msgs))
-            broker._drain(q)
-        broker._flush()
+            if _dispatch:
+                broker._drain(q)
+        if _dispatch:
+            broker._flush()
 
 
-class Broker:
+class Broker(Restarts):
     """The ``nova`` topic exchange, its queues and their consumers, in virtual time."""
 
     exchange = EXCHANGE
@@ -319,18 +340,32 @@ class Broker:
         self._outbox: deque = deque()
         self._flushing = False
         self.unroutable = 0
+        #: Between crash() and restart(); every client operation raises BrokerDown.
+        self.down = False
+        #: Ready messages restarts did not keep, in all; and the restarts so far.
+        self.lost = 0
+        self.restarts = 0
 
     # -- topology ---------------------------------------------------------------
 
-    def declare_queue(self, name: str) -> None:
-        """Declare a queue (idempotent)."""
-        if name not in self._queues:
+    def declare_queue(self, name: str, durable: bool = False) -> None:
+        """Declare a queue (idempotent); ``durable``: it outlives a restart with its
+        persistent messages. Raises ChannelError when it exists with the other durability."""
+        self._check_up()
+        q = self._queues.get(name)
+        if q is None:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"queue name must be a non-empty string, got {name!r}")
-            self._queues[name] = _Queue(name)
+            self._queues[name] = _Queue(name, durable)
+        elif not q.declared:  # removed by a restart: a new queue (its statistics go on)
+            q.declared, q.durable = True, durable
+        elif q.durable != durable:
+            raise ChannelError(f"PRECONDITION_FAILED - inequivalent arg 'durable' for queue {name!r}: "
+                               f"received {durable} but current is {q.durable}")
 
     def bind(self, queue: str, routing_key: str) -> None:
         """Bind a declared queue to the exchange with an exact routing key (idempotent)."""
+        self._check_up()
         q = self._queue(queue)
         if any(w in routing_key for w in _WILDCARDS):
             raise ValueError(f"wildcard binding {routing_key!r} is not supported: exact routing keys only")
@@ -339,16 +374,18 @@ class Broker:
             bound.append(q)
 
     def _queue(self, name: str) -> _Queue:
-        try:
-            return self._queues[name]
-        except KeyError:
-            raise KeyError(f"queue {name!r} is not declared on exchange {EXCHANGE!r}; call declare_queue() first") from None
+        q = self._queues.get(name)
+        if q is None or not q.declared:
+            raise KeyError(f"queue {name!r} is not declared on exchange {EXCHANGE!r}; call declare_queue() first")
+        return q
 
     # -- publishing -------------------------------------------------------------
 
-    def publish(self, routing_key: str, body: str) -> bool:
+    def publish(self, routing_key: str, body: str, persistent: bool = False) -> bool:
         """Route to every queue bound with exactly this key. Returns False when no
-        queue is bound (published as mandatory). Never blocks."""
+        queue is bound (published as mandatory). Never blocks. ``persistent``: delivery
+        mode 2 (kept across a restart by a durable queue). Raises BrokerDown when down."""
+        self._check_up()
         queues = self._bindings.get(routing_key)
         if not queues:
             self.unroutable += 1
@@ -356,7 +393,7 @@ class Broker:
         now = self.env.now
         for q in queues:
             self._msg_seq += 1
-            msg = _Message(q, body, now, self._msg_seq)
+            msg = _Message(q, body, now, self._msg_seq, persistent)
             q.published += 1
             ready = q.ready
             if not ready:
@@ -382,6 +419,7 @@ class Broker:
         event), never inside it."""
         if isinstance(queues, str):
             raise TypeError("consume() takes a list of queue names, not a string")
+        self._check_up()
         qs: list[_Queue] = []
         for name in queues:
             q = self._queue(name)
@@ -415,30 +453,8 @@ class Broker:
         return {name: len(q.ready) for name, q in self._queues.items()}
 
     def queue_stats(self) -> dict[str, dict]:
-        """Per queue counters, current and peak depth, and queue-wait statistics
-        (seconds from enqueued_at to the broker choosing a consumer; None when the
-        queue never delivered)."""
-        out = {}
-        for name, q in self._queues.items():
-            waits = sorted(q.waits)
-            n = len(waits)
-            out[name] = {
-                "published": q.published,
-                "delivered": q.delivered,
-                "acked": q.acked,
-                "redelivered": q.redelivered,
-                "requeued": q.requeued,
-                "dropped": q.dropped,
-                "depth": len(q.ready),
-                "unacked": q.unacked,
-                "peak_depth": q.peak_depth,
-                "consumers": len(q.consumers),
-                "wait_mean": (sum(waits) / n) if n else None,
-                "wait_p50": _quantile(waits, 0.50),
-                "wait_p95": _quantile(waits, 0.95),
-                "wait_max": waits[-1] if n else None,
-            }
-        return out
+        """Per queue counters, depths and queue-wait statistics (sim.broker_stats)."""
+        return broker_stats.queue_stats(self._queues)
 
     # -- dispatch machinery -----------------------------------------------------
 
@@ -551,14 +567,3 @@ class Broker:
         if not dispatched and len(c._held) < c.capacity:
             self._make_available(c)
 
-
-def _quantile(sorted_values, p: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default); None if empty."""
-    n = len(sorted_values)
-    if not n:
-        return None
-    pos = p * (n - 1)
-    lo = int(pos)
-    if lo + 1 >= n:
-        return sorted_values[-1]
-    return sorted_values[lo] + (sorted_values[lo + 1] - sorted_values[lo]) * (pos - lo)

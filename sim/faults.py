@@ -17,10 +17,16 @@ that ``FaultTargets`` exposes:
   lifecycle counts described records that no longer exist.
 * ``poison``: one poison message (``common.rpc.poison_body``) published onto a topic;
   its workers must answer it once, drop it and keep serving.
+* ``broker_outage``: ``Broker.crash`` (kill -9 of the node), ``restart`` that much later:
+  meanwhile publishes raise Unroutable into the manager, calls waiting for a reply fail
+  (``SimRuntime.connections_lost``), every consumer is cut off and each live service
+  reconnects with the transport's backoff (``SimService.reconnect``); the restart keeps
+  what ``cloud.durable_delivery`` made durable and persistent, and the log says how
+  many messages were queued at the kill and how many the restart lost.
 
 What happened is appended to ``log`` as (virtual time, label) for the summary.
 
-*Not supported* (yet): broker outages, network partitions, clock skew, losing only the
+*Not supported* (yet): network partitions, clock skew, losing only the
 last writes (a failover to a lagging replica).
 """
 
@@ -31,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import rpc
+from sim.broker import BrokerDown
 
 
 @dataclass
@@ -50,6 +57,9 @@ class FaultTargets:
     webhooks: Any = None
     #: Called after a store wipe (the recorder forgets the lost records' states).
     on_store_wipe: Callable[[], Any] | None = None
+    #: The run's broker and runtime (broker outages).
+    broker: Any = None
+    runtime: Any = None
     log: list = field(default_factory=list)
 
 
@@ -80,6 +90,9 @@ def _one(targets: FaultTargets, fault):
             targets.on_store_wipe()
         targets.log.append((env.now, f"store wiped: {lost} keys lost"))
         return
+    if fault.broker_outage is not None:
+        yield from _broker_outage(targets, fault.broker_outage)
+        return
     if fault.store_outage is not None:
         targets.store.down = True
         targets.log.append((env.now, f"store down for {fault.store_outage:g} s"))
@@ -105,6 +118,24 @@ def _one(targets: FaultTargets, fault):
         targets.log.append((env.now, f"restored {hypervisor.host}"))
 
 
+def _broker_outage(targets: FaultTargets, seconds: float):
+    env, broker = targets.env, targets.broker
+    if broker.down:
+        targets.log.append((env.now, "broker outage: the broker was already down"))
+        return
+    stats = broker.queue_stats().values()
+    queued, unacked = sum(s["depth"] for s in stats), sum(s["unacked"] for s in stats)
+    broker.crash()
+    targets.runtime.connections_lost()
+    for svc in (svc for kind in targets.services.values() for svc in kind):
+        if svc.alive:
+            env.process(svc.reconnect())
+    targets.log.append((env.now, f"broker killed for {seconds:g} s ({queued} messages queued, {unacked} unacked)"))
+    yield env.timeout(seconds)
+    lost = broker.restart()
+    targets.log.append((env.now, f"broker restarted: {lost} queued messages lost"))
+
+
 def _publish_poison(targets: FaultTargets, fault) -> None:
     kind, position = rpc.poison_target(fault.poison)
     services = targets.services[kind]
@@ -112,7 +143,11 @@ def _publish_poison(targets: FaultTargets, fault) -> None:
     # The sim broker carries text: bytes that are not UTF-8 travel as lone surrogates,
     # which rpc.decode turns back into the same invalid bytes.
     body = rpc.poison_body(fault.body, kind).decode("utf-8", "surrogateescape")
-    routed = services[0].runtime.broker.publish(topic, body)
+    try:
+        routed = services[0].runtime.broker.publish(topic, body)
+    except BrokerDown:
+        targets.log.append((targets.env.now, f"{fault.describe()}: the broker is down"))
+        return
     targets.log.append((targets.env.now, f"{fault.describe()}{'' if routed else ': unroutable'}"))
 
 

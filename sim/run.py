@@ -62,7 +62,8 @@ class Simulation:
         self.store = SimStore()
         rpc_rng = stream(seed, "latency/delivery")
         self.broker = Broker(env, delivery_latency=lambda: timing.rpc.sample(rpc_rng))
-        self.runtime = SimRuntime(env, seed, self.store, self.broker, timing, self.recorder)
+        self.runtime = SimRuntime(env, seed, self.store, self.broker, timing, self.recorder,
+                                  durable=scenario.cloud.durable_delivery)
         cloud = scenario.cloud
         image_bytes = int(cloud.image_size_mb * MIB)
         self.image_cache = None
@@ -105,7 +106,7 @@ class Simulation:
         for svc in self.services:
             by_kind.setdefault(svc.topic, []).append(svc)
         self.fault_targets = faults.FaultTargets(env, by_kind, self.hypervisors, self._restart, self.store,
-                                                 webhooks=self.receivers,
+                                                 webhooks=self.receivers, broker=self.broker, runtime=self.runtime,
                                                  on_store_wipe=self.recorder.store_wiped)
         self.workload = Workload(scenario, stream(seed, WORKLOAD_STREAM))
 
@@ -169,6 +170,8 @@ class Simulation:
                 "poison_messages": sum(s.poison for s in self.services),
                 "unroutable": self.broker.unroutable,
                 "stranded_messages": invariants.stranded_messages(snapshot),
+                "broker_restarts": self.broker.restarts,
+                "messages_lost_at_broker_restart": self.broker.lost,
                 "store_commands": self.store.commands,
                 "peak_host_vcpu_ratio": max((h.peak_vcpu_ratio for h in self.hypervisors), default=0.0),
                 "hosts_ever_overcommitted": sum(1 for h in self.hypervisors if h.peak_vcpu_ratio > 1.0),

@@ -57,6 +57,7 @@ from common.errors import (
     UseYieldFrom,
 )
 from common.performers import AgentsOwn, HypervisorPerformer, Latency, NetDriverPerformer, PerformerTable
+from sim.broker import BrokerDown
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -92,11 +93,13 @@ class Agent:
 
 
 class SimRuntime:
-    def __init__(self, env, seed: int, store, broker, timing, recorder):
+    def __init__(self, env, seed: int, store, broker, timing, recorder, durable: bool = True):
         self.env = env
         self.seed = seed
         self.store = store
         self.broker = broker
+        #: cloud.durable_delivery: services declare durable queues and casts are persistent.
+        self.durable = durable
         self.recorder = recorder
         self.inline = timing.inline_zero_latency
         self._store_rng = stream(seed, "latency/store")
@@ -105,7 +108,7 @@ class SimRuntime:
         self._store_latency = timing.store
         self._rpc_latency = timing.rpc
         self._issued_ids: set[str] = set()
-        self._calls: dict[str, object] = {}
+        self._calls: dict[str, Any] = {}  # msg_id -> the SimPy event its caller waits on
         self._call_counter = 0
         self._fingerprint = hashlib.blake2b(digest_size=16)
         self.effects = 0
@@ -212,10 +215,19 @@ class SimRuntime:
 
     # -- RpcPerformer: the broker model -----------------------------------------
 
+    def _publish(self, topic: str, body: str, what: str, call: bool) -> None:
+        """Publish as RpcClient does: Unroutable when nothing is bound to ``topic`` or the
+        broker cannot be reached (a refused connection fails at once)."""
+        try:
+            routed = self.broker.publish(topic, body, rpc.persistent(self.durable, call))
+        except BrokerDown:
+            raise Unroutable(f"cannot reach the broker: it is down ({what} to {topic!r})") from None
+        if not routed:
+            raise Unroutable(f"no queue is bound to topic {topic!r} ({what})")
+
     def cast(self, agent, cast: Cast):
         body = rpc.encode(rpc.envelope(cast.method, cast.args, cast.context))
-        if not self.broker.publish(cast.topic, body):
-            raise Unroutable(f"no queue is bound to topic {cast.topic!r} (cast {cast.method})")
+        self._publish(cast.topic, body, f"cast {cast.method}", call=False)
         self.recorder.rpc_published(cast.topic, cast.method, None, self.env.now, agent.name)
         yield from self._hop()
 
@@ -223,8 +235,7 @@ class SimRuntime:
         self._call_counter += 1
         msg_id = f"{self._call_counter:012x}"
         body = rpc.encode(rpc.envelope(call.method, call.args, call.context, msg_id=msg_id))
-        if not self.broker.publish(call.topic, body):
-            raise Unroutable(f"no queue is bound to topic {call.topic!r} (call {call.method})")
+        self._publish(call.topic, body, f"call {call.method}", call=True)
         self.recorder.rpc_published(call.topic, call.method, msg_id, self.env.now, agent.name)
         waiter = self.env.event()
         self._calls[msg_id] = waiter
@@ -235,6 +246,10 @@ class SimRuntime:
             self.recorder.rpc_timed_out(msg_id, self.env.now)
             raise RpcTimeout(f"no reply from {call.topic!r} to {call.method} within {call.timeout:g} s")
         reply = waiter.value
+        if reply is None:  # connections_lost()
+            self.recorder.rpc_timed_out(msg_id, self.env.now)
+            raise RpcTimeout(f"connection to the broker lost while waiting for the reply from {call.topic!r} to "
+                             f"{call.method}; the callee may or may not have run")
         if reply["failure"] is not None:
             raise RemoteError(*reply["failure"])
         return reply["result"]
@@ -242,6 +257,10 @@ class SimRuntime:
     def reply(self, msg_id: str, reply: dict):
         """A callee answers: the reply reaches the caller one broker hop later, or is
         dropped (and counted) when the caller stopped waiting."""
+
+        if self.broker.down:  # the callee's connection is gone, and the reply with it
+            self.late_replies += 1
+            return
 
         def arrive(_=None):
             waiter = self._calls.pop(msg_id, None)
@@ -255,6 +274,13 @@ class SimRuntime:
             self.env.timeout(delay).callbacks.append(arrive)
         else:
             arrive()
+
+    def connections_lost(self) -> None:
+        """The broker died: every call waiting for a reply fails now, as RpcClient.call
+        raises when its connection drops (its direct reply-to address died with it)."""
+        calls, self._calls = self._calls, {}
+        for waiter in calls.values():
+            waiter.succeed(None)
 
     def _hop(self):
         delay = self.rpc_latency()

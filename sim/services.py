@@ -9,12 +9,19 @@ method's documented policy (common.rpc.ACK_POLICY).
 A kill (sim/faults.py) closes the consumer, so the broker requeues what was delivered
 and not acked, exactly as RabbitMQ does when a connection drops; a message acked on
 receipt is lost with the work it started, as in 2010.
+
+A broker outage cuts every consumer off while the services live on: work in flight
+finishes (its ack has no connection to go to, so the message stays the broker's), and
+each service reconnects as an RpcServer worker does, retrying with the transport's
+backoff (``common.rpc.RECONNECT_BACKOFF_*``) until the broker answers, then declaring its
+queues again (a restart removed transient ones) and consuming.
 """
 
 from __future__ import annotations
 
 from common import rpc, service
 from common.errors import NovaError, PoisonMessage
+from sim.broker import BrokerDown
 from sim.runtime import ServiceKilled
 
 #: Start-up attempts of a restarted service before it stays down (its supervisor's limit).
@@ -41,10 +48,6 @@ class SimService:
         self.incarnation = 0
         self.poison = 0
         self.agent = runtime.agent(rpc.host_topic(topic, host), host, hypervisor, netdriver)
-        broker = runtime.broker
-        for queue in self.queues:
-            broker.declare_queue(queue)
-            broker.bind(queue, queue)
         self.consumer = self._consume()
 
     @property
@@ -56,14 +59,34 @@ class SimService:
         return self.agent.alive
 
     def _consume(self):
-        agent = self.agent
+        """Declare and bind both queues, then consume them (what a worker does on each
+        connect). Raises BrokerDown while the broker is away."""
+        agent, broker = self.agent, self.runtime.broker
+        for queue in self.queues:
+            broker.declare_queue(queue, durable=self.runtime.durable)
+            broker.bind(queue, queue)
         made = []  # the consumer, once consume() returns (a delivery's process starts later)
 
         def on_delivery(delivery):
             self.runtime.env.process(self._handle(delivery, agent, made[0]))
 
-        made.append(self.runtime.broker.consume(self.queues, self.capacity, on_delivery, tag=agent.name))
+        made.append(broker.consume(self.queues, self.capacity, on_delivery, tag=agent.name))
         return made[0]
+
+    def reconnect(self):
+        """SimPy process, started when the broker cut this incarnation off: retry with the
+        transport's backoff until the broker answers, then consume again."""
+        env, agent = self.runtime.env, self.agent
+        delay = rpc.RECONNECT_BACKOFF_MIN
+        while True:  # bounded by the outage: the broker always comes back in a fault plan
+            yield env.timeout(delay)
+            if not agent.alive or agent is not self.agent:
+                return  # killed meanwhile: a restart connects on its own
+            try:
+                self.consumer = self._consume()
+                return
+            except BrokerDown:
+                delay = min(delay * 2, rpc.RECONNECT_BACKOFF_MAX)
 
     def kill(self) -> None:
         """SIGKILL: the consumer's connection drops (unacked deliveries, in flight too,
@@ -99,16 +122,16 @@ class SimService:
             try:
                 yield from self.runtime.drive(self.agent, start_up(self))
                 yield from self.runtime.drive(self.agent, service.report_state(self.topic, self.host))
+                self.consumer = self._consume()
                 break
             except ServiceKilled:
                 return
-            except NovaError:
-                # The daemon exits when start-up fails (e.g. the store is down) and its
-                # supervisor starts it again a report interval later.
+            except (NovaError, BrokerDown):
+                # The daemon exits when start-up fails (the store or the broker is down)
+                # and its supervisor starts it again a report interval later.
                 yield self.runtime.env.timeout(report_interval)
         else:
             return  # gave up: stays down, which the invariants will show
-        self.consumer = self._consume()
         self.start_background(report_interval, report_interval, periodic_tasks)
 
     def start_background(self, report_interval: float, first_beat: float, periodic_tasks=()):
@@ -148,7 +171,7 @@ class SimService:
         except ServiceKilled:
             runtime.recorder.rpc_handled(delivery, method, msg_id, runtime.env.now, "killed")
             return
-        if not ack_first:
+        if not ack_first and not consumer.closed:  # closed: the broker has the message back
             consumer.ack(delivery)
         consumer.release(delivery)
         if msg_id:

@@ -44,13 +44,20 @@ Features
 Design choices
 ==============
 
-* **Not durable.** Exchange and queues are declared ``durable=False, auto_delete=False``
-  and messages are transient (delivery mode 1), as in 2010 (REDIS/AUSTIN ``TopicConsumer``
-  had ``durable = False``). A broker restart loses queued messages; servers re-declare
-  on reconnect, and what the loss leaves behind is caught by the build timeout (I4) and
-  the callers' timeouts instead of being replayed hours later (a stale ``run_instance``
-  replayed after a restart could boot an instance nobody waits for). Durable queues with
-  persistent messages would make every confirm wait for a disk write.
+* **Durable delivery is a setting** (``durable``; a deployment's ``durable_delivery``,
+  on by default in ``deploy`` and real runs). On: the exchange and the queues are
+  durable and casts persistent (delivery mode 2), so a confirmed cast is on the broker's
+  disk and a broker restart (even ``kill -9``) redelivers it; a client told "accepted"
+  does not lose its request (one replayed after the build timeout failed its instance
+  finds it in ``error`` and does nothing). Call requests stay transient even then: the caller's reply
+  address (direct reply-to) dies with its connection, so replaying the request after a
+  restart would run work whose answer nobody can receive (the caller was already told
+  RpcTimeout); replies are transient too. Off, as in 2010 (``TopicConsumer`` had
+  ``durable = False``): a restart loses every queued message and the build timeout
+  catches what that leaves behind. Every process of a deployment must use the same
+  setting (the broker refuses a declaration with the other ``durable``: PRECONDITION_FAILED,
+  which the error message explains). What it costs: a confirm waits for the message to
+  reach the disk (bench/rpc.py, ``ours-durable`` against ``ours``; README).
 * **A confirm per cast by default; batching only on request.** ``cast`` must say
   *synchronously* whether the message was routed (the ``Cast`` effect raises
   ``Unroutable``), which needs the broker's answer for that very message: one confirm
@@ -73,7 +80,7 @@ Not supported
 
 * Thread-safety of ``RpcClient``: one client per thread (checked: another thread gets
   ``RuntimeError``). ``RpcServer`` methods may be called from any one thread.
-* Durable queues and persistent messages, dead-letter exchanges (poison messages are
+* Dead-letter exchanges (poison messages are
   acked and dropped after a WARNING and an error reply), queue TTLs and expiry: a queue
   of a host that is gone for good stays and keeps what is sent to it.
 * Fanout (2010 had none), wildcard bindings, several exchanges.

@@ -22,11 +22,13 @@ from real.transport.wire import (
     CONTENT_TYPE,
     DIRECT_REPLY_TO,
     EXCHANGE,
+    PERSISTENT,
     RETURNED_MAX,
     TRANSIENT,
     check_name,
     close_quietly,
     exchange,
+    explain,
     open_connection,
     readable,
     redact,
@@ -45,15 +47,19 @@ class RpcClient:
     reached, ``Unroutable`` names the broker. A connection lost *after* the message was
     written is not retried (it may have been delivered): a cast raises ``Unroutable``
     and a call ``RpcTimeout``, both saying the callee may or may not have run.
+
+    ``durable``: declare the exchange durable and publish casts persistent (the
+    deployment's ``durable_delivery``; see "Durable delivery" in the package docstring).
     """
 
     def __init__(self, url: str, connect_timeout: float = CONNECT_TIMEOUT, reply_queue: str = "direct",
-                 confirm_timeout: float = CONFIRM_TIMEOUT, window: int = CONFIRM_WINDOW):
+                 confirm_timeout: float = CONFIRM_TIMEOUT, window: int = CONFIRM_WINDOW, durable: bool = False):
         if reply_queue not in ("direct", "exclusive"):
             raise ValueError(f"reply_queue must be 'direct' or 'exclusive', got {reply_queue!r}")
         if not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be a positive int, got {window!r}")
         self.window = window
+        self.durable = durable
         self.url = url
         self.connect_timeout = connect_timeout
         self.reply_queue = reply_queue
@@ -221,7 +227,7 @@ class RpcClient:
                 conn = open_connection(self.url, self.connect_timeout, heartbeat=0, io_timeout=self.confirm_timeout)
                 channel = conn.channel()
                 channel.auto_decode = False
-                exchange()(channel).declare()
+                exchange(self.durable)(channel).declare()
                 channel.confirm_select()
                 channel.events["basic_ack"].add(self._on_ack)
                 channel.events["basic_nack"].add(self._on_nack)
@@ -244,7 +250,7 @@ class RpcClient:
             self._nacked.clear()
             self._returned.clear()
             return
-        raise Unroutable(f"cannot reach the broker at {redact(self.url)}: {errors[-1]!r}")
+        raise Unroutable(f"cannot reach the broker at {redact(self.url)}: {explain(errors[-1], self.durable)}")
 
     def _drop(self, error) -> None:
         if self._conn is not None and error is not None:
@@ -308,13 +314,14 @@ class RpcClient:
         that fails did not reach the broker as a whole frame: reconnect and write once more."""
         check_name("topic", topic)
         payload = body.encode("utf-8")
+        mode = PERSISTENT if rpc.persistent(self.durable, call=msg_id is not None) else TRANSIENT
         for attempt in range(2):
             channel = self._ensure()
             seq = self._seq + 1
             props = {
                 "content_type": CONTENT_TYPE,
                 "content_encoding": "utf-8",
-                "delivery_mode": TRANSIENT,
+                "delivery_mode": mode,
                 "message_id": str(seq),
             }
             if msg_id is not None:

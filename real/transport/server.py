@@ -33,6 +33,7 @@ from real.transport.wire import (
     TRANSIENT,
     check_name,
     close_quietly,
+    explain,
     open_connection,
     redact,
     send_publish,
@@ -56,12 +57,14 @@ class RpcServer:
     for failures. Counters (read them any time): ``served`` (deliveries processed),
     ``poison``, ``errors`` (unexpected exceptions), ``reconnects``, ``restarts`` (worker
     threads replaced after dying). Past MAX_WORKER_RESTARTS the server gives up: ``failed``
-    is set and ``on_failed(reason)`` called once.
+    is set and ``on_failed(reason)`` called once. ``durable``: declare the exchange and
+    both queues durable (the deployment's ``durable_delivery``).
     """
 
     def __init__(self, url: str, topic: str, host: str, handle: Callable[[dict], Any], workers: int = 4,
                  prefetch: int = 1, connect_timeout: float = CONNECT_TIMEOUT, heartbeat: int = HEARTBEAT,
-                 on_failed: Callable[[str], Any] | None = None, max_restarts: int = MAX_WORKER_RESTARTS):
+                 on_failed: Callable[[str], Any] | None = None, max_restarts: int = MAX_WORKER_RESTARTS,
+                 durable: bool = False):
         check_name("topic", topic)
         check_name("host", host)
         if not isinstance(workers, int) or workers < 1:
@@ -69,6 +72,7 @@ class RpcServer:
         if not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"prefetch must be a positive int, got {prefetch!r}")
         self.url = url
+        self.durable = durable
         self.topic = topic
         self.host = host
         self.queues = (topic, rpc.host_topic(topic, host))
@@ -118,7 +122,7 @@ class RpcServer:
         for w in self.workers:
             w.ready_event.wait(max(0.0, deadline - time.monotonic()))
         if self.ready < len(self.workers):
-            errors = [repr(w.last_error) for w in self.workers if w.last_error is not None]
+            errors = [explain(w.last_error, self.durable) for w in self.workers if w.last_error is not None]
             self.stop()
             raise ConnectionError(
                 f"RpcServer {self.topic}/{self.host}: workers not consuming after {timeout:g} s at"
@@ -271,7 +275,7 @@ class _Worker(threading.Thread):
         # worker holds at most `prefetch` unacked deliveries, not `prefetch` per queue.
         channel.basic_qos(prefetch_size=0, prefetch_count=server.prefetch, a_global=True)
         for name in server.queues:
-            topic_queue(name)(channel).declare()
+            topic_queue(name, server.durable)(channel).declare()
         self.consumer_tags = [
             channel.basic_consume(queue=name, no_ack=False, callback=self._inbox.append)
             for name in server.queues

@@ -13,7 +13,8 @@ from common import rpc
 EXCHANGE = rpc.EXCHANGE
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 CONTENT_TYPE = "application/json"
-TRANSIENT = 1  # AMQP delivery mode: not persisted (see "Not durable" in the package docstring)
+TRANSIENT = 1  # AMQP delivery modes: not persisted, and persisted with the queue
+PERSISTENT = 2  # (see "Durable delivery" in the package docstring)
 
 # -- limits (every wait and every retry is bounded; why, next to each) -------------
 
@@ -28,12 +29,10 @@ CONFIRM_TIMEOUT = 10.0
 #: about two intervals, instead of never. Clients do not use heartbeats: nothing would
 #: drive them while the client is idle; they check the socket before each publish.
 HEARTBEAT = 10
-#: Reconnect backoff of a server worker: fast enough that a brief drop costs ~0.1 s,
-#: capped so a long outage costs one connection attempt per worker every 5 s. A server
-#: never stops retrying (a service must come back after an outage of any length, as
-#: 2010's fetch loop did); the cap bounds the rate of attempts and of log lines.
-BACKOFF_MIN = 0.1
-BACKOFF_MAX = 5.0
+#: Reconnect backoff of a server worker (common.rpc says why these values; the sim's
+#: model of a reconnecting service uses the same ones).
+BACKOFF_MIN = rpc.RECONNECT_BACKOFF_MIN
+BACKOFF_MAX = rpc.RECONNECT_BACKOFF_MAX
 #: A connection must have lived this long before the backoff starts again from the
 #: minimum, so a broker that accepts and then drops at once is not hammered.
 BACKOFF_RESET_AFTER = 5.0
@@ -73,17 +72,30 @@ def check_name(kind: str, name: str) -> None:
         raise ValueError(f"{kind} {name!r} contains '*' or '#': bindings use exact routing keys only")
 
 
-def exchange() -> kombu.Exchange:
-    """The ``nova`` exchange as every client and server declares it (declaring it
-    with other arguments is a channel error, PRECONDITION_FAILED)."""
-    return kombu.Exchange(EXCHANGE, type="topic", durable=False, auto_delete=False)
+def exchange(durable: bool = False) -> kombu.Exchange:
+    """The ``nova`` exchange as every client and server of a deployment declares it
+    (declaring it with another ``durable`` is a channel error, PRECONDITION_FAILED:
+    see ``explain``)."""
+    return kombu.Exchange(EXCHANGE, type="topic", durable=durable, auto_delete=False)
 
 
-def topic_queue(name: str) -> kombu.Queue:
+def topic_queue(name: str, durable: bool = False) -> kombu.Queue:
     """The 2010 topic queue: named after its routing key, bound to ``nova`` with it.
-    ``topic_queue(name)(channel).declare()`` declares exchange, queue and binding."""
+    ``topic_queue(name)(channel).declare()`` declares exchange, queue and binding. A
+    durable queue (on a durable exchange) outlives a broker restart with its persistent
+    messages; a transient one is gone, messages and all."""
     check_name("queue", name)
-    return kombu.Queue(name, exchange=exchange(), routing_key=name, durable=False, auto_delete=False)
+    return kombu.Queue(name, exchange=exchange(durable), routing_key=name, durable=durable, auto_delete=False)
+
+
+def explain(error: BaseException, durable: bool) -> str:
+    """``repr(error)``, plus what to do when it is the broker refusing a declaration
+    because the exchange or a queue already exists with the other durability."""
+    text = repr(error)
+    if isinstance(error, amqp.exceptions.PreconditionFailed) and "durable" in str(error):
+        text += (f" (this process declares durable={durable}: every process of a deployment needs the same "
+                 "durable_delivery setting; a vhost that held the other kind needs its exchange and queues deleted)")
+    return text
 
 
 def redact(url: str) -> str:

@@ -157,6 +157,8 @@ class Cloud:
             bridge_interface="nlup0", netns=self.netns, net_state_dir=self.state_dir, public_interface="eth0",
             ldap_url=self.slapd.url, ldap_bind_dn=self.slapd.bind_dn, ldap_password=self.slapd.password,
             ldap_root=self.slapd.root,
+            # Durable only on a vhost of our own: the shared one keeps the transport's default.
+            durable_delivery=self.vhost is not None,
         )
         self.config_path = self.tmp / "daemon-config.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config.model_dump(), sort_keys=True))

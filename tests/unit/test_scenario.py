@@ -308,7 +308,7 @@ def test_with_overrides_rejects_unknown_paths_and_bad_values(overrides, message)
 def test_a_fault_names_one_kind():
     """A fault with neither kill nor hypervisor says which to give."""
     assert problem(faults=[{"at": 5}]) == ("faults.0: give exactly one of kill, hypervisor, store_outage (seconds), "
-                                           "store_wipe (true), poison (a topic) or webhook_outage (seconds)")
+                                           "store_wipe (true), poison (a topic), webhook_outage (seconds) or broker_outage (seconds)")
 
 
 def test_a_webhook_outage_needs_receivers():
@@ -359,6 +359,15 @@ def test_a_valid_fault_plan_describes_itself():
     s = parse({**copy.deepcopy(BASE), "faults": [{"at": 5, "kill": "compute", "host": 2, "restart_after": 30},
                                                   {"at": 9, "hypervisor": 1, "boot_slowdown": 3, "duration": 60}]})
     assert [f.describe() for f in s.faults] == ["kill compute 2, restart after 30 s", "hypervisor 1: boots x3 for 60 s"]
+
+
+def test_a_broker_outage_needs_a_time_and_takes_nothing_else():
+    """broker_outage is a duration at a time; a host on it is a mistake, not ignored."""
+    s = parse({**copy.deepcopy(BASE), "faults": [{"at": 30, "broker_outage": 10}]})
+    assert [f.describe() for f in s.faults] == ["broker outage for 10 s"]
+    assert problem(faults=[{"broker_outage": 10}]) == "faults.0: a broker outage needs at (seconds)"
+    assert problem(faults=[{"at": 5, "broker_outage": 10, "host": 2}]) == (
+        "faults.0: host goes with kill, not with broker_outage")
 
 
 def test_a_fault_plan_survives_overrides():

@@ -8,6 +8,7 @@ from tiny_store import TinyStore, drive
 from common import keys
 from common.context import RequestContext
 from common.effects import Cast, Choose, Guard, HGetAll, HSet, Now, Transaction, ZIncrBy, ZRangeByScore
+from common.errors import Unroutable
 from common.scheduler import MAX_CANDIDATES, SchedulerConfig, SchedulerManager
 
 CTX = RequestContext("alice", "p1")
@@ -187,3 +188,38 @@ def test_simple_finds_a_live_host_behind_many_down_ones():
     })
     effects, _ = drive(scheduler().run_instance(CTX, IID), store)
     assert effects[-1] == Cast("compute.live", "run_instance", {"instance_id": IID}, CTX)
+
+
+class BrokerAway(TinyStore):
+    """A store whose broker refuses every cast (down, or the host's queue gone)."""
+
+    def answer(self, e):
+        if isinstance(e, Cast):
+            raise Unroutable("cannot reach the broker: it is down")
+        return super().answer(e)
+
+
+def drive_through(gen, store, limit=500):
+    """tiny_store.drive, throwing what the store raises into the workflow; -> effects."""
+    effects, reply, error = [], None, None
+    for _ in range(limit):
+        try:
+            effect = gen.throw(error) if error is not None else gen.send(reply)
+        except StopIteration:
+            return effects
+        effects.append(effect)
+        try:
+            reply, error = store.answer(effect), None
+        except Unroutable as e:
+            reply, error = None, e
+    raise AssertionError(f"still running after {limit} effects")
+
+
+def test_a_dispatch_the_broker_refuses_fails_the_launch_and_gives_everything_back():
+    """Reliability A6: a run_instance acked on receipt whose onward cast fails ends in error at once (not at the
+    build timeout), with its cores given back."""
+    store = BrokerAway({KEY: record("scheduling"), keys.COMPUTE_CORES: {"h1": 0.0}, HB: {"h1": 95.0}})
+    drive_through(scheduler().run_instance(CTX, IID), store)
+    assert store.data[KEY]["state"] == "error"
+    assert store.data[KEY]["error"].startswith("cannot dispatch to h1: cannot reach the broker")
+    assert store.data[keys.COMPUTE_CORES] == {"h1": 0.0}
