@@ -32,7 +32,8 @@ Theory of operation
    scenario's ``faults`` play on
    timers from the same start: a kill is a SIGKILL of the daemon, a restart starts it
    again (it reconciles its host on start-up); store faults act on the run's own Redis
-   (real.store_faults); hypervisor faults are sim-only and are skipped with a warning.
+   (real.store_faults), a broker outage is kill -9 and restart of the run's own RabbitMQ
+   node (real.broker_faults); hypervisor faults are sim-only and are skipped with a warning.
 6. Drain: wait until no instance is building and the queues are empty (bounded).
 7. Audit: dump the store, ask each compute for its domains over RPC, read queue depths
    from RabbitMQ, run the same invariant checkers as the sim, write the same run
@@ -74,8 +75,19 @@ from common.errors import NovaError
 from common.events import RequestRejected
 from common.scenario import ScenarioError, calibration_entry
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
+from real import (
+    broker_faults,
+    mode_faults,
+    mode_webhooks,
+    processes,
+    scenario_file,
+    site,
+    store_faults,
+    tasks,
+    transport,
+    vhosts,
+)
 from real import images as image_store
-from real import mode_faults, mode_webhooks, processes, scenario_file, site, store_faults, tasks, transport, vhosts
 from real.config import ConfigError, DaemonConfig
 from real.daemon import StartupError, connect
 from real.ec2_client import HttpApi
@@ -162,11 +174,13 @@ def run(args) -> int:
 
 class RealRun:
     def __init__(self, scenario, seed: int, out: Path, progress: bool = True, faults=(),
-                 site: DaemonConfig | None = None):
+                 site: DaemonConfig | None = None, own_broker: bool = False):
         """``faults``: (wall seconds after the workload starts, callable(run)) pairs, for
         fault-injection tests (e.g. SIGKILL a compute daemon mid-run). ``site``: see
-        real.site.run_config."""
+        real.site.run_config. ``own_broker``: a RabbitMQ node of the run's own without a
+        broker fault in the plan (real.broker_faults)."""
         self.faults = tuple(faults)
+        self.wants_own_broker = own_broker
         #: (scenario seconds since the workload began, what) of each fault-plan step.
         self.fault_log: list[tuple[float, str]] = []
         self.workload_origin = 0.0  # runtime.now() when the workload starts
@@ -206,6 +220,7 @@ class RealRun:
         self.credentials = {user: (secrets.token_hex(10), secrets.token_urlsafe(30))
                             for user in assembly.directory_users(scenario)}
         self.workload = Workload(scenario, random.Random(f"{seed}/{WORKLOAD_STREAM}"), real.requests)
+        self.own_broker: Any = None  # the run's own RabbitMQ node (real.broker_faults), if any
         self.workload_seconds = 0.0
         self.receivers: mode_webhooks.RunReceivers | None = None
 
@@ -224,7 +239,7 @@ class RealRun:
         site.check(self.config, "run")  # raises StartupError naming every setting to fix
         plan = self._fault_plan()  # raises StartupError for a plan real mode cannot play
         self.redis, self.config = store_faults.start(self.scenario, self.out, self.config)
-        store, _ = connect(self.config)  # raises StartupError naming what is missing
+        store, _ = broker_faults.connect_for(self, connect, self.wants_own_broker)  # StartupError: what is missing
         self.store = store
         self._isolate_queues()
         self.runtime = RealRuntime(store, self._rpc_client, self.recorder,
@@ -551,8 +566,11 @@ class RealRun:
     def _isolate_queues(self):
         """Queue names are the 2010 topic names, so two runs on one vhost would take each
         other's messages: a run gets a vhost of its own when the broker is local and
-        ``rabbitmqctl`` is at hand (otherwise it shares the configured one, and says so)."""
-        self.vhost = f"novalab-{self.config.key_prefix.rstrip(':')}"
+        ``rabbitmqctl`` is at hand (otherwise it shares the configured one, and says so).
+        On the run's own node (real.broker_faults) the default vhost is the run's already."""
+        self.vhost = None if self.own_broker else f"novalab-{self.config.key_prefix.rstrip(':')}"
+        if self.vhost is None:
+            return
         try:
             url = vhosts.private_vhost(self.config.amqp_url, self.vhost)
         except vhosts.VhostError as e:
@@ -565,10 +583,14 @@ class RealRun:
         self.config = self.config.model_copy(update={"amqp_url": url})
 
     def _clean_up(self):
-        transport.delete_queues(self.config.amqp_url, self._queue_names())
-        if getattr(self, "vhost", None):
-            vhosts.delete_vhost(self.vhost)
-        self.store.flush()
-        self.runtime.close()
-        self.store.close()
+        try:
+            transport.delete_queues(self.config.amqp_url, self._queue_names())
+            if getattr(self, "vhost", None):
+                vhosts.delete_vhost(self.vhost)
+            self.store.flush()
+            self.runtime.close()
+            self.store.close()
+        finally:
+            broker_faults.stop_for(self)
+
 

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from common import rpc
-from real import store_faults
+from real import broker_faults, store_faults
 from real.daemon import StartupError
 
 
@@ -20,6 +20,7 @@ def plan(run) -> tuple:
     scenario = run.scenario
     problems = scenario.fault_problems(scenario.real.hosts)
     problems += store_faults.problems(scenario, run.config)
+    problems += broker_faults.refusals(scenario)
     if problems:
         raise StartupError("the fault plan does not fit real mode: " + "; ".join(problems))
     names: dict[str, list[str]] = {}
@@ -40,6 +41,9 @@ def plan(run) -> tuple:
             continue
         if fault.webhook_outage is not None:
             steps.append((fault.at / run.scale, lambda run, f=fault: run._webhook_outage(f)))
+            continue
+        if fault.broker_outage is not None:
+            steps.extend(broker_faults.steps(fault, run.scale))
             continue
         if fault.store_wipe is not None or fault.store_outage is not None:
             steps.extend(store_faults.steps(fault, run.scale))
