@@ -21,6 +21,11 @@ Systems:
   direct reply-to; every cast mandatory and confirmed before ``cast`` returns).
 * ``ours-batch``: the same server; casts with ``cast(wait=False)`` and ``flush()`` every
   50 casts (batched confirms: unroutable casts are reported by ``flush``).
+* ``ours-durable``, ``ours-durable-batch``: ``ours`` and ``ours-batch`` with durable
+  delivery (``durable=True``: durable exchange and queues, persistent casts, so each
+  confirm waits for the broker's disk), on a vhost of their own that the benchmark makes
+  on the same broker (``real.vhosts``; a vhost that held the transient exchange refuses
+  a durable one). What ``cloud.durable_delivery`` costs.
 * ``ours-excl``: ``ours`` with ``reply_queue="exclusive"`` (one exclusive reply queue per
   client), the alternative to direct reply-to; measured to choose between them.
 * ``oslo``: oslo.messaging ``get_rpc_transport`` + ``get_rpc_client`` / ``get_rpc_server``
@@ -63,7 +68,7 @@ if str(ROOT) not in sys.path:  # running from a source tree that was never insta
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_URL = os.environ.get("NOVALAB_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
-SYSTEMS = ("raw", "raw-p100", "ours", "ours-batch", "ours-excl", "oslo")
+SYSTEMS = ("raw", "raw-p100", "ours", "ours-batch", "ours-durable", "ours-durable-batch", "ours-excl", "oslo")
 #: (name, numerator system, denominator system, phase, goal) of each ratio reported.
 RATIOS = [
     ("call ours/oslo", "ours", "oslo", "call", 1.0),
@@ -72,6 +77,9 @@ RATIOS = [
     ("cast ours-batch/raw", "ours-batch", "raw", "cast", 0.8),
     ("cast ours/raw-p100", "ours", "raw-p100", "cast", None),
     ("cast ours-batch/raw-p100", "ours-batch", "raw-p100", "cast", None),
+    ("call durable/transient", "ours-durable", "ours", "call", None),
+    ("cast durable/transient", "ours-durable", "ours", "cast", None),
+    ("cast durable/transient batch", "ours-durable-batch", "ours-batch", "cast", None),
     ("call direct/exclusive", "ours", "ours-excl", "call", None),
     ("cast direct/exclusive", "ours", "ours-excl", "cast", None),
 ]
@@ -120,7 +128,7 @@ def serve(system, url, topic, workers, shared, ready, stop):
             counter.add()
             return message.get("args")
 
-        server = RpcServer(url, topic, "bench", handle, workers=workers, prefetch=1).start()
+        server = RpcServer(url, topic, "bench", handle, workers=workers, prefetch=1, durable=durable(system)).start()
         ready.set()
         stop.wait()
         server.stop()
@@ -196,11 +204,15 @@ def _raw_consumer(url, topic, prefetch, counter, stop):
 # ==================================================================================
 
 
+def durable(system):
+    return system.startswith("ours-durable")
+
+
 class OursClient:
-    def __init__(self, url, topic, reply_queue, batch=False):
+    def __init__(self, url, topic, reply_queue, batch=False, durable=False):
         from real.transport import RpcClient
 
-        self.client = RpcClient(url, reply_queue=reply_queue)
+        self.client = RpcClient(url, reply_queue=reply_queue, durable=durable)
         self.topic = topic
         self.batch = batch
         self.unflushed = 0
@@ -277,10 +289,10 @@ class RawClient:
 
 
 def make_client(system, url, topic):
-    if system == "ours":
-        return OursClient(url, topic, "direct")
-    if system == "ours-batch":
-        return OursClient(url, topic, "direct", batch=True)
+    if system in ("ours", "ours-durable"):
+        return OursClient(url, topic, "direct", durable=durable(system))
+    if system in ("ours-batch", "ours-durable-batch"):
+        return OursClient(url, topic, "direct", batch=True, durable=durable(system))
     if system == "ours-excl":
         return OursClient(url, topic, "exclusive")
     if system == "oslo":
@@ -362,7 +374,7 @@ def _cleanup(url, topic):
 def _print_ratios(runs: dict, best: dict) -> dict:
     """Print each ratio of RATIOS both systems were measured for; -> the ratios."""
     ratios = {}
-    print(f"{'ratio':<26} {'best/best':>9} {'median of rounds':>17}")
+    print(f"{'ratio':<28} {'best/best':>9} {'median of rounds':>17}")
     for name, num, den, phase, goal in RATIOS:
         if num not in best or den not in best:
             continue
@@ -376,7 +388,7 @@ def _print_ratios(runs: dict, best: dict) -> dict:
         if goal is not None:
             met = "met" if min(of_best, median) >= goal else "MISSED" if max(of_best, median) < goal else "borderline"
             verdict = f"   goal >= {goal:g}: {met}"
-        print(f"{name:<26} {of_best:9.2f} {median:17.2f}{verdict}")
+        print(f"{name:<28} {of_best:9.2f} {median:17.2f}{verdict}")
     return ratios
 
 
@@ -392,6 +404,27 @@ def _print_versions() -> None:
     except ImportError:
         pass
     print()
+
+
+def _durable_vhost(url, systems):
+    """A vhost of the benchmark's own for the durable systems: -> (its name, its URL), or
+    (None, None), those systems dropped from ``systems`` saying why, when none can be made."""
+    if not any(durable(s) for s in systems):
+        return None, None
+    from real import vhosts
+
+    name = f"novalab-bench-{uuid.uuid4().hex[:8]}"
+    try:
+        made = vhosts.make_vhost(url, name)
+    except vhosts.VhostError as e:
+        made, why = None, str(e)
+    else:
+        why = "the broker is not local or rabbitmqctl is missing"
+    if made is None:
+        print(f"ours-durable*: skipped (no vhost of their own on {url}: {why})", file=sys.stderr)
+        systems[:] = [s for s in systems if not durable(s)]
+        return None, None
+    return name, made[0]
 
 
 def main(argv=None):
@@ -416,19 +449,27 @@ def main(argv=None):
             print(f"oslo: skipped ({e}; pip install oslo.messaging)", file=sys.stderr)
             systems.remove("oslo")
 
+    vhost, durable_url = _durable_vhost(args.url, systems)
     runs = {s: [] for s in systems}
-    for r in range(args.repeat):
-        for s in systems:  # interleaved, so drift in the machine hits every system alike
-            print(f"[{r + 1}/{args.repeat}] {s} ...", file=sys.stderr, flush=True)
-            runs[s].append(measure(s, args.url, args.seconds, args.workers, args.inproc))
+    try:
+        for r in range(args.repeat):
+            for s in systems:  # interleaved, so drift in the machine hits every system alike
+                print(f"[{r + 1}/{args.repeat}] {s} ...", file=sys.stderr, flush=True)
+                url = durable_url if durable(s) else args.url
+                runs[s].append(measure(s, url, args.seconds, args.workers, args.inproc))
+    finally:
+        if vhost is not None:
+            from real import vhosts
+
+            vhosts.delete_vhost(vhost)
     best = {s: {k: max(run[k] for run in v) for k in ("call", "cast", "publish")} for s, v in runs.items() if v}
 
     print()
     print(f"RPC over RabbitMQ, {args.seconds:g} s per phase, best of {args.repeat}, "
           f"servers {'in-process' if args.inproc else 'in a child process'}, workers={args.workers}")
-    print(f"{'system':<10} {'call/s':>9} {'cast/s':>9} {'publish/s':>10}")
+    print(f"{'system':<18} {'call/s':>9} {'cast/s':>9} {'publish/s':>10}")
     for s, b in best.items():
-        print(f"{s:<10} {b['call']:>9.0f} {b['cast']:>9.0f} {b['publish']:>10.0f}")
+        print(f"{s:<18} {b['call']:>9.0f} {b['cast']:>9.0f} {b['publish']:>10.0f}")
     print()
     ratios = _print_ratios(runs, best)
     _print_versions()
