@@ -62,7 +62,8 @@ def test_nothing_is_sent_to_a_dead_host_once_it_is_known_dead(monkeypatch):
     """After service_down_time (and one heartbeat) no message is published to the dead host's queue."""
     sent = []
     publish = Broker.publish
-    monkeypatch.setattr(Broker, "publish", lambda self, key, body: sent.append((self.env.now, key)) or publish(self, key, body))
+    monkeypatch.setattr(Broker, "publish",
+                        lambda self, key, body, *more: sent.append((self.env.now, key)) or publish(self, key, body, *more))
     s = never_returns()
     result = simulate(s)
     known_dead = 30 + s.timing.service_down_time + s.timing.report_interval
