@@ -10,7 +10,7 @@ installed (naming the set-up script that installs what is missing), then:
 
 1. writes ``DIR/nova.yaml``, the one configuration every process reads: a fresh store
    key prefix; a private RabbitMQ vhost when the broker is local and ``rabbitmqctl``
-   may make one (otherwise the shared vhost); the directory of a private slapd under
+   may make one (otherwise the shared vhost), with durable delivery; the directory of a private slapd under
    ``DIR/ldap``; a flat network (``fixed_range``, default 10.0.0.0/24) with floating
    addresses (``floating_range``, default 203.0.113.0/28, TEST-NET-3) seeded on the
    network host ``net1`` and kept in the records only (``bind_floating: false``: no
@@ -98,6 +98,7 @@ DEFAULTS = {
     "workers": 4,
     "api_listen": "127.0.0.1",
     "objectstore_listen": "127.0.0.1",
+    "durable_delivery": True,  # a broker restart loses no accepted message (README, Durable delivery)
 }
 SETUP = {
     "services": "bash real/setup/services.sh",
