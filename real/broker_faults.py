@@ -39,10 +39,12 @@ def refusals(scenario) -> list[str]:
     return []
 
 
-def start_for(run, always: bool = False) -> None:
+def start_for(run) -> None:
     """Start the run's own node under ``<run>/rabbitmq`` when its plan has a broker fault
-    (or ``always``) and point the run's configuration at it. Raises StartupError."""
-    if not (always or wanted(run.scenario)):
+    (or ``run.own_broker`` is True: a test plays one itself) and point the run's
+    configuration at it; ``run.own_broker`` is then the node. Raises StartupError."""
+    if not (run.own_broker or wanted(run.scenario)):
+        run.own_broker = None
         return
     try:
         run.own_broker = PrivateRabbit(run.out / "rabbitmq").start()
@@ -51,10 +53,10 @@ def start_for(run, always: bool = False) -> None:
     run.config = run.config.model_copy(update={"amqp_url": run.own_broker.url})
 
 
-def connect_for(run, connect, always: bool = False):
+def connect_for(run, connect):
     """``start_for``, then ``connect(run.config)`` (Redis and the broker answer); the node
     is stopped again when that raises."""
-    start_for(run, always)
+    start_for(run)
     try:
         return connect(run.config)
     except BaseException:
@@ -62,10 +64,13 @@ def connect_for(run, connect, always: bool = False):
         raise
 
 
-def stop_for(run) -> None:
-    """Stop the run's own node, if it has one (its data goes, its logs stay)."""
-    if run.own_broker is not None:
-        run.own_broker.stop()
+def stop_for(run) -> bool:
+    """Stop the run's own node, if it has one (its data and queues go, its logs stay);
+    -> whether it had one."""
+    if not isinstance(run.own_broker, PrivateRabbit):
+        return False
+    run.own_broker.stop()
+    return True
 
 
 def steps(fault, scale: float) -> list[tuple[float, object]]:

@@ -25,8 +25,7 @@ from common.context import SYSTEM
 from common.effects import HGet
 from common.errors import NovaError
 from real import config as config_module
-from real.startup import StartupError, connect
-from real.transport import RpcClient
+from real.startup import StartupError, connect, rpc_client
 
 EVENTS = {"add": "lease_fixed_ip", "old": "lease_fixed_ip", "del": "release_fixed_ip"}
 
@@ -65,7 +64,7 @@ def run(args) -> int:
         host = store.execute(HGet(keys.network(network_id), "host"))
         if not host:
             return 0
-        client = RpcClient(config.amqp_url, durable=config.durable_delivery)
+        client = rpc_client(config)
         try:
             client.cast(rpc.host_topic("network", host), method, {"mac": args.mac, "address": args.address}, SYSTEM)
         finally:

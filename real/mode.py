@@ -89,13 +89,12 @@ from real import (
 )
 from real import images as image_store
 from real.config import ConfigError, DaemonConfig
-from real.daemon import StartupError, connect
 from real.ec2_client import HttpApi
 from real.outage import Outage
 from real.run_network_audit import Networking
 from real.runner import Agent, RealRuntime
 from real.site import run_config
-from real.transport import RpcClient
+from real.startup import StartupError, connect, rpc_client
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +176,8 @@ class RealRun:
                  site: DaemonConfig | None = None, own_broker: bool = False):
         """``faults``: (wall seconds after the workload starts, callable(run)) pairs, for
         fault-injection tests (e.g. SIGKILL a compute daemon mid-run). ``site``: see
-        real.site.run_config. ``own_broker``: a RabbitMQ node of the run's own without a
-        broker fault in the plan (real.broker_faults)."""
+        real.site.run_config; ``own_broker``: see real.broker_faults.start_for."""
         self.faults = tuple(faults)
-        self.wants_own_broker = own_broker
         #: (scenario seconds since the workload began, what) of each fault-plan step.
         self.fault_log: list[tuple[float, str]] = []
         self.workload_origin = 0.0  # runtime.now() when the workload starts
@@ -220,7 +217,7 @@ class RealRun:
         self.credentials = {user: (secrets.token_hex(10), secrets.token_urlsafe(30))
                             for user in assembly.directory_users(scenario)}
         self.workload = Workload(scenario, random.Random(f"{seed}/{WORKLOAD_STREAM}"), real.requests)
-        self.own_broker: Any = None  # the run's own RabbitMQ node (real.broker_faults), if any
+        self.own_broker: Any = own_broker  # True: start one (real.broker_faults); then the node
         self.workload_seconds = 0.0
         self.receivers: mode_webhooks.RunReceivers | None = None
 
@@ -239,10 +236,11 @@ class RealRun:
         site.check(self.config, "run")  # raises StartupError naming every setting to fix
         plan = self._fault_plan()  # raises StartupError for a plan real mode cannot play
         self.redis, self.config = store_faults.start(self.scenario, self.out, self.config)
-        store, _ = broker_faults.connect_for(self, connect, self.wants_own_broker)  # StartupError: what is missing
+        store, _ = broker_faults.connect_for(self, connect)  # raises StartupError naming what is missing
         self.store = store
-        self._isolate_queues()
-        self.runtime = RealRuntime(store, self._rpc_client, self.recorder,
+        if not self.own_broker:  # the run's own node has no other users
+            self._isolate_queues()
+        self.runtime = RealRuntime(store, lambda: rpc_client(self.config), self.recorder,
                                    time_scale=self.scale, time_origin=self.config.time_origin)
         config_path = self.out / "daemon-config.yaml"
         # The daemons never use the directory: its password stays out of the run directory.
@@ -528,11 +526,8 @@ class RealRun:
     def _broker_stats(self):
         return getattr(self, "_stats", {})
 
-    def _rpc_client(self) -> RpcClient:
-        return RpcClient(self.config.amqp_url, durable=self.config.durable_delivery)
-
     def _snapshot(self) -> invariants.Snapshot:
-        client = self._rpc_client()
+        client = rpc_client(self.config)
         domains = {}
         try:
             for host in self.hosts:
@@ -566,11 +561,8 @@ class RealRun:
     def _isolate_queues(self):
         """Queue names are the 2010 topic names, so two runs on one vhost would take each
         other's messages: a run gets a vhost of its own when the broker is local and
-        ``rabbitmqctl`` is at hand (otherwise it shares the configured one, and says so).
-        On the run's own node (real.broker_faults) the default vhost is the run's already."""
-        self.vhost = None if self.own_broker else f"novalab-{self.config.key_prefix.rstrip(':')}"
-        if self.vhost is None:
-            return
+        ``rabbitmqctl`` is at hand (otherwise it shares the configured one, and says so)."""
+        self.vhost = f"novalab-{self.config.key_prefix.rstrip(':')}"
         try:
             url = vhosts.private_vhost(self.config.amqp_url, self.vhost)
         except vhosts.VhostError as e:
@@ -583,14 +575,12 @@ class RealRun:
         self.config = self.config.model_copy(update={"amqp_url": url})
 
     def _clean_up(self):
-        try:
+        if not broker_faults.stop_for(self):  # the run's own node goes with its queues
             transport.delete_queues(self.config.amqp_url, self._queue_names())
-            if getattr(self, "vhost", None):
-                vhosts.delete_vhost(self.vhost)
-            self.store.flush()
-            self.runtime.close()
-            self.store.close()
-        finally:
-            broker_faults.stop_for(self)
+        if getattr(self, "vhost", None):
+            vhosts.delete_vhost(self.vhost)
+        self.store.flush()
+        self.runtime.close()
+        self.store.close()
 
 

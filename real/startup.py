@@ -18,6 +18,11 @@ class StartupError(RuntimeError):
     """A process cannot start; the message says which service is missing and where."""
 
 
+def rpc_client(config: DaemonConfig) -> RpcClient:
+    """An RpcClient for this deployment's broker, with its durable delivery setting."""
+    return RpcClient(config.amqp_url, durable=config.durable_delivery)
+
+
 def connect(config: DaemonConfig):
     """-> (store, runtime) once Redis and RabbitMQ answer; StartupError otherwise."""
     store = RedisStore(config.redis_url, prefix=config.key_prefix, socket_timeout=config.connect_timeout)
@@ -30,6 +35,6 @@ def connect(config: DaemonConfig):
         transport.queue_stats(config.amqp_url, (), connect_timeout=config.connect_timeout)
     except Exception as e:  # any failure to connect is a refusal to start
         raise StartupError(f"cannot reach RabbitMQ at {config.amqp_url}: {e}") from None
-    runtime = RealRuntime(store, lambda: RpcClient(config.amqp_url, durable=config.durable_delivery), time_scale=config.time_scale,
+    runtime = RealRuntime(store, lambda: rpc_client(config), time_scale=config.time_scale,
                           time_origin=config.time_origin)
     return store, runtime
