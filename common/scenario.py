@@ -269,6 +269,15 @@ class Metrics(_Model):
     interval: Seconds = 10.0
 
 
+class Sim(_Model):
+    """What the simulator alone chooses; real mode ignores this section."""
+
+    #: ``memory``: the managers' Redis commands on plain Python objects (``sim/memstore.py``,
+    #: tens of times faster); ``fakeredis``: the reference fake. Both answer as Redis does
+    #: (the store contract suite) and give the same run (the differential test).
+    store: Literal["memory", "fakeredis"] = "memory"
+
+
 class Real(_Model):
     """What ``--mode real`` needs; the sim ignores this section."""
 
@@ -301,6 +310,8 @@ class Scenario(_Model):
     drain_timeout: Seconds = 1800.0
     #: Timed faults (kill and restart a service, degrade a hypervisor), in order of ``at``.
     faults: Annotated[tuple[Fault, ...], Field(max_length=MAX_FAULTS)] = ()
+    #: Choices of the simulator alone (which store); real mode ignores them.
+    sim: Sim = Sim()
     real: Real = Real()
     #: Web hook receivers and the delivery worker's retries (common.scenario_webhooks).
     webhooks: Webhooks | None = None

@@ -24,11 +24,11 @@ from sim import images as image_cache
 from sim import webhooks as sim_webhooks
 from sim.broker import Broker
 from sim.hypervisor import FakeHypervisor
+from sim.memstore import make_store
 from sim.netdriver import FakeNetDriver
 from sim.recorder import Recorder
 from sim.runtime import SimRuntime, stream
 from sim.services import SimService, periodic
-from sim.store import SimStore
 
 #: Simulated seconds between two checks for quiescence while draining.
 DRAIN_POLL = 5.0
@@ -55,11 +55,11 @@ class Simulation:
     def __init__(self, scenario, seed: int):
         self.scenario = scenario
         self.seed = seed
-        random.seed(seed)  # fakeredis's SPOP draws from the global stream
+        random.seed(seed)  # fakeredis's SPOP draws from the global stream (MemoryStore: its own, alike)
         env = self.env = simpy.Environment()
         timing = scenario.timing
         self.recorder = Recorder()
-        self.store = SimStore()
+        self.store = make_store(scenario.sim.store, seed)
         rpc_rng = stream(seed, "latency/delivery")
         self.broker = Broker(env, delivery_latency=lambda: timing.rpc.sample(rpc_rng))
         self.runtime = SimRuntime(env, seed, self.store, self.broker, timing, self.recorder,
@@ -173,6 +173,7 @@ class Simulation:
                 "broker_restarts": self.broker.restarts,
                 "messages_lost_at_broker_restart": self.broker.lost,
                 "store_commands": self.store.commands,
+                "sim_store": self.store.kind,
                 "peak_host_vcpu_ratio": max((h.peak_vcpu_ratio for h in self.hypervisors), default=0.0),
                 "hosts_ever_overcommitted": sum(1 for h in self.hypervisors if h.peak_vcpu_ratio > 1.0),
                 "network_manager": self.net_config.manager,

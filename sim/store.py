@@ -1,4 +1,12 @@
-"""The simulated datastore: fakeredis, one FakeServer per run.
+"""The simulated datastores: what both share (``StoreFront``) and the fakeredis one.
+
+A scenario picks its store with ``sim.store``: ``memory`` (``sim.memstore.MemoryStore``,
+the default: the same commands on plain Python objects, tens of times faster) or
+``fakeredis`` (``SimStore`` below, the reference fake). Both answer as Redis does, held
+to it by the store contract suite, and to each other by a whole-scenario differential
+test.
+
+``SimStore``: fakeredis, one FakeServer per run.
 
 *Features*: every Redis command the managers use, with Redis's own semantics (fakeredis
 implements them); guarded transactions run at one instant of virtual time, which is
@@ -19,9 +27,11 @@ in sim (it never is on a real Redis: compare runs on properties, not on which ad
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import fakeredis
 
-from common.effects import HGet, Transaction
+from common.effects import Guard, HGet, Transaction
 from common.errors import StoreUnavailable
 
 
@@ -75,40 +85,70 @@ class _DirectPath:
         return callback(reply, **options) if callback is not None else reply
 
 
-class SimStore:
-    """The run's datastore; a ``common.performers.StorePerformer``."""
+class StoreFront:
+    """What every sim store shares: the command count, the outage switch and guarded
+    transactions. A subclass gives ``execute(command)`` (which counts the command and
+    calls ``unavailable`` while ``down``), ``scard``, ``flush`` and ``dump``."""
 
-    def __init__(self, direct: bool = True):
-        """``direct=False`` keeps every command on redis-py's public client path."""
-        self.server = fakeredis.FakeServer()
-        self.client = _client(self.server)
-        self.direct = _DirectPath.attach(self.client) if direct else None
+    #: The store's name in a scenario's ``sim.store``.
+    kind: ClassVar[str] = ""
+
+    def __init__(self):
         self.commands = 0
         #: The outage switch: while True every command raises StoreUnavailable.
         self.down = False
 
     def execute(self, command):
+        raise NotImplementedError
+
+    def unavailable(self, what: str):
+        raise StoreUnavailable(f"the store is unreachable (outage): {what} not sent")
+
+    def guard_holds(self, guard: Guard) -> bool:
+        """Check one guard (counted as the HGET it is)."""
+        return self.execute(HGet(guard.key, guard.field)) == guard.expected
+
+    def transaction(self, tx: Transaction):
+        """-> the ops' results, or None when a guard fails (then nothing is written).
+        Raises StoreUnavailable during an outage, before anything is read or written.
+        The ops run one after another at one instant of virtual time: no other effect
+        runs in between, which is the atomicity a Lua script has on a real server."""
+        if self.down:
+            self.commands += 1
+            self.unavailable("transaction")
+        for guard in tx.guards:
+            if not self.guard_holds(guard):
+                return None
+        execute = self.execute
+        return [execute(op) for op in tx.ops]
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class SimStore(StoreFront):
+    """The run's datastore on fakeredis; a ``common.performers.StorePerformer``."""
+
+    kind = "fakeredis"
+
+    def __init__(self, direct: bool = True):
+        """``direct=False`` keeps every command on redis-py's public client path."""
+        super().__init__()
+        self.server = fakeredis.FakeServer()
+        self.client = _client(self.server)
+        self.direct = _DirectPath.attach(self.client) if direct else None
+
+    def execute(self, command):
         self.commands += 1
         if self.down:
-            raise StoreUnavailable(f"the store is unreachable (outage): {command.command} not sent")
+            self.unavailable(command.command)
         options = {"withscores": True} if command.command == "ZRANGEBYSCORE" else {}
         if self.direct is not None:
             return self.direct.execute(command.command, command.args, options)
         return self.client.execute_command(command.command, *command.args, **options)
-
-    def transaction(self, tx: Transaction):
-        """-> the ops' results, or None when a guard fails (then nothing is written).
-        Raises StoreUnavailable during an outage, before anything is read or written."""
-        if self.down:
-            self.commands += 1
-            raise StoreUnavailable("the store is unreachable (outage): transaction not sent")
-        for guard in tx.guards:
-            if self.execute(HGet(guard.key, guard.field)) != guard.expected:
-                return None
-        return [self.execute(op) for op in tx.ops]
-
-    def ping(self) -> bool:
-        return True
 
     def flush(self) -> int:
         """Forget every key (a fresh server); returns how many there were."""
@@ -117,9 +157,6 @@ class SimStore:
         self.client = _client(self.server)
         self.direct = _DirectPath.attach(self.client) if self.direct is not None else None
         return count
-
-    def close(self) -> None:
-        pass
 
     def scard(self, key: str) -> int:
         """An instrumentation read: not a manager's effect, not counted."""

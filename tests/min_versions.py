@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: What ``sim.run`` imports (directly or through common/); the other dependencies
 #: (kombu, matplotlib, ...) serve real mode and the plots, not the sim's trace.
-SIM_PACKAGES = ("simpy", "fakeredis", "redis", "PyYAML", "pydantic", "rich", "ldap3")
+SIM_PACKAGES = ("simpy", "fakeredis", "redis", "sortedcontainers", "PyYAML", "pydantic", "rich", "ldap3")
 
 
 def lower_bounds(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, str]:

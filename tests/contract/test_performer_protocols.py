@@ -37,6 +37,7 @@ from sim.api import SimApi
 from sim.directory import SimDirectory
 from sim.hypervisor import FakeHypervisor
 from sim.images import SimImageCache
+from sim.memstore import MemoryStore
 from sim.netdriver import FakeNetDriver
 from sim.runtime import SimRuntime
 from sim.store import SimStore
@@ -44,6 +45,7 @@ from sim.webhooks import SimReceivers
 
 PAIRS = [
     (StorePerformer, SimStore, RedisStore),
+    (StorePerformer, MemoryStore, RedisStore),
     (HypervisorPerformer, FakeHypervisor, LibvirtDriver),
     (NetDriverPerformer, FakeNetDriver, LinuxNet),
     (DirectoryPerformer, SimDirectory, LdapDirectory),
@@ -71,8 +73,8 @@ def test_real_key_pair_maker_satisfies_the_protocol():
     assert isinstance(KeyPairMaker(), KeyPairGenerator)
 
 
-def _static_store(fake: SimStore, real: RedisStore) -> list[StorePerformer]:
-    return [fake, real]
+def _static_store(fake: SimStore, memory: MemoryStore, real: RedisStore) -> list[StorePerformer]:
+    return [fake, memory, real]
 
 
 def _static_hypervisor(fake: FakeHypervisor, real: LibvirtDriver, guests: GuestEnds) -> list[HypervisorPerformer]:

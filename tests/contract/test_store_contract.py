@@ -1,5 +1,6 @@
-"""The store contract: one set of test bodies, run against SimStore (fakeredis) and
-RedisStore (a live Redis), so the simulation's store answers exactly as the real one.
+"""The store contract: one set of test bodies, run against both sim stores, SimStore
+(fakeredis) and MemoryStore (plain Python objects), and against RedisStore (a live
+Redis), so the simulation's stores answer exactly as the real one.
 
 A test asks for ``store`` (a fresh, empty store of the backend under test) or for
 ``new_store`` (a factory of such stores). Real stores get a prefix of their own and are
@@ -11,12 +12,13 @@ import socket
 from uuid import uuid4
 
 import pytest
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from common import effects as fx
 from common.effects import Guard, Transaction
 from common.errors import StoreUnavailable
 from real.store import RedisStore
+from sim.memstore import COMMANDS, MemoryStore
 from sim.store import SimStore
 
 
@@ -25,8 +27,10 @@ def factory(kind, request):
     made = []
 
     def make():
-        if kind == "fake":
+        if kind == "fakeredis":
             store = SimStore()
+        elif kind == "memory":
+            store = MemoryStore(seed=len(made))
         else:
             url = request.getfixturevalue("redis_url")  # only here: the fake needs no Redis
             store = RedisStore(url, prefix=f"novalab-test-{uuid4().hex}:")
@@ -42,7 +46,7 @@ def factory(kind, request):
     return make, cleanup
 
 
-@pytest.fixture(params=["fake", "real"])
+@pytest.fixture(params=["fakeredis", "memory", "real"])
 def new_store(request):
     """A factory of empty stores of the backend under test; real ones are flushed after."""
     make, cleanup = factory(request.param, request)
@@ -135,6 +139,11 @@ def test_every_store_command_has_a_case():
     assert set(fx.StoreCommand.__subclasses__()) <= covered
 
 
+def test_every_store_command_is_modelled_by_the_memory_store():
+    """MemoryStore implements the Redis command of each StoreCommand subclass."""
+    assert {c.command for c in fx.StoreCommand.__subclasses__()} <= set(COMMANDS)
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_execute_result(store, name):
     """execute() gives the same value of the same type on both backends."""
@@ -203,6 +212,97 @@ def test_non_ascii_values_round_trip(store):
 
 
 # ---------------------------------------------------------------------------
+# Edges: Redis 7's answers (errors as redis-py raises them) to arguments no manager
+# should send, so that a sim store cannot accept what Redis refuses, or the reverse.
+
+STR = fx.SetNX("str", "v")
+ABC = fx.RPush("l", ("a", "b", "c"))
+WRONGTYPE = (ResponseError, "WRONGTYPE Operation against a key holding the wrong kind of value")
+NOT_FLOAT = (ResponseError, "value is not a valid float")
+NOT_HASH_INT = (ResponseError, "hash value is not an integer")
+NOT_RANGE_FLOAT = (ResponseError, "min or max is not a float")
+
+
+def arity(command):
+    return (ResponseError, f"wrong number of arguments for '{command}' command")
+
+
+def data_error(kind):
+    return (DataError, f"Invalid input of type: '{kind}'. Convert to a bytes, string, int or float first.")
+
+
+EDGES = {
+    "del-no-keys": ((), fx.Del(()), arity("del")),
+    "sadd-no-members": ((), fx.SAdd("s", ()), arity("sadd")),
+    "hset-no-fields": ((), fx.HSet("h", {}), arity("hset")),
+    "zadd-no-members": ((), fx.ZAdd("z", {}), arity("zadd")),
+    "hdel-no-fields": ((), fx.HDel("h", ()), arity("hdel")),
+    "rpush-no-values": ((), fx.RPush("l", ()), arity("rpush")),
+    "hincrby-float-value": ((fx.HSet("h", {"n": "1.5"}),), fx.HIncrBy("h", "n", 1), NOT_HASH_INT),
+    "hincrby-leading-zero": ((fx.HSet("h", {"n": "01"}),), fx.HIncrBy("h", "n", 1), NOT_HASH_INT),
+    "hincrby-plus-sign": ((fx.HSet("h", {"n": "+1"}),), fx.HIncrBy("h", "n", 1), NOT_HASH_INT),
+    "hincrby-minus-zero": ((fx.HSet("h", {"n": "-0"}),), fx.HIncrBy("h", "n", 1), NOT_HASH_INT),
+    "hincrby-space": ((fx.HSet("h", {"n": " 1"}),), fx.HIncrBy("h", "n", 1), NOT_HASH_INT),
+    "hincrby-overflow": ((fx.HSet("h", {"n": str(2**63 - 1)}),), fx.HIncrBy("h", "n", 1),
+                         (ResponseError, "increment or decrement would overflow")),
+    "hincrby-amount-past-64-bits": ((), fx.HIncrBy("h", "n", 2**63),
+                                    (ResponseError, "value is not an integer or out of range")),
+    "hincrby-wrongtype": ((STR,), fx.HIncrBy("str", "n", 1), WRONGTYPE),
+    "zadd-nan": ((), fx.ZAdd("z", {"m": float("nan")}), NOT_FLOAT),
+    "zadd-inf": ((), fx.ZAdd("z", {"m": float("inf")}), 1),
+    "zadd-text": ((), fx.ZAdd("z", {"m": "abc"}), NOT_FLOAT),
+    "zadd-text-inf": ((), fx.ZAdd("z", {"m": "-inf"}), 1),
+    "zadd-space": ((), fx.ZAdd("z", {"m": " 1"}), NOT_FLOAT),
+    "zadd-overflow": ((), fx.ZAdd("z", {"m": "1e999"}), NOT_FLOAT),
+    "zadd-underflow": ((), fx.ZAdd("z", {"m": "1e-400"}), NOT_FLOAT),
+    "zincrby-to-nan": ((fx.ZAdd("z", {"m": float("inf")}),), fx.ZIncrBy("z", float("-inf"), "m"),
+                       (ResponseError, "resulting score is not a number (NaN)")),
+    "zrangebyscore-text-bound": ((), fx.ZRangeByScore("z", "abc", "+inf"), NOT_RANGE_FLOAT),
+    "zrangebyscore-nan-bound": ((), fx.ZRangeByScore("z", "nan", "+inf"), NOT_RANGE_FLOAT),
+    "zrangebyscore-space-bound": ((fx.ZAdd("z", {"m": 1}),), fx.ZRangeByScore("z", " 1", "+inf"), [("m", 1.0)]),
+    "zrangebyscore-empty-bounds": ((fx.ZAdd("z", {"m": 0}),), fx.ZRangeByScore("z", "", ""), [("m", 0.0)]),
+    "zrangebyscore-bare-paren": ((fx.ZAdd("z", {"m": 0, "n": 1}),), fx.ZRangeByScore("z", "(", "+inf"), [("n", 1.0)]),
+    "zrangebyscore-huge-bounds": ((fx.ZAdd("z", {"m": 1}),), fx.ZRangeByScore("z", "-1e999", "1e999"), [("m", 1.0)]),
+    "zrangebyscore-above-inf": ((fx.ZAdd("z", {"m": float("inf")}),), fx.ZRangeByScore("z", "(inf", "+inf"), []),
+    "zrangebyscore-count-0": ((fx.ZAdd("z", {"m": 1}),), fx.ZRangeByScore("z", "-inf", "+inf", 0), []),
+    "zrangebyscore-count-negative": ((fx.ZAdd("z", {"m": 1, "n": 2}),), fx.ZRangeByScore("z", "-inf", "+inf", -3),
+                                     [("m", 1.0), ("n", 2.0)]),
+    "zrangebyscore-wrongtype": ((STR,), fx.ZRangeByScore("str", "-inf", "+inf"), WRONGTYPE),
+    "zrangebyscore-bound-before-type": ((STR,), fx.ZRangeByScore("str", "x", "+inf"), NOT_RANGE_FLOAT),
+    "zrangebyscore-ties-in-byte-order": ((fx.ZAdd("z", {"b": 1, "a": 1, "Z": 1, "é": 1}),),
+                                         fx.ZRangeByScore("z", "1", "1"), [("Z", 1.0), ("a", 1.0), ("b", 1.0), ("é", 1.0)]),
+    "lrange-clamped": ((ABC,), fx.LRange("l", -100, 100), ["a", "b", "c"]),
+    "lrange-from-the-end": ((ABC,), fx.LRange("l", -2, -1), ["b", "c"]),
+    "lrange-crossed": ((ABC,), fx.LRange("l", 2, 1), []),
+    "lrange-past-the-end": ((ABC,), fx.LRange("l", 5, 10), []),
+    "get-wrongtype": ((ABC,), fx.Get("l"), WRONGTYPE),
+    "setnx-on-another-type": ((ABC,), fx.SetNX("l", "x"), False),
+    "spop-wrongtype": ((STR,), fx.SPop("str"), WRONGTYPE),
+    "sadd-wrongtype": ((STR,), fx.SAdd("str", ("a",)), WRONGTYPE),
+    "zscore-wrongtype": ((STR,), fx.ZScore("str", "a"), WRONGTYPE),
+    "del-any-type": ((STR, ABC), fx.Del(("str", "l", "none")), 2),
+    "hset-none": ((), fx.HSet("h", {"a": None}), data_error("NoneType")),
+    "hset-bool": ((), fx.HSet("h", {"a": True}), data_error("bool")),
+    "hset-int-value": ((fx.HSet("h", {"a": 1}),), fx.HGet("h", "a"), "1"),
+    "hset-float-value": ((fx.HSet("h", {"a": 1.5}),), fx.HGet("h", "a"), "1.5"),
+    "hset-bytes-value": ((fx.HSet("h", {"a": b"x"}),), fx.HGet("h", "a"), "x"),
+}
+
+
+@pytest.mark.parametrize("name", EDGES)
+def test_edge_answer(store, name):
+    """Odd arguments get Redis's answer: the same value, or the same error and message."""
+    setup, command, expected = EDGES[name]
+    run_all(store, *setup)
+    if isinstance(expected, tuple) and isinstance(expected[0], type):
+        with pytest.raises(expected[0]) as caught:
+            store.execute(command)
+        assert type(caught.value) is expected[0] and str(caught.value) == expected[1]
+    else:
+        assert shape(store.execute(command)) == shape(expected)
+
+
+# ---------------------------------------------------------------------------
 # Transactions: guards are a compare-and-set.
 
 SPAWNING = (fx.HSet("instance:i-1", {"state": "spawning"}), fx.SAdd("host:h1:instances", ("i-1",)))
@@ -264,7 +364,7 @@ def test_transaction_with_many_arguments(store):
 
 
 def test_commands_are_counted_alike(store):
-    """``commands`` counts one per command and per guard checked, as SimStore does."""
+    """``commands`` counts one per command and per guard checked, alike on every store."""
     store.execute(fx.HSet("h", {"a": "1"}))
     store.transaction(Transaction(ops=(fx.Get("x"),), guards=(Guard("h", "a", "2"), Guard("h", "b", None))))
     store.transaction(Transaction(ops=(fx.Get("x"), fx.Get("y")), guards=(Guard("h", "a", "1"),)))

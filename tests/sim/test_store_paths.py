@@ -1,4 +1,6 @@
-"""SimStore's direct path into fakeredis answers exactly as redis-py's public client path."""
+"""The sim stores agree command by command: SimStore's direct path into fakeredis answers
+exactly as redis-py's public client path, and MemoryStore exactly as fakeredis (SPOP
+included, under one seed)."""
 
 import random
 
@@ -6,6 +8,7 @@ import pytest
 from redis.exceptions import ResponseError
 
 from common import effects as fx
+from sim.memstore import MemoryStore
 from sim.store import SimStore
 
 KEYS = ("h", "s", "z", "l", "str")
@@ -47,3 +50,27 @@ def test_both_paths_agree_on_random_command_sequences(seed):
         second = outcome(public, command)
         assert (first, type(first[1])) == (second, type(second[1])), command
     assert direct.dump() == public.dump()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_memory_store_agrees_with_fakeredis_on_random_command_sequences(seed):
+    """Every store command, wrong types and SPOP included, gives what fakeredis gives."""
+    fake, memory = SimStore(), MemoryStore(seed)
+    random.seed(seed)  # fakeredis's SPOP draws from the global stream, MemoryStore from its own
+    rng = random.Random(1000 + seed)
+    for _ in range(300):
+        command = random_command(rng)
+        first, second = outcome(fake, command), outcome(memory, command)
+        assert (first, type(first[1])) == (second, type(second[1])), command
+    assert fake.dump() == memory.dump()
+
+
+def test_memory_store_spop_is_a_function_of_the_seed():
+    """Two stores with one seed pop a pool in the same order; another seed, another order."""
+
+    def drained(seed):
+        store = MemoryStore(seed)
+        store.execute(fx.SAdd("pool", tuple(f"10.0.0.{i}" for i in range(50))))
+        return [store.execute(fx.SPop("pool")) for _ in range(50)]
+
+    assert drained(3) == drained(3) != drained(4)

@@ -1,0 +1,498 @@
+"""The fast simulated datastore: the Redis commands the managers use, on plain Python objects.
+
+``MemoryStore`` is a ``common.performers.StorePerformer`` like ``sim.store.SimStore``
+(fakeredis), without a socket, a protocol or a byte in between: a command is one method
+call on dicts, lists and sorted lists. The 500-host run makes about 450,000 store
+commands; here each costs about a microsecond instead of fakeredis's tens. A scenario
+picks it with ``sim.store: memory`` (the default) or keeps fakeredis with
+``sim.store: fakeredis``.
+
+*Features*
+
+- Exactly the commands of ``common.effects``' store effects, with Redis 7's semantics and
+  the reply types redis-py gives with ``decode_responses`` (``SETNX`` -> bool, scores ->
+  float, ``HGETALL`` -> dict, ``SMEMBERS`` -> set, ``ZRANGEBYSCORE ... WITHSCORES`` ->
+  list of ``(member, float)``): keys of one type each, ``WRONGTYPE`` for a command on a
+  key of another type, empty hashes, sets, lists and sorted sets deleted, arity and
+  argument errors with Redis's messages (redis-py's ``ResponseError``), arguments
+  converted as redis-py converts them (int and float through ``repr``; bool and None
+  refused with redis-py's ``DataError``), 64-bit overflow of ``HINCRBY``, NaN refused.
+- ``SPOP`` is deterministic from the seed it is given: it draws as fakeredis 2.40+ does
+  (the set's members listed in insertion order, ``randrange``, the last member moved into
+  the hole), so a run seeded alike picks the same members on both sim stores and the
+  whole trace (fingerprint included) comes out the same: ``tests/sim/test_store_diff.py``
+  holds the two to that.
+- Sorted sets are ordered by score, then by member (code point order, which is UTF-8
+  byte order, as Redis compares).
+- Guarded transactions and the outage switch as ``SimStore`` has them (shared code).
+- New commands: a method decorated with ``@command(NAME, arity)`` taking the command's
+  arguments as a tuple; the store contract suite lists a case per store effect.
+
+*Not supported*
+
+- Commands no store effect sends (``execute`` names the command and refuses it), and the
+  options of supported commands that no effect uses: ``SPOP`` with a count, ``ZADD``'s
+  ``NX|XX|GT|LT|CH|INCR``, ``ZRANGEBYSCORE``'s ``LIMIT`` with offset and count is there.
+  They raise ``NotImplementedError`` rather than a made-up Redis reply.
+- Expiry (TTLs), keyspace notifications, databases other than one, memory limits,
+  persistence, replication, latency (the runtime waits the scenario's store latency).
+- Hexadecimal float arguments (``0x1p3``), which Redis's ``strtod`` would read.
+- Byte strings that are not UTF-8: values are ``str`` (redis-py's ``decode_responses``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import DataError, ResponseError
+from sortedcontainers import SortedList
+
+from sim.store import SimStore, StoreFront
+
+WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+NOT_INTEGER = "ERR value is not an integer or out of range"
+NOT_FLOAT = "ERR value is not a valid float"
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+#: name -> (method, arity): Redis's arity counts the command name, negative means "at least".
+COMMANDS: dict[str, tuple[Callable[..., Any], int]] = {}
+
+
+def command(name: str, arity: int):
+    """Register the decorated method as the implementation of Redis command ``name``."""
+
+    def register(method):
+        COMMANDS[name] = (method, arity)
+        return method
+
+    return register
+
+
+class _Set:
+    """A Redis set as fakeredis 2.40+ keeps one: members in insertion order, plus the
+    list SPOP picks from (built on first use, kept through SADD and SPOP, rebuilt after
+    SREM), so that both stores draw the same member from the same random stream."""
+
+    __slots__ = ("members", "order")
+
+    def __init__(self):
+        self.members: dict[str, None] = {}
+        self.order: list[str] | None = None
+
+    def add(self, member: str) -> bool:
+        if member in self.members:
+            return False
+        self.members[member] = None
+        if self.order is not None:
+            self.order.append(member)
+        return True
+
+    def discard(self, member: str) -> bool:
+        if self.members.pop(member, self) is self:
+            return False
+        self.order = None
+        return True
+
+    def pop(self, rng: random.Random) -> str:
+        order = self.order
+        if order is None:
+            order = self.order = list(self.members)
+        index = rng.randrange(len(order))
+        order[index], order[-1] = order[-1], order[index]
+        member = order.pop()
+        del self.members[member]
+        return member
+
+
+class _ZSet:
+    """A Redis sorted set: member -> score, and (score, member) pairs in order."""
+
+    __slots__ = ("ordered", "scores")
+
+    def __init__(self):
+        self.scores: dict[str, float] = {}
+        self.ordered = SortedList()
+
+    def set(self, member: str, score: float) -> bool:
+        old = self.scores.get(member)
+        if old is not None:
+            if old == score:
+                return False
+            self.ordered.remove((old, member))
+        self.scores[member] = score
+        self.ordered.add((score, member))
+        return old is None
+
+    def remove(self, member: str) -> bool:
+        score = self.scores.pop(member, None)
+        if score is None:
+            return False
+        self.ordered.remove((score, member))
+        return True
+
+
+def _error(reply: str) -> ResponseError:
+    """Redis's error reply as redis-py raises it: without "ERR ", with any other code (WRONGTYPE)."""
+    return ResponseError(reply.removeprefix("ERR "))
+
+
+def _text(value) -> str:
+    """An argument as redis-py sends it, read back as ``decode_responses`` gives it."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is int or kind is float:
+        return repr(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    raise DataError(f"Invalid input of type: '{kind.__name__}'. Convert to a bytes, string, int or float first.")
+
+
+def _int(value) -> int:
+    """An integer argument, as Redis's ``string2ll`` reads it: ASCII digits, an optional
+    minus, no plus, no leading zero, no spaces, 64 bits."""
+    if type(value) is int:
+        number = value
+    else:
+        text = _text(value)
+        digits = text[1:] if text.startswith("-") else text
+        if not (digits.isascii() and digits.isdigit()) or (digits[0] == "0" and text != "0"):
+            raise _error(NOT_INTEGER)
+        number = int(text)
+    if not INT64[0] <= number <= INT64[1]:
+        raise _error(NOT_INTEGER)
+    return number
+
+
+def _float(value, message: str = NOT_FLOAT) -> float:
+    """A float argument, as Redis's ``getDoubleFromObject`` reads it: the whole string,
+    no leading space, NaN and out-of-range values refused."""
+    if type(value) is float or type(value) is int:
+        number = float(value)
+        text = "inf" if math.isinf(number) else ""
+    else:
+        text = _text(value)
+        if not text.isascii() or text != text.strip() or "_" in text:
+            raise _error(message)
+        try:
+            number = float(text)
+        except ValueError:
+            raise _error(message) from None
+    if math.isnan(number) or (math.isinf(number) and "inf" not in text.lower()):
+        raise _error(message)  # NaN, or past the largest double (ERANGE)
+    if number == 0.0 and any(c in "123456789" for c in text.lower().partition("e")[0]):
+        raise _error(message)  # below the smallest double (ERANGE)
+    return number
+
+
+def _bound(value) -> tuple[float, bool]:
+    """A ZRANGEBYSCORE bound -> (score, exclusive), as Redis's ``zslParseRange`` reads
+    it with ``strtod``: leading spaces and an empty string (0) pass, NaN does not."""
+    text = _text(value)
+    exclusive = text.startswith("(")
+    number = text[1:] if exclusive else text
+    if not number.strip():
+        return 0.0, exclusive
+    try:
+        score = float(number) if number.isascii() and number == number.rstrip() and "_" not in number else math.nan
+    except ValueError:
+        score = math.nan
+    if math.isnan(score):
+        raise _error("ERR min or max is not a float")
+    return score, exclusive
+
+
+class MemoryStore(StoreFront):
+    """The run's datastore on plain Python objects; a ``common.performers.StorePerformer``."""
+
+    kind = "memory"
+
+    def __init__(self, seed: int = 0):
+        """``seed``: SPOP's random stream (``random.Random(seed)``, which draws as the
+        global stream seeded with ``random.seed(seed)`` that fakeredis uses)."""
+        super().__init__()
+        self.data: dict[str, Any] = {}
+        self.rng = random.Random(seed)
+
+    def execute(self, command):
+        self.commands += 1
+        if self.down:
+            self.unavailable(command.command)
+        name = command.command
+        entry = COMMANDS.get(name)
+        if entry is None:
+            raise NotImplementedError(f"MemoryStore does not model the Redis command {name}")
+        method, arity = entry
+        args = command.args
+        if (len(args) + 1 != arity) if arity > 0 else (len(args) + 1 < -arity):
+            raise _error(f"ERR wrong number of arguments for '{name.lower()}' command")
+        return method(self, args)
+
+    def guard_holds(self, guard) -> bool:
+        self.commands += 1
+        fields = self._typed(_text(guard.key), dict)
+        return (fields.get(_text(guard.field)) if fields is not None else None) == guard.expected
+
+    def _typed(self, key: str, kind: type):
+        """The value at ``key`` if it is a ``kind`` (None when missing); WRONGTYPE if not."""
+        value = self.data.get(key)
+        if value is not None and type(value) is not kind:
+            raise _error(WRONGTYPE)
+        return value
+
+    def _created(self, key: str, kind: type):
+        value = self._typed(key, kind)
+        if value is None:
+            value = self.data[key] = kind()
+        return value
+
+    # -- strings and keys --------------------------------------------------------
+
+    @command("GET", 2)
+    def _get(self, args):
+        return self._typed(_text(args[0]), str)
+
+    @command("SETNX", 3)
+    def _setnx(self, args):
+        key, value = _text(args[0]), _text(args[1])
+        if key in self.data:
+            return False
+        self.data[key] = value
+        return True
+
+    @command("DEL", -2)
+    def _del(self, args):
+        data = self.data
+        return sum(data.pop(key, None) is not None for key in map(_text, args))
+
+    # -- hashes ----------------------------------------------------------------
+
+    @command("HGET", 3)
+    def _hget(self, args):
+        fields = self._typed(_text(args[0]), dict)
+        return None if fields is None else fields.get(_text(args[1]))
+
+    @command("HGETALL", 2)
+    def _hgetall(self, args):
+        fields = self._typed(_text(args[0]), dict)
+        return {} if fields is None else dict(fields)
+
+    @command("HSET", -4)
+    def _hset(self, args):
+        if len(args) % 2 == 0:
+            raise _error("ERR wrong number of arguments for 'hset' command")
+        pairs = [(_text(args[i]), _text(args[i + 1])) for i in range(1, len(args), 2)]
+        fields = self._created(_text(args[0]), dict)
+        before = len(fields)
+        fields.update(pairs)
+        return len(fields) - before
+
+    @command("HDEL", -3)
+    def _hdel(self, args):
+        key = _text(args[0])
+        fields = self._typed(key, dict)
+        if fields is None:
+            return 0
+        removed = sum(fields.pop(name, self) is not self for name in map(_text, args[1:]))
+        if not fields:
+            del self.data[key]
+        return removed
+
+    @command("HINCRBY", 4)
+    def _hincrby(self, args):
+        key, name, amount = _text(args[0]), _text(args[1]), _int(args[2])
+        fields = self._typed(key, dict)
+        current = 0
+        if fields is not None and name in fields:
+            try:
+                current = _int(fields[name])
+            except ResponseError:
+                raise _error("ERR hash value is not an integer") from None
+        total = current + amount
+        if not INT64[0] <= total <= INT64[1]:
+            raise _error("ERR increment or decrement would overflow")
+        self._created(key, dict)[name] = str(total)
+        return total
+
+    # -- sets ------------------------------------------------------------------
+
+    @command("SADD", -3)
+    def _sadd(self, args):
+        members = [_text(m) for m in args[1:]]
+        add = self._created(_text(args[0]), _Set).add
+        return sum(add(m) for m in members)
+
+    @command("SREM", -3)
+    def _srem(self, args):
+        key = _text(args[0])
+        members = self._typed(key, _Set)
+        if members is None:
+            return 0
+        removed = sum(members.discard(m) for m in map(_text, args[1:]))
+        if not members.members:
+            del self.data[key]
+        return removed
+
+    @command("SMEMBERS", 2)
+    def _smembers(self, args):
+        members = self._typed(_text(args[0]), _Set)
+        return set() if members is None else set(members.members)
+
+    @command("SCARD", 2)
+    def _scard(self, args):
+        members = self._typed(_text(args[0]), _Set)
+        return 0 if members is None else len(members.members)
+
+    @command("SPOP", -2)
+    def _spop(self, args):
+        if len(args) > 1:
+            raise NotImplementedError("MemoryStore does not model SPOP with a count")
+        key = _text(args[0])
+        members = self._typed(key, _Set)
+        if members is None:
+            return None
+        member = members.pop(self.rng)
+        if not members.members:
+            del self.data[key]
+        return member
+
+    # -- sorted sets -------------------------------------------------------------
+
+    @command("ZADD", -4)
+    def _zadd(self, args):
+        if isinstance(args[1], str) and args[1].upper() in ("NX", "XX", "GT", "LT", "CH", "INCR"):
+            raise NotImplementedError(f"MemoryStore does not model ZADD {args[1].upper()}")
+        if len(args) % 2 == 0:
+            raise _error("ERR syntax error")
+        pairs = [(_text(args[i + 1]), _float(args[i])) for i in range(1, len(args), 2)]
+        zset = self._created(_text(args[0]), _ZSet)
+        before = len(zset.scores)
+        for member, score in pairs:
+            zset.set(member, score)
+        return len(zset.scores) - before
+
+    @command("ZINCRBY", 4)
+    def _zincrby(self, args):
+        key, amount, member = _text(args[0]), _float(args[1]), _text(args[2])
+        zset = self._typed(key, _ZSet)
+        score = amount + (zset.scores.get(member, 0.0) if zset is not None else 0.0)
+        if math.isnan(score):
+            raise _error("ERR resulting score is not a number (NaN)")
+        self._created(key, _ZSet).set(member, score)
+        return score
+
+    @command("ZREM", -3)
+    def _zrem(self, args):
+        key = _text(args[0])
+        zset = self._typed(key, _ZSet)
+        if zset is None:
+            return 0
+        removed = sum(zset.remove(m) for m in map(_text, args[1:]))
+        if not zset.scores:
+            del self.data[key]
+        return removed
+
+    @command("ZSCORE", 3)
+    def _zscore(self, args):
+        zset = self._typed(_text(args[0]), _ZSet)
+        return None if zset is None else zset.scores.get(_text(args[1]))
+
+    @command("ZRANGEBYSCORE", -4)
+    def _zrangebyscore(self, args):
+        withscores, offset, count = _range_options(args[3:])  # Redis reads the options first
+        (low, low_open), (high, high_open) = _bound(args[1]), _bound(args[2])
+        zset = self._typed(_text(args[0]), _ZSet)
+        if zset is None or offset < 0 or (low_open and low == math.inf):
+            return []
+        ordered = zset.ordered
+        if low_open:  # above low: from the next float up
+            low = math.nextafter(low, math.inf)
+        # A one-element tuple sorts before every (score, member) pair of its score.
+        start = ordered.bisect_left((low,))
+        rows = []
+        for score, member in ordered.islice(start + offset):
+            if score > high or (high_open and score == high) or len(rows) == count:
+                break
+            rows.append((member, score) if withscores else member)
+        return rows
+
+    # -- lists -----------------------------------------------------------------
+
+    @command("RPUSH", -3)
+    def _rpush(self, args):
+        values = [_text(v) for v in args[1:]]
+        items = self._created(_text(args[0]), list)
+        items.extend(values)
+        return len(items)
+
+    @command("LRANGE", 4)
+    def _lrange(self, args):
+        start, stop = _int(args[1]), _int(args[2])
+        items = self._typed(_text(args[0]), list)
+        if items is None:
+            return []
+        size = len(items)
+        start = max(start + size, 0) if start < 0 else start
+        stop = stop + size if stop < 0 else min(stop, size - 1)
+        return items[start:stop + 1] if start <= stop else []
+
+    # -- instrumentation (not effects) --------------------------------------------
+
+    def scard(self, key: str) -> int:
+        """An instrumentation read: not a manager's effect, not counted."""
+        members = self._typed(key, _Set)
+        return 0 if members is None else len(members.members)
+
+    def flush(self) -> int:
+        """Forget every key; returns how many there were."""
+        count = len(self.data)
+        self.data = {}
+        return count
+
+    def dump(self) -> dict:
+        """Every key with its value as a Python object (the invariant checkers' input)."""
+        readers: dict[type, Callable[[Any], Any]] = {
+            str: lambda v: v,
+            dict: dict,
+            _Set: lambda v: set(v.members),
+            list: list,
+            _ZSet: lambda v: {member: score for score, member in v.ordered},
+        }
+        return {key: readers[type(value)](value) for key, value in self.data.items()}
+
+
+def _range_options(options) -> tuple[bool, int, int]:
+    """ZRANGEBYSCORE's options -> (withscores, offset, count); count -1 is "all"."""
+    withscores, offset, count = False, 0, -1
+    i = 0
+    while i < len(options):
+        word = _text(options[i]).upper()
+        if word == "WITHSCORES":
+            withscores = True
+            i += 1
+        elif word == "LIMIT" and i + 2 < len(options):
+            offset, count = _int(options[i + 1]), _int(options[i + 2])
+            i += 3
+        else:
+            raise _error("ERR syntax error")
+    return withscores, offset, count
+
+
+#: A scenario's ``sim.store`` -> the store of a run with a given seed.
+STORES: dict[str, Callable[[int], StoreFront]] = {
+    MemoryStore.kind: MemoryStore,
+    SimStore.kind: lambda seed: SimStore(),  # SPOP draws from the global stream, seeded by the run
+}
+
+
+def make_store(kind: str, seed: int) -> StoreFront:
+    """The store a scenario's ``sim.store`` names, for a run with ``seed``."""
+    try:
+        return STORES[kind](seed)
+    except KeyError:
+        raise ValueError(f"sim.store: {kind!r} is not a sim store (expected one of: {', '.join(STORES)})") from None
