@@ -61,6 +61,9 @@ from sim.broker import BrokerDown
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
+#: Trace lines folded into the fingerprint at once (bounds the pending text to ~1 MB).
+TRACE_BATCH = 4096
+
 
 def stream(seed: int, name: str) -> random.Random:
     """An independent, reproducible random stream for one component."""
@@ -111,6 +114,10 @@ class SimRuntime:
         self._calls: dict[str, Any] = {}  # msg_id -> the SimPy event its caller waits on
         self._call_counter = 0
         self._fingerprint = hashlib.blake2b(digest_size=16)
+        #: Trace lines not yet folded into the fingerprint (see ``_fold``).
+        self._trace: list[str] = []
+        #: Effect class -> its dataclass repr without the recursion guard around it.
+        self._reprs: dict[type, Any] = {}
         self.effects = 0
         self.late_replies = 0
         #: Generators of killed agents, kept unclosed so that no ``finally:`` runs.
@@ -139,7 +146,23 @@ class SimRuntime:
 
     @property
     def fingerprint(self) -> str:
+        self._fold()
         return self._fingerprint.hexdigest()
+
+    def _fold(self) -> None:
+        """Hash the pending trace lines. One update of their concatenation gives the
+        digest that one update per line gives, at a fraction of the calls."""
+        if self._trace:
+            self._fingerprint.update("".join(self._trace).encode())
+            self._trace.clear()
+
+    def _repr_of(self, kind: type):
+        """``kind``'s repr, unwrapped: a dataclass's ``__repr__`` is wrapped in a guard
+        against recursive containers (an effect never contains itself) that costs more
+        than the repr; the text is the same."""
+        method = kind.__repr__
+        self._reprs[kind] = method = getattr(method, "__wrapped__", method)
+        return method
 
     def agent(self, name: str, host: str = "", hypervisor=None, netdriver=None, incarnation: int = 0) -> Agent:
         """A performer of effects; a restarted service is a new ``incarnation`` with a
@@ -168,7 +191,8 @@ class SimRuntime:
         inline = self.inline
         resolved = self.performers.resolved
         generator = types.GeneratorType
-        fold = self._fingerprint.update
+        trace = self._trace
+        reprs = self._reprs
         send: Any = None
         throw: BaseException | None = None
         while True:
@@ -183,8 +207,10 @@ class SimRuntime:
             self.effects += 1
             if agent.watched:
                 agent.performed += 1
-            fold(f"{env.now!r} {agent.name} {effect!r}\n".encode())
             kind = type(effect)
+            trace.append(f"{env.now!r} {agent.name} {(reprs.get(kind) or self._repr_of(kind))(effect)}\n")
+            if len(trace) >= TRACE_BATCH:
+                self._fold()
             entry = resolved.get(kind) or self.performers.lookup(kind)
             if entry is None:
                 if kind is not types.GeneratorType:

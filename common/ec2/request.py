@@ -207,8 +207,11 @@ def _request_time(headers: Mapping[str, str]) -> tuple[str, float]:
         amz_date = moment.astimezone(datetime.UTC).strftime(signing.AMZ_DATE_FORMAT)
     if amz_date is None or not _AMZ_DATE.match(amz_date):
         raise AuthFailure("a version 4 request needs an X-Amz-Date header of the form yyyymmddThhmmssZ")
-    try:
-        moment = datetime.datetime.strptime(amz_date, signing.AMZ_DATE_FORMAT).replace(tzinfo=datetime.UTC)
+    try:  # the digits by position (the pattern above holds): strptime costs ~100x more
+        if len(amz_date) != 16:  # "$" lets a final newline through
+            raise ValueError(amz_date)
+        moment = datetime.datetime(int(amz_date[0:4]), int(amz_date[4:6]), int(amz_date[6:8]), int(amz_date[9:11]),
+                                   int(amz_date[11:13]), int(amz_date[13:15]), tzinfo=datetime.UTC)
     except ValueError:
         raise AuthFailure(f"X-Amz-Date {amz_date!r} is not a time") from None
     return amz_date, moment.timestamp()
