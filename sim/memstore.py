@@ -286,7 +286,10 @@ class MemoryStore(StoreFront):
     def _hset(self, args):
         if len(args) % 2 == 0:
             raise _error("ERR wrong number of arguments for 'hset' command")
-        pairs = [(_text(args[i]), _text(args[i + 1])) for i in range(1, len(args), 2)]
+        pairs = {}  # every argument converted before anything is written
+        for i in range(1, len(args), 2):
+            name, value = args[i], args[i + 1]
+            pairs[name if type(name) is str else _text(name)] = value if type(value) is str else _text(value)
         fields = self._created(_text(args[0]), dict)
         before = len(fields)
         fields.update(pairs)
@@ -323,9 +326,12 @@ class MemoryStore(StoreFront):
 
     @command("SADD", -3)
     def _sadd(self, args):
-        members = [_text(m) for m in args[1:]]
+        members = [m if type(m) is str else _text(m) for m in args[1:]]
         add = self._created(_text(args[0]), _Set).add
-        return sum(add(m) for m in members)
+        added = 0
+        for member in members:
+            added += add(member)
+        return added
 
     @command("SREM", -3)
     def _srem(self, args):
@@ -369,7 +375,11 @@ class MemoryStore(StoreFront):
             raise NotImplementedError(f"MemoryStore does not model ZADD {args[1].upper()}")
         if len(args) % 2 == 0:
             raise _error("ERR syntax error")
-        pairs = [(_text(args[i + 1]), _float(args[i])) for i in range(1, len(args), 2)]
+        pairs = []  # every argument converted before anything is written
+        for i in range(1, len(args), 2):
+            score, member = args[i], args[i + 1]
+            pairs.append((member if type(member) is str else _text(member),
+                          score if type(score) is float and score == score else _float(score)))
         zset = self._created(_text(args[0]), _ZSet)
         before = len(zset.scores)
         for member, score in pairs:
