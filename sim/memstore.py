@@ -24,16 +24,20 @@ picks it with ``sim.store: memory`` (the default) or keeps fakeredis with
   holds the two to that.
 - Sorted sets are ordered by score, then by member (code point order, which is UTF-8
   byte order, as Redis compares).
-- Guarded transactions and the outage switch as ``SimStore`` has them (shared code).
+- Guarded transactions and the outage switch as ``SimStore`` has them (shared code:
+  ``sim.store.StoreFront``).
+- Its state and its draws never depend on string hashing (``PYTHONHASHSEED``): hashes,
+  sets and lists keep insertion order, as fakeredis does. ``SMEMBERS`` answers a Python
+  set, as redis-py does, so a caller that iterates one must sort it.
 - New commands: a method decorated with ``@command(NAME, arity)`` taking the command's
   arguments as a tuple; the store contract suite lists a case per store effect.
 
 *Not supported*
 
-- Commands no store effect sends (``execute`` names the command and refuses it), and the
-  options of supported commands that no effect uses: ``SPOP`` with a count, ``ZADD``'s
-  ``NX|XX|GT|LT|CH|INCR``, ``ZRANGEBYSCORE``'s ``LIMIT`` with offset and count is there.
-  They raise ``NotImplementedError`` rather than a made-up Redis reply.
+- Commands no store effect sends, and the options of supported commands that no effect
+  uses (``SPOP`` with a count; ``ZADD``'s ``NX|XX|GT|LT|CH|INCR``): they raise
+  ``NotImplementedError`` naming what is missing rather than give a made-up Redis reply.
+  (``ZRANGEBYSCORE`` has ``WITHSCORES`` and ``LIMIT offset count``.)
 - Expiry (TTLs), keyspace notifications, databases other than one, memory limits,
   persistence, replication, latency (the runtime waits the scenario's store latency).
 - Hexadecimal float arguments (``0x1p3``), which Redis's ``strtod`` would read.
