@@ -112,30 +112,50 @@ class _Set:
 
 
 class _ZSet:
-    """A Redis sorted set: member -> score, and (score, member) pairs in order."""
+    """A Redis sorted set: member -> score, and the (score, member) pairs in order.
 
-    __slots__ = ("ordered", "scores")
+    The order is brought up to date when it is read (a range, a dump), not on every
+    write: heartbeats rewrite one member's score every few seconds, and most runs read
+    the order far less often. ``stale`` maps each member written since the last read to
+    the score the order still holds for it (None: not in it); it is bounded by the
+    number of members."""
+
+    __slots__ = ("scores", "sorted", "stale")
 
     def __init__(self):
         self.scores: dict[str, float] = {}
-        self.ordered = SortedList()
+        self.sorted = SortedList()
+        self.stale: dict[str, float | None] = {}
 
     def set(self, member: str, score: float) -> bool:
         old = self.scores.get(member)
-        if old is not None:
-            if old == score:
-                return False
-            self.ordered.remove((old, member))
+        if old == score:
+            return False
+        if member not in self.stale:
+            self.stale[member] = old
         self.scores[member] = score
-        self.ordered.add((score, member))
         return old is None
 
     def remove(self, member: str) -> bool:
         score = self.scores.pop(member, None)
         if score is None:
             return False
-        self.ordered.remove((score, member))
+        if member not in self.stale:
+            self.stale[member] = score
         return True
+
+    @property
+    def ordered(self) -> SortedList:
+        if self.stale:
+            ordered, scores = self.sorted, self.scores
+            for member, held in self.stale.items():
+                if held is not None:
+                    ordered.remove((held, member))
+                score = scores.get(member)
+                if score is not None:
+                    ordered.add((score, member))
+            self.stale.clear()
+        return self.sorted
 
 
 def _error(reply: str) -> ResponseError:
