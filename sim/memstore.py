@@ -24,8 +24,10 @@ picks it with ``sim.store: memory`` (the default) or keeps fakeredis with
   holds the two to that.
 - Sorted sets are ordered by score, then by member (code point order, which is UTF-8
   byte order, as Redis compares).
-- Guarded transactions and the outage switch as ``SimStore`` has them (shared code:
-  ``sim.store.StoreFront``).
+- Guarded transactions, batches (one round trip, EXEC's error rule) and the outage
+  switch as ``SimStore`` has them (shared code: ``sim.store.StoreFront``).
+- The bounded reads too (``ZRANGE`` by rank, ``ZCOUNT``, ``ZMSCORE``, ``SMISMEMBER``),
+  ready for the store effects that send them.
 - Its state and its draws never depend on string hashing (``PYTHONHASHSEED``): hashes,
   sets and lists keep insertion order, as fakeredis does. ``SMEMBERS`` answers a Python
   set, as redis-py does, so a caller that iterates one must sort it.
@@ -35,7 +37,8 @@ picks it with ``sim.store: memory`` (the default) or keeps fakeredis with
 *Not supported*
 
 - Commands no store effect sends, and the options of supported commands that no effect
-  uses (``SPOP`` with a count; ``ZADD``'s ``NX|XX|GT|LT|CH|INCR``): they raise
+  uses (``SPOP`` with a count; ``ZADD``'s ``NX|XX|GT|LT|CH|INCR``; ``ZRANGE`` other than
+  by rank: ``BYSCORE``, ``BYLEX``, ``REV``, ``LIMIT``): they raise
   ``NotImplementedError`` naming what is missing rather than give a made-up Redis reply.
   (``ZRANGEBYSCORE`` has ``WITHSCORES`` and ``LIMIT offset count``.)
 - Expiry (TTLs), keyspace notifications, databases other than one, memory limits,
@@ -368,6 +371,12 @@ class MemoryStore(StoreFront):
             del self.data[key]
         return removed
 
+    @command("SMISMEMBER", -3)
+    def _smismember(self, args):
+        members = self._typed(_text(args[0]), _Set)
+        known = members.members if members is not None else {}
+        return [1 if _text(m) in known else 0 for m in args[1:]]
+
     @command("SMEMBERS", 2)
     def _smembers(self, args):
         members = self._typed(_text(args[0]), _Set)
@@ -436,6 +445,40 @@ class MemoryStore(StoreFront):
         zset = self._typed(_text(args[0]), _ZSet)
         return None if zset is None else zset.scores.get(_text(args[1]))
 
+    @command("ZMSCORE", -3)
+    def _zmscore(self, args):
+        zset = self._typed(_text(args[0]), _ZSet)
+        scores = zset.scores if zset is not None else {}
+        return [scores.get(_text(m)) for m in args[1:]]
+
+    @command("ZCOUNT", 4)
+    def _zcount(self, args):
+        (low, low_open), (high, high_open) = _bound(args[1]), _bound(args[2])
+        zset = self._typed(_text(args[0]), _ZSet)
+        if zset is None:
+            return 0
+        ordered = zset.ordered
+        return max(_position(ordered, high, not high_open) - _position(ordered, low, low_open), 0)
+
+    @command("ZRANGE", -4)
+    def _zrange(self, args):
+        options = [_text(o).upper() for o in args[3:]]
+        if any(o != "WITHSCORES" for o in options):
+            unsupported = " ".join(o for o in options if o != "WITHSCORES")
+            raise NotImplementedError(f"MemoryStore models ZRANGE by rank only (with WITHSCORES), not {unsupported}")
+        start, stop = _int(args[1]), _int(args[2])
+        zset = self._typed(_text(args[0]), _ZSet)
+        if zset is None:
+            return []
+        ordered = zset.ordered
+        size = len(ordered)
+        start = max(start + size, 0) if start < 0 else start
+        stop = stop + size if stop < 0 else min(stop, size - 1)
+        if start > stop:
+            return []
+        rows = ordered[start:stop + 1]
+        return [(member, score) for score, member in rows] if options else [member for _, member in rows]
+
     @command("ZRANGEBYSCORE", -4)
     def _zrangebyscore(self, args):
         withscores, offset, count = _range_options(args[3:])  # Redis reads the options first
@@ -498,6 +541,16 @@ class MemoryStore(StoreFront):
             _ZSet: lambda v: {member: score for score, member in v.ordered},
         }
         return {key: readers[type(value)](value) for key, value in self.data.items()}
+
+
+def _position(ordered: SortedList, score: float, after: bool) -> int:
+    """Where the pairs of ``score`` begin in ``ordered``, or with ``after`` where they end."""
+    if after:
+        if score == math.inf:
+            return len(ordered)
+        score = math.nextafter(score, math.inf)
+    # A one-element tuple sorts before every (score, member) pair of its score.
+    return ordered.bisect_left((score,))
 
 
 def _range_options(options) -> tuple[bool, int, int]:

@@ -30,9 +30,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 import fakeredis
+from redis.exceptions import ResponseError
 
 from common.effects import Guard, HGet, Transaction
 from common.errors import StoreUnavailable
+
+_WITH_SCORES = {"withscores": True}
+_NO_OPTIONS: dict = {}
 
 
 def _client(server):
@@ -122,6 +126,23 @@ class StoreFront:
         execute = self.execute
         return [execute(op) for op in tx.ops]
 
+    def batch(self, batch) -> list:
+        """-> the results of ``batch.ops``, run at one instant (one round trip). Like
+        EXEC, an op the store refuses does not stop the others; the first such error is
+        raised after them. Raises StoreUnavailable during an outage, before anything runs."""
+        if self.down:
+            self.commands += 1
+            self.unavailable("batch")
+        results, error = [], None
+        for op in batch.ops:
+            try:
+                results.append(self.execute(op))
+            except ResponseError as e:
+                error = error or e
+        if error is not None:
+            raise error
+        return results
+
     def ping(self) -> bool:
         return True
 
@@ -145,7 +166,7 @@ class SimStore(StoreFront):
         self.commands += 1
         if self.down:
             self.unavailable(command.command)
-        options = {"withscores": True} if command.command == "ZRANGEBYSCORE" else {}
+        options = _WITH_SCORES if command.command in ("ZRANGEBYSCORE", "ZRANGE") else _NO_OPTIONS
         if self.direct is not None:
             return self.direct.execute(command.command, command.args, options)
         return self.client.execute_command(command.command, *command.args, **options)

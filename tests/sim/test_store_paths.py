@@ -3,6 +3,7 @@ exactly as redis-py's public client path, and MemoryStore exactly as fakeredis (
 included, under one seed)."""
 
 import random
+from types import SimpleNamespace
 
 import pytest
 from redis.exceptions import ResponseError
@@ -74,3 +75,14 @@ def test_memory_store_spop_is_a_function_of_the_seed():
         return [store.execute(fx.SPop("pool")) for _ in range(50)]
 
     assert drained(3) == drained(3) != drained(4)
+
+
+@pytest.mark.parametrize("store", [SimStore, lambda: MemoryStore(1)], ids=["fakeredis", "memory"])
+def test_batch_runs_every_op_and_raises_the_first_refusal_after(store):
+    """A batch runs its ops in order, counts each, and raises an op's refusal once all ran (as EXEC)."""
+    s = store()
+    s.execute(fx.SetNX("k", "v"))
+    assert s.batch(SimpleNamespace(ops=(fx.ZIncrBy("cores", 2, "h1"), fx.SCard("pool")))) == [2.0, 0]
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        s.batch(SimpleNamespace(ops=(fx.SAdd("s", ("a",)), fx.HSet("k", {"f": "1"}), fx.SAdd("t", ("b",)))))
+    assert s.dump() == {"k": "v", "cores": {"h1": 2.0}, "s": {"a"}, "t": {"b"}} and s.commands == 6
