@@ -54,15 +54,22 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import DataError, ResponseError
-from sortedcontainers import SortedList
+from redis.exceptions import ResponseError
 
+from sim.memstore_values import (
+    INT64,
+    WRONGTYPE,
+    RedisSet,
+    SortedSet,
+    as_text,
+    bound,
+    double,
+    error,
+    integer,
+    position,
+    range_options,
+)
 from sim.store import SimStore, StoreFront
-
-WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
-NOT_INTEGER = "ERR value is not an integer or out of range"
-NOT_FLOAT = "ERR value is not a valid float"
-INT64 = (-(1 << 63), (1 << 63) - 1)
 
 #: name -> (method, arity): Redis's arity counts the command name, negative means "at least".
 COMMANDS: dict[str, tuple[Callable[..., Any], int]] = {}
@@ -76,162 +83,6 @@ def command(name: str, arity: int):
         return method
 
     return register
-
-
-class _Set:
-    """A Redis set as fakeredis 2.40+ keeps one: members in insertion order, plus the
-    list SPOP picks from (built on first use, kept through SADD and SPOP, rebuilt after
-    SREM), so that both stores draw the same member from the same random stream."""
-
-    __slots__ = ("members", "order")
-
-    def __init__(self):
-        self.members: dict[str, None] = {}
-        self.order: list[str] | None = None
-
-    def add(self, member: str) -> bool:
-        if member in self.members:
-            return False
-        self.members[member] = None
-        if self.order is not None:
-            self.order.append(member)
-        return True
-
-    def discard(self, member: str) -> bool:
-        if self.members.pop(member, self) is self:
-            return False
-        self.order = None
-        return True
-
-    def pop(self, rng: random.Random) -> str:
-        order = self.order
-        if order is None:
-            order = self.order = list(self.members)
-        index = rng.randrange(len(order))
-        order[index], order[-1] = order[-1], order[index]
-        member = order.pop()
-        del self.members[member]
-        return member
-
-
-class _ZSet:
-    """A Redis sorted set: member -> score, and the (score, member) pairs in order.
-
-    The order is brought up to date when it is read (a range, a dump), not on every
-    write: heartbeats rewrite one member's score every few seconds, and most runs read
-    the order far less often. ``stale`` maps each member written since the last read to
-    the score the order still holds for it (None: not in it); it is bounded by the
-    number of members."""
-
-    __slots__ = ("scores", "sorted", "stale")
-
-    def __init__(self):
-        self.scores: dict[str, float] = {}
-        self.sorted = SortedList()
-        self.stale: dict[str, float | None] = {}
-
-    def set(self, member: str, score: float) -> bool:
-        old = self.scores.get(member)
-        if old == score:
-            return False
-        if member not in self.stale:
-            self.stale[member] = old
-        self.scores[member] = score
-        return old is None
-
-    def remove(self, member: str) -> bool:
-        score = self.scores.pop(member, None)
-        if score is None:
-            return False
-        if member not in self.stale:
-            self.stale[member] = score
-        return True
-
-    @property
-    def ordered(self) -> SortedList:
-        if self.stale:
-            ordered, scores = self.sorted, self.scores
-            for member, held in self.stale.items():
-                if held is not None:
-                    ordered.remove((held, member))
-                score = scores.get(member)
-                if score is not None:
-                    ordered.add((score, member))
-            self.stale.clear()
-        return self.sorted
-
-
-def _error(reply: str) -> ResponseError:
-    """Redis's error reply as redis-py raises it: without "ERR ", with any other code (WRONGTYPE)."""
-    return ResponseError(reply.removeprefix("ERR "))
-
-
-def _text(value) -> str:
-    """An argument as redis-py sends it, read back as ``decode_responses`` gives it."""
-    kind = type(value)
-    if kind is str:
-        return value
-    if kind is int or kind is float:
-        return repr(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)
-    raise DataError(f"Invalid input of type: '{kind.__name__}'. Convert to a bytes, string, int or float first.")
-
-
-def _int(value) -> int:
-    """An integer argument, as Redis's ``string2ll`` reads it: ASCII digits, an optional
-    minus, no plus, no leading zero, no spaces, 64 bits."""
-    if type(value) is int:
-        number = value
-    else:
-        text = _text(value)
-        digits = text[1:] if text.startswith("-") else text
-        if not (digits.isascii() and digits.isdigit()) or (digits[0] == "0" and text != "0"):
-            raise _error(NOT_INTEGER)
-        number = int(text)
-    if not INT64[0] <= number <= INT64[1]:
-        raise _error(NOT_INTEGER)
-    return number
-
-
-def _float(value, message: str = NOT_FLOAT) -> float:
-    """A float argument, as Redis's ``getDoubleFromObject`` reads it: the whole string,
-    no leading space, NaN and out-of-range values refused."""
-    if type(value) is float or type(value) is int:
-        number = float(value)
-        text = "inf" if math.isinf(number) else ""
-    else:
-        text = _text(value)
-        if not text.isascii() or text != text.strip() or "_" in text:
-            raise _error(message)
-        try:
-            number = float(text)
-        except ValueError:
-            raise _error(message) from None
-    if math.isnan(number) or (math.isinf(number) and "inf" not in text.lower()):
-        raise _error(message)  # NaN, or past the largest double (ERANGE)
-    if number == 0.0 and any(c in "123456789" for c in text.lower().partition("e")[0]):
-        raise _error(message)  # below the smallest double (ERANGE)
-    return number
-
-
-def _bound(value) -> tuple[float, bool]:
-    """A ZRANGEBYSCORE bound -> (score, exclusive), as Redis's ``zslParseRange`` reads
-    it with ``strtod``: leading spaces and an empty string (0) pass, NaN does not."""
-    text = _text(value)
-    exclusive = text.startswith("(")
-    number = text[1:] if exclusive else text
-    if not number.strip():
-        return 0.0, exclusive
-    try:
-        score = float(number) if number.isascii() and number == number.rstrip() and "_" not in number else math.nan
-    except ValueError:
-        score = math.nan
-    if math.isnan(score):
-        raise _error("ERR min or max is not a float")
-    return score, exclusive
 
 
 class MemoryStore(StoreFront):
@@ -257,19 +108,19 @@ class MemoryStore(StoreFront):
         method, arity = entry
         args = command.args
         if (len(args) + 1 != arity) if arity > 0 else (len(args) + 1 < -arity):
-            raise _error(f"ERR wrong number of arguments for '{name.lower()}' command")
+            raise error(f"ERR wrong number of arguments for '{name.lower()}' command")
         return method(self, args)
 
     def guard_holds(self, guard) -> bool:
         self.commands += 1
-        fields = self._typed(_text(guard.key), dict)
-        return (fields.get(_text(guard.field)) if fields is not None else None) == guard.expected
+        fields = self._typed(as_text(guard.key), dict)
+        return (fields.get(as_text(guard.field)) if fields is not None else None) == guard.expected
 
     def _typed(self, key: str, kind: type):
         """The value at ``key`` if it is a ``kind`` (None when missing); WRONGTYPE if not."""
         value = self.data.get(key)
         if value is not None and type(value) is not kind:
-            raise _error(WRONGTYPE)
+            raise error(WRONGTYPE)
         return value
 
     def _created(self, key: str, kind: type):
@@ -282,11 +133,11 @@ class MemoryStore(StoreFront):
 
     @command("GET", 2)
     def _get(self, args):
-        return self._typed(_text(args[0]), str)
+        return self._typed(as_text(args[0]), str)
 
     @command("SETNX", 3)
     def _setnx(self, args):
-        key, value = _text(args[0]), _text(args[1])
+        key, value = as_text(args[0]), as_text(args[1])
         if key in self.data:
             return False
         self.data[key] = value
@@ -295,57 +146,57 @@ class MemoryStore(StoreFront):
     @command("DEL", -2)
     def _del(self, args):
         data = self.data
-        return sum(data.pop(key, None) is not None for key in map(_text, args))
+        return sum(data.pop(key, None) is not None for key in map(as_text, args))
 
     # -- hashes ----------------------------------------------------------------
 
     @command("HGET", 3)
     def _hget(self, args):
-        fields = self._typed(_text(args[0]), dict)
-        return None if fields is None else fields.get(_text(args[1]))
+        fields = self._typed(as_text(args[0]), dict)
+        return None if fields is None else fields.get(as_text(args[1]))
 
     @command("HGETALL", 2)
     def _hgetall(self, args):
-        fields = self._typed(_text(args[0]), dict)
+        fields = self._typed(as_text(args[0]), dict)
         return {} if fields is None else dict(fields)
 
     @command("HSET", -4)
     def _hset(self, args):
         if len(args) % 2 == 0:
-            raise _error("ERR wrong number of arguments for 'hset' command")
+            raise error("ERR wrong number of arguments for 'hset' command")
         pairs = {}  # every argument converted before anything is written
         for i in range(1, len(args), 2):
             name, value = args[i], args[i + 1]
-            pairs[name if type(name) is str else _text(name)] = value if type(value) is str else _text(value)
-        fields = self._created(_text(args[0]), dict)
+            pairs[name if type(name) is str else as_text(name)] = value if type(value) is str else as_text(value)
+        fields = self._created(as_text(args[0]), dict)
         before = len(fields)
         fields.update(pairs)
         return len(fields) - before
 
     @command("HDEL", -3)
     def _hdel(self, args):
-        key = _text(args[0])
+        key = as_text(args[0])
         fields = self._typed(key, dict)
         if fields is None:
             return 0
-        removed = sum(fields.pop(name, self) is not self for name in map(_text, args[1:]))
+        removed = sum(fields.pop(name, self) is not self for name in map(as_text, args[1:]))
         if not fields:
             del self.data[key]
         return removed
 
     @command("HINCRBY", 4)
     def _hincrby(self, args):
-        key, name, amount = _text(args[0]), _text(args[1]), _int(args[2])
+        key, name, amount = as_text(args[0]), as_text(args[1]), integer(args[2])
         fields = self._typed(key, dict)
         current = 0
         if fields is not None and name in fields:
             try:
-                current = _int(fields[name])
+                current = integer(fields[name])
             except ResponseError:
-                raise _error("ERR hash value is not an integer") from None
+                raise error("ERR hash value is not an integer") from None
         total = current + amount
         if not INT64[0] <= total <= INT64[1]:
-            raise _error("ERR increment or decrement would overflow")
+            raise error("ERR increment or decrement would overflow")
         self._created(key, dict)[name] = str(total)
         return total
 
@@ -353,8 +204,8 @@ class MemoryStore(StoreFront):
 
     @command("SADD", -3)
     def _sadd(self, args):
-        members = [m if type(m) is str else _text(m) for m in args[1:]]
-        add = self._created(_text(args[0]), _Set).add
+        members = [m if type(m) is str else as_text(m) for m in args[1:]]
+        add = self._created(as_text(args[0]), RedisSet).add
         added = 0
         for member in members:
             added += add(member)
@@ -362,37 +213,37 @@ class MemoryStore(StoreFront):
 
     @command("SREM", -3)
     def _srem(self, args):
-        key = _text(args[0])
-        members = self._typed(key, _Set)
+        key = as_text(args[0])
+        members = self._typed(key, RedisSet)
         if members is None:
             return 0
-        removed = sum(members.discard(m) for m in map(_text, args[1:]))
+        removed = sum(members.discard(m) for m in map(as_text, args[1:]))
         if not members.members:
             del self.data[key]
         return removed
 
     @command("SMISMEMBER", -3)
     def _smismember(self, args):
-        members = self._typed(_text(args[0]), _Set)
+        members = self._typed(as_text(args[0]), RedisSet)
         known = members.members if members is not None else {}
-        return [1 if _text(m) in known else 0 for m in args[1:]]
+        return [1 if as_text(m) in known else 0 for m in args[1:]]
 
     @command("SMEMBERS", 2)
     def _smembers(self, args):
-        members = self._typed(_text(args[0]), _Set)
+        members = self._typed(as_text(args[0]), RedisSet)
         return set() if members is None else set(members.members)
 
     @command("SCARD", 2)
     def _scard(self, args):
-        members = self._typed(_text(args[0]), _Set)
+        members = self._typed(as_text(args[0]), RedisSet)
         return 0 if members is None else len(members.members)
 
     @command("SPOP", -2)
     def _spop(self, args):
         if len(args) > 1:
             raise NotImplementedError("MemoryStore does not model SPOP with a count")
-        key = _text(args[0])
-        members = self._typed(key, _Set)
+        key = as_text(args[0])
+        members = self._typed(key, RedisSet)
         if members is None:
             return None
         member = members.pop(self.rng)
@@ -407,13 +258,13 @@ class MemoryStore(StoreFront):
         if isinstance(args[1], str) and args[1].upper() in ("NX", "XX", "GT", "LT", "CH", "INCR"):
             raise NotImplementedError(f"MemoryStore does not model ZADD {args[1].upper()}")
         if len(args) % 2 == 0:
-            raise _error("ERR syntax error")
+            raise error("ERR syntax error")
         pairs = []  # every argument converted before anything is written
         for i in range(1, len(args), 2):
             score, member = args[i], args[i + 1]
-            pairs.append((member if type(member) is str else _text(member),
-                          score if type(score) is float and score == score else _float(score)))
-        zset = self._created(_text(args[0]), _ZSet)
+            pairs.append((member if type(member) is str else as_text(member),
+                          score if type(score) is float and score == score else double(score)))
+        zset = self._created(as_text(args[0]), SortedSet)
         before = len(zset.scores)
         for member, score in pairs:
             zset.set(member, score)
@@ -421,53 +272,53 @@ class MemoryStore(StoreFront):
 
     @command("ZINCRBY", 4)
     def _zincrby(self, args):
-        key, amount, member = _text(args[0]), _float(args[1]), _text(args[2])
-        zset = self._typed(key, _ZSet)
+        key, amount, member = as_text(args[0]), double(args[1]), as_text(args[2])
+        zset = self._typed(key, SortedSet)
         score = amount + (zset.scores.get(member, 0.0) if zset is not None else 0.0)
         if math.isnan(score):
-            raise _error("ERR resulting score is not a number (NaN)")
-        self._created(key, _ZSet).set(member, score)
+            raise error("ERR resulting score is not a number (NaN)")
+        self._created(key, SortedSet).set(member, score)
         return score
 
     @command("ZREM", -3)
     def _zrem(self, args):
-        key = _text(args[0])
-        zset = self._typed(key, _ZSet)
+        key = as_text(args[0])
+        zset = self._typed(key, SortedSet)
         if zset is None:
             return 0
-        removed = sum(zset.remove(m) for m in map(_text, args[1:]))
+        removed = sum(zset.remove(m) for m in map(as_text, args[1:]))
         if not zset.scores:
             del self.data[key]
         return removed
 
     @command("ZSCORE", 3)
     def _zscore(self, args):
-        zset = self._typed(_text(args[0]), _ZSet)
-        return None if zset is None else zset.scores.get(_text(args[1]))
+        zset = self._typed(as_text(args[0]), SortedSet)
+        return None if zset is None else zset.scores.get(as_text(args[1]))
 
     @command("ZMSCORE", -3)
     def _zmscore(self, args):
-        zset = self._typed(_text(args[0]), _ZSet)
+        zset = self._typed(as_text(args[0]), SortedSet)
         scores = zset.scores if zset is not None else {}
-        return [scores.get(_text(m)) for m in args[1:]]
+        return [scores.get(as_text(m)) for m in args[1:]]
 
     @command("ZCOUNT", 4)
     def _zcount(self, args):
-        (low, low_open), (high, high_open) = _bound(args[1]), _bound(args[2])
-        zset = self._typed(_text(args[0]), _ZSet)
+        (low, low_open), (high, high_open) = bound(args[1]), bound(args[2])
+        zset = self._typed(as_text(args[0]), SortedSet)
         if zset is None:
             return 0
         ordered = zset.ordered
-        return max(_position(ordered, high, not high_open) - _position(ordered, low, low_open), 0)
+        return max(position(ordered, high, not high_open) - position(ordered, low, low_open), 0)
 
     @command("ZRANGE", -4)
     def _zrange(self, args):
-        options = [_text(o).upper() for o in args[3:]]
+        options = [as_text(o).upper() for o in args[3:]]
         if any(o != "WITHSCORES" for o in options):
             unsupported = " ".join(o for o in options if o != "WITHSCORES")
             raise NotImplementedError(f"MemoryStore models ZRANGE by rank only (with WITHSCORES), not {unsupported}")
-        start, stop = _int(args[1]), _int(args[2])
-        zset = self._typed(_text(args[0]), _ZSet)
+        start, stop = integer(args[1]), integer(args[2])
+        zset = self._typed(as_text(args[0]), SortedSet)
         if zset is None:
             return []
         ordered = zset.ordered
@@ -481,9 +332,9 @@ class MemoryStore(StoreFront):
 
     @command("ZRANGEBYSCORE", -4)
     def _zrangebyscore(self, args):
-        withscores, offset, count = _range_options(args[3:])  # Redis reads the options first
-        (low, low_open), (high, high_open) = _bound(args[1]), _bound(args[2])
-        zset = self._typed(_text(args[0]), _ZSet)
+        withscores, offset, count = range_options(args[3:])  # Redis reads the options first
+        (low, low_open), (high, high_open) = bound(args[1]), bound(args[2])
+        zset = self._typed(as_text(args[0]), SortedSet)
         if zset is None or offset < 0 or (low_open and low == math.inf):
             return []
         ordered = zset.ordered
@@ -502,15 +353,15 @@ class MemoryStore(StoreFront):
 
     @command("RPUSH", -3)
     def _rpush(self, args):
-        values = [_text(v) for v in args[1:]]
-        items = self._created(_text(args[0]), list)
+        values = [as_text(v) for v in args[1:]]
+        items = self._created(as_text(args[0]), list)
         items.extend(values)
         return len(items)
 
     @command("LRANGE", 4)
     def _lrange(self, args):
-        start, stop = _int(args[1]), _int(args[2])
-        items = self._typed(_text(args[0]), list)
+        start, stop = integer(args[1]), integer(args[2])
+        items = self._typed(as_text(args[0]), list)
         if items is None:
             return []
         size = len(items)
@@ -522,7 +373,7 @@ class MemoryStore(StoreFront):
 
     def scard(self, key: str) -> int:
         """An instrumentation read: not a manager's effect, not counted."""
-        members = self._typed(key, _Set)
+        members = self._typed(key, RedisSet)
         return 0 if members is None else len(members.members)
 
     def flush(self) -> int:
@@ -536,38 +387,11 @@ class MemoryStore(StoreFront):
         readers: dict[type, Callable[[Any], Any]] = {
             str: lambda v: v,
             dict: dict,
-            _Set: lambda v: set(v.members),
+            RedisSet: lambda v: set(v.members),
             list: list,
-            _ZSet: lambda v: {member: score for score, member in v.ordered},
+            SortedSet: lambda v: {member: score for score, member in v.ordered},
         }
         return {key: readers[type(value)](value) for key, value in self.data.items()}
-
-
-def _position(ordered: SortedList, score: float, after: bool) -> int:
-    """Where the pairs of ``score`` begin in ``ordered``, or with ``after`` where they end."""
-    if after:
-        if score == math.inf:
-            return len(ordered)
-        score = math.nextafter(score, math.inf)
-    # A one-element tuple sorts before every (score, member) pair of its score.
-    return ordered.bisect_left((score,))
-
-
-def _range_options(options) -> tuple[bool, int, int]:
-    """ZRANGEBYSCORE's options -> (withscores, offset, count); count -1 is "all"."""
-    withscores, offset, count = False, 0, -1
-    i = 0
-    while i < len(options):
-        word = _text(options[i]).upper()
-        if word == "WITHSCORES":
-            withscores = True
-            i += 1
-        elif word == "LIMIT" and i + 2 < len(options):
-            offset, count = _int(options[i + 1]), _int(options[i + 2])
-            i += 3
-        else:
-            raise _error("ERR syntax error")
-    return withscores, offset, count
 
 
 #: A scenario's ``sim.store`` -> the store of a run with a given seed.
