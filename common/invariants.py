@@ -1,4 +1,4 @@
-"""The invariants I1-I6 (DESIGN.md, "Invariants") as pure checks over a state snapshot.
+"""The invariants I1-I7 (DESIGN.md, "Invariants") as pure checks over a state snapshot.
 
 A :class:`Snapshot` is a dump of the store plus what the hypervisors and the message
 queues report at one moment; the checks read nothing else, so the same code audits a
@@ -7,11 +7,13 @@ name the instance, address, host or queue at fault, in sorted (deterministic) or
 
 Which instances count as "live" for addresses is ``lifecycle.HOLDS_RESOURCES``: a
 record in ``error`` or ``deleted`` keeps its old ``fixed_ip`` field, but no longer holds
-that address.
+that address. For quota (I7) every record not ``deleted`` counts, ``error`` included: an
+instance holds its quota until it is deleted (``common.quota``).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -24,6 +26,10 @@ _INSTANCE_PREFIX = "instance:"
 _IP_PREFIX = "ip:"
 _IP_SUFFIX = ":instances"
 _FIXEDIP_PREFIX = "fixedip:"
+_FLOATINGIP_PREFIX = "floatingip:"
+_RESERVATION_PREFIX = "reservation:"
+_PROJECT_PREFIX = "project:"
+_USAGE_SUFFIX = ":usage"
 
 #: Record states that must have a domain on their host (I3).
 _NEEDS_DOMAIN = frozenset({lifecycle.RUNNING, lifecycle.REBOOTING})
@@ -48,7 +54,7 @@ class Snapshot:
 class Verdict:
     """The outcome of one invariant check."""
 
-    name: str  # "I1".."I6"
+    name: str  # "I1".."I7"
     title: str
     ok: bool
     violations: tuple[str, ...]
@@ -116,6 +122,14 @@ def _verdict(name: str, title: str, violations: list[str]) -> Verdict:
 
 def _names(ids: Iterable[str]) -> str:
     return ", ".join(sorted(ids))
+
+
+def _int(value: object) -> int:
+    """A counter from the store; missing or unreadable -> 0."""
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
 
 
 def _parse_time(value: object) -> float | None:
@@ -449,6 +463,77 @@ def i6_legal_transitions(s: Snapshot) -> Verdict:
     return _verdict("I6", "every lifecycle transition is legal", violations)
 
 
+#: What a project's usage hash counts, and what each counter is compared with.
+_QUOTA_FIELDS = ("instances", "cores", "floating_ips")
+
+
+def _held_quota(s: Snapshot) -> tuple[dict[str, Counter], dict[str, Counter]]:
+    """-> per project, what its records hold (instances not deleted, their vCPUs, its
+    floating addresses) and what its outstanding reservations hold."""
+    live: dict[str, Counter] = {}
+    for rec in _records(s).values():
+        if rec is None or rec.get("state") == lifecycle.DELETED:
+            continue
+        held = live.setdefault(rec.get("project_id", ""), Counter())
+        held["instances"] += 1
+        held["cores"] += _int(rec.get("vcpus"))
+    for key in sorted(k for k in s.store if k.startswith(_FLOATINGIP_PREFIX)):
+        project = (_hash(s.store, key) or {}).get("project_id", "")
+        live.setdefault(project, Counter())["floating_ips"] += 1
+    reserved: dict[str, Counter] = {}
+    for rid in sorted(_members(s.store, keys.RESERVATIONS)):
+        rec = _hash(s.store, keys.reservation(rid)) or {}
+        held = reserved.setdefault(rec.get("project_id", ""), Counter())
+        held["instances"] += _int(rec.get("instances"))
+        held["cores"] += _int(rec.get("cores"))
+    return live, reserved
+
+
+def _reservation_violations(s: Snapshot) -> list[str]:
+    """A reservation nothing would give back: missing from the index, or overdue by a
+    whole build timeout (the reaper gives one back at its deadline)."""
+    out = []
+    deadlines = s.store.get(keys.RESERVATIONS)
+    deadlines = deadlines if isinstance(deadlines, Mapping) else {}
+    for rid in sorted(deadlines):
+        rec = _hash(s.store, keys.reservation(rid))
+        deadline = _parse_time(deadlines[rid])
+        if rec is None:
+            out.append(f"reservation {rid} is indexed but has no record")
+        elif deadline is not None and deadline + s.build_timeout < s.now:
+            out.append(
+                f"reservation {rid} of project {rec.get('project_id', '')} still holds {rec.get('instances')}"
+                f" instances / {rec.get('cores')} cores {s.now - deadline:.3f}s past its deadline")
+    for key in sorted(k for k in s.store if k.startswith(_RESERVATION_PREFIX)):
+        if key[len(_RESERVATION_PREFIX):] not in deadlines:
+            out.append(f"{key} is missing from the {keys.RESERVATIONS} index: nothing would give it back")
+    return out
+
+
+def i7_quota_matches_holdings(s: Snapshot) -> Verdict:
+    """I7: each project's quota usage equals what it holds: its instances not deleted
+    and their vCPUs (plus what its outstanding reservations hold), and its floating
+    addresses; no reservation is left past its deadline."""
+    live, reserved = _held_quota(s)
+    usage = {
+        key[len(_PROJECT_PREFIX):-len(_USAGE_SUFFIX)]: _hash(s.store, key) or {}
+        for key in s.store
+        if key.startswith(_PROJECT_PREFIX) and key.endswith(_USAGE_SUFFIX)
+    }
+    violations: list[str] = []
+    for project in sorted(usage.keys() | live.keys() | reserved.keys()):
+        counted, held, booked = usage.get(project, {}), live.get(project, Counter()), reserved.get(project, Counter())
+        for name in _QUOTA_FIELDS:
+            expected = held[name] + booked[name]
+            if _int(counted.get(name)) != expected:
+                detail = f"{held[name]} held + {booked[name]} reserved" if booked[name] else f"{held[name]} held"
+                violations.append(
+                    f"project {project or '(none)'}: usage {name} is {_int(counted.get(name))} but it holds {expected}"
+                    f" ({detail})")
+    violations += _reservation_violations(s)
+    return _verdict("I7", "quota usage matches what each project holds", violations)
+
+
 CHECKS = (
     i1_unique_addresses,
     i2_allocated_matches_live,
@@ -456,9 +541,10 @@ CHECKS = (
     i4_no_stuck_transitions,
     i5_requests_settled,
     i6_legal_transitions,
+    i7_quota_matches_holdings,
 )
 
 
 def check_all(snapshot: Snapshot) -> list[Verdict]:
-    """Run I1..I6, in order."""
+    """Run I1..I7, in order."""
     return [check(snapshot) for check in CHECKS]

@@ -37,7 +37,7 @@ def failed(summary):
 
 
 def test_small_scenario_runs_for_real_and_keeps_every_invariant(real_small, tmp_path):
-    """Four compute daemons, forty launches and terminations: I1-I6 hold against live services."""
+    """Four compute daemons, forty launches and terminations: I1-I7 hold against live services."""
     from real.mode import RealRun
 
     summary = RealRun(real_small, real_small.seed, tmp_path, progress=False).execute()
@@ -134,7 +134,7 @@ def test_compute_killed_mid_run_leaves_nothing_stuck_or_leaked(redis_url, amqp_u
 
 def test_a_compute_that_never_returns_has_its_instances_settled_for_real(redis_url, amqp_url, tmp_path):
     """host-never-returns.yaml for real: host2 is killed for good, the API settles its terminates, and
-    I1-I6 hold with nothing left shutting_down."""
+    I1-I7 hold with nothing left shutting_down."""
     from real.mode import RealRun
 
     scenario = real_scenario("host-never-returns", redis_url, amqp_url)

@@ -96,7 +96,7 @@ def test_down_stops_every_worker_and_deletes_every_queue(scaled):
 def test_a_scaled_out_real_run_keeps_every_invariant_with_a_scheduler_and_a_network_host_killed(
         redis_url, amqp_url, tmp_path):
     """scaleout.yaml for real: net2 and sched2 are SIGKILLed and restarted mid-run, each of the four handles
-    messages from its topic, and I1-I6 hold."""
+    messages from its topic, and I1-I7 hold."""
     from real.mode import RealRun
 
     scenario = real_scenario("scaleout", redis_url, amqp_url)

@@ -29,7 +29,7 @@ def reasons(result):
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 def test_the_shipped_crash_scenario_keeps_every_invariant(seed):
-    """crash-restart.yaml: the kill bites builds in flight, and I1-I6 still hold."""
+    """crash-restart.yaml: the kill bites builds in flight, and I1-I7 still hold."""
     result = simulate(load(SCENARIOS / "crash-restart.yaml")[0], seed)
     assert failed(result) == []
     assert [f["what"] for f in result.summary["faults"]][:1] == ["killed compute.host2"]
@@ -52,7 +52,7 @@ def never_returns(seed=1):
 
 
 def test_a_compute_that_never_returns_has_its_terminates_settled_by_the_api():
-    """Instances terminated on a dead host are deleted with their addresses back: I1-I6 hold, none stays shutting_down."""
+    """Instances terminated on a dead host are deleted with their addresses back: I1-I7 hold, none stays shutting_down."""
     result = simulate(never_returns())
     assert failed(result) == []
     assert result.summary["instances"]["shutting_down"] == 0 and result.summary["instances"]["deleted"] > 0
@@ -163,7 +163,7 @@ def crash_sweep(name, kind, points):
 
 @pytest.mark.parametrize("name, kind, points", [("5-hosts", "compute", 130), ("flatdhcp", "network", 180)])
 def test_a_crash_at_every_effect_of_a_service_never_breaks_an_invariant(name, kind, points):
-    """Reliability B3: whatever step a compute or network worker dies at, restart leaves I1-I6 holding."""
+    """Reliability B3: whatever step a compute or network worker dies at, restart leaves I1-I7 holding."""
     fired, failures, reasons_seen = crash_sweep(name, kind, points)
     assert failures == {}
     assert fired > points // 4 and reasons_seen  # the crashes happened, and some cut work short
@@ -194,7 +194,7 @@ def outage_runs(seeds=(0, 1)):
 
 
 def test_store_outages_never_break_an_invariant():
-    """Reliability D1: with Redis unreachable between any two effects, workflows fail closed and I1-I6 hold after."""
+    """Reliability D1: with Redis unreachable between any two effects, workflows fail closed and I1-I7 hold after."""
     timed_out = 0
     for result in outage_runs():
         assert failed(result) == [], result.summary["faults"]

@@ -29,7 +29,7 @@ def failed(result):
 @pytest.mark.parametrize("scheduler", ["queue", "chance", "simple"])
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_invariants_hold_for_every_scheduler(scheduler, seed):
-    """A small cloud under each scheduler keeps I1-I6 for several seeds."""
+    """A small cloud under each scheduler keeps I1-I7 for several seeds."""
     result = simulate(scenario("5-hosts", **{"cloud.scheduler": scheduler}), seed)
     assert failed(result) == []
     assert result.summary["instances"]["launched"] == 60

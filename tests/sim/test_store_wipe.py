@@ -118,7 +118,7 @@ def test_a_run_with_a_wipe_is_still_a_function_of_scenario_and_seed():
 
 
 def test_a_wiped_store_is_re_asserted_and_every_invariant_holds():
-    """Each manager and scheduler in turn: I1-I6 hold, the loss is counted, every launch after recovery runs.
+    """Each manager and scheduler in turn: I1-I7 hold, the loss is counted, every launch after recovery runs.
     NOVALAB_STORE_WIPE_SEEDS sets the number of seeds (default 9: each pairing once)."""
     seeds = int(os.environ.get("NOVALAB_STORE_WIPE_SEEDS", "9"))
     fired = late_ok = late_failed = 0

@@ -1,4 +1,4 @@
-"""Tests for the invariant checkers I1-I6 over hand-built snapshots."""
+"""Tests for the invariant checkers I1-I7 over hand-built snapshots."""
 
 from common import invariants as inv
 from common import keys, lifecycle
@@ -24,10 +24,12 @@ def add(store, domains, iid, *states, host="h1", at=10.0):
     address = sorted(store[keys.available(NET)])[0]
     store[keys.instance(iid)] = {
         "id": iid, "state": state, "host": host, "fixed_ip": address,  # deleted ones keep the field
-        "network_id": NET, "updated_at": repr(at + len(states) - 1),
+        "network_id": NET, "updated_at": repr(at + len(states) - 1), "project_id": "p1", "vcpus": "2",
     }
     store[keys.transitions(iid)] = history(*states, start=at)
     store[keys.INSTANCES].add(iid)
+    if state != lifecycle.DELETED:
+        count(store, instances=1, cores=2)
     if state in lifecycle.HOLDS_RESOURCES:
         store[keys.available(NET)].discard(address)
         store[keys.network_fixedips(NET)].add(address)
@@ -36,6 +38,13 @@ def add(store, domains, iid, *states, host="h1", at=10.0):
     if state in (lifecycle.RUNNING, lifecycle.REBOOTING):
         domains.setdefault(host, {})[iid] = "running"
     return address
+
+
+def count(store, project="p1", **held):
+    """Add ``held`` (instances=, cores=, floating_ips=) to the project's usage hash."""
+    usage = store.setdefault(keys.project_usage(project), {})
+    for name, n in held.items():
+        usage[name] = str(int(usage.get(name, "0")) + n)
 
 
 def world(n=3):
@@ -69,10 +78,10 @@ def mentions(verdict, *words):
 # ------------------------------------------------------------------ consistent state
 
 
-def test_consistent_snapshot_passes_all_six():
-    """A consistent dump passes I1..I6 with no violations."""
+def test_consistent_snapshot_passes_all_seven():
+    """A consistent dump passes I1..I7 with no violations."""
     verdicts = inv.check_all(snap(*world()))
-    assert [(v.name, v.ok, v.violations) for v in verdicts] == [(f"I{k}", True, ()) for k in range(1, 7)]
+    assert [(v.name, v.ok, v.violations) for v in verdicts] == [(f"I{k}", True, ()) for k in range(1, 8)]
 
 
 def test_every_verdict_has_a_title():
@@ -80,7 +89,7 @@ def test_every_verdict_has_a_title():
     assert all(v.title for v in inv.check_all(snap(*world())))
 
 
-def test_empty_store_passes_all_six():
+def test_empty_store_passes_all_seven():
     """A run that created nothing is consistent."""
     assert all(v.ok for v in inv.check_all(snap({}, {}, {})))
 
@@ -366,6 +375,7 @@ def with_floating(store):
         "fixed_ip": store[keys.instance("i-0")]["fixed_ip"],
     }
     store[keys.instance("i-0")]["floating_ip"] = "4.4.4.1"
+    count(store, floating_ips=1)
     return store
 
 
@@ -426,3 +436,65 @@ def test_vlan_network_with_one_project_passes_i2():
     store[keys.network("vlan100")] = {"id": "vlan100", "project_id": "p1"}
     store[keys.FREE_NETWORKS] = {"vlan102"}
     assert inv.i2_allocated_matches_live(snap(store, domains)).violations == ()
+
+
+# ------------------------------------------------------------------ I7
+
+
+def reservation(store, rid="r-1", project="p1", instances=2, cores=4, deadline=90.0):
+    """A request's outstanding quota reservation, counted in the usage as common.quota does."""
+    store[keys.reservation(rid)] = {"project_id": project, "instances": str(instances), "cores": str(cores)}
+    store.setdefault(keys.RESERVATIONS, {})[rid] = deadline
+    count(store, project, instances=instances, cores=cores)
+
+
+def test_quota_counted_but_held_by_nothing_violates_i7():
+    """Usage 4 against 3 live instances (the leak of an ambiguous reservation) is reported with both numbers."""
+    store, domains = world()
+    count(store, instances=1, cores=2)
+    v = inv.i7_quota_matches_holdings(snap(store, domains))
+    assert mentions(v, "project p1", "usage instances is 4", "holds 3") and mentions(v, "usage cores is 8", "holds 6")
+
+
+def test_an_instance_in_error_still_holds_its_quota():
+    """Until it is deleted an instance counts against the quota, error included."""
+    store, domains = world()
+    store[keys.instance("i-0")]["state"] = lifecycle.ERROR
+    assert inv.i7_quota_matches_holdings(snap(store, domains)).ok
+
+
+def test_an_outstanding_reservation_before_its_deadline_is_held_quota():
+    """A request still creating its records holds what it reserved: no violation."""
+    store, domains = world()
+    reservation(store)
+    assert inv.i7_quota_matches_holdings(snap(store, domains)).violations == ()
+
+
+def test_a_reservation_left_long_past_its_deadline_violates_i7():
+    """Nothing gave it back for a whole build timeout after its deadline: reported with its id."""
+    store, domains = world()
+    reservation(store, deadline=30.0)
+    assert mentions(inv.i7_quota_matches_holdings(snap(store, domains, now=100.0, timeout=60.0)), "r-1", "past its deadline")
+
+
+def test_a_reservation_missing_from_its_index_violates_i7():
+    """A reservation the reaper cannot find would never be given back."""
+    store, domains = world()
+    reservation(store)
+    store[keys.RESERVATIONS].clear()
+    assert mentions(inv.i7_quota_matches_holdings(snap(store, domains)), "reservation:r-1", "missing")
+
+
+def test_floating_addresses_count_against_the_quota():
+    """An allocated floating address the usage does not count is reported."""
+    store, domains = world()
+    with_floating(store)
+    count(store, floating_ips=-1)
+    assert mentions(inv.i7_quota_matches_holdings(snap(store, domains)), "floating_ips is 0", "holds 1")
+
+
+def test_usage_of_a_project_that_holds_nothing_must_be_zero():
+    """A usage hash of a project with no records is checked too."""
+    store, domains = world()
+    count(store, "p9", instances=2, cores=2)
+    assert mentions(inv.i7_quota_matches_holdings(snap(store, domains)), "project p9", "usage instances is 2", "holds 0")
