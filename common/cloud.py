@@ -1,8 +1,11 @@
 """CloudController: the API's workflows (EC2 actions) as effect generators.
 
-Quota is reserved with HINCRBY and verified against the new total it returns, undone
-when over, so concurrent requests at the boundary cannot exceed it (no lock needed).
-An instance holds its quota until it is deleted.
+Quota is reserved with HINCRBY and verified against the new total it returns, given
+back when over, so concurrent requests at the boundary cannot exceed it (no lock
+needed). A RunInstances request holds its quota in a reservation of its own until each
+of its records exists; what it does not create is given back by the request when it
+fails, or by the reaper at the reservation's deadline (common.quota). An instance holds
+its quota until it is deleted.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from common import client_tokens, instances, keys, lifecycle, rpc, scheduler, service, webhooks
+from common import client_tokens, instances, keys, lifecycle, quota, rpc, scheduler, service, webhooks
 from common.effects import (
     Call,
     Cast,
@@ -19,11 +22,12 @@ from common.effects import (
     Guard,
     HGet,
     HGetAll,
-    HIncrBy,
     NewId,
     Now,
     Record,
+    SCard,
     SMembers,
+    SRem,
     Transaction,
     ZAdd,
     ZRangeByScore,
@@ -61,6 +65,14 @@ MAX_COUNT_PER_REQUEST = 1000
 #: never holds the API's worker for long.
 REAP_BATCH = 100
 
+#: Reads that come back empty once the reaper has nothing left to give back (quota
+#: reservations, addresses of settled instances): a run's drain waits for them.
+LEFTOVER_PROBES = (ZRangeByScore(keys.RESERVATIONS, "-inf", "+inf", 1), SCard(keys.SETTLING))
+
+#: Reaper passes from one quota reconcile (of one project) to the next: it reads every
+#: record of the project, and it is a safety net (the give-backs keep usage right).
+RECONCILE_EVERY = 5
+
 #: Fresh ids drawn before giving up; 36**8 ids make even one collision very unlikely.
 MAX_ID_DRAWS = 3
 
@@ -89,6 +101,10 @@ class CloudController:
     def __init__(self, config: CloudConfig, network_manager):
         self.config = config
         self.network = network_manager
+        #: The project the quota reaper reconciled last (an index into quota.projects()),
+        #: and the reaper's passes so far.
+        self._reconcile_turn = -1
+        self._passes = 0
 
     # -- RunInstances -------------------------------------------------------------
 
@@ -115,41 +131,54 @@ class CloudController:
             yield Record(RequestRejected("RunInstances", e.code, str(e)))
             raise
         extra = {"key_name": key_name, "user_data": user_data}
+        reservation_id = yield NewId("r")
         if client_token:
             # Claimed before quota: a retry of a launch that filled the quota must still
             # get its reservation back, not QuotaExceeded.
-            reservation_id = yield NewId("r")
             params = {"image_id": image_id, "instance_type": instance_type, "min_count": min_count,
                       "max_count": max_count, **extra}
             earlier = yield from client_tokens.claim(context.project_id, client_token, client_tokens.digest(params),
                                                      reservation_id, (yield Now()))
             if earlier is not None:
                 return earlier
-            try:
-                count, hooked = yield from self._reserve_quota(context.project_id, int(itype["vcpus"]), min_count,
-                                                               max_count)
-            except QuotaExceeded:
-                yield from client_tokens.release(context.project_id, client_token, reservation_id)
-                raise
-        else:
-            count, hooked = yield from self._reserve_quota(context.project_id, int(itype["vcpus"]), min_count,
-                                                           max_count)
-            reservation_id = yield NewId("r")
-        if hooked:  # the project's web hooks hear of these instances (common.webhooks)
-            extra = {**extra, webhooks.MARK: "1"}
         launched = []
-        for index in range(count):
-            record = yield from self._create_record(context, image_id, instance_type, itype, reservation_id, index,
-                                                    {**extra, **_image_fields(image)}, client_token)
-            yield from self._address_and_dispatch(context, record)
-            launched.append(record["id"])
+        try:
+            count, hooked = yield from self._reserve_quota(context.project_id, reservation_id, int(itype["vcpus"]),
+                                                           min_count, max_count)
+            if hooked:  # the project's web hooks hear of these instances (common.webhooks)
+                extra = {**extra, webhooks.MARK: "1"}
+            for index in range(count):
+                record = yield from self._create_record(context, image_id, instance_type, itype, reservation_id,
+                                                        (index, count), {**extra, **_image_fields(image)},
+                                                        client_token)
+                yield from self._address_and_dispatch(context, record)
+                launched.append(record["id"])
+        except QuotaExceeded:
+            if client_token:
+                yield from client_tokens.release(context.project_id, client_token, reservation_id)
+            raise
+        except NovaError:  # the reservation's outcome may be unknown too: give back what it holds, if anything
+            yield from self._give_back(reservation_id)
+            raise
         return {"reservation_id": reservation_id, "instances": launched}
 
-    def _create_record(self, context, image_id, instance_type, itype, reservation_id, index, extra=None,
+    def _give_back(self, reservation_id):
+        """A request failed: give back the quota it reserved for records it did not
+        create. When the store does not answer, the reaper gives it back later."""
+        try:
+            yield from quota.release(reservation_id, "failed")
+        except NovaError:
+            pass  # the reservation's deadline passes and common.quota.expire gives it back
+
+    def _create_record(self, context, image_id, instance_type, itype, reservation_id, position, extra=None,
                        client_token=""):
-        """Write a new ``scheduling`` record under a fresh id (ids are random, so a
-        taken one is drawn again, a bounded number of times), and add it to the client
-        token's reservation in the same transaction."""
+        """Write the ``index``-th of a request's ``count`` new ``scheduling`` records
+        (``position``) under a fresh id (ids are random, so a taken one is drawn again, a
+        bounded number of times), taking it off the request's quota reservation and
+        adding it to the client token's reservation in the same transaction. Raises
+        NovaError when the quota reservation was given back meanwhile."""
+        index, count = position
+        vcpus = int(itype["vcpus"])
         for _ in range(MAX_ID_DRAWS):
             instance_id = yield NewId("i")
             record = {
@@ -172,8 +201,13 @@ class CloudController:
             now = yield Now()
             token_ops = (client_tokens.record_instance(context.project_id, client_token, index, instance_id),
                          ) if client_token else ()
-            if (yield from instances.create(record, now, now + self.config.build_timeout, token_ops)):
+            deadline = now + self.config.build_timeout
+            quota_ops, quota_guards = quota.take(context.project_id, reservation_id, count - index, vcpus, deadline)
+            if (yield from instances.create(record, now, deadline, (*token_ops, *quota_ops), quota_guards)):
                 return {**record, "state": lifecycle.SCHEDULING}
+            if not (yield from quota.holds(reservation_id, count - index)):
+                raise NovaError(f"quota reservation {reservation_id} was given back before the request finished"
+                                f" (it took longer than {self.config.build_timeout:g} s)")
         raise NovaError(f"no free instance id after {MAX_ID_DRAWS} draws")
 
     def _validate_run(self, image_id, instance_type, min_count, max_count):
@@ -188,22 +222,21 @@ class CloudController:
             raise InvalidParameterValue(f"MaxCount {max_count} is over the limit of {MAX_COUNT_PER_REQUEST}")
         return self.config.instance_types[instance_type]
 
-    def _reserve_quota(self, project_id: str, vcpus: int, min_count: int, max_count: int):
-        """Reserve max_count instances, else min_count; -> (count, whether the project has
-        web hooks: read in the same transaction, so knowing it costs no round trip)."""
-        quota = self.config.quotas.get(project_id, self.config.default_quota)
-        usage = keys.project_usage(project_id)
+    def _reserve_quota(self, project_id: str, reservation_id: str, vcpus: int, min_count: int, max_count: int):
+        """-> (how many instances the request may create (max, else min), reserved
+        under ``reservation_id`` until each record exists; whether the project has web
+        hooks: read in the same transaction, so knowing it costs no round trip); or
+        QuotaExceeded."""
+        limits = self.config.quotas.get(project_id, self.config.default_quota)
+        deadline = (yield Now()) + self.config.build_timeout
         for count in dict.fromkeys((max_count, min_count)):  # try max, then min
-            got = yield Transaction(
-                ops=(HIncrBy(usage, "instances", count), HIncrBy(usage, "cores", count * vcpus),
-                     webhooks.hooks_read(project_id))
-            )
-            used_instances, used_cores, hooks = got
-            if used_instances <= quota.instances and used_cores <= quota.cores:
+            used_instances, used_cores, (hooks,) = yield from quota.reserve(
+                project_id, reservation_id, count, vcpus, deadline, reads=(webhooks.hooks_read(project_id),))
+            if used_instances <= limits.instances and used_cores <= limits.cores:
                 return count, bool(hooks)
-            yield Transaction(ops=(HIncrBy(usage, "instances", -count), HIncrBy(usage, "cores", -count * vcpus)))
+            yield from quota.release(reservation_id)
         message = (
-            f"project {project_id} quota is {quota.instances} instances / {quota.cores} cores; "
+            f"project {project_id} quota is {limits.instances} instances / {limits.cores} cores; "
             f"{min_count} more of {vcpus} vCPUs would exceed it"
         )
         yield Record(RequestRejected("RunInstances", QuotaExceeded.code, message))
@@ -404,6 +437,43 @@ class CloudController:
                     except NovaError:
                         pass  # the host's periodic domain sync removes it later
         return touched
+
+    def reap_leftovers(self, context):
+        """Give back what failures left for later: quota reservations past their deadline
+        (requests that failed or died without giving theirs back; common.quota), the
+        addresses of instances moved to error or deleted whose release never ran (the
+        ``settling`` note: the store ran the move but its caller never heard, or died),
+        then, every RECONCILE_EVERY passes, reconcile the next project's quota usage with
+        what it holds. The API's reaper runs it. -> {"reservations": n, "addresses": n, "corrections": {...}};
+        reservations and corrections are also counted in the store (common.quota)."""
+        expired = yield from quota.expire((yield Now()), REAP_BATCH)
+        released = yield from self._finish_settling(context)
+        corrections = {}
+        self._passes += 1
+        projects = (yield from quota.projects()) if self._passes % RECONCILE_EVERY == 0 else []
+        if projects:
+            self._reconcile_turn = (self._reconcile_turn + 1) % len(projects)
+            corrections = (yield from quota.reconcile(projects[self._reconcile_turn])) or {}
+        return {"reservations": expired, "addresses": released, "corrections": corrections}
+
+    def _finish_settling(self, context):
+        """Release the leftover address of each noted instance (idempotent: a release
+        that did run refuses the second), and have its host remove a failed build's
+        domain; -> how many addresses it gave back."""
+        released = 0
+        for instance_id in sorted((yield SMembers(keys.SETTLING)))[:REAP_BATCH]:
+            record = yield from instances.get(instance_id)
+            settled = record is not None and record["state"] in (lifecycle.ERROR, lifecycle.DELETED)
+            if settled and (yield from self.network.release_leftover_address(record)):
+                released += 1
+                if record["state"] == lifecycle.ERROR and record.get("host"):
+                    try:  # the fail ran but its caller stopped: it never destroyed the domain
+                        yield Cast(rpc.host_topic("compute", record["host"]), "cleanup_instance",
+                                   {"instance_id": instance_id}, context)
+                    except NovaError:
+                        pass  # the host's periodic domain sync removes it later
+            yield SRem(keys.SETTLING, (instance_id,))
+        return released
 
     def expire_client_tokens(self, context):
         """Forget RunInstances client tokens past their lifetime (common.client_tokens);

@@ -1,10 +1,11 @@
 """Floating (public) addresses: allocated to a project, associated with an instance.
 
 Each network host owns a pool of floating addresses (``nova-manage floating create
-<host> <range>`` in 2010), a Redis SET drained by SPOP like the fixed pools. A project
-allocates one (against its ``floating_ips`` quota, reserved with HINCRBY and checked
-against the total it returns), associates it with one of its running instances (the
-host binds the address and writes DNAT/SNAT rules), and later disassociates and
+<host> <range>`` in 2010), a Redis SET of free addresses. A project allocates one: in
+one guarded transaction a free address leaves the pool, gets its record and counts
+against the project's ``floating_ips`` quota (HINCRBY, checked against the total it
+returns and given back when over). It associates it with one of its running instances
+(the host binds the address and writes DNAT/SNAT rules), and later disassociates and
 releases it. Every state change is guarded, so a repeated or late request is a no-op.
 """
 
@@ -15,10 +16,12 @@ import ipaddress
 from common import keys, lifecycle, webhooks
 from common.effects import (
     BindFloating,
+    Choose,
     Del,
     EnsureFloatingForward,
     Guard,
     HDel,
+    HGet,
     HGetAll,
     HIncrBy,
     HSet,
@@ -26,7 +29,6 @@ from common.effects import (
     RemoveFloatingForward,
     SAdd,
     SMembers,
-    SPop,
     SRem,
     Transaction,
     UnbindFloating,
@@ -60,6 +62,32 @@ def create_floating_ips(host: str, cidr: str):
     return len(fresh) if done is not None else 0
 
 
+def give_back(host: str, address: str, project_id: str, extra_ops: tuple = ()):
+    """Return an unassociated address of ``project_id`` to ``host``'s pool and its quota
+    in one transaction (with ``extra_ops``: its web hook events); -> False when it is
+    associated (or not the project's)."""
+    done = yield Transaction(
+        ops=(
+            Del((keys.floatingip(address),)),
+            SRem(keys.project_floatingips(project_id), (address,)),
+            HIncrBy(keys.project_usage(project_id), "floating_ips", -1),
+            SAdd(keys.floating_available(host), (address,)),
+            *extra_ops,
+        ),
+        guards=(
+            Guard(keys.floatingip(address), "project_id", project_id),
+            Guard(keys.floatingip(address), "instance_id", ""),
+            Guard(keys.floatingip(address), "host", host),
+        ),
+    )
+    return done is not None
+
+
+#: Free addresses tried by one allocation when others take them first; each try is a
+#: different address, so running out of tries needs that many concurrent allocations.
+MAX_PICKS = 8
+
+
 class FloatingIps:
     """The network worker's side: runs on ``network.<host>`` for the host's pool."""
 
@@ -69,28 +97,45 @@ class FloatingIps:
 
     def allocate_floating_ip(self, context, project_id: str, quota: int):
         """Take a free address of this host's pool for ``project_id``. Raises
-        QuotaExceeded or NoMoreAddresses; neither leaves anything reserved."""
-        usage = keys.project_usage(project_id)
-        used, hooks = yield Transaction(ops=(HIncrBy(usage, "floating_ips", 1), webhooks.hooks_read(project_id)))
-        if used > quota:
-            yield HIncrBy(usage, "floating_ips", -1)
+        QuotaExceeded or NoMoreAddresses; neither leaves anything reserved.
+
+        The address leaves the pool, gets its record and counts against the quota in one
+        transaction (guarded: nobody took it meanwhile), so a store that runs it without
+        answering leaves an allocated address, never a lost one or a leaked count. Over
+        the quota, the same kind of transaction gives it back."""
+        used, hooks = yield Transaction(ops=(HGet(keys.project_usage(project_id), "floating_ips"),
+                                             webhooks.hooks_read(project_id)))
+        if int(used or 0) >= quota:  # refused before looking at the pool, as 2010's API did
             raise QuotaExceeded(f"project {project_id} may hold {quota} floating addresses")
-        address = yield SPop(keys.floating_available(self.host))
-        if address is None:
-            yield HIncrBy(usage, "floating_ips", -1)
-            raise NoMoreAddresses(f"no floating addresses left on {self.host}")
-        record = {"address": address, "host": self.host, "project_id": project_id, "instance_id": "", "fixed_ip": ""}
-        if hooks:  # the project's web hooks hear of this address until it is released
-            record[webhooks.MARK] = "1"
-        events = yield from self._event_ops(record, webhooks.FLOATING_ALLOCATED)
-        yield Transaction(
-            ops=(
-                HSet(keys.floatingip(address), record),
-                SAdd(keys.project_floatingips(project_id), (address,)),
-                *events,
+        free = set((yield SMembers(keys.floating_available(self.host))))
+        for _ in range(MAX_PICKS):
+            if not free:
+                break
+            address = yield Choose(tuple(sorted(free)))
+            record = {"address": address, "host": self.host, "project_id": project_id, "instance_id": "", "fixed_ip": ""}
+            if hooks:  # the project's web hooks hear of this address until it is released
+                record[webhooks.MARK] = "1"
+            events = yield from self._event_ops(record, webhooks.FLOATING_ALLOCATED)
+            got = yield Transaction(
+                ops=(
+                    SRem(keys.floating_available(self.host), (address,)),
+                    HSet(keys.floatingip(address), record),
+                    SAdd(keys.project_floatingips(project_id), (address,)),
+                    HIncrBy(keys.project_usage(project_id), "floating_ips", 1),
+                    SAdd(keys.QUOTA_PROJECTS, (project_id,)),
+                    *events,
+                ),
+                guards=(Guard(keys.floatingip(address), "host", None),),
             )
-        )
-        return address
+            if got is None:  # taken since the pool was read
+                free.discard(address)
+                continue
+            if got[3] > quota:
+                released = yield from self._event_ops(record, webhooks.FLOATING_RELEASED)
+                yield from give_back(self.host, address, project_id, released)
+                raise QuotaExceeded(f"project {project_id} may hold {quota} floating addresses")
+            return address
+        raise NoMoreAddresses(f"no floating addresses left on {self.host}")
 
     @staticmethod
     def _event_ops(floating: dict, event_type: str, instance_id: str = "", fixed_ip: str = ""):
@@ -162,19 +207,6 @@ class FloatingIps:
         if not floating or floating["project_id"] != context.project_id:
             raise NotFound(f"address {address} is not allocated to project {context.project_id}")
         events = yield from self._event_ops(floating, webhooks.FLOATING_RELEASED)
-        done = yield Transaction(
-            ops=(
-                Del((keys.floatingip(address),)),
-                SRem(keys.project_floatingips(context.project_id), (address,)),
-                HIncrBy(keys.project_usage(context.project_id), "floating_ips", -1),
-                SAdd(keys.floating_available(floating["host"]), (address,)),
-                *events,
-            ),
-            guards=(
-                Guard(keys.floatingip(address), "project_id", context.project_id),
-                Guard(keys.floatingip(address), "instance_id", ""),
-            ),
-        )
-        if done is None:
+        if not (yield from give_back(floating["host"], address, context.project_id, events)):
             raise InvalidParameterValue(f"address {address} is associated; disassociate it first")
         return True

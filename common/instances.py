@@ -42,12 +42,12 @@ def get(instance_id: str):
     return record or None
 
 
-def create(record: dict, now: float, deadline: float, extra_ops: tuple = ()):
+def create(record: dict, now: float, deadline: float, extra_ops: tuple = (), extra_guards: tuple = ()):
     """Write a new record in state ``scheduling`` with its index entries, atomically;
     ``deadline`` is when the build timeout reaper may fail it if it has not settled.
-    ``extra_ops`` commit in the same transaction.
+    ``extra_ops`` commit in the same transaction, only if ``extra_guards`` hold too.
 
-    Returns False (and writes nothing) when the id is taken.
+    Returns False (and writes nothing) when the id is taken or an extra guard failed.
     """
     instance_id = record["id"]
     fields = {**record, "state": lifecycle.SCHEDULING, "created_at": repr(now), "updated_at": repr(now)}
@@ -61,7 +61,7 @@ def create(record: dict, now: float, deadline: float, extra_ops: tuple = ()):
             ZAdd(keys.BUILDING, {instance_id: deadline}),
             *extra_ops,
         ),
-        guards=(Guard(keys.instance(instance_id), "state", None),),
+        guards=(Guard(keys.instance(instance_id), "state", None), *extra_guards),
     )
     if done is None:
         return False
@@ -83,6 +83,14 @@ def release_cores_ops(record: dict, current: str) -> tuple[StoreCommand, ...]:
     if record.get("host") and current in CLAIMS_CORES:
         return claim_ops(record, record["host"], -1)
     return ()
+
+
+def settling_ops(record: dict) -> tuple[StoreCommand, ...]:
+    """The op that notes, with a move to ``error`` or ``deleted``, that the record's
+    address is still to be given back. The release takes the note out in its own
+    transaction; a note left behind (the store ran the move but its caller never heard,
+    or died) is finished by the API's reaper (``CloudController.reap_leftovers``)."""
+    return (SAdd(keys.SETTLING, (record["id"],)),) if record.get("fixed_ip") else ()
 
 
 def transition(record: dict, event: str, fields: dict | None = None, extra_ops: tuple = ()):
@@ -138,7 +146,7 @@ def fail(record: dict, reason: str, event: str = "fail"):
     Returns True when this call made the change.
     """
     dst = yield from transition(
-        record, event, {"error": reason}, release_cores_ops(record, record["state"])
+        record, event, {"error": reason}, (*release_cores_ops(record, record["state"]), *settling_ops(record))
     )
     return dst is not None
 
@@ -166,5 +174,5 @@ def finish_delete(record: dict):
     )
     if record.get("host"):
         ops += (SRem(keys.node_instances(record["host"]), (instance_id,)),)
-    dst = yield from transition(record, "destroyed", extra_ops=ops)
+    dst = yield from transition(record, "destroyed", extra_ops=(*ops, *settling_ops(record)))
     return dst is not None

@@ -10,7 +10,18 @@ key                                type    contents
 ``instance:<id>:transitions``      list    ``<from>><to>@<time>``, oldest first; ``from``
                                            is empty for the creating entry
 ``project:<pid>:instances``        set     ids of the project's not-deleted instances
-``project:<pid>:usage``            hash    ``instances``, ``cores`` reserved against quota
+``project:<pid>:usage``            hash    ``instances``, ``cores``, ``floating_ips`` held
+                                           against quota (records + reservations;
+                                           common.quota)
+``reservation:<rid>``              hash    quota a RunInstances request holds for the
+                                           records it has yet to create: project_id,
+                                           instances, cores (common.quota)
+``reservations``                   zset    reservation id -> its deadline (the reaper
+                                           gives it back then)
+``quota:projects``                 set     projects that ever reserved quota (reconcile)
+``quota:audit``                    hash    counters of what was given back (failed
+                                           requests, expired reservations) or corrected
+                                           (reconcile): reported, never silent
 ``node:<host>:instances``          set     ids placed on a host and not yet deleted
 ``ip:<address>:instances``         set     the id holding an address (one member)
 ``networks``                       set     network ids (index)
@@ -36,6 +47,9 @@ key                                type    contents
 ``compute:cores``                  zset    host -> vCPUs claimed by instances placed there
 ``compute:memory``                 zset    host -> MiB of memory claimed the same way
 ``building``                       zset    id -> build deadline, until the instance settles
+``settling``                       set     ids moved to error or deleted whose address
+                                           is not given back yet: the release takes
+                                           them out, the API's reaper finishes the rest
 ``keypairs:<user>``                hash    key pair name -> JSON record (common.keypairs)
 ``clienttoken:<pid>:<token>``      hash    a RunInstances ClientToken: params (digest),
                                            reservation_id, expires_at, instance.<index>
@@ -66,6 +80,7 @@ NETWORKS = "networks"
 COMPUTE_CORES = "compute:cores"
 COMPUTE_MEMORY = "compute:memory"
 BUILDING = "building"
+SETTLING = "settling"
 FREE_NETWORKS = "networks:free"
 DEALLOCATED = "deallocated"
 FLOATING_HOSTS = "floating:hosts"
@@ -76,6 +91,9 @@ WEBHOOK_BACKLOG = "webhooks:backlog"
 WEBHOOK_STATS = "webhooks:stats"
 ASSERTED = "services:asserted"
 RECOVERED = "store:recovered"
+RESERVATIONS = "reservations"
+QUOTA_PROJECTS = "quota:projects"
+QUOTA_AUDIT = "quota:audit"
 
 
 def instance(instance_id: str) -> str:
@@ -92,6 +110,10 @@ def project_instances(project_id: str) -> str:
 
 def project_usage(project_id: str) -> str:
     return f"project:{project_id}:usage"
+
+
+def reservation(reservation_id: str) -> str:
+    return f"reservation:{reservation_id}"
 
 
 def node_instances(host: str) -> str:

@@ -417,6 +417,7 @@ class FlatManager(FloatingIps):
                 HDel(keys.network_dhcp_hosts(nid), (address,)),
                 ZAdd(keys.DEALLOCATED, {address: now}),
                 *events,
+                SRem(keys.SETTLING, (instance_id,)),
             ),
             guards=(
                 Guard(keys.fixedip(address), "instance_id", instance_id),
@@ -443,6 +444,7 @@ class FlatManager(FloatingIps):
                 ZRem(keys.DEALLOCATED, (address,)),
                 SAdd(keys.available(network_id), (address,)),
                 *extra_ops,
+                *((SRem(keys.SETTLING, (instance_id,)),) if instance_id else ()),
             ),
             guards=guards,
         )

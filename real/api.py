@@ -41,9 +41,10 @@ forks and cannot be embedded.
 - Key pairs are made here. The ``GenerateKeyPair`` effect is performed with the
   ``cryptography`` package: RSA 2048 in PKCS#1 PEM (as EC2 hands it out), or Ed25519 in
   OpenSSH format.
-- The build-timeout reaper runs ``CloudController.reap_stuck_builds`` every
-  ``reap_interval`` seconds in its own thread. A failing pass is logged, and the next
-  period tries again.
+- The build-timeout reaper runs ``CloudController.reap_stuck_builds`` and
+  ``reap_leftovers`` (quota reservations past their deadline, addresses whose release
+  never ran, one project's usage reconciled) every ``reap_interval`` seconds in its own thread. What it gives back or
+  corrects is logged; a failing pass is logged, and the next period tries again.
 - ``ApiServer.stop()`` stops cleanly. New requests get 503 while the ones in flight
   finish (bounded by ``STOP_TIMEOUT``). Then cheroot stops its workers and closes the
   socket.
@@ -319,10 +320,15 @@ class Reaper:
     def run_once(self):
         touched = self.runtime.drive(self.agent, self.cloud.reap_stuck_builds(SYSTEM))
         self.runtime.drive(self.agent, self.cloud.expire_client_tokens(SYSTEM))
+        leftovers = self.runtime.drive(self.agent, self.cloud.reap_leftovers(SYSTEM))
         self.passes += 1
         if touched:
             log.warning("reaper: settled %d instances past their build deadline: %s", len(touched),
                         ", ".join(touched))
+        if leftovers["reservations"] or leftovers["addresses"] or leftovers["corrections"]:
+            log.warning("reaper: gave back %d quota reservations past their deadline and %d addresses of settled "
+                        "instances; quota usage corrected by %s", leftovers["reservations"], leftovers["addresses"],
+                        leftovers["corrections"] or "nothing")
         return touched
 
     def start(self) -> Reaper:

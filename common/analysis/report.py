@@ -131,6 +131,7 @@ def summarize(*, scenario, seed, mode, store, series, broker_stats, verdicts, fi
         "queues": topics,
         "pools": pools,
         "recovered": recovered(store),
+        "quota": quota_summary(store),
         "invariants": [
             {"name": v.name, "title": v.title, "ok": v.ok, "violations": list(v.violations)} for v in verdicts
         ],
@@ -155,6 +156,33 @@ def recovered(store: dict) -> dict[str, int]:
 
 def _recovered_order(name: str):
     return (COUNTS.index(name) if name in COUNTS else len(COUNTS), name)
+
+
+def quota_summary(store: dict) -> dict:
+    """What was given back or corrected (the ``quota:audit`` counters: reservations,
+    instances and cores given back by failed requests and by the reaper, the reconcile's
+    corrections) and how many reservations are still outstanding at the end."""
+    audit = store.get(keys.QUOTA_AUDIT) or {}
+    return {"reservations_outstanding": len(store.get(keys.RESERVATIONS) or {}),
+            **{name: int(value) for name, value in sorted(audit.items())}}
+
+
+def _quota_rows(quota: dict) -> list[tuple[str, str]]:
+    """The quota summary's nonzero counters as (label, value) rows."""
+    rows = []
+    for name, label in (("failed", "given back by failed requests"), ("expired", "given back past their deadline")):
+        if quota.get(name):
+            rows.append((f"reservations {label}", f"{quota[name]:,} ({quota.get(f'{name}_instances', 0):,} instances,"
+                                                   f" {quota.get(f'{name}_cores', 0):,} cores)"))
+    if quota.get("corrections"):
+        changes = ", ".join(f"{quota[f'corrected_{field}']:+,} {field.replace('_', ' ')}"
+                            for field in ("instances", "cores", "floating_ips") if quota.get(f"corrected_{field}"))
+        rows.append(("usage corrected by the reconcile", f"{quota['corrections']:,} times ({changes})"))
+    if quota.get("not_reconciled"):
+        rows.append(("reconciles skipped (too much to read)", f"{quota['not_reconciled']:,}"))
+    if quota.get("reservations_outstanding"):
+        rows.append(("reservations outstanding at the end", f"{quota['reservations_outstanding']:,}"))
+    return rows
 
 
 def slo_verdicts(slo, ttr, errored: int, launched: int) -> list[dict]:
@@ -222,6 +250,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str]]:
         add("pools", "networks never used", f"{len(unused):,} of {len(summary['pools']):,}")
     for label, value in webhooks.summary_rows(summary.get("webhooks")):
         add("web hooks", label, value)
+    for label, value in _quota_rows(summary.get("quota") or {}):
+        add("quota", label, value)
     for fault in summary.get("faults", []):
         add("faults", f"at {fault['at']:,.1f} s", fault["what"])
     if summary.get("network"):

@@ -81,9 +81,15 @@ def to_pool(address, nid, *guards, iid=None):
             HDel(keys.network_dhcp_hosts(nid), (address,)),
             ZRem(keys.DEALLOCATED, (address,)),
             SAdd(keys.available(nid), (address,)),
+            *((SRem(keys.SETTLING, (iid,)),) if iid else ()),
         ),
         guards=guards,
     )
+
+
+def noted(iid=IID):
+    """The op that notes, with a move to error or deleted, an address still to give back."""
+    return SAdd(keys.SETTLING, (iid,))
 
 
 def dealloc(address=ADDRESS, iid=IID, nid="flat"):

@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from records import ADDRESS, IID, KEY, cas, changed, dealloc, flat, held, manager, record, released, settle
+from records import ADDRESS, IID, KEY, cas, changed, dealloc, flat, held, manager, noted, record, released, settle
 from scripted import finish, run, step, throw
 from tiny_store import TinyStore, drive
 
@@ -14,6 +14,7 @@ from common.effects import (
     Call,
     Cast,
     Choose,
+    Del,
     Get,
     Guard,
     HGet,
@@ -38,9 +39,11 @@ from common.errors import (
     InvalidParameterValue,
     NoMoreAddresses,
     NotFound,
+    NovaError,
     QuotaExceeded,
     RemoteError,
     RpcTimeout,
+    StoreUnavailable,
     Unroutable,
 )
 from common.events import RequestRejected
@@ -56,10 +59,51 @@ def cloud(scheduler="queue", quota=Quota(instances=3, cores=4)):
     return CloudController(CloudConfig(scheduler=scheduler, quotas={"p1": quota}), flat())
 
 
-def reserve(count, vcpus=2, usage=USAGE):
-    """The quota reservation (with the read of the project's web hooks), or its undo (count < 0)."""
-    hooks = (HGetAll(keys.webhooks(usage.split(":")[1])),) if count > 0 else ()
-    return Transaction(ops=(HIncrBy(usage, "instances", count), HIncrBy(usage, "cores", count * vcpus), *hooks))
+RES = keys.reservation("r-1")
+
+
+def reserve(count, vcpus=2, project="p1"):
+    """The transaction that reserves ``count`` instances for request r-1 (deadline 605 s),
+    reading the project's web hooks (answer ``{}``: none)."""
+    usage = keys.project_usage(project)
+    return Transaction(
+        ops=(
+            HIncrBy(usage, "instances", count),
+            HIncrBy(usage, "cores", count * vcpus),
+            HSet(RES, {"project_id": project, "instances": str(count), "cores": str(count * vcpus)}),
+            ZAdd(keys.RESERVATIONS, {"r-1": 605.0}),
+            SAdd(keys.QUOTA_PROJECTS, (project,)),
+            HGetAll(keys.webhooks(project)),
+        ),
+        guards=(Guard(RES, "project_id", None),),
+    )
+
+
+def unreserve(count, vcpus=2, project="p1", *audit):
+    """The transaction that gives back what r-1 holds (``count`` instances)."""
+    usage = keys.project_usage(project)
+    return Transaction(
+        ops=(HIncrBy(usage, "instances", -count), HIncrBy(usage, "cores", -count * vcpus), Del((RES,)),
+             ZRem(keys.RESERVATIONS, ("r-1",)), *audit),
+        guards=(Guard(RES, "instances", str(count)), Guard(RES, "cores", str(count * vcpus))),
+    )
+
+
+def up_to_reserve(gen):
+    """Drive a RunInstances to its quota reservation (request r-1 at 5 s)."""
+    assert step(gen) == NewId("r")
+    assert step(gen, "r-1") == Now()
+    return step(gen, 5.0)
+
+
+def refused_over(gen, count, vcpus=2, used=None, project="p1"):
+    """Answer the reservation of ``count`` with a total over the quota (``used``); -> the
+    effect after the reservation was given back."""
+    used = used or [count, count * vcpus]
+    assert step(gen, [*used, 1, 1, 1, {}]) == HGetAll(RES)
+    assert step(gen, {"project_id": project, "instances": str(count), "cores": str(count * vcpus)}) == unreserve(
+        count, vcpus, project)
+    return step(gen, [0, 0, 1, 1])
 
 
 def created_fields(now=10.0):
@@ -90,12 +134,11 @@ H1_UP = {keys.heartbeats("compute"): {"h1": 99.0}}
 
 def up_to_call(gen):
     """Drive a 1-instance m1.medium RunInstances to its allocate_fixed_ip call."""
-    assert step(gen) == reserve(1)
-    assert step(gen, [1, 2, {}]) == NewId("r")
-    assert step(gen, "r-1") == NewId("i")
+    assert up_to_reserve(gen) == reserve(1)
+    assert step(gen, [1, 2, 1, 1, 1, {}]) == NewId("i")
     assert step(gen, IID) == Now()
     create = step(gen, 10.0)
-    assert step(gen, [1, 1, 1, 1, 1]) == changed(None, "scheduling", 10.0)
+    assert step(gen, [1] * 7) == changed(None, "scheduling", 10.0)
     return step(gen), create
 
 
@@ -130,29 +173,26 @@ def test_invalid_run_request_is_rejected_before_any_store_effect(image, itype, l
 def test_max_count_at_the_limit_is_accepted():
     """MaxCount == MAX_COUNT_PER_REQUEST passes validation (quota decides the rest)."""
     gen = cloud().run_instances(CTX, "ami-tiny", "m1.small", 1, MAX_COUNT_PER_REQUEST)
-    assert step(gen) == reserve(MAX_COUNT_PER_REQUEST, vcpus=1)
+    assert up_to_reserve(gen) == reserve(MAX_COUNT_PER_REQUEST, vcpus=1)
 
 
 # -- RunInstances: quota ------------------------------------------------------------
 
 
 def test_quota_over_for_max_rolls_back_and_tries_min():
-    """MaxCount over quota is undone, then MinCount is reserved and used."""
+    """MaxCount over quota is given back, then MinCount is reserved and used."""
     gen = cloud().run_instances(CTX, "ami-tiny", "m1.medium", 1, 3)
-    assert step(gen) == reserve(3)
-    assert step(gen, [3, 6, {}]) == reserve(-3)
-    assert step(gen, [0, 0, {}]) == reserve(1)
-    assert step(gen, [1, 2, {}]) == NewId("r")
+    assert up_to_reserve(gen) == reserve(3)
+    assert refused_over(gen, 3) == reserve(1)
+    assert step(gen, [1, 2, 1, 1, 1, {}]) == NewId("i")
 
 
 def test_quota_exceeded_creates_nothing():
-    """Over quota even at MinCount: roll back, record the rejection, raise QuotaExceeded."""
+    """Over quota even at MinCount: give back, record the rejection, raise QuotaExceeded."""
     gen = cloud().run_instances(CTX, "ami-tiny", "m1.medium", 2, 3)
-    assert step(gen) == reserve(3)
-    assert step(gen, [3, 6, {}]) == reserve(-3)
-    assert step(gen, [0, 0, {}]) == reserve(2)
-    assert step(gen, [3, 6, {}]) == reserve(-2)  # someone else holds one already
-    rejected = step(gen, [1, 2, {}])
+    assert up_to_reserve(gen) == reserve(3)
+    assert refused_over(gen, 3) == reserve(2)
+    rejected = refused_over(gen, 2, used=[3, 6])  # someone else holds one already
     assert rejected.event.action == "RunInstances" and rejected.event.code == "InstanceLimitExceeded"
     assert "quota is 3 instances / 4 cores" in rejected.event.message
     with pytest.raises(QuotaExceeded, match="p1"):
@@ -160,21 +200,55 @@ def test_quota_exceeded_creates_nothing():
 
 
 def test_quota_min_equal_max_is_tried_once():
-    """MinCount == MaxCount reserves once; over quota fails straight after the rollback."""
+    """MinCount == MaxCount reserves once; over quota fails straight after the give-back."""
     gen = cloud().run_instances(CTX, "ami-tiny", "m1.large", 2, 2)
-    assert step(gen) == reserve(2, vcpus=4)
-    assert step(gen, [2, 8, {}]) == reserve(-2, vcpus=4)
-    assert isinstance(step(gen, [0, 0, {}]).event, RequestRejected)
+    assert up_to_reserve(gen) == reserve(2, vcpus=4)
+    assert isinstance(refused_over(gen, 2, vcpus=4).event, RequestRejected)
 
 
 def test_default_quota_applies_to_unlisted_projects():
     """A project without its own quota gets default_quota (10 instances / 20 cores)."""
     gen = cloud().run_instances(RequestContext("bob", "p9"), "ami-tiny", "m1.large", 5, 6)
-    usage = keys.project_usage("p9")
-    assert step(gen) == reserve(6, 4, usage)
-    assert step(gen, [6, 24, {}]) == reserve(-6, 4, usage)
-    assert step(gen, [0, 0, {}]) == reserve(5, 4, usage)
-    assert step(gen, [5, 20, {}]) == NewId("r")
+    assert up_to_reserve(gen) == reserve(6, vcpus=4, project="p9")
+    assert refused_over(gen, 6, vcpus=4, project="p9") == reserve(5, vcpus=4, project="p9")
+    assert step(gen, [5, 20, 1, 1, 1, {}]) == NewId("i")
+
+
+def test_a_failed_request_gives_back_what_it_did_not_create():
+    """The store fails after the reservation: the request gives the reservation back, counted, and re-raises."""
+    gen = cloud().run_instances(CTX, "ami-tiny", "m1.medium", 1, 2)
+    up_to_reserve(gen)
+    step(gen, [2, 4, 1, 1, 1, {}])
+    assert throw(gen, StoreUnavailable("timed out")) == HGetAll(RES)
+    audit = (HIncrBy(keys.QUOTA_AUDIT, "failed", 1), HIncrBy(keys.QUOTA_AUDIT, "failed_instances", 2),
+             HIncrBy(keys.QUOTA_AUDIT, "failed_cores", 4))
+    assert step(gen, {"project_id": "p1", "instances": "2", "cores": "4"}) == unreserve(2, 2, "p1", *audit)
+    with pytest.raises(StoreUnavailable):
+        step(gen, [0, 0, 1, 1, 1, 1, 1])
+
+
+def test_a_give_back_the_store_does_not_answer_leaves_it_to_the_reaper():
+    """When the give-back fails too, the request's own error is raised and the reservation waits for its deadline."""
+    gen = cloud().run_instances(CTX, "ami-tiny", "m1.medium", 1, 2)
+    up_to_reserve(gen)
+    step(gen, [2, 4, 1, 1, 1, {}])
+    throw(gen, StoreUnavailable("first"))
+    with pytest.raises(StoreUnavailable, match="first"):
+        throw(gen, StoreUnavailable("second"))
+
+
+def test_a_record_refused_because_its_reservation_was_given_back_ends_the_request():
+    """The reaper gave the reservation back meanwhile: the create guard fails, and no record is made on it."""
+    gen = cloud().run_instances(CTX, "ami-tiny", "m1.medium")
+    up_to_reserve(gen)
+    step(gen, [1, 2, 1, 1, 1, {}])
+    step(gen, IID)
+    step(gen, 10.0)
+    assert step(gen, None) == HGet(RES, "instances")
+    assert step(gen, None) == HGetAll(RES)
+    assert step(gen, {}) == ZRem(keys.RESERVATIONS, ("r-1",))
+    with pytest.raises(NovaError, match="quota reservation r-1 was given back"):
+        step(gen, 0)
 
 
 # -- RunInstances: create, address, dispatch ----------------------------------------
@@ -191,8 +265,10 @@ def test_run_instances_queue_mode_happy_path():
             SAdd(keys.INSTANCES, (IID,)),
             SAdd(keys.project_instances("p1"), (IID,)),
             ZAdd(keys.BUILDING, {IID: 610.0}),
+            Del((RES,)),
+            ZRem(keys.RESERVATIONS, ("r-1",)),
         ),
-        guards=(Guard(KEY, "state", None),),
+        guards=(Guard(KEY, "state", None), Guard(RES, "instances", "1")),
     )
     assert call == Call(
         "network", "allocate_fixed_ip", {"instance_id": IID, "network_id": "flat", "mac": mac_address(IID)}, CTX, timeout=30.0
@@ -226,6 +302,7 @@ def test_run_several_instances_in_one_reservation():
     assert [e.args["instance_id"] for e in effects if isinstance(e, Call)] == ["i-2", "i-3"]
     assert [store.data[keys.instance(i)]["launch_index"] for i in ("i-2", "i-3")] == ["0", "1"]
     assert store.data[USAGE] == {"instances": "2", "cores": "4"}
+    assert RES not in store.data and store.data[keys.RESERVATIONS] == {}
 
 
 @pytest.mark.parametrize(
@@ -243,7 +320,7 @@ def test_allocation_failure_fails_first_then_releases_what_landed(error, reason)
     up_to_call(gen)
     assert throw(gen, error) == HGetAll(KEY)
     assert step(gen, record("scheduling", fixed_ip="10.0.0.9")) == Now()
-    assert step(gen, 20.0) == cas("scheduling", "error", 20.0, settle(), was=held(fixed_ip="10.0.0.9"), error=reason)
+    assert step(gen, 20.0) == cas("scheduling", "error", 20.0, noted(), settle(), was=held(fixed_ip="10.0.0.9"), error=reason)
     assert step(gen, [1, 1, 1]) == changed("scheduling", "error", 20.0)
     assert step(gen) == dealloc("10.0.0.9")
     assert finish(gen, [1, 1, 1, 1]) == {"reservation_id": "r-1", "instances": [IID]}
@@ -266,7 +343,7 @@ def test_allocation_timeout_after_terminate_does_not_release():
     up_to_call(gen)
     throw(gen, RpcTimeout("late"))
     step(gen, record("scheduling"))
-    assert step(gen, 20.0) == cas("scheduling", "error", 20.0, settle(), error="no fixed address: RpcTimeout: late")
+    assert step(gen, 20.0) == cas("scheduling", "error", 20.0, noted(), settle(), error="no fixed address: RpcTimeout: late")
     assert step(gen, None) == HGetAll(KEY)
     assert finish(gen, record("shutting_down")) == {"reservation_id": "r-1", "instances": [IID]}
 
@@ -278,7 +355,7 @@ def test_unroutable_dispatch_fails_and_releases():
     step(gen, {"address": ADDRESS})
     assert throw(gen, Unroutable("no queue for compute")) == HGetAll(KEY)
     assert step(gen, record("scheduling")) == Now()
-    assert step(gen, 20.0) == cas("scheduling", "error", 20.0, settle(), error="cannot dispatch: no queue for compute")
+    assert step(gen, 20.0) == cas("scheduling", "error", 20.0, noted(), settle(), error="cannot dispatch: no queue for compute")
     step(gen, [1, 1, 1])
     assert step(gen) == dealloc()
     assert finish(gen, [1, 1, 1, 1]) == {"reservation_id": "r-1", "instances": [IID]}
@@ -356,6 +433,7 @@ def test_terminate_unplaced_instance_finishes_locally():
         SRem(keys.project_instances("p1"), (IID,)),
         HIncrBy(USAGE, "instances", -1),
         HIncrBy(USAGE, "cores", -2),
+        noted(),
         settle(),
     )
     assert step(gen, [1] * 6) == changed("shutting_down", "deleted", 51.0)
@@ -444,7 +522,7 @@ def test_reaper_fails_overdue_builds_and_resends_terminates():
     assert step(gen, record("launching", host="h1")) == HGetAll(KEY)  # fail_latest reads again
     assert step(gen, record("launching", host="h1")) == Now()
     assert step(gen, 700.0) == cas(
-        "launching", "error", 700.0, *released("h1"), settle(), was=held("h1"), error="build timed out after 600 s"
+        "launching", "error", 700.0, *released("h1"), noted(), settle(), was=held("h1"), error="build timed out after 600 s"
     )
     step(gen, [1, 1, 1, 1])
     assert step(gen) == dealloc()
@@ -601,7 +679,7 @@ def test_dhcp_allocation_failure_marks_the_landed_address_deallocated():
     step(gen, [1, 1, 1])  # Record
     assert step(gen) == Now()
     tx = step(gen, 21.0)
-    assert tx.ops[-1] == ZAdd(keys.DEALLOCATED, {"10.0.0.9": 21.0})
+    assert tx.ops[-2:] == (ZAdd(keys.DEALLOCATED, {"10.0.0.9": 21.0}), SRem(keys.SETTLING, (IID,)))
     assert tx.guards == (Guard(keys.fixedip("10.0.0.9"), "instance_id", IID), Guard(keys.fixedip("10.0.0.9"), "network_id", "flat"))
 
 

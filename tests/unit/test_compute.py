@@ -4,7 +4,7 @@ the restart reconciliation of init_host, and list_domains."""
 from dataclasses import replace
 
 import pytest
-from records import ADDRESS, IID, KEY, MAC, cas, changed, dealloc, flat, held, manager, record, released, settle
+from records import ADDRESS, IID, KEY, MAC, cas, changed, dealloc, flat, held, manager, noted, record, released, settle
 from scripted import finish, run, step, throw
 
 from common import keys, rpc
@@ -50,6 +50,7 @@ def deleted(at):
         HIncrBy(keys.project_usage("p1"), "instances", -1),
         HIncrBy(keys.project_usage("p1"), "cores", -2),
         SRem(keys.node_instances("h1"), (IID,)),
+        noted(),
         settle(),
         was=held("h1"),
     )
@@ -94,7 +95,7 @@ def test_init_host_fails_a_build_caught_mid_way(state):
     assert read == HGetAll(KEY)
     assert step(gen, record(state, host="h1")) == Now()
     error = f"h1 restarted during {state}"
-    assert step(gen, 5.0) == cas(state, "error", 5.0, *released("h1"), settle(), was=held("h1"), error=error)
+    assert step(gen, 5.0) == cas(state, "error", 5.0, *released("h1"), noted(), settle(), was=held("h1"), error=error)
     assert step(gen, OK) == changed(state, "error", 5.0, "h1")
     assert step(gen) == Destroy(IID)
     assert step(gen, True) == dealloc()
@@ -117,7 +118,7 @@ def test_init_host_fails_a_running_instance_whose_domain_is_gone():
     """running with no domain: error by the `lost` event, cores back, address released."""
     gen, _ = restarted({IID}, domains=())
     assert step(gen, record("running", host="h1")) == Now()
-    assert step(gen, 5.0) == cas("running", "error", 5.0, *released("h1"), settle(), was=held("h1"), error="domain lost on h1")
+    assert step(gen, 5.0) == cas("running", "error", 5.0, *released("h1"), noted(), settle(), was=held("h1"), error="domain lost on h1")
     assert step(gen, OK) == changed("running", "error", 5.0, "h1")
     assert step(gen) == dealloc()
     assert finish(gen, OK) == [IID]
@@ -247,7 +248,7 @@ def test_spawn_failure_fails_instance_releases_cores_and_address():
     assert step(gen) == Spawn(SPEC)
     assert throw(gen, HypervisorError("domain exists")) == Now()
     assert step(gen, 12.0) == cas(
-        "launching", "error", 12.0, *released("h1"), settle(), was=held("h1"), error="spawn failed: domain exists"
+        "launching", "error", 12.0, *released("h1"), noted(), settle(), was=held("h1"), error="spawn failed: domain exists"
     )
     assert step(gen, OK) == changed("launching", "error", 12.0, "h1")
     assert step(gen) == dealloc(ADDRESS, IID)
@@ -376,7 +377,7 @@ def test_reboot_failure_fails_destroys_and_releases():
     assert step(gen) == Reboot(IID)
     throw(gen, HypervisorError("gone"))
     assert step(gen, 31.0) == cas(
-        "rebooting", "error", 31.0, *released("h1"), settle(), was=held("h1"), error="reboot failed: gone"
+        "rebooting", "error", 31.0, *released("h1"), noted(), settle(), was=held("h1"), error="reboot failed: gone"
     )
     step(gen, OK)  # Record
     assert step(gen) == Destroy(IID)
@@ -417,7 +418,7 @@ def test_network_driver_failure_fails_the_instance_and_releases_its_address():
     step(gen)  # EnsureVlan
     assert throw(gen, NetworkDriverError("ip link add vlan101: exit 2")) == Now()
     assert step(gen, 12.0) == cas(
-        "launching", "error", 12.0, *released("h1"), settle(), was=held("h1", VLAN_IP),
+        "launching", "error", 12.0, *released("h1"), noted(), settle(), was=held("h1", VLAN_IP),
         error="spawn failed: ip link add vlan101: exit 2",
     )
     assert step(gen, OK) == changed("launching", "error", 12.0, "h1")
@@ -453,7 +454,7 @@ def test_image_fetch_failure_fails_the_instance_without_spawning():
     step(gen)
     assert throw(gen, ImageError("short download")) == Now()
     assert step(gen, 12.0) == cas(
-        "launching", "error", 12.0, *released("h1"), settle(), was=held("h1"), error="spawn failed: short download"
+        "launching", "error", 12.0, *released("h1"), noted(), settle(), was=held("h1"), error="spawn failed: short download"
     )
 
 

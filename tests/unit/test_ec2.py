@@ -577,6 +577,7 @@ def test_over_quota_is_instance_limit_exceeded_and_leaves_usage_as_it_was():
     assert not any(isinstance(e, (Cast, Call)) for e in effects)
     assert world.data.get(keys.INSTANCES, set()) == set()
     assert world.data[keys.project_usage("proj1")] == {"instances": "0", "cores": "0"}
+    assert world.data[keys.RESERVATIONS] == {}
 
 
 # ---------------------------------------------------------------------------

@@ -11,17 +11,18 @@ from common import keys
 from common.context import RequestContext
 from common.effects import (
     BindFloating,
+    Choose,
     Del,
     EnsureFloatingForward,
     Guard,
     HDel,
+    HGet,
     HGetAll,
     HIncrBy,
     HSet,
     RemoveFloatingForward,
     SAdd,
     SMembers,
-    SPop,
     SRem,
     Transaction,
     UnbindFloating,
@@ -53,32 +54,101 @@ def snapshot(store):
 # -- allocate ----------------------------------------------------------------------------------
 
 
-def test_allocate_reserves_quota_then_pops_the_hosts_pool():
-    """HINCRBY the project's floating_ips, then SPOP this host's pool, then record the allocation."""
+def taken(address=FLOAT, project="p1"):
+    """The one transaction that takes ``address`` off net1's pool for ``project`` and counts it."""
+    usage = keys.project_usage(project)
+    return Transaction(
+        ops=(
+            SRem(keys.floating_available("net1"), (address,)),
+            HSet(keys.floatingip(address), {**allocated(project_id=project), "address": address}),
+            SAdd(keys.project_floatingips(project), (address,)),
+            HIncrBy(usage, "floating_ips", 1),
+            SAdd(keys.QUOTA_PROJECTS, (project,)),
+        ),
+        guards=(Guard(keys.floatingip(address), "host", None),),
+    )
+
+
+def given_back(address=FLOAT, project="p1"):
+    """The transaction that returns an unassociated ``address`` to net1's pool and the quota."""
+    usage = keys.project_usage(project)
+    return Transaction(
+        ops=(
+            Del((keys.floatingip(address),)),
+            SRem(keys.project_floatingips(project), (address,)),
+            HIncrBy(usage, "floating_ips", -1),
+            SAdd(keys.floating_available("net1"), (address,)),
+        ),
+        guards=(Guard(keys.floatingip(address), "project_id", project), Guard(keys.floatingip(address), "instance_id", ""),
+                Guard(keys.floatingip(address), "host", "net1")),
+    )
+
+
+def test_allocate_takes_the_address_and_the_quota_in_one_transaction():
+    """Check the count, read the free pool, choose one, then pool, record and quota change together."""
     gen = host().allocate_floating_ip(CTX, "p1", 2)
-    assert step(gen) == Transaction(ops=(HIncrBy(USAGE, "floating_ips", 1), HGetAll(keys.webhooks("p1"))))
-    assert step(gen, [2, {}]) == SPop(keys.floating_available("net1"))
-    assert step(gen, FLOAT) == Transaction(ops=(HSet(FKEY, allocated()), SAdd(keys.project_floatingips("p1"), (FLOAT,))))
-    assert finish(gen, [5, 1]) == FLOAT
+    assert step(gen) == Transaction(ops=(HGet(USAGE, "floating_ips"), HGetAll(keys.webhooks("p1"))))
+    assert step(gen, ["1", {}]) == SMembers(keys.floating_available("net1"))
+    assert step(gen, {"4.4.4.3", FLOAT}) == Choose((FLOAT, "4.4.4.3"))
+    assert step(gen, FLOAT) == taken()
+    assert finish(gen, [1, 5, 1, 2, 7, 0]) == FLOAT
 
 
-def test_allocate_over_quota_rolls_back():
-    """A total over the quota is undone and QuotaExceeded raised before the pool is touched."""
+def test_allocate_at_the_quota_is_refused_before_the_pool_is_read():
+    """A project already at its quota gets QuotaExceeded and nothing is written."""
     gen = host().allocate_floating_ip(CTX, "p1", 2)
     step(gen)
-    assert step(gen, [3, {}]) == HIncrBy(USAGE, "floating_ips", -1)
     with pytest.raises(QuotaExceeded, match="p1 may hold 2"):
-        step(gen, 2)
+        step(gen, ["2", {}])
 
 
-def test_allocate_from_an_empty_pool_rolls_back_and_raises():
-    """An empty pool gives the reservation back and raises NoMoreAddresses."""
+def test_allocate_over_quota_by_a_race_gives_the_address_back():
+    """Another allocation won the last one meanwhile: the total is over, the address goes back."""
     gen = host().allocate_floating_ip(CTX, "p1", 2)
     step(gen)
-    step(gen, [1, {}])
-    assert step(gen, None) == HIncrBy(USAGE, "floating_ips", -1)
+    step(gen, ["1", {}])
+    step(gen, {FLOAT})
+    step(gen, FLOAT)
+    assert step(gen, [1, 5, 1, 3, 7, 0]) == given_back()
+    with pytest.raises(QuotaExceeded, match="p1 may hold 2"):
+        step(gen, [1, 1, 2, 8, 1])
+
+
+def test_allocate_picks_another_address_when_one_is_taken_meanwhile():
+    """The guard fails (someone took it): the next free address is tried."""
+    gen = host().allocate_floating_ip(CTX, "p1", 2)
+    step(gen)
+    step(gen, [None, {}])
+    step(gen, {"4.4.4.3", FLOAT})
+    step(gen, FLOAT)
+    assert step(gen, None) == Choose(("4.4.4.3",))
+    assert step(gen, "4.4.4.3") == taken("4.4.4.3")
+
+
+def test_allocate_from_an_empty_pool_raises_and_writes_nothing():
+    """An empty pool raises NoMoreAddresses; nothing was counted."""
+    gen = host().allocate_floating_ip(CTX, "p1", 2)
+    step(gen)
+    step(gen, [None, {}])
     with pytest.raises(NoMoreAddresses, match="net1"):
-        step(gen, 0)
+        step(gen, set())
+
+
+def test_an_allocation_whose_answer_is_lost_leaves_an_allocated_address_and_a_matching_count():
+    """The transaction ran but its caller saw a timeout: I7 and I2 still hold (the address is the project's)."""
+    store = TinyStore({keys.floating_available("net1"): {FLOAT}, keys.floating_addresses("net1"): {FLOAT},
+                       keys.FLOATING_HOSTS: {"net1"}})
+    gen = host().allocate_floating_ip(CTX, "p1", 2)
+    effect = next(gen)
+    while not (isinstance(effect, Transaction) and effect.guards):  # up to the one that takes the address
+        effect = gen.send(drive(_one(effect), store)[1])
+    drive(_one(effect), store)  # it ran; the caller never hears of it
+    snap = inv.Snapshot(now=0.0, build_timeout=60.0, store=snapshot(store), domains={}, queues={})
+    assert inv.i7_quota_matches_holdings(snap).ok and inv.i2_allocated_matches_live(snap).ok
+
+
+def _one(effect):
+    return (yield effect)
 
 
 # -- associate ----------------------------------------------------------------------------------
@@ -207,16 +277,8 @@ def test_release_returns_address_and_quota():
     """An unassociated address goes back to its host's pool and the project's count goes down, guarded."""
     gen = host().release_floating_ip(CTX, FLOAT)
     assert step(gen) == HGetAll(FKEY)
-    assert step(gen, allocated()) == Transaction(
-        ops=(
-            Del((FKEY,)),
-            SRem(keys.project_floatingips("p1"), (FLOAT,)),
-            HIncrBy(USAGE, "floating_ips", -1),
-            SAdd(keys.floating_available("net1"), (FLOAT,)),
-        ),
-        guards=(Guard(FKEY, "project_id", "p1"), Guard(FKEY, "instance_id", "")),
-    )
-    assert finish(gen, [1, 1, 0, 1]) is True
+    assert step(gen, allocated()) == given_back()
+    assert finish(gen, [1, 1, 0, 1, 1]) is True
 
 
 def test_release_refuses_while_associated():

@@ -1,7 +1,7 @@
 """common.instances: the transition guard on what was read, fail and fail_latest."""
 
 import pytest
-from records import IID, KEY, cas, changed, held, record, released, settle
+from records import IID, KEY, cas, changed, held, noted, record, released, settle
 from scripted import finish, run, step
 from tiny_store import TinyStore, drive
 
@@ -41,7 +41,7 @@ def test_transition_from_a_stale_read_writes_nothing(field, value):
 def test_fail_by_lost_moves_running_to_error_with_its_cores():
     """event="lost" fails a running instance, giving its host's cores back."""
     effects, failed = run(instances.fail(record("running", host="h1"), "gone", event="lost"), 5.0, OK, None)
-    assert effects[1] == cas("running", "error", 5.0, *released("h1"), settle(), was=held("h1"), error="gone")
+    assert effects[1] == cas("running", "error", 5.0, *released("h1"), noted(), settle(), was=held("h1"), error="gone")
     assert failed is True
 
 
@@ -53,7 +53,7 @@ def test_fail_latest_rereads_after_a_lost_cas_and_returns_the_failed_record():
     assert step(gen, 5.0) == cas("scheduling", "error", 5.0, settle(), was=held(fixed_ip=""), error="late")
     assert step(gen, None) == HGetAll(KEY)
     assert step(gen, record("scheduling")) == Now()
-    assert step(gen, 6.0) == cas("scheduling", "error", 6.0, settle(), error="late")
+    assert step(gen, 6.0) == cas("scheduling", "error", 6.0, noted(), settle(), error="late")
     assert step(gen, OK) == changed("scheduling", "error", 6.0)
     assert finish(gen) == record("scheduling")
 

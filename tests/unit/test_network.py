@@ -514,6 +514,7 @@ def dhcp_dealloc(at, address=ADDRESS, iid=IID, nid=FLAT):
             HSet(keys.fixedip(address), {"state": "deallocated", "deallocated_at": repr(at)}),
             HDel(keys.network_dhcp_hosts(nid), (address,)),
             ZAdd(keys.DEALLOCATED, {address: at}),
+            SRem(keys.SETTLING, (iid,)),
         ),
         guards=(Guard(keys.fixedip(address), "instance_id", iid), Guard(keys.fixedip(address), "network_id", nid)),
     )

@@ -1,7 +1,7 @@
 """SchedulerManager: reserve-then-verify core claims, liveness, placement CAS, dispatch."""
 
 import pytest
-from records import IID, KEY, cas, changed, dealloc, flat, record, released, settle
+from records import IID, KEY, cas, changed, dealloc, flat, noted, record, released, settle
 from scripted import finish, run, step
 from tiny_store import TinyStore, drive
 
@@ -87,7 +87,7 @@ def test_no_candidates_fails_and_deallocates():
     """No host with room: error with the reason, no cores to give back, address released."""
     gen = scheduler().run_instance(CTX, IID)
     assert start_simple(gen, []) == Now()
-    assert step(gen, 100.0) == cas("scheduling", "error", 100.0, settle(), error=NO_HOST)
+    assert step(gen, 100.0) == cas("scheduling", "error", 100.0, noted(), settle(), error=NO_HOST)
     assert step(gen, [1, 1, 1]) == changed("scheduling", "error", 100.0)
     assert step(gen) == dealloc()
     assert finish(gen, [1, 1, 1, 1]) is None
@@ -97,7 +97,7 @@ def test_all_candidates_down_fails():
     """Every candidate down is the same as none."""
     gen = scheduler().run_instance(CTX, IID)
     assert start_simple(gen, [("h1", 0.0)], live=[]) == Now()
-    assert step(gen, 100.0) == cas("scheduling", "error", 100.0, settle(), error=NO_HOST)
+    assert step(gen, 100.0) == cas("scheduling", "error", 100.0, noted(), settle(), error=NO_HOST)
 
 
 def test_chance_chooses_among_live_hosts():
@@ -121,7 +121,7 @@ def test_chance_with_no_live_host_fails():
     step(gen, record("scheduling"))
     step(gen, 100.0)
     assert step(gen, []) == Now()
-    assert step(gen, 100.0) == cas("scheduling", "error", 100.0, settle(), error=NO_HOST)
+    assert step(gen, 100.0) == cas("scheduling", "error", 100.0, noted(), settle(), error=NO_HOST)
 
 
 def test_placement_guard_failure_gives_cores_back():

@@ -61,6 +61,8 @@ class TinyStore:
                 return member
             case fx.SMembers(key=key):
                 return set(d.get(key, set()))
+            case fx.SCard(key=key):
+                return len(d.get(key, set()))
             case fx.HSet(key=key, mapping=mapping):
                 d.setdefault(key, {}).update(mapping)
                 return len(mapping)
