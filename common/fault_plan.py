@@ -28,7 +28,7 @@ class Kind:
 
     #: The other fields this kind takes (each has a default; setting any other is refused).
     takes: frozenset[str]
-    #: ``at``: needs at; ``at|after_effects``: exactly one of them (a kill).
+    #: ``at``: needs at; ``at|after_effects``: exactly one of them (a kill, a store stall).
     when: str
     #: How the summary names it in "needs at" errors.
     noun: str
@@ -43,6 +43,7 @@ KINDS: dict[str, Kind] = {
     "webhook_outage": Kind(frozenset(), "at", "a web hook outage"),
     "store_wipe": Kind(frozenset(), "at", "a store wipe"),
     "broker_outage": Kind(frozenset(), "at", "a broker outage"),
+    "store_stall": Kind(frozenset({"after_effects"}), "at|after_effects", "a store stall"),
 }
 
 #: The optional fields, with the default each has when a kind does not take it.
@@ -62,6 +63,9 @@ class Fault(Model):
     #: For a kill instead of ``at`` (sim only): a crash point. The service dies once it
     #: has performed this many effects since the workload began, before it sees the
     #: last one's result; sweeping it crashes a service at every step of its work.
+    #: For a store stall instead of ``at`` (sim only): the stall begins with the store's
+    #: this-many-th command since the workload began (the first whose outcome its caller
+    #: cannot know); sweeping it stalls the store at every step of every workflow.
     after_effects: Annotated[int, Field(gt=0, le=10**9)] | None = None
     #: Kill a service as SIGKILL would: nothing of its in-flight work finishes, its
     #: unacknowledged messages go back to their queues, its heartbeats stop.
@@ -95,6 +99,10 @@ class Fault(Model):
     #: keeps only durable queues' persistent messages (cloud.durable_delivery). Real mode
     #: plays it on a RabbitMQ node the run starts for itself.
     broker_outage: Seconds | None = None
+    #: The store (Redis) answers nothing for this many seconds but still runs every
+    #: command it was sent, late: a caller waits its client timeout and gets
+    #: StoreUnavailable, or its reply if the stall ends first (an ambiguous outcome).
+    store_stall: Seconds | None = None
 
     @property
     def kind(self) -> str:
@@ -106,7 +114,8 @@ class Fault(Model):
         kinds = [name for name in KINDS if getattr(self, name) is not None]
         if len(kinds) != 1:
             raise ValueError("give exactly one of kill, hypervisor, store_outage (seconds), store_wipe (true), "
-                             "poison (a topic), webhook_outage (seconds) or broker_outage (seconds)")
+                             "store_stall (seconds), poison (a topic), webhook_outage (seconds) or broker_outage "
+                             "(seconds)")
         kind, row = kinds[0], KINDS[kinds[0]]
         # By value, not by fields set: a dumped and re-validated scenario carries every default.
         extra = [name for name, default in OPTIONAL.items() if name not in row.takes and getattr(self, name) != default]
@@ -132,6 +141,9 @@ class Fault(Model):
             return f"web hook receivers down for {self.webhook_outage:g} s"
         if self.broker_outage is not None:
             return f"broker outage for {self.broker_outage:g} s"
+        if self.store_stall is not None:
+            point = f" from store command {self.after_effects}" if self.after_effects is not None else ""
+            return f"store stall for {self.store_stall:g} s{point}"
         if self.kill is not None:
             label = f"kill {self.kill} {self.host}"
             if self.after_effects is not None:

@@ -67,7 +67,7 @@ from rich.console import Console
 
 from common import assembly, images, invariants, keys, lifecycle, network, rpc
 from common.analysis import report
-from common.cloud import CloudController
+from common.cloud import LEFTOVER_PROBES, CloudController
 from common.context import SYSTEM
 from common.directory import Directory, valid_name
 from common.effects import ApiEffect, DirectoryEffect, HGet, SCard, SMembers, ZRangeByScore
@@ -456,9 +456,10 @@ class RealRun:
         deadline = time.monotonic() + self.scenario.drain_timeout / self.scale
         while time.monotonic() < deadline:
             building = self.store.execute(ZRangeByScore(keys.BUILDING, "-inf", "+inf", 1))
+            leftovers = any(self.store.execute(probe) for probe in LEFTOVER_PROBES)
             depths = self._queue_depths()
             hooks = self.receivers is not None and self.receivers.pending(self.store)
-            if not building and not any(depths.values()) and not hooks:
+            if not building and not leftovers and not any(depths.values()) and not hooks:
                 return
             time.sleep(DRAIN_POLL)
 

@@ -45,7 +45,7 @@ def plan(run) -> tuple:
         if fault.broker_outage is not None:
             steps.extend(broker_faults.steps(fault, run.scale))
             continue
-        if fault.store_wipe is not None or fault.store_outage is not None:
+        if fault.store_wipe is not None or fault.store_outage is not None or fault.store_stall is not None:
             steps.extend(store_faults.steps(fault, run.scale))
             continue
         if fault.poison is not None:

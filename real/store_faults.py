@@ -1,6 +1,6 @@
 """The fault plan's store faults in real mode, played on a Redis the run starts for itself.
 
-A run whose plan has a store fault (``store_wipe``, ``store_outage``) never touches the
+A run whose plan has a store fault (``store_wipe``, ``store_outage``, ``store_stall``) never touches the
 Redis of ``real.redis_url``: it starts a private ``redis-server`` (real.private_redis) in
 ``<run>/redis`` on a free port, points the daemons and itself at it, and stops it at the
 end. A ``real.redis_url`` other than the default is someone's own Redis, which a run must
@@ -11,6 +11,12 @@ run uses ``real.redis_url`` as before.
 - ``store_outage``: the private Redis shuts down saving its data and starts again from it
   ``store_outage`` seconds later: unreachable meanwhile (connections refused, no command
   runs late), its data intact after (real.private_redis says why not SIGSTOP).
+- ``store_stall``: the private Redis is stopped (SIGSTOP) and continued (SIGCONT)
+  ``store_stall`` seconds later: it accepts connections and answers nothing meanwhile,
+  then runs every command it was sent, whether or not its client still waits (the
+  daemons' client timeout is their ``connect_timeout``, 5 s by default): ambiguous
+  outcomes, as ``sim.store_stall`` models them. A stall from a store command
+  (``after_effects``) is sim-only: the run does not count the store's commands.
 
 The daemons re-assert their own start-up state after a wipe (common.recovery); the run
 registered the default images at set-up, so a thread of the run keeps them
@@ -34,7 +40,7 @@ from real.startup import StartupError
 log = logging.getLogger(__name__)
 
 #: Fault kinds played on the store.
-KINDS = ("store_wipe", "store_outage")
+KINDS = ("store_wipe", "store_outage", "store_stall")
 
 
 def planned(scenario) -> bool:
@@ -74,6 +80,8 @@ def steps(fault, scale: float) -> list[tuple[float, Any]]:
     ``run.redis``; each notes what it did with ``run.note``."""
     if fault.store_wipe is not None:
         return [(fault.at / scale, lambda run: run.note(f"store wiped: {run.redis.wipe()} keys lost"))]
+    if fault.store_stall is not None:
+        return _stall_steps(fault, scale)
 
     def away(run):
         run.redis.go_away()
@@ -84,6 +92,18 @@ def steps(fault, scale: float) -> list[tuple[float, Any]]:
         run.note("store back")
 
     return [(fault.at / scale, away), ((fault.at + fault.store_outage) / scale, back)]
+
+
+def _stall_steps(fault, scale: float) -> list[tuple[float, Any]]:
+    def stop(run):
+        run.redis.pause()
+        run.note(f"store stalled for {fault.store_stall:g} s")
+
+    def go_on(run):
+        run.redis.resume()
+        run.note("store serves again")
+
+    return [(fault.at / scale, stop), ((fault.at + fault.store_stall) / scale, go_on)]
 
 
 def keep_images(run) -> threading.Event:

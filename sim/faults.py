@@ -15,6 +15,9 @@ that ``FaultTargets`` exposes:
 * ``store_wipe``: ``SimStore.flush``: every key of the run's store is gone at once, as
   when Redis restarts without persistence; ``on_store_wipe`` tells the recorder, whose
   lifecycle counts described records that no longer exist.
+* ``store_stall``: ``StallingStore.stall`` (sim.store_stall) for that long, from ``at``
+  or from the store's ``after_effects``-th command: callers time out after the client
+  timeout, and every command sent meanwhile still runs, late (ambiguous outcomes).
 * ``poison``: one poison message (``common.rpc.poison_body``) published onto a topic;
   its workers must answer it once, drop it and keep serving.
 * ``broker_outage``: ``Broker.crash`` (kill -9 of the node), ``restart`` that much later:
@@ -60,6 +63,8 @@ class FaultTargets:
     #: The run's broker and runtime (broker outages).
     broker: Any = None
     runtime: Any = None
+    #: The run's sim.store_stall.StallingStore, when the plan stalls the store.
+    stall: Any = None
     log: list = field(default_factory=list)
 
 
@@ -71,6 +76,9 @@ def play(targets: FaultTargets, faults) -> None:
 
 def _one(targets: FaultTargets, fault):
     env = targets.env
+    if fault.store_stall is not None:
+        yield from _store_stall(targets, fault)
+        return
     if fault.after_effects is not None:
         yield from _crash_point(targets, fault)
         return
@@ -134,6 +142,21 @@ def _broker_outage(targets: FaultTargets, seconds: float):
     yield env.timeout(seconds)
     lost = broker.restart()
     targets.log.append((env.now, f"broker restarted: {lost} queued messages lost"))
+
+
+def _store_stall(targets: FaultTargets, fault):
+    """Stall the store at ``at``, or from its ``after_effects``-th command on."""
+    env, stall = targets.env, targets.stall
+    if fault.after_effects is not None:
+        started = env.event()
+        stall.stall_at_command(fault.after_effects, fault.store_stall, started)
+        yield started
+    else:
+        yield env.timeout(fault.at)
+        env.process(stall.stall(fault.store_stall))
+    targets.log.append((env.now, f"{fault.describe()}: stalled"))
+    yield env.timeout(fault.store_stall)
+    targets.log.append((env.now, "store serves again"))
 
 
 def _publish_poison(targets: FaultTargets, fault) -> None:

@@ -11,15 +11,16 @@ import simpy
 from common import assembly, invariants, keys, network, recovery, service, webhooks
 from common import images as image_registry
 from common.analysis import report
-from common.cloud import CloudController
+from common.cloud import LEFTOVER_PROBES, CloudController
 from common.context import SYSTEM
 from common.directory import Directory
 from common.ec2 import Ec2Api
 from common.effects import ZRangeByScore
+from common.errors import NovaError
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
 from sim import api as sim_api
 from sim import directory as sim_directory
-from sim import faults, tasks
+from sim import faults, store_stall, tasks
 from sim import images as image_cache
 from sim import webhooks as sim_webhooks
 from sim.broker import Broker
@@ -32,6 +33,10 @@ from sim.services import SimService, periodic
 
 #: Simulated seconds between two checks for quiescence while draining.
 DRAIN_POLL = 5.0
+
+#: Reads the instances that have not settled (the build-timeout reaper's watch: every
+#: transitional state but rebooting, which the workload never asks for).
+_BUILDING_PROBE = ZRangeByScore(keys.BUILDING, "-inf", "+inf", 1)
 
 #: Simulated seconds between two progress reports.
 PROGRESS_STEP = 20.0
@@ -60,9 +65,11 @@ class Simulation:
         timing = scenario.timing
         self.recorder = Recorder()
         self.store = make_store(scenario.sim.store, seed)
+        #: Performs the store effects in the store's place when the plan stalls it.
+        self.stall = store_stall.wrap(env, self.store, scenario.faults)
         rpc_rng = stream(seed, "latency/delivery")
         self.broker = Broker(env, delivery_latency=lambda: timing.rpc.sample(rpc_rng))
-        self.runtime = SimRuntime(env, seed, self.store, self.broker, timing, self.recorder,
+        self.runtime = SimRuntime(env, seed, self.stall or self.store, self.broker, timing, self.recorder,
                                   durable=scenario.cloud.durable_delivery)
         cloud = scenario.cloud
         image_bytes = int(cloud.image_size_mb * MIB)
@@ -107,7 +114,7 @@ class Simulation:
             by_kind.setdefault(svc.topic, []).append(svc)
         self.fault_targets = faults.FaultTargets(env, by_kind, self.hypervisors, self._restart, self.store,
                                                  webhooks=self.receivers, broker=self.broker, runtime=self.runtime,
-                                                 on_store_wipe=self.recorder.store_wiped)
+                                                 on_store_wipe=self.recorder.store_wiped, stall=self.stall)
         self.workload = Workload(scenario, stream(seed, WORKLOAD_STREAM))
 
     def _beat(self, topic, host, manager):
@@ -128,11 +135,7 @@ class Simulation:
         for svc in self.services:
             svc.start_background(timing.report_interval, beat_rng.uniform(0, timing.report_interval),
                                  self._periodic_tasks(svc))
-        env.process(periodic(runtime, self.api.agent, timing.periodic_interval,
-                             lambda: self.cloud.reap_stuck_builds(SYSTEM)))
-        env.process(periodic(runtime, self.api.agent, timing.report_interval,
-                             lambda: recovery.keep_default_images(self.scenario.cloud.images,
-                                                                  self.image_cache is not None)))
+        self._start_api_periodic_work()
         faults.play(self.fault_targets, self.scenario.faults)
         env.process(
             self.recorder.sampler(
@@ -184,9 +187,24 @@ class Simulation:
                 "faults": [{"at": at, "what": what} for at, what in self.fault_targets.log],
                 "api": {**self.workload.api_summary(), "admission_queue_peak": self.api.peak_queued},
                 **self._webhooks_summary(snapshot.store),
+                **({"store_stall": {"timed_out": self.stall.timed_out, "ran_late": self.stall.ran_late}}
+                   if self.stall is not None else {}),
             },
         )
         return SimResult(self.scenario, self.seed, self.recorder, verdicts, summary, snapshot, broker_stats, wall)
+
+    def _start_api_periodic_work(self):
+        """The API's periodic work: the build-timeout reaper, the default images' keeper
+        and the reaper of what failures left for later (quota, addresses)."""
+        timing = self.scenario.timing
+        work = (
+            (timing.periodic_interval, lambda: self.cloud.reap_stuck_builds(SYSTEM)),
+            (timing.report_interval,
+             lambda: recovery.keep_default_images(self.scenario.cloud.images, self.image_cache is not None)),
+            (timing.periodic_interval, lambda: self.cloud.reap_leftovers(SYSTEM)),
+        )
+        for interval, make_work in work:
+            self.env.process(periodic(self.runtime, self.api.agent, interval, make_work))
 
     def _setup(self):
         """The cloud before the workload: the directory's users and projects, the
@@ -233,9 +251,17 @@ class Simulation:
                 yield env.timeout(DRAIN_POLL)
 
     def _quiet(self) -> bool:
-        if self.recorder.unsettled():
+        if not all(s["depth"] == 0 and s["unacked"] == 0 for s in self.broker.queue_stats().values()):
             return False
-        return all(s["depth"] == 0 and s["unacked"] == 0 for s in self.broker.queue_stats().values())
+        try:  # instrumentation reads, past any stall
+            # The store, not the recorder: the recorder hears of the transitions whose
+            # callers got an answer, and a transition the store ran after its caller gave
+            # up only the store knows of.
+            if self.store.execute(_BUILDING_PROBE):
+                return False
+            return not any(self.store.execute(probe) for probe in LEFTOVER_PROBES)  # still to be given back
+        except NovaError:
+            return False  # the store is down: not quiet yet
 
     def snapshot(self):
         return invariants.Snapshot(

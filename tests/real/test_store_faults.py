@@ -64,14 +64,19 @@ def test_a_store_fault_on_a_redis_of_your_own_is_refused(tmp_path):
     assert "redis_url names one of yours (redis://db.example:6379/0; real.redis_url or --config)" in done.stderr
 
 
-def test_a_store_outage_then_a_wipe_mid_run_recovers_for_real(redis_server, amqp_url, tmp_path):
-    """run-scenario exits 0: I1-I6 hold, the loss is counted, and launches after the hold ran."""
+def needs_libvirt():
+    """Skips (fails in CI) without libvirt-python, which a real run's compute daemons need."""
     try:
         import libvirt  # noqa: F401
     except ImportError as e:
         from conftest import service_unavailable
 
         service_unavailable("libvirt-python", str(e))
+
+
+def test_a_store_outage_then_a_wipe_mid_run_recovers_for_real(redis_server, amqp_url, tmp_path):
+    """run-scenario exits 0: I1-I7 hold, the loss is counted, and launches after the hold ran."""
+    needs_libvirt()
     path = scenario_file(tmp_path, [{"at": 5, "store_outage": 10}, {"at": 25, "store_wipe": True}], amqp_url=amqp_url)
     out = tmp_path / "run"
     done = run_scenario(path, out)
@@ -84,3 +89,16 @@ def test_a_store_outage_then_a_wipe_mid_run_recovers_for_real(redis_server, amqp
     failed = [r for r in rows if r["error"]]
     last_failure = float(failed[-1]["created_at"]) if failed else 0.0
     assert any(r["running_at"] for r in rows if float(r["created_at"]) > last_failure)
+
+
+def test_a_store_stall_mid_run_leaks_nothing_for_real(redis_server, amqp_url, tmp_path):
+    """The run's own Redis stopped for 8 wall seconds (past the daemons' 5 s client timeout) while launches
+    run, then continued with what they sent: run-scenario exits 0 (I1-I7 hold) and names the stall."""
+    needs_libvirt()
+    path = scenario_file(tmp_path, [{"at": 5, "store_stall": 80}], amqp_url=amqp_url)  # time_scale 10
+    out = tmp_path / "run"
+    done = run_scenario(path, out)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["what"] for f in summary["faults"]] == ["store stalled for 80 s", "store serves again"]
+    assert summary["quota"]["reservations_outstanding"] == 0

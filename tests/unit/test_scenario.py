@@ -308,7 +308,8 @@ def test_with_overrides_rejects_unknown_paths_and_bad_values(overrides, message)
 def test_a_fault_names_one_kind():
     """A fault with neither kill nor hypervisor says which to give."""
     assert problem(faults=[{"at": 5}]) == ("faults.0: give exactly one of kill, hypervisor, store_outage (seconds), "
-                                           "store_wipe (true), poison (a topic), webhook_outage (seconds) or broker_outage (seconds)")
+                                           "store_wipe (true), store_stall (seconds), poison (a topic), webhook_outage (seconds) "
+                                           "or broker_outage (seconds)")
 
 
 def test_a_webhook_outage_needs_receivers():
@@ -395,6 +396,18 @@ def test_a_store_outage_takes_a_time_and_nothing_of_the_other_kinds():
     assert problem(faults=[{"store_outage": 5}]) == "faults.0: a store outage needs at (seconds)"
     assert problem(faults=[{"at": 1, "store_outage": 5, "restart_after": 3}]) == (
         "faults.0: restart_after goes with kill, not with store_outage")
+
+
+def test_a_store_stall_takes_a_time_or_a_store_command_and_nothing_of_the_other_kinds():
+    """A store stall needs exactly one of at or after_effects; a kill's fields are refused."""
+    assert problem(faults=[{"store_stall": 10}]) == (
+        "faults.0: a store stall needs exactly one of at (seconds) or after_effects (a crash point)")
+    assert problem(faults=[{"at": 1, "after_effects": 9, "store_stall": 10}]) == (
+        "faults.0: a store stall needs exactly one of at (seconds) or after_effects (a crash point)")
+    assert problem(faults=[{"at": 1, "store_stall": 10, "host": 2}]) == (
+        "faults.0: host goes with kill, not with store_stall")
+    assert parse({**copy.deepcopy(BASE), "faults": [{"after_effects": 300, "store_stall": 20}]},
+                 "t.yaml").faults[0].describe() == "store stall for 20 s from store command 300"
 
 
 def test_a_poison_fault_names_a_topic_a_time_and_a_body():
