@@ -2,7 +2,7 @@
 the fault bit. Not a speed benchmark: the reliability acceptance (I1-I7 over at least
 200 seeds per fault kind, with 0 violations).
 
-    python bench/fault_sweep.py store_stall --seeds 200 [--jobs 2]
+    python bench/fault_sweep.py KIND --seeds 200 [--jobs 2]   # KIND: store_stall, store_wipe, ...
 
 Each seed runs the kind's scenario in-process (``sim.run.simulate``) with the fault
 moved to a different moment and given a different length per seed (so one sweep
@@ -44,10 +44,47 @@ def _stall_counts(summary: dict) -> Counter:
                     "usage corrections": quota.get("corrections", 0)})
 
 
+def _played(summary: dict) -> bool:
+    """The fault plan's step happened (it is listed in the summary, not skipped)."""
+    return any(not f["what"].startswith("skipped") for f in summary.get("faults", ()))
+
+
+def _counts(*paths: str):
+    """Counters read from the summary at dotted ``paths`` (missing: 0)."""
+    def read(summary: dict) -> Counter:
+        out: Counter[str] = Counter()
+        for path in paths:
+            value: object = summary
+            for part in path.split("."):
+                value = value.get(part, 0) if isinstance(value, dict) else 0
+            out[path] = int(value) if isinstance(value, (int, float)) else 0
+        return out
+    return read
+
+
+_TOPICS = ("compute", "network", "scheduler", "compute.1", "compute.2", "network.1")
+_BODIES = ("nested", "binary", "huge", "badargs")
+
 #: kind -> (scenario, the fault for a seed, did it bite?, counters to add up).
 KINDS = {
     "store_stall": (ROOT / "scenarios" / "store-stall.yaml", _stall,
                     lambda summary: summary["store_stall"]["timed_out"] > 0, _stall_counts),
+    "store_wipe": (ROOT / "scenarios" / "crash-restart.yaml",
+                   lambda seed: {"at": 5 + (seed * 7.3) % 60, "store_wipe": True}, _played,
+                   _counts("recovered.losses_noticed", "recovered.orphaned_domains", "recovered.pools")),
+    "broker_outage": (ROOT / "scenarios" / "broker-outage.yaml",
+                      lambda seed: {"at": 5 + (seed * 7.3) % 80, "broker_outage": (3, 15, 45, 60)[seed % 4]}, _played,
+                      _counts("broker_restarts", "messages_lost_at_broker_restart")),
+    "host_never_returns": (ROOT / "scenarios" / "host-never-returns.yaml",
+                           lambda seed: {"at": 10 + (seed * 7.3) % 60, "kill": "compute", "host": 1 + seed % 4},
+                           _played, _counts("stranded_messages", "instances.deleted")),
+    "poison": (ROOT / "scenarios" / "crash-restart.yaml",
+               lambda seed: {"at": 2 + (seed * 3.7) % 60, "poison": _TOPICS[seed % len(_TOPICS)],
+                             "body": _BODIES[(seed // len(_TOPICS)) % len(_BODIES)]},
+               lambda summary: summary["poison_messages"] > 0, _counts("poison_messages")),
+    "webhook_outage": (ROOT / "scenarios" / "webhooks.yaml",
+                       lambda seed: {"at": 5 + (seed * 7.3) % 60, "webhook_outage": (10, 30, 60, 120)[seed % 4]},
+                       _played, _counts("webhooks.delivered", "webhooks.failed_attempts", "webhooks.given_up")),
 }
 
 

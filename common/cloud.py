@@ -65,9 +65,10 @@ MAX_COUNT_PER_REQUEST = 1000
 #: never holds the API's worker for long.
 REAP_BATCH = 100
 
-#: Reads that come back empty once the reaper has nothing left to give back (quota
-#: reservations, addresses of settled instances): a run's drain waits for them.
-LEFTOVER_PROBES = (ZRangeByScore(keys.RESERVATIONS, "-inf", "+inf", 1), SCard(keys.SETTLING))
+#: Reads that come back empty once nothing is left to give back (quota reservations,
+#: addresses of settled instances, pools held after a store loss): a run's drain waits for them.
+LEFTOVER_PROBES = (ZRangeByScore(keys.RESERVATIONS, "-inf", "+inf", 1), SCard(keys.SETTLING),
+                   SCard(keys.HELD_NETWORKS))
 
 #: Reaper passes from one quota reconcile (of one project) to the next: it reads every
 #: record of the project, and it is a safety net (the give-backs keep usage right).

@@ -81,6 +81,9 @@ COMPUTE_CORES = "compute:cores"
 COMPUTE_MEMORY = "compute:memory"
 BUILDING = "building"
 SETTLING = "settling"
+#: Networks whose pool is held after the store lost its data (common.recovery): a
+#: run's drain waits for them, a pool still held at the end reads as leaked (I2).
+HELD_NETWORKS = "networks:held"
 FREE_NETWORKS = "networks:free"
 DEALLOCATED = "deallocated"
 FLOATING_HOSTS = "floating:hosts"

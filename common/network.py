@@ -236,7 +236,7 @@ class FlatManager(FloatingIps):
             if held_until is None:
                 pool: tuple = (SAdd(keys.available(spec.network_id), spec.addresses),)
             else:
-                pool, record["held_until"] = (), repr(held_until)
+                pool, record["held_until"] = (SAdd(keys.HELD_NETWORKS, (spec.network_id,)),), repr(held_until)
             done = yield Transaction(
                 ops=(
                     HSet(keys.network(spec.network_id), record),

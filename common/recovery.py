@@ -65,6 +65,7 @@ from common.effects import (
     Now,
     SAdd,
     SMembers,
+    SRem,
     StopDhcp,
     Transaction,
     ZIncrBy,
@@ -180,7 +181,7 @@ def release_held(manager, network_id: str, until: float):
     free = tuple(a for a in spec.addresses if a not in recorded)
     done = yield Transaction(
         ops=(*((SAdd(keys.available(network_id), free),) if free else ()),
-             HDel(keys.network(network_id), ("held_until",))),
+             HDel(keys.network(network_id), ("held_until",)), SRem(keys.HELD_NETWORKS, (network_id,))),
         guards=(Guard(keys.network(network_id), "held_until", repr(until)),),
     )
     return done is not None

@@ -135,3 +135,11 @@ def test_a_wiped_store_is_re_asserted_and_every_invariant_holds():
           f"launches after recovery: {late_ok} ran, {late_failed} failed")
     assert violating == [] and fired == seeds
     assert late_failed == 0 and late_ok > 0
+
+
+def test_a_wipe_after_the_last_request_is_waited_out_and_no_pool_ends_held():
+    """A wipe late in the run: the drain waits for the held pool's release, so I2 sees no leak."""
+    scenario = with_overrides(load(SCENARIOS / "crash-restart.yaml")[0], {"faults": [{"at": 62.2, "store_wipe": True}]})
+    result = Simulation(scenario, 164).run()
+    assert [v.name for v in result.verdicts if not v.ok] == []
+    assert keys.HELD_NETWORKS not in result.snapshot.store and result.summary["recovered"]["pools"] == 1
