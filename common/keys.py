@@ -44,7 +44,11 @@ key                                type    contents
 ``floatingip:<address>``           hash    host, project_id, instance_id, fixed_ip
 ``project:<pid>:floatingips``      set     floating addresses a project holds
 ``heartbeats:<topic>``             zset    host -> time of its last heartbeat
-``compute:cores``                  zset    host -> vCPUs claimed by instances placed there
+``compute:cores``                  zset    host -> vCPUs claimed by instances placed there,
+                                           plus PARKED_OFFSET while it is parked
+                                           (common.parking)
+``compute:parked``                 hash    host -> when the scheduler found it dead and
+                                           parked it; its next heartbeat takes it out
 ``compute:memory``                 zset    host -> MiB of memory claimed the same way
 ``building``                       zset    id -> build deadline, until the instance settles
 ``settling``                       set     ids moved to error or deleted whose address
@@ -79,6 +83,7 @@ INSTANCES = "instances"
 NETWORKS = "networks"
 COMPUTE_CORES = "compute:cores"
 COMPUTE_MEMORY = "compute:memory"
+COMPUTE_PARKED = "compute:parked"
 BUILDING = "building"
 SETTLING = "settling"
 #: Networks whose pool is held after the store lost its data (common.recovery): a

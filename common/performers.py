@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
 from common.effects import (
     FAMILIES,
     ApiEffect,
+    Batch,
     Call,
     Cast,
     DirectoryEffect,
@@ -87,6 +88,12 @@ class StorePerformer(Protocol):
     def transaction(self, tx: Transaction) -> list[Any] | None:
         """Check every guard and run the ops atomically; -> their results, or None
         when a guard failed (nothing written)."""
+        ...
+
+    def batch(self, batch: Batch) -> list[Any]:
+        """Run the ops in one round trip, in order, not atomically; -> their results.
+        An op the store refuses does not stop the others; the first such error is
+        raised after them."""
         ...
 
 
@@ -255,7 +262,7 @@ class RuntimePerformer(Protocol):
     def new_id(self, prefix: str) -> Performed[str]:
         ...
 
-    def choose(self, agent: Any, options: tuple) -> Performed[Any]:
+    def choose(self, agent: Any, options: tuple | range) -> Performed[Any]:
         ...
 
     def record(self, event: Any) -> Performed[None]:

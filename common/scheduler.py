@@ -13,14 +13,20 @@ scheduling decisions in flight cannot both take a host's last cores or memory.
 ``chance`` keeps 2010's blindness (it checks neither); with ``queue`` the compute host
 that takes the message claims both, unchecked, and its hypervisor refuses a domain it
 has no memory for (the instance goes to ``error``: spawn failed).
+
+A decision costs O(log N) store work in a bounded number of round trips, whatever the
+number of hosts N: ``chance`` counts the live hosts and reads the one at a drawn rank
+(``common.service``); ``simple`` reads only the first few hosts with room and their
+heartbeats, and parks the dead ones it meets (``common.parking``) so that they stop
+hiding the live ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common import instances, keys, lifecycle, rpc, service
-from common.effects import Cast, Choose, Guard, HSet, Now, Transaction, ZIncrBy, ZRangeByScore
+from common import instances, keys, lifecycle, parking, rpc, service
+from common.effects import Cast, Choose, Guard, HSet, Now, Transaction, ZIncrBy, ZMScore, ZRangeByScore
 from common.errors import Unroutable
 
 QUEUE, CHANCE, SIMPLE = "queue", "chance", "simple"
@@ -30,6 +36,14 @@ DRIVERS = (QUEUE, CHANCE, SIMPLE)
 #: claim means another decision took those cores first, and after this many a quick
 #: NoValidHost beats a long scan.
 MAX_CANDIDATES = 16
+#: Hosts with room the simple scheduler reads first, least loaded first.
+PAGE = MAX_CANDIDATES
+#: Reads per decision: a read that finds dead hosts parks them and reads again, twice
+#: as many, so a crowd of dead hosts at low load costs a few reads once, never every
+#: decision. Six reads see 16 + 32 + ... + 512 = 1,008 hosts.
+MAX_PAGES = 6
+#: Draws per chance decision: a draw misses only when hosts died between its two reads.
+MAX_DRAWS = 3
 
 
 @dataclass(frozen=True)
@@ -83,31 +97,77 @@ class SchedulerManager:
                 yield from self.network.release_instance_address(failed)
 
     def _chance(self, topic: str, record: dict):
-        hosts = yield from service.hosts_up(topic, self.config.service_down_time)
-        if not hosts:
+        """A live host drawn uniformly: count the live hosts, draw an index, read the
+        host at that rank (two round trips, O(log N)). A host that died between the
+        two reads is drawn again (bounded)."""
+        down_time = self.config.service_down_time
+        now = yield Now()
+        for _ in range(MAX_DRAWS):
+            live = yield from service.live_count(topic, now, down_time)
+            if not live:
+                return None
+            index = yield Choose(range(live))
+            host = yield from service.live_host_at(topic, index, now, down_time)
+            if host is not None:
+                break
+        else:
             return None
-        host = yield Choose(hosts)
         for op in instances.claim_ops(record, host):  # noqa: UP028 (results are sent in: no yield from)
             yield op
         return host
 
     def _simple(self, topic: str, record: dict):
+        """The least loaded live host with room: read the first hosts with room by
+        claimed vCPUs and their heartbeats (one ZMSCORE), claim the live ones in order;
+        park the dead ones (common.parking) and read again, so that this read and every
+        later decision find the live hosts behind them. Bounded: ``MAX_PAGES`` reads,
+        each twice the one before (a crowd of newly dead hosts is parked in a few),
+        and ``MAX_CANDIDATES`` claims."""
+        down_time = self.config.service_down_time
+        limit, vcpus = self.config.max_cores, int(record["vcpus"])
+        now = yield Now()
+        tried: set[str] = set()
+        for page in range(MAX_PAGES):
+            rows = yield ZRangeByScore(keys.COMPUTE_CORES, "-inf", repr(float(limit - vcpus)), PAGE << page)
+            hosts = tuple(host for host, _ in rows if host not in tried)
+            if not hosts:
+                return None
+            beats = yield ZMScore(keys.heartbeats(topic), hosts)
+            up = {host for host, beat in zip(hosts, beats, strict=True) if service.service_is_up(beat, now, down_time)}
+            if len(up) < len(hosts):
+                yield from self._park(topic, tuple(host for host in hosts if host not in up), now)
+            for host in (host for host in hosts if host in up):
+                if len(tried) == MAX_CANDIDATES:
+                    return None
+                tried.add(host)
+                if (yield from self._claim(record, host)):
+                    return host
+            if len(up) == len(hosts):
+                return None  # every host with room was tried
+        return None
+
+    def _claim(self, record: dict, host: str):
+        """Reserve-then-verify the instance's vCPUs and memory on ``host``; -> whether
+        both fit (else both are given back)."""
         limit, vcpus = self.config.max_cores, int(record["vcpus"])
         memory_limit, memory = self.config.max_memory_mb, int(record.get("memory_mb") or 0)
-        up = set((yield from service.hosts_up(topic, self.config.service_down_time)))
-        rows = yield ZRangeByScore(keys.COMPUTE_CORES, "-inf", repr(float(limit - vcpus)))
-        candidates = [host for host, _ in rows if host in up][:MAX_CANDIDATES]
-        for host in candidates:
-            claimed = yield ZIncrBy(keys.COMPUTE_CORES, vcpus, host)
-            if claimed > limit:
-                yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)  # lost a race for the last cores
-                continue
-            if not memory:
-                return host
-            claimed_memory = yield ZIncrBy(keys.COMPUTE_MEMORY, memory, host)
-            if not memory_limit or claimed_memory <= memory_limit:
-                return host
-            # No memory left there: give both back and try the next host.
-            yield ZIncrBy(keys.COMPUTE_MEMORY, -memory, host)
-            yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)
-        return None
+        claimed = yield ZIncrBy(keys.COMPUTE_CORES, vcpus, host)
+        if claimed > limit:
+            yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)  # lost a race for the last cores (or parked)
+            return False
+        if not memory:
+            return True
+        claimed_memory = yield ZIncrBy(keys.COMPUTE_MEMORY, memory, host)
+        if not memory_limit or claimed_memory <= memory_limit:
+            return True
+        # No memory left there: give both back and try the next host.
+        yield ZIncrBy(keys.COMPUTE_MEMORY, -memory, host)
+        yield ZIncrBy(keys.COMPUTE_CORES, -vcpus, host)
+        return False
+
+    def _park(self, topic: str, hosts: tuple[str, ...], now: float):
+        """Park hosts found dead; one that beat meanwhile is taken out again at once."""
+        token, parked = yield from parking.park(topic, hosts, now)
+        for host, beat in parked.items():
+            if service.service_is_up(beat, now, self.config.service_down_time):
+                yield from parking.unpark(host, token)

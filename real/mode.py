@@ -65,7 +65,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from common import assembly, images, invariants, keys, lifecycle, network, rpc
+from common import assembly, images, invariants, keys, lifecycle, network, parking, rpc
 from common.analysis import report
 from common.cloud import LEFTOVER_PROBES, CloudController
 from common.context import SYSTEM
@@ -499,7 +499,8 @@ class RealRun:
             counts[state] = counts.get(state, 0) + 1
         for state in lifecycle.STATES:
             add((now, "instances", state, counts.get(state, 0)))
-        claimed = dict(self.store.execute(ZRangeByScore(keys.COMPUTE_CORES, "-inf", "+inf")))
+        claimed = {host: parking.claimed(score)
+                   for host, score in self.store.execute(ZRangeByScore(keys.COMPUTE_CORES, "-inf", "+inf"))}
         capacity = self.scenario.cloud.hosts.vcpus
         total = capacity * len(self.hosts)
         add((now, "host_vcpu_use", "all (fraction)", sum(claimed.values()) / total if total else 0.0))

@@ -102,7 +102,7 @@ class RealRuntime:
     def new_id(self, prefix: str) -> str:
         return f"{prefix}-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
 
-    def choose(self, agent, options: tuple):
+    def choose(self, agent, options: tuple | range):
         if not options:
             raise ValueError("Choose needs at least one option")
         return agent.rng.choice(options)

@@ -8,8 +8,9 @@ Python values ``sim.store.SimStore`` gives, so a runner can hold either.
 
 - Every ``StoreCommand`` in ``common.effects``, with the reply types SimStore gives:
   SETNX -> bool, ZINCRBY/ZSCORE -> float, HGETALL -> dict, SMEMBERS -> set,
-  ZRANGEBYSCORE -> list of ``(member, float)``, counters -> int (replies are decoded to
-  ``str``, RESP2 is pinned).
+  ZRANGEBYSCORE and ZRANGE -> list of ``(member, float)``, ZMSCORE -> list of float or
+  None, counters -> int (replies are decoded to ``str``, RESP2 is pinned).
+- Batches (``common.effects.Batch``) in one round trip: a pipeline without MULTI.
 - A key prefix per deployment (default ``"novalab:"``): every key argument, including
   the keys of guards, is prefixed on the way out, and ``dump()`` strips it on the way
   back, so several runs or test sessions can share one Redis database.
@@ -59,7 +60,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from common.effects import StoreCommand, Transaction
+from common.effects import Batch, StoreCommand, Transaction
 from common.errors import StoreUnavailable
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -72,8 +73,8 @@ _KEYS = {
     "GET": "first", "SETNX": "first", "DEL": "all",
     "HGET": "first", "HGETALL": "first", "HSET": "first", "HINCRBY": "first", "HDEL": "first",
     "SADD": "first", "SREM": "first", "SMEMBERS": "first", "SCARD": "first", "SPOP": "first",
-    "ZADD": "first", "ZINCRBY": "first", "ZREM": "first", "ZSCORE": "first",
-    "ZRANGEBYSCORE": "first",
+    "ZADD": "first", "ZINCRBY": "first", "ZREM": "first", "ZSCORE": "first", "ZMSCORE": "first",
+    "ZRANGEBYSCORE": "first", "ZRANGE": "first", "ZCOUNT": "first",
     "RPUSH": "first", "LRANGE": "first",
 }  # fmt: skip
 
@@ -95,8 +96,13 @@ _FROM_SCRIPT = {
     "SMEMBERS": set,
     "ZINCRBY": _float_or_none,
     "ZSCORE": _float_or_none,
+    "ZMSCORE": lambda reply: [_float_or_none(score) for score in reply],
     "ZRANGEBYSCORE": lambda reply: [(m, float(s)) for m, s in _pairs(reply)],
+    "ZRANGE": lambda reply: [(m, float(s)) for m, s in _pairs(reply)],
 }
+
+#: The commands whose reply redis-py pairs up as (member, score) when told so.
+_WITH_SCORES = frozenset({"ZRANGEBYSCORE", "ZRANGE"})
 
 # Lua's unpack() stops at ~8,000 values, so a variadic op with more arguments is sent
 # as several calls inside the same script; the results are combined so the caller sees
@@ -236,10 +242,26 @@ class RedisStore:
         keys this store does not know how to prefix.
         """
         keys, rest = self._keyed(command.command, command.args)
-        options = {"withscores": True} if command.command == "ZRANGEBYSCORE" else {}
+        options = {"withscores": True} if command.command in _WITH_SCORES else {}
         self.commands += 1
         try:
             return self.client.execute_command(command.command, *keys, *rest, **options)
+        except _UNAVAILABLE as e:
+            raise self._unavailable(e) from e
+
+    def batch(self, batch: Batch) -> list:
+        """Run ``batch.ops`` in one round trip (a pipeline without MULTI); -> their
+        results, as ``execute`` gives them. Not atomic. An op Redis refuses does not
+        stop the others; the first ``ResponseError`` is raised after them all ran.
+        Raises ``StoreUnavailable`` like ``execute`` (the ops may or may not have run)."""
+        self.commands += len(batch.ops)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for op in batch.ops:
+                    keys, rest = self._keyed(op.command, op.args)
+                    options = {"withscores": True} if op.command in _WITH_SCORES else {}
+                    pipe.execute_command(op.command, *keys, *rest, **options)
+                return pipe.execute()
         except _UNAVAILABLE as e:
             raise self._unavailable(e) from e
 

@@ -329,7 +329,7 @@ class SimRuntime:
                 self._issued_ids.add(candidate)
                 return candidate
 
-    def choose(self, agent, options: tuple):
+    def choose(self, agent, options: tuple | range):
         if not options:
             raise ValueError("Choose needs at least one option")
         return options[int(agent.rng.random() * len(options))]

@@ -95,6 +95,7 @@ from common.effects.runtime import (
     Sleep,
 )
 from common.effects.store import (
+    Batch,
     Del,
     Get,
     Guard,
@@ -114,7 +115,10 @@ from common.effects.store import (
     StoreCommand,
     Transaction,
     ZAdd,
+    ZCount,
     ZIncrBy,
+    ZMScore,
+    ZRange,
     ZRangeByScore,
     ZRem,
     ZScore,
@@ -124,6 +128,7 @@ from common.effects.web import HttpPost
 __all__ = [
     "FAMILIES",
     "ApiEffect",
+    "Batch",
     "BindFloating",
     "Call",
     "Cast",
@@ -185,7 +190,10 @@ __all__ = [
     "UpdateDhcp",
     "WebEffect",
     "ZAdd",
+    "ZCount",
     "ZIncrBy",
+    "ZMScore",
+    "ZRange",
     "ZRangeByScore",
     "ZRem",
     "ZScore",

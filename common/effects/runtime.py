@@ -43,9 +43,10 @@ class NewId(RuntimeEffect):
 @dataclass(frozen=True)
 class Choose(RuntimeEffect):
     """-> one of ``options``, drawn from the component's seeded stream. Raises
-    ValueError when ``options`` is empty."""
+    ValueError when ``options`` is empty. ``options`` is a tuple, or a range to draw an
+    index without building the list."""
 
-    options: tuple
+    options: tuple | range
 
     def perform_with(self, performer: Any, agent: Any) -> Any:
         return performer.choose(agent, self.options)

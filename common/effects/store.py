@@ -273,6 +273,50 @@ class ZRangeByScore(StoreCommand):
 
 
 @dataclass(frozen=True)
+class ZMScore(StoreCommand):
+    """ZMSCORE key members... -> [float or None], one per member, in order. Idempotent."""
+
+    command: ClassVar[str] = "ZMSCORE"
+    key: str
+    members: tuple[str, ...]
+
+    @property
+    def args(self):
+        return (self.key, *self.members)
+
+
+@dataclass(frozen=True)
+class ZCount(StoreCommand):
+    """ZCOUNT key min max -> how many members score within the bounds (Redis syntax, as
+    ``ZRangeByScore``'s). O(log N): it counts by rank. Idempotent."""
+
+    command: ClassVar[str] = "ZCOUNT"
+    key: str
+    min: str
+    max: str
+
+    @property
+    def args(self):
+        return (self.key, self.min, self.max)
+
+
+@dataclass(frozen=True)
+class ZRange(StoreCommand):
+    """ZRANGE key start stop WITHSCORES -> [(member, score)] of the ranks ``start`` to
+    ``stop`` (inclusive; negative counts from the highest score), lowest score first.
+    O(log N) plus the rows returned. Idempotent."""
+
+    command: ClassVar[str] = "ZRANGE"
+    key: str
+    start: int
+    stop: int
+
+    @property
+    def args(self):
+        return (self.key, self.start, self.stop, "WITHSCORES")
+
+
+@dataclass(frozen=True)
 class RPush(StoreCommand):
     """RPUSH key values... -> the new length. Not idempotent (appends again)."""
 
@@ -323,3 +367,18 @@ class Transaction(StoreEffect):
 
     def perform_with(self, performer: Any, agent: Any) -> Any:
         return performer.transaction(self)
+
+
+@dataclass(frozen=True)
+class Batch(StoreEffect):
+    """Run ``ops`` in one round trip (a pipeline), in order; -> their results.
+
+    Not atomic: another client's command may land between two ops (use ``Transaction``
+    for that). Like EXEC, an op the store refuses does not stop the others; the first
+    such error is raised after them. Idempotent only if its ops are.
+    """
+
+    ops: tuple[StoreCommand, ...]
+
+    def perform_with(self, performer: Any, agent: Any) -> Any:
+        return performer.batch(self)

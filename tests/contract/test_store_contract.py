@@ -127,6 +127,13 @@ CASES = {
     "zscore-missing": ((Z,), fx.ZScore("z", "zz"), None),
     "zrangebyscore": ((Z,), fx.ZRangeByScore("z", "-inf", "+inf"), [("x", 1.0), ("y", 2.5)]),
     "zrangebyscore-missing": ((), fx.ZRangeByScore("z", "-inf", "+inf"), []),
+    "zmscore": ((Z,), fx.ZMScore("z", ("y", "zz", "x")), [2.5, None, 1.0]),
+    "zmscore-missing": ((), fx.ZMScore("z", ("x",)), [None]),
+    "zcount": ((Z,), fx.ZCount("z", "(1", "+inf"), 1),
+    "zcount-missing": ((), fx.ZCount("z", "-inf", "+inf"), 0),
+    "zrange": ((Z,), fx.ZRange("z", 0, -1), [("x", 1.0), ("y", 2.5)]),
+    "zrange-from-the-top": ((Z,), fx.ZRange("z", -1, -1), [("y", 2.5)]),
+    "zrange-missing": ((), fx.ZRange("z", 0, -1), []),
     "rpush": ((fx.RPush("l", ("a",)),), fx.RPush("l", ("b", "c")), 3),
     "lrange": ((fx.RPush("l", ("a", "b", "c")),), fx.LRange("l"), ["a", "b", "c"]),
     "lrange-slice": ((fx.RPush("l", ("a", "b", "c")),), fx.LRange("l", 1, 1), ["b"]),
@@ -274,6 +281,13 @@ EDGES = {
     "zrangebyscore-bound-before-type": ((STR,), fx.ZRangeByScore("str", "x", "+inf"), NOT_RANGE_FLOAT),
     "zrangebyscore-ties-in-byte-order": ((fx.ZAdd("z", {"b": 1, "a": 1, "Z": 1, "é": 1}),),
                                          fx.ZRangeByScore("z", "1", "1"), [("Z", 1.0), ("a", 1.0), ("b", 1.0), ("é", 1.0)]),
+    "zcount-text-bound": ((), fx.ZCount("z", "abc", "+inf"), NOT_RANGE_FLOAT),
+    "zcount-crossed": ((Z,), fx.ZCount("z", "3", "1"), 0),
+    "zrange-past-the-top": ((Z,), fx.ZRange("z", -5, -5), []),
+    "zrange-clamped": ((Z,), fx.ZRange("z", -5, 5), [("x", 1.0), ("y", 2.5)]),
+    "zrange-crossed": ((Z,), fx.ZRange("z", 1, 0), []),
+    "zmscore-wrongtype": ((STR,), fx.ZMScore("str", ("a",)), WRONGTYPE),
+    "zmscore-no-members": ((), fx.ZMScore("z", ()), arity("zmscore")),
     "lrange-clamped": ((ABC,), fx.LRange("l", -100, 100), ["a", "b", "c"]),
     "lrange-from-the-end": ((ABC,), fx.LRange("l", -2, -1), ["b", "c"]),
     "lrange-crossed": ((ABC,), fx.LRange("l", 2, 1), []),
@@ -373,6 +387,31 @@ def test_commands_are_counted_alike(store):
     store.transaction(Transaction(ops=(fx.Get("x"), fx.Get("y")), guards=(Guard("h", "a", "1"),)))
     store.scard("h-set")
     assert store.commands == 1 + 1 + 3
+
+
+# ---------------------------------------------------------------------------
+# Batches: several commands in one round trip.
+
+
+def test_batch_gives_each_ops_result_as_execute_does(store):
+    """A batch's results are its ops' execute() results, in order, of the same types."""
+    ops = (fx.ZAdd("z", {"x": 1, "y": 2.5}), fx.ZMScore("z", ("x", "none")), fx.HGet("h", "f"), fx.ZRange("z", -1, -1),
+           fx.ZCount("z", "(1", "+inf"), fx.ZRangeByScore("z", "-inf", "+inf", 1))
+    assert shape(store.batch(fx.Batch(ops))) == shape([2, [1.0, None], None, [("y", 2.5)], 1, [("x", 1.0)]])
+
+
+def test_batch_runs_every_op_then_raises_the_first_refusal(store):
+    """An op the store refuses does not stop the ops after it; its ResponseError comes after them."""
+    store.execute(fx.SetNX("k", "v"))
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        store.batch(fx.Batch((fx.SAdd("s", ("a",)), fx.HSet("k", {"f": "1"}), fx.SAdd("t", ("b",)))))
+    assert store.dump() == {"k": "v", "s": {"a"}, "t": {"b"}}
+
+
+def test_batch_counts_one_command_per_op(store):
+    """``commands`` counts a batch's ops as the commands they are."""
+    store.batch(fx.Batch((fx.Get("a"), fx.Get("b"), fx.SCard("c"))))
+    assert store.commands == 3
 
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from common import assembly, keys
-from common.effects import HGet, HSet, Now
+from common.effects import Batch, HGet, HSet, Now
 from common.scenario import with_overrides
 from real.config import FROM_SCENARIO, DaemonConfig
 from sim.scenario_file import load
@@ -110,7 +110,8 @@ class _Recording:
 
 
 def _drain(gen, reply=None):
-    """Run ``gen``, answering Now with 1.0 and anything else with ``reply``; -> the effects it yielded
+    """Run ``gen``, answering Now with 1.0, the heartbeat's Batch with ``[reply, None]`` (not parked) and
+    anything else with ``reply``; -> the effects it yielded
     (the stand-in manager's steps yield none of their own)."""
     effects, answer = [], None
     for _ in range(10):
@@ -119,5 +120,5 @@ def _drain(gen, reply=None):
         except StopIteration:
             return effects
         effects.append(effect)
-        answer = 1.0 if effect == Now() else reply
+        answer = 1.0 if effect == Now() else [reply, None] if isinstance(effect, Batch) else reply
     raise AssertionError("start-up kept yielding")

@@ -6,7 +6,7 @@ from tiny_store import TinyStore, drive
 
 from common import keys, recovery
 from common.compute import ComputeManager
-from common.effects import Destroy, HGet, ListDomains, Now, StopDhcp, UpdateDhcp, ZAdd
+from common.effects import Batch, Destroy, HGet, ListDomains, Now, StopDhcp, UpdateDhcp, ZAdd
 from common.errors import StoreUnavailable
 from common.network import FLAT, VLAN, NetworkConfig, make_manager
 
@@ -40,11 +40,16 @@ def beat(manager, topic="compute", host="host1"):
     return recovery.beat(topic, host, manager, 10.0)
 
 
+def heartbeat(host="host1", at=100.0):
+    """A heartbeat's one round trip: its ZADD, and the read of whether the scheduler parked the host."""
+    return Batch((ZAdd(keys.heartbeats("compute"), {host: at}), HGet(keys.COMPUTE_PARKED, host)))
+
+
 def test_a_heartbeat_whose_entry_was_there_costs_nothing_more():
-    """Nothing lost: the heartbeat is its one ZADD."""
+    """Nothing lost: the heartbeat is its one round trip (ZADD and the parked read)."""
     store = Host({keys.heartbeats("compute"): {"host1": 90.0}})
     effects, counts = drive(beat(ComputeManager("host1", None)), store)
-    assert effects == [Now(), ZAdd(keys.heartbeats("compute"), {"host1": 100.0})] and counts is None
+    assert effects == [Now(), heartbeat()] and counts is None
 
 
 def test_a_new_heartbeat_entry_with_the_marker_in_place_is_no_loss():
@@ -58,8 +63,7 @@ def test_a_store_watch_cut_short_is_tried_again_on_the_next_beat():
     """The store failed mid-way (the entry is back, the marker not): the next beat checks again."""
     manager = ComputeManager("host1", None)
     gen = beat(manager)
-    assert [gen.send(None), gen.send(100.0), gen.send(1)] == [Now(), ZAdd(keys.heartbeats("compute"), {"host1": 100.0}),
-                                                             HGet(keys.ASSERTED, "compute.host1")]
+    assert [gen.send(None), gen.send(100.0), gen.send([1, None])] == [Now(), heartbeat(), HGet(keys.ASSERTED, "compute.host1")]
     with pytest.raises(StoreUnavailable):
         gen.throw(StoreUnavailable("gone"))
     store = Host({keys.heartbeats("compute"): {"host1": 90.0}})

@@ -5,11 +5,28 @@ from records import IID, KEY, cas, changed, dealloc, flat, noted, record, releas
 from scripted import finish, run, step
 from tiny_store import TinyStore, drive
 
-from common import keys
+from common import effects as fx
+from common import keys, parking, service
 from common.context import RequestContext
-from common.effects import Cast, Choose, Guard, HGetAll, HSet, Now, Transaction, ZIncrBy, ZRangeByScore
+from common.effects import (
+    Cast,
+    Choose,
+    Guard,
+    HDel,
+    HGetAll,
+    HSet,
+    Now,
+    Transaction,
+    ZCount,
+    ZIncrBy,
+    ZMScore,
+    ZRange,
+    ZRangeByScore,
+)
 from common.errors import Unroutable
-from common.scheduler import MAX_CANDIDATES, SchedulerConfig, SchedulerManager
+from common.parking import PARKED_OFFSET
+from common.scheduler import MAX_CANDIDATES, PAGE, SchedulerConfig, SchedulerManager
+from sim.memstore import MemoryStore
 
 CTX = RequestContext("alice", "p1")
 HB = keys.heartbeats("compute")
@@ -32,13 +49,26 @@ def placed(host, at=100.0):
     )
 
 
-def start_simple(gen, rows, live=(("h1", 95.0), ("h2", 95.0)), topic="compute"):
-    """Read the record, answer the heartbeat query with ``live`` and the room query with ``rows``."""
+def start_simple(gen, rows, live=("h1", "h2"), topic="compute"):
+    """Read the record, answer the room query with ``rows`` and the heartbeat query with a fresh beat for
+    the ``live`` hosts (none for the others); -> the effect after that."""
     assert step(gen) == HGetAll(KEY)
     assert step(gen, record("scheduling")) == Now()
-    assert step(gen, 100.0) == ZRangeByScore(keys.heartbeats(topic), "(40.0", "+inf")
-    assert step(gen, list(live)) == ZRangeByScore(keys.COMPUTE_CORES, "-inf", "6.0")
-    return step(gen, rows)
+    assert step(gen, 100.0) == ZRangeByScore(keys.COMPUTE_CORES, "-inf", "6.0", PAGE)
+    if not rows:
+        return step(gen, rows)
+    hosts = tuple(host for host, _ in rows)
+    assert step(gen, rows) == ZMScore(keys.heartbeats(topic), hosts)
+    return step(gen, [95.0 if host in live else None for host in hosts])
+
+
+def park(*hosts, topic="compute", at=100.0):
+    """The guarded transaction that parks the hosts one read found dead."""
+    return Transaction(
+        ops=(HSet(keys.COMPUTE_PARKED, dict.fromkeys(hosts, repr(at))),
+             *(ZIncrBy(keys.COMPUTE_CORES, PARKED_OFFSET, host) for host in hosts), ZMScore(keys.heartbeats(topic), hosts)),
+        guards=tuple(Guard(keys.COMPUTE_PARKED, host, None) for host in hosts),
+    )
 
 
 def test_simple_picks_first_live_candidate_under_the_limit():
@@ -64,18 +94,19 @@ def test_simple_claim_over_the_limit_is_undone_and_next_tried():
     assert step(gen, [1]) == Cast("compute.h2", "run_instance", {"instance_id": IID}, CTX)
 
 
-@pytest.mark.parametrize("live", [[("h2", 99.0)], [("h2", 99.0), ("h3", 99.0)]])
+@pytest.mark.parametrize("live", [["h2"], ["h2", "h3"]])
 def test_simple_skips_a_down_host(live):
-    """A host with room but no fresh heartbeat is never claimed."""
+    """A host with room but no fresh heartbeat is parked, never claimed."""
     gen = scheduler().run_instance(CTX, IID)
-    assert start_simple(gen, [("h1", 0.0), ("h2", 0.0)], live) == ZIncrBy(keys.COMPUTE_CORES, 2, "h2")
+    assert start_simple(gen, [("h1", 0.0), ("h2", 0.0)], live) == park("h1")
+    assert step(gen, [1, PARKED_OFFSET, [10.0]]) == ZIncrBy(keys.COMPUTE_CORES, 2, "h2")
 
 
 def test_simple_tries_at_most_max_candidates():
     """After MAX_CANDIDATES lost claims the decision gives up (NoValidHost) without trying more."""
     hosts = [f"h{k:02}" for k in range(MAX_CANDIDATES + 1)]
     gen = scheduler().run_instance(CTX, IID)
-    effect = start_simple(gen, [(h, 0.0) for h in hosts], [(h, 95.0) for h in hosts])
+    effect = start_simple(gen, [(h, 0.0) for h in hosts], hosts)
     claimed = []
     while isinstance(effect, ZIncrBy):
         claimed.append(effect.member)
@@ -94,20 +125,33 @@ def test_no_candidates_fails_and_deallocates():
 
 
 def test_all_candidates_down_fails():
-    """Every candidate down is the same as none."""
+    """Every candidate down is the same as none: it is parked, and the next read finds no room."""
     gen = scheduler().run_instance(CTX, IID)
-    assert start_simple(gen, [("h1", 0.0)], live=[]) == Now()
+    assert start_simple(gen, [("h1", 0.0)], live=[]) == park("h1")
+    assert step(gen, [1, PARKED_OFFSET, [None]]) == ZRangeByScore(keys.COMPUTE_CORES, "-inf", "6.0", 2 * PAGE)
+    assert step(gen, []) == Now()
     assert step(gen, 100.0) == cas("scheduling", "error", 100.0, noted(), settle(), error=NO_HOST)
 
 
-def test_chance_chooses_among_live_hosts():
-    """chance: the live hosts (sorted) go to Choose, the chosen one is claimed and placed."""
+def test_a_host_that_beat_while_being_parked_is_taken_out_at_once():
+    """The park's own read of the heartbeat is fresh (it beat after our read): the scheduler unparks it."""
+    gen = scheduler().run_instance(CTX, IID)
+    assert start_simple(gen, [("h1", 0.0)], live=[]) == park("h1")
+    assert step(gen, [1, PARKED_OFFSET, [99.0]]) == Transaction(
+        ops=(HDel(keys.COMPUTE_PARKED, ("h1",)), ZIncrBy(keys.COMPUTE_CORES, -PARKED_OFFSET, "h1")),
+        guards=(Guard(keys.COMPUTE_PARKED, "h1", "100.0"),),
+    )
+
+
+def test_chance_draws_an_index_among_the_live_hosts():
+    """chance: count the live hosts, draw an index, read the host at that rank from the freshest; claim it."""
     gen = scheduler("chance").run_instance(CTX, IID)
     step(gen)
     assert step(gen, record("scheduling")) == Now()
-    assert step(gen, 100.0) == ZRangeByScore(HB, "(40.0", "+inf")
-    assert step(gen, [("h2", 99.0), ("h1", 98.0)]) == Choose(("h1", "h2"))
-    assert step(gen, "h2") == ZIncrBy(keys.COMPUTE_CORES, 2, "h2")
+    assert step(gen, 100.0) == ZCount(HB, "(40.0", "+inf")
+    assert step(gen, 3) == Choose(range(3))
+    assert step(gen, 1) == ZRange(HB, -2, -2)
+    assert step(gen, [("h2", 98.0)]) == ZIncrBy(keys.COMPUTE_CORES, 2, "h2")
     assert step(gen, 2.0) == memory("h2")  # claimed, never checked: 2010's chance is blind
     assert step(gen, 9999.0) == Now()
     assert step(gen, 100.0) == placed("h2")
@@ -120,7 +164,7 @@ def test_chance_with_no_live_host_fails():
     step(gen)
     step(gen, record("scheduling"))
     step(gen, 100.0)
-    assert step(gen, []) == Now()
+    assert step(gen, 0) == Now()
     assert step(gen, 100.0) == cas("scheduling", "error", 100.0, noted(), settle(), error=NO_HOST)
 
 
@@ -175,7 +219,7 @@ def test_simple_in_a_tiny_store_places_on_the_least_loaded_live_host():
     })
     effects, _ = drive(scheduler().run_instance(CTX, IID), store)
     assert effects[-1] == Cast("compute.h2", "run_instance", {"instance_id": IID}, CTX)
-    assert store.data[keys.COMPUTE_CORES] == {"h1": 4.0, "h2": 4.0, "h3": 0.0}
+    assert store.data[keys.COMPUTE_CORES] == {"h1": 4.0, "h2": 4.0, "h3": PARKED_OFFSET}  # h3 is dead: parked
 
 
 def test_simple_finds_a_live_host_behind_many_down_ones():
@@ -223,3 +267,104 @@ def test_a_dispatch_the_broker_refuses_fails_the_launch_and_gives_everything_bac
     assert store.data[KEY]["state"] == "error"
     assert store.data[KEY]["error"].startswith("cannot dispatch to h1: cannot reach the broker")
     assert store.data[keys.COMPUTE_CORES] == {"h1": 0.0}
+
+
+# ---------------------------------------------------------------------------
+# Cost and liveness at scale, on the sim's MemoryStore (the real Redis commands).
+
+
+class Drawn(TinyStore):
+    """A TinyStore whose Choose answers a chosen index."""
+
+    def __init__(self, data, index):
+        super().__init__(data)
+        self.index = index
+
+    def answer(self, e):
+        return e.options[self.index] if isinstance(e, Choose) else super().answer(e)
+
+
+def test_chance_picks_only_live_hosts_and_can_pick_each_of_them():
+    """Every index chance can draw lands on a live host, and the draws cover all of them."""
+    beats = {**{f"live{k}": 90.0 + k for k in range(5)}, **{f"dead{k}": 10.0 + k for k in range(20)}}
+    picked = set()
+    for index in range(5):
+        store = Drawn({KEY: record("scheduling"), HB: dict(beats)}, index)
+        effects, _ = drive(scheduler("chance").run_instance(CTX, IID), store)
+        picked.add(effects[-1].topic.removeprefix("compute."))
+    assert picked == {f"live{k}" for k in range(5)}
+
+
+def memory_store(hosts, dead=0, now=100.0):
+    """A MemoryStore with ``hosts`` live hosts at 2 claimed vCPUs (one at 1) and ``dead`` dead ones at 0."""
+    store = MemoryStore()
+    cores = {f"h{k:04}": 2.0 for k in range(hosts)} | {"h0007": 1.0} | {f"dead{k:04}": 0.0 for k in range(dead)}
+    beats = {f"h{k:04}": now - 1 for k in range(hosts)} | {f"dead{k:04}": now - 500 for k in range(dead)}
+    store.execute(fx.ZAdd(keys.COMPUTE_CORES, cores))
+    store.execute(fx.ZAdd(HB, beats))
+    store.execute(fx.HSet(KEY, record("scheduling")))
+    return store
+
+
+def decide(store, driver="simple", now=100.0):
+    """Run one scheduling decision against ``store``; -> (the host it cast to, store commands, list rows read)."""
+    gen, reply, rows, host = scheduler(driver).run_instance(CTX, IID), None, 0, None
+    while True:
+        try:
+            effect = gen.send(reply)
+        except StopIteration:
+            return host, store.commands, rows
+        match effect:
+            case Now():
+                reply = now
+            case Choose(options=options):
+                reply = options[len(options) // 2]
+            case Cast(topic=topic):
+                host, reply = topic.removeprefix("compute."), None
+            case Transaction():
+                reply = store.transaction(effect)
+            case fx.Batch():
+                reply = store.batch(effect)
+            case _:
+                reply = store.execute(effect)
+        rows += len(reply) if isinstance(reply, list) else 0
+
+
+def test_simple_picks_the_least_loaded_live_host_behind_many_dead_ones():
+    """300 dead hosts with fewer claimed vCPUs: the least loaded live host still wins, in the same decision."""
+    store = memory_store(50, dead=300)
+    assert decide(store)[0] == "h0007"
+    assert decide(store)[2] < 40  # the next decision no longer meets the dead: they are parked
+
+
+def test_a_parked_host_comes_back_with_its_next_heartbeat():
+    """A host parked while silent is a candidate again after one heartbeat, with its claimed vCPUs intact."""
+    store = memory_store(3)
+    store.execute(fx.ZAdd(HB, {"h0007": 10.0}))  # silent for 90 s
+    assert decide(store)[0] != "h0007"
+    assert parking.claimed(store.execute(fx.ZScore(keys.COMPUTE_CORES, "h0007"))) == 1.0
+    drive(service.report_state("compute", "h0007"), MemoryStoreAnswers(store))
+    assert store.execute(fx.ZScore(keys.COMPUTE_CORES, "h0007")) == 1.0
+    store.execute(fx.HSet(KEY, record("scheduling")))
+    assert decide(store)[0] == "h0007"
+
+
+class MemoryStoreAnswers:
+    """tiny_store.drive's store interface over a MemoryStore, at time 100."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def answer(self, e):
+        if isinstance(e, Now):
+            return 100.0
+        return self.store.batch(e) if isinstance(e, fx.Batch) else (
+            self.store.transaction(e) if isinstance(e, Transaction) else self.store.execute(e))
+
+
+@pytest.mark.parametrize("driver", ["simple", "chance"])
+def test_a_decision_reads_the_same_few_rows_with_1000_hosts_as_with_20(driver):
+    """The store commands and rows one decision costs do not grow with the number of hosts."""
+    small, large = decide(memory_store(20), driver), decide(memory_store(1000), driver)
+    assert small[0] and large[0]
+    assert large[1:] == small[1:] and large[2] <= 2 * PAGE + 2

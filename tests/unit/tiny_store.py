@@ -93,17 +93,31 @@ class TinyStore:
                 return z[member]
             case fx.ZScore(key=key, member=member):
                 return d.get(key, {}).get(member)
+            case fx.ZMScore(key=key, members=members):
+                return [d.get(key, {}).get(m) for m in members]
+            case fx.ZCount():
+                return len(self._by_score(e.key, e.min, e.max))
+            case fx.ZRange(key=key, start=start, stop=stop):
+                rows = self._by_score(key, "-inf", "+inf")
+                size = len(rows)
+                start, stop = (start + size if start < 0 else start), (stop + size if stop < 0 else stop)
+                return rows[max(start, 0):stop + 1] if stop >= 0 else []
             case fx.ZRangeByScore():
-                rows = sorted(
-                    ((m, s) for m, s in d.get(e.key, {}).items() if _in_range(s, e.min, e.max)),
-                    key=lambda row: (row[1], row[0]),
-                )
+                rows = self._by_score(e.key, e.min, e.max)
                 return rows if e.count is None else rows[: e.count]
             case fx.Transaction(ops=ops, guards=guards):
                 if any(d.get(g.key, {}).get(g.field) != g.expected for g in guards):
                     return None
                 return [self.answer(op) for op in ops]
+            case fx.Batch(ops=ops):
+                return [self.answer(op) for op in ops]
         raise AssertionError(f"TinyStore cannot answer {e!r}")
+
+
+    def _by_score(self, key, low, high):
+        """The zset's (member, score) rows within the bounds, lowest score first."""
+        rows = ((m, s) for m, s in self.data.get(key, {}).items() if _in_range(s, low, high))
+        return sorted(rows, key=lambda row: (row[1], row[0]))
 
 
 def drive(gen, store, reply=None, limit=500):
