@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 _FILTER_SPECIAL = {"\\": "\\5c", "*": "\\2a", "(": "\\28", ")": "\\29", "\x00": "\\00"}
+_FILTER_NEEDS = re.compile(r"[\\*()\x00]")
 _ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*\Z")
 
 
@@ -16,6 +17,8 @@ def escape_filter_value(value: str) -> str:
     """``value`` as an RFC 4515 assertion value: ``\\ * ( )`` and NUL as ``\\XX``."""
     if not isinstance(value, str):
         raise TypeError(f"a filter value must be a str, not {type(value).__name__}")
+    if _FILTER_NEEDS.search(value) is None:
+        return value  # the usual case: nothing to escape
     return "".join(_FILTER_SPECIAL.get(ch, ch) for ch in value)
 
 
@@ -35,6 +38,7 @@ def filter_or(*filters: str) -> str:
 
 
 _DN_SPECIAL = set('"+,;<>\\=')
+_DN_NEEDS = re.compile(r'["+,;<>\\=\x00]')
 
 
 def escape_dn_value(value: str) -> str:
@@ -42,6 +46,8 @@ def escape_dn_value(value: str) -> str:
     leading ``#`` or space and a trailing space backslashed, NUL as ``\\00``."""
     if not isinstance(value, str):
         raise TypeError(f"a DN value must be a str, not {type(value).__name__}")
+    if _DN_NEEDS.search(value) is None and value[:1] not in ("#", " ") and value[-1:] != " ":
+        return value  # the usual case: nothing to escape
     out = []
     last = len(value) - 1
     for i, ch in enumerate(value):
@@ -56,6 +62,8 @@ def escape_dn_value(value: str) -> str:
 
 def unescape_dn_value(value: str) -> str:
     """Undo ``escape_dn_value`` (``\\c`` and ``\\XX`` hex pairs, as UTF-8)."""
+    if "\\" not in value:
+        return value.encode().decode()  # nothing escaped; a lone surrogate fails as below
     raw = bytearray()
     i = 0
     while i < len(value):
@@ -76,6 +84,15 @@ def unescape_dn_value(value: str) -> str:
 
 def split_first_rdn(dn: str) -> tuple[str, str, str]:
     """-> (attribute, raw escaped value, rest of the DN) of ``dn``'s first RDN."""
+    if "\\" in dn:
+        return _split_escaped_rdn(dn)
+    rdn, _, rest = dn.partition(",")  # no escaped comma: the first comma ends the RDN
+    attr, _, value = rdn.partition("=")
+    return attr.strip(), value, rest
+
+
+def _split_escaped_rdn(dn: str) -> tuple[str, str, str]:
+    """``split_first_rdn`` of a DN with backslashes: skip each escaped character."""
     i = 0
     while i < len(dn):
         if dn[i] == "\\":

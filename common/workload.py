@@ -105,10 +105,6 @@ class Join(TaskEffect):
 # -- answers ----------------------------------------------------------------------
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
 def _root(answer: ApiAnswer):
     try:
         return ElementTree.fromstring(answer.body)
@@ -116,32 +112,65 @@ def _root(answer: ApiAnswer):
         return None
 
 
-def _texts(root, name: str) -> list[str]:
-    return [e.text or "" for e in root.iter() if _local(e.tag) == name]
+#: The elements the workload reads, by local name (any namespace).
+_READ = ("Code", "Message", "instanceId", "publicIp")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the workload reads from an answer, in one parse of its XML: ``outcome``
+    ("" for success, else the EC2 error code or the transport failure's name), the first
+    error ``message`` (else the failure's name), the instance ids and the public address."""
+
+    outcome: str
+    message: str = ""
+    instance_ids: tuple[str, ...] = ()
+    public_ip: str = ""
+
+
+def _texts(root, body: bytes) -> dict[str, list[str]]:
+    """The texts of the elements in _READ, by local name, in document order."""
+    namespace = root.tag[:root.tag.rfind("}") + 1]
+    if body.count(b"xmlns") == (1 if namespace else 0) and b"xmlns:" not in body:
+        # No namespace, or one default namespace declared on the root and nowhere else
+        # (what our API sends): every element is in the root's, so C can find them.
+        return {name: [e.text or "" for e in root.iter(namespace + name)] for name in _READ}
+    found: dict[str, list[str]] = {name: [] for name in _READ}
+    for element in root.iter():
+        tag = element.tag
+        texts = found.get(tag[tag.rfind("}") + 1:])
+        if texts is not None:
+            texts.append(element.text or "")
+    return found
+
+
+def read(answer: ApiAnswer) -> Reply:
+    """The ``Reply`` of ``answer``: its XML parsed once, its elements walked once."""
+    root = _root(answer)
+    if root is None:
+        return Reply(answer.failure or "InvalidResponse", answer.failure)
+    found = _texts(root, answer.body)
+    if answer.failure:
+        code = answer.failure
+    elif answer.status != 200 or root.tag[root.tag.rfind("}") + 1:] == "Response":
+        code = found["Code"][0] if found["Code"] else "Unknown"
+    else:
+        code = ""
+    return Reply(code, found["Message"][0] if found["Message"] else answer.failure,
+                 tuple(text for text in found["instanceId"] if text), found["publicIp"][0] if found["publicIp"] else "")
 
 
 def outcome(answer: ApiAnswer) -> str:
     """"" for success, else the EC2 error code (or the transport failure's name)."""
-    if answer.failure:
-        return answer.failure
-    root = _root(answer)
-    if root is None:
-        return "InvalidResponse"
-    if answer.status != 200 or _local(root.tag) == "Response":
-        codes = _texts(root, "Code")
-        return codes[0] if codes else "Unknown"
-    return ""
+    return answer.failure if answer.failure else read(answer).outcome
 
 
 def error_message(answer: ApiAnswer) -> str:
-    root = _root(answer)
-    messages = _texts(root, "Message") if root is not None else []
-    return messages[0] if messages else answer.failure
+    return read(answer).message
 
 
 def instance_ids(answer: ApiAnswer) -> list[str]:
-    root = _root(answer)
-    return [] if root is None else [text for text in _texts(root, "instanceId") if text]
+    return list(read(answer).instance_ids)
 
 
 #: Distinct messages kept per (action, code); more are counted under OTHER_MESSAGES, so
@@ -160,9 +189,7 @@ def message_kind(message: str) -> str:
 
 
 def public_ip(answer: ApiAnswer) -> str:
-    root = _root(answer)
-    found = _texts(root, "publicIp") if root is not None else []
-    return found[0] if found else ""
+    return read(answer).public_ip
 
 
 def indexed(name: str, values) -> tuple[tuple[str, str], ...]:
@@ -230,28 +257,29 @@ class Workload:
         yield Join(tuple(tasks), len(tasks))
 
     def call(self, project: str, action: str, params=()):
-        """One request; -> the answer (counted and timed either way)."""
+        """One request; -> the ``Reply`` read from its answer (counted and timed either way)."""
         started = yield Now()
         answer = yield ApiCall(project, action, tuple(params))
         finished = yield Now()
-        code = outcome(answer)
+        reply = read(answer)
+        code = reply.outcome
         self.answers[(action, code)] += 1
         if code:
             messages = self.reasons.setdefault((action, code), Counter())
-            kind = message_kind(error_message(answer))
+            kind = message_kind(reply.message)
             if kind not in messages and len(messages) >= MAX_MESSAGES_PER_CODE:
                 kind = OTHER_MESSAGES
             messages[kind] += 1
         self.latencies.setdefault(action, []).append(finished - started)
-        return answer
+        return reply
 
     def _launch(self, launch: Launch):
         try:
             started = yield Now()
             n = str(self.spec.instances_per_request)
-            answer = yield from self.call(launch.project, "RunInstances", (
+            reply = yield from self.call(launch.project, "RunInstances", (
                 ("ImageId", self.image), ("InstanceType", launch.instance_type), ("MinCount", n), ("MaxCount", n)))
-            ids = instance_ids(answer) if not outcome(answer) else []
+            ids = list(reply.instance_ids) if not reply.outcome else []
             if not ids:
                 return  # refused: counted by outcome
             address = ""
@@ -272,12 +300,12 @@ class Workload:
 
     def _take_address(self, project: str, instance_id: str):
         """Allocate and associate a floating address; -> the address held, or ""."""
-        answer = yield from self.call(project, "AllocateAddress")
-        address = public_ip(answer) if not outcome(answer) else ""
+        reply = yield from self.call(project, "AllocateAddress")
+        address = reply.public_ip if not reply.outcome else ""
         if not address:
             return ""
-        answer = yield from self.call(project, "AssociateAddress", (("PublicIp", address), ("InstanceId", instance_id)))
-        if outcome(answer):
+        reply = yield from self.call(project, "AssociateAddress", (("PublicIp", address), ("InstanceId", instance_id)))
+        if reply.outcome:
             yield from self.call(project, "ReleaseAddress", (("PublicIp", address),))
             return ""
         return address

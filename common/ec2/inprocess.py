@@ -15,8 +15,9 @@ sets the field (common.ec2.request, "Trusted requests").
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 from common import signing
 from common.ec2.request import API_VERSION, V4_SERVICE, HttpRequest
@@ -25,13 +26,21 @@ from common.ec2.request import API_VERSION, V4_SERVICE, HttpRequest
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
 #: The path of the EC2 API in 2010's nova (any path works: the API serves one).
 DEFAULT_PATH = "/services/Cloud"
+#: What ``quote_plus`` leaves as it is: letters, digits and ``_.-~``.
+_FORM_PLAIN = re.compile(r"[A-Za-z0-9_.~-]*\Z")
+
+
+def _form_quote(text: str) -> str:
+    """``quote_plus(text)``, skipped for text it leaves as it is (most names and values)."""
+    return text if _FORM_PLAIN.match(text) else quote_plus(text)
 
 
 def form_body(action: str, params: Mapping[str, object] | None = None, version: str = API_VERSION) -> bytes:
-    """The form-encoded body of ``action`` with ``params`` (values made strings)."""
+    """The form-encoded body of ``action`` with ``params`` (values made strings), as
+    ``urlencode`` makes it."""
     form = {"Action": action, "Version": version}
-    form.update({name: str(value) for name, value in (params or {}).items()})
-    return urlencode(form).encode("ascii")
+    form.update({str(name): str(value) for name, value in (params or {}).items()})
+    return "&".join(f"{_form_quote(name)}={_form_quote(value)}" for name, value in form.items()).encode("ascii")
 
 
 def signed_request(action: str, params: Mapping[str, object] | None, access_key: str, secret_key: str,
