@@ -56,6 +56,7 @@ Deliberate differences from 2010, each to close a race or a hole:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,6 +111,8 @@ class Project:
 MAX_NAME = 64
 MAX_KEY = 128
 MAX_DESCRIPTION = 256
+#: Role group DNs kept in their compared form per Directory.
+MAX_CACHED_ROLE_KEYS = 1024
 #: The one answer to a caller who cannot prove who they are: the same whether the key is
 #: unknown or the signature wrong, so it tells nobody which keys, users or projects exist.
 UNAUTHENTICATED = "the access key and signature do not identify a user (check the key, the secret and the signing)"
@@ -120,6 +123,15 @@ PROJECT_CLASSES = ("groupOfNames", "novaProject")
 GROUP_CLASSES = ("groupOfNames",)
 USER_ATTRS = ("uid", "accessKey", "secretKey", "isAdmin")
 PROJECT_ATTRS = ("cn", "projectManager", "description", "member")
+_IS_USER = filter_eq("objectClass", "novaUser")
+_IS_PROJECT = filter_eq("objectClass", "novaProject")
+
+
+@functools.lru_cache(maxsize=1024)
+def _compared_dn(dn: str) -> str:
+    """``dn`` as compared here: spaces dropped, lower case (cached: the same few DNs,
+    users, projects and role groups, are compared on every request)."""
+    return dn.replace(" ", "").lower()
 
 
 def valid_name(name) -> bool:
@@ -170,6 +182,7 @@ class Directory:
         self.root = root
         self.users_dn = f"ou=Users,{root}"
         self.groups_dn = f"ou=Groups,{root}"
+        self._role_keys: dict[tuple[str, str | None], str] = {}
 
     # -- names --------------------------------------------------------------------
 
@@ -188,7 +201,7 @@ class Directory:
         """The value of ``dn``'s first RDN when it is ``attr=...`` directly below
         ``parent`` (compared ignoring case), else None."""
         first, value, rest = split_first_rdn(dn)
-        if first.lower() != attr or rest.replace(" ", "").lower() != parent.replace(" ", "").lower():
+        if first.lower() != attr or _compared_dn(rest) != _compared_dn(parent):
             return None
         return unescape_dn_value(value)
 
@@ -236,7 +249,7 @@ class Directory:
         """Every user the directory matches on ``access_key`` (its matching rule
         ignores case)."""
         found = yield LdapSearch(
-            self.users_dn, filter_and(filter_eq("objectClass", "novaUser"), filter_eq("accessKey", access_key)),
+            self.users_dn, filter_and(_IS_USER, filter_eq("accessKey", access_key)),
             "level", USER_ATTRS)
         return [self._user(attrs) for _, attrs in found]
 
@@ -254,7 +267,7 @@ class Directory:
         name = _name_of(name)
         if not valid_name(name):
             return None
-        found = yield LdapSearch(self.user_dn(name), filter_eq("objectClass", "novaUser"), "base", USER_ATTRS)
+        found = yield LdapSearch(self.user_dn(name), _IS_USER, "base", USER_ATTRS)
         return self._user(found[0][1]) if found else None
 
     def create_user(self, name, access_key, secret_key, admin=False):
@@ -313,7 +326,7 @@ class Directory:
         return (yield LdapDelete(dn))
 
     def list_users(self):
-        found = yield LdapSearch(self.users_dn, filter_eq("objectClass", "novaUser"), "level", USER_ATTRS)
+        found = yield LdapSearch(self.users_dn, _IS_USER, "level", USER_ATTRS)
         return sorted((self._user(attrs) for _, attrs in found), key=lambda u: u.name)
 
     # -- projects -----------------------------------------------------------------
@@ -337,7 +350,7 @@ class Directory:
         """-> {lowercased name: User} of the users among ``names`` (one search)."""
         found = yield LdapSearch(
             self.users_dn,
-            filter_and(filter_eq("objectClass", "novaUser"), filter_or(*(filter_eq("uid", n) for n in names))),
+            filter_and(_IS_USER, filter_or(*(filter_eq("uid", n) for n in names))),
             "level", USER_ATTRS)
         return {user.name.lower(): user for user in (self._user(attrs) for _, attrs in found)}
 
@@ -396,12 +409,12 @@ class Directory:
         name = _name_of(name)
         if not self._valid_project_name(name):
             return None
-        found = yield LdapSearch(self.project_dn(name), filter_eq("objectClass", "novaProject"), "base", PROJECT_ATTRS)
+        found = yield LdapSearch(self.project_dn(name), _IS_PROJECT, "base", PROJECT_ATTRS)
         return self._project(found[0][1]) if found else None
 
     def list_projects(self, user=None):
         """-> every project, or those ``user`` is a member of, by name."""
-        query = filter_eq("objectClass", "novaProject")
+        query = _IS_PROJECT
         if user is not None:
             user = _name_of(user)
             if not valid_name(user):
@@ -517,10 +530,19 @@ class Directory:
         """-> lowercased DNs of every group below ou=Groups that has ``user`` (one
         search: projects, global and project-local role groups)."""
         found = yield LdapSearch(self.groups_dn, filter_eq("member", self.user_dn(user)), "subtree", ("cn",))
-        return frozenset(dn.replace(" ", "").lower() for dn, _ in found)
+        return frozenset(_compared_dn(dn) for dn, _ in found)
+
+    def _role_key(self, role: str, project: str | None) -> str:
+        """The compared form of the DN of ``role``'s group (global, or in ``project``); cached."""
+        key = self._role_keys.get((role, project))
+        if key is None:
+            if len(self._role_keys) >= MAX_CACHED_ROLE_KEYS:
+                self._role_keys.clear()
+            key = self._role_keys[(role, project)] = _compared_dn(self.role_dn(role, project))
+        return key
 
     def _in(self, groups, role, project=None) -> bool:
-        return self.role_dn(role, project).replace(" ", "").lower() in groups
+        return self._role_key(role, project) in groups
 
     def _holds(self, groups, role, project: str | None) -> bool:
         if not self._in(groups, role):
