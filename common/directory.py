@@ -56,7 +56,6 @@ Deliberate differences from 2010, each to close a race or a hole:
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +69,7 @@ from common.errors import (
     NotFound,
 )
 from common.ldap_escaping import (
+    compared_dn,
     escape_dn_value,
     filter_and,
     filter_eq,
@@ -111,8 +111,6 @@ class Project:
 MAX_NAME = 64
 MAX_KEY = 128
 MAX_DESCRIPTION = 256
-#: Role group DNs kept in their compared form per Directory.
-MAX_CACHED_ROLE_KEYS = 1024
 #: The one answer to a caller who cannot prove who they are: the same whether the key is
 #: unknown or the signature wrong, so it tells nobody which keys, users or projects exist.
 UNAUTHENTICATED = "the access key and signature do not identify a user (check the key, the secret and the signing)"
@@ -125,13 +123,6 @@ USER_ATTRS = ("uid", "accessKey", "secretKey", "isAdmin")
 PROJECT_ATTRS = ("cn", "projectManager", "description", "member")
 _IS_USER = filter_eq("objectClass", "novaUser")
 _IS_PROJECT = filter_eq("objectClass", "novaProject")
-
-
-@functools.lru_cache(maxsize=1024)
-def _compared_dn(dn: str) -> str:
-    """``dn`` as compared here: spaces dropped, lower case (cached: the same few DNs,
-    users, projects and role groups, are compared on every request)."""
-    return dn.replace(" ", "").lower()
 
 
 def valid_name(name) -> bool:
@@ -182,7 +173,6 @@ class Directory:
         self.root = root
         self.users_dn = f"ou=Users,{root}"
         self.groups_dn = f"ou=Groups,{root}"
-        self._role_keys: dict[tuple[str, str | None], str] = {}
 
     # -- names --------------------------------------------------------------------
 
@@ -201,7 +191,7 @@ class Directory:
         """The value of ``dn``'s first RDN when it is ``attr=...`` directly below
         ``parent`` (compared ignoring case), else None."""
         first, value, rest = split_first_rdn(dn)
-        if first.lower() != attr or _compared_dn(rest) != _compared_dn(parent):
+        if first.lower() != attr or compared_dn(rest) != compared_dn(parent):
             return None
         return unescape_dn_value(value)
 
@@ -530,19 +520,10 @@ class Directory:
         """-> lowercased DNs of every group below ou=Groups that has ``user`` (one
         search: projects, global and project-local role groups)."""
         found = yield LdapSearch(self.groups_dn, filter_eq("member", self.user_dn(user)), "subtree", ("cn",))
-        return frozenset(_compared_dn(dn) for dn, _ in found)
-
-    def _role_key(self, role: str, project: str | None) -> str:
-        """The compared form of the DN of ``role``'s group (global, or in ``project``); cached."""
-        key = self._role_keys.get((role, project))
-        if key is None:
-            if len(self._role_keys) >= MAX_CACHED_ROLE_KEYS:
-                self._role_keys.clear()
-            key = self._role_keys[(role, project)] = _compared_dn(self.role_dn(role, project))
-        return key
+        return frozenset(compared_dn(dn) for dn, _ in found)
 
     def _in(self, groups, role, project=None) -> bool:
-        return self._role_key(role, project) in groups
+        return compared_dn(self.role_dn(role, project)) in groups
 
     def _holds(self, groups, role, project: str | None) -> bool:
         if not self._in(groups, role):

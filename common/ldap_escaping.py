@@ -6,6 +6,7 @@ literal star and never a presence filter; every value in a DN goes through
 
 from __future__ import annotations
 
+import functools
 import re
 
 _FILTER_SPECIAL = {"\\": "\\5c", "*": "\\2a", "(": "\\28", ")": "\\29", "\x00": "\\00"}
@@ -104,3 +105,10 @@ def _split_escaped_rdn(dn: str) -> tuple[str, str, str]:
     rdn, rest = dn[:i], dn[i + 1:]
     attr, _, value = rdn.partition("=")
     return attr.strip(), value, rest
+
+
+@functools.lru_cache(maxsize=1024)
+def compared_dn(dn: str) -> str:
+    """``dn`` as the nova-schema directory compares DNs: spaces dropped, lower case
+    (cached: the same few DNs, users, projects and role groups, recur on every request)."""
+    return dn.replace(" ", "").lower()

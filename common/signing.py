@@ -12,7 +12,8 @@ argument (seconds since the epoch, UTC).
   path and request, the string to sign, parsing the ``Authorization`` header for a
   given service (``ec2``, ``s3``, ...) and checking a signature against a secret;
   ``sign_v4`` makes the headers that sign a request, as botocore does. The path is
-  URI-encoded once more for every service but ``s3``, which signs it as sent.
+  URI-encoded once more for every service but ``s3``, which signs it as sent. A derived
+  key is kept (bounded) for its day, so signing and checking cost one HMAC each.
 - Version 2 (EC2's query signatures of 2010): the canonical query, the string to sign
   and the ``HmacSHA256``/``HmacSHA1`` signature.
 
