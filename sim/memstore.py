@@ -52,10 +52,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from redis.exceptions import ResponseError
 
+from sim.memstore_fast import FAST
 from sim.memstore_values import (
     INT64,
     WRONGTYPE,
@@ -96,6 +98,17 @@ class MemoryStore(StoreFront):
         super().__init__()
         self.data: dict[str, Any] = {}
         self.rng = random.Random(seed)
+        #: Store effect class -> the function running it (``executor``).
+        self._executors: dict[type, Callable[[Any], Any]] = {}
+
+    def executor(self, kind: type) -> Callable[[Any], Any]:
+        """The hot commands read straight from their effects (``sim.memstore_fast``);
+        the others through ``execute``."""
+        run = self._executors.get(kind)
+        if run is None:
+            fast = FAST.get(kind)
+            run = self._executors[kind] = self.execute if fast is None else partial(fast, self)
+        return run
 
     def execute(self, command):
         self.commands += 1

@@ -28,6 +28,9 @@ class RedisSet:
         self.members: dict[str, None] = {}
         self.order: list[str] | None = None
 
+    def __len__(self) -> int:
+        return len(self.members)
+
     def add(self, member: str) -> bool:
         if member in self.members:
             return False
@@ -41,6 +44,8 @@ class RedisSet:
             return False
         self.order = None
         return True
+
+    remove = discard  # as SortedSet's
 
     def pop(self, rng: random.Random) -> str:
         order = self.order
@@ -68,6 +73,9 @@ class SortedSet:
         self.scores: dict[str, float] = {}
         self.sorted = SortedList()
         self.stale: dict[str, float | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.scores)
 
     def set(self, member: str, score: float) -> bool:
         old = self.scores.get(member)

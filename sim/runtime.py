@@ -14,8 +14,8 @@ An *agent* is who runs the generator: a service on a host, with its hypervisor (
 compute) and its own random stream. Every stream is derived from the run seed and the
 stream's name, so adding a component does not shift another's draws.
 
-Every effect is folded into the trace fingerprint with the virtual time and the agent:
-the same scenario, seed and commit give the same fingerprint.
+Every effect is folded into the trace fingerprint (``sim.trace``) with the virtual time
+and the agent: the same scenario, seed and commit give the same fingerprint.
 
 A generator that yields another generator forgot ``yield from``; the runner throws
 UseYieldFrom into it rather than silently doing nothing.
@@ -38,7 +38,6 @@ assembled by registering other performers for some families (see ``register``).
 
 from __future__ import annotations
 
-import hashlib
 import random
 import types
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from functools import partial
 from typing import Any
 
 from common import rpc
+from common.distributions import Constant
 from common.effects import Call, Cast, HypervisorEffect, NetDriverEffect, RpcEffect, RuntimeEffect, StoreEffect
 from common.errors import (
     HypervisorError,
@@ -58,16 +58,34 @@ from common.errors import (
 )
 from common.performers import AgentsOwn, HypervisorPerformer, Latency, NetDriverPerformer, PerformerTable
 from sim.broker import BrokerDown
+from sim.trace import TRACE_BATCH, Trace
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-#: Trace lines folded into the fingerprint at once (bounds the pending text to ~1 MB).
-TRACE_BATCH = 4096
 
 
 def stream(seed: int, name: str) -> random.Random:
     """An independent, reproducible random stream for one component."""
     return random.Random(f"{seed}/{name}")
+
+
+class FixedLatency:
+    """A latency that is always ``delay`` seconds: ``drive`` waits it without a draw."""
+
+    __slots__ = ("delay",)
+
+    def __init__(self, delay: float):
+        self.delay = delay
+
+    def __call__(self) -> float:
+        return self.delay
+
+
+def latency_of(distribution, rng: random.Random) -> Latency:
+    """A latency drawing from ``distribution`` with ``rng``; fixed for a constant one
+    (which draws nothing from ``rng``)."""
+    if isinstance(distribution, Constant):
+        return FixedLatency(distribution.value)
+    return partial(distribution.sample, rng)
 
 
 class ServiceKilled(Exception):
@@ -113,17 +131,14 @@ class SimRuntime:
         self._issued_ids: set[str] = set()
         self._calls: dict[str, Any] = {}  # msg_id -> the SimPy event its caller waits on
         self._call_counter = 0
-        self._fingerprint = hashlib.blake2b(digest_size=16)
-        #: Trace lines not yet folded into the fingerprint (see ``_fold``).
-        self._trace: list[str] = []
-        #: Effect class -> its dataclass repr without the recursion guard around it.
-        self._reprs: dict[type, Any] = {}
-        self.effects = 0
+        self.trace = Trace()
+        #: Effect class -> what ``drive`` does with it (see ``_plan``); cleared on register.
+        self._plans: dict[type, tuple] = {}
         self.late_replies = 0
         #: Generators of killed agents, kept unclosed so that no ``finally:`` runs.
         self.dropped: list[types.GeneratorType] = []
         self.performers = PerformerTable()
-        self.register(StoreEffect, store, latency=partial(self._store_latency.sample, self._store_rng))
+        self.register(StoreEffect, store, latency=latency_of(self._store_latency, self._store_rng))
         self.register(RpcEffect, self)
         self.register(HypervisorEffect, AgentsOwn("hypervisor", HypervisorError, "hypervisor"))
         self.register(NetDriverEffect, AgentsOwn("netdriver", NetworkDriverError, "network driver"))
@@ -143,26 +158,16 @@ class SimRuntime:
         events (an environment running at wall-clock pace, ``simpy.rt``); the table
         does not change for it."""
         self.performers.register(family_or_type, performer, latency)
+        self._plans.clear()
 
     @property
     def fingerprint(self) -> str:
-        self._fold()
-        return self._fingerprint.hexdigest()
+        return self.trace.fingerprint
 
-    def _fold(self) -> None:
-        """Hash the pending trace lines. One update of their concatenation gives the
-        digest that one update per line gives, at a fraction of the calls."""
-        if self._trace:
-            self._fingerprint.update("".join(self._trace).encode())
-            self._trace.clear()
-
-    def _repr_of(self, kind: type):
-        """``kind``'s repr, unwrapped: a dataclass's ``__repr__`` is wrapped in a guard
-        against recursive containers (an effect never contains itself) that costs more
-        than the repr; the text is the same."""
-        method = kind.__repr__
-        self._reprs[kind] = method = getattr(method, "__wrapped__", method)
-        return method
+    @property
+    def effects(self) -> int:
+        """Effects performed so far."""
+        return self.trace.effects
 
     def agent(self, name: str, host: str = "", hypervisor=None, netdriver=None, incarnation: int = 0) -> Agent:
         """A performer of effects; a restarted service is a new ``incarnation`` with a
@@ -188,11 +193,12 @@ class SimRuntime:
 
     def drive(self, agent: Agent, gen):
         env = self.env
-        inline = self.inline
-        resolved = self.performers.resolved
+        plans = self._plans
         generator = types.GeneratorType
-        trace = self._trace
-        reprs = self._reprs
+        trace = self.trace
+        lines, stamp = trace.lines, trace.stamps.append
+        full = 2 * TRACE_BATCH  # lines: two per effect
+        name = agent.name
         send: Any = None
         throw: BaseException | None = None
         while True:
@@ -200,36 +206,54 @@ class SimRuntime:
                 self.dropped.append(gen)
                 raise ServiceKilled(agent.name)
             try:
-                effect = gen.throw(throw) if throw is not None else gen.send(send)
+                effect = gen.send(send) if throw is None else gen.throw(throw)
             except StopIteration as stop:
                 return stop.value
             send = throw = None
-            self.effects += 1
             if agent.watched:
                 agent.performed += 1
             kind = type(effect)
-            trace.append(f"{env.now!r} {agent.name} {(reprs.get(kind) or self._repr_of(kind))(effect)}\n")
-            if len(trace) >= TRACE_BATCH:
-                self._fold()
-            entry = resolved.get(kind) or self.performers.lookup(kind)
-            if entry is None:
-                if kind is not types.GeneratorType:
-                    raise TypeError(f"{agent.name} yielded {effect!r}, which is not an effect with a registered performer")
-                throw = UseYieldFrom(
-                    f"{agent.name} yielded a generator ({effect.__qualname__}); use 'yield from' to call it"
-                )
+            handler, describe, delay, latency = plans.get(kind) or self._plan(agent, kind)
+            stamp(env.now)
+            lines.append(name)
+            lines.append(describe(effect))
+            if len(lines) >= full:
+                trace.fold()
+            if handler is None:
+                throw = UseYieldFrom(f"{name} yielded a generator ({effect.__qualname__}); use 'yield from' to call it")
                 continue
-            handler, latency = entry
             try:
                 send = handler(agent, effect)
                 if type(send) is generator:
                     send = yield from send
             except (NovaError, ValueError) as e:  # e.g. StoreUnavailable during an outage
                 send, throw = None, e
-            if latency is not None:
-                delay = latency()
-                if delay > 0 or not inline:
-                    yield env.timeout(delay)
+            if delay is not None:
+                yield env.timeout(delay)
+            elif latency is not None:
+                wait = latency()
+                if wait > 0 or not self.inline:
+                    yield env.timeout(wait)
+
+    def _plan(self, agent: Agent, kind: type) -> tuple:
+        """-> (handler, describer, fixed delay or None, latency or None) for effects of
+        class ``kind``, made once: the registered performer's handler, the trace text,
+        and the wait after each effect (a fixed one needs no draw; none at all when it
+        is zero and the scenario inlines zero latencies)."""
+        if kind is types.GeneratorType:  # a forgotten 'yield from': thrown back in
+            return None, lambda gen: f"generator {gen.__qualname__}", None, None
+        entry = self.performers.lookup(kind)
+        if entry is None:
+            raise TypeError(f"{agent.name} yielded a {kind.__qualname__}, which is not an effect with a "
+                            "registered performer")
+        handler, latency = entry
+        delay = None
+        if isinstance(latency, FixedLatency):
+            delay, latency = latency.delay, None
+            if delay == 0 and self.inline:
+                delay = None
+        plan = self._plans[kind] = (handler, self.trace.describer(kind), delay, latency)
+        return plan
 
     @staticmethod
     def _stopped(agent: Agent) -> bool:

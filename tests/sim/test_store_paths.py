@@ -86,3 +86,50 @@ def test_batch_runs_every_op_and_raises_the_first_refusal_after(store):
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         s.batch(SimpleNamespace(ops=(fx.SAdd("s", ("a",)), fx.HSet("k", {"f": "1"}), fx.SAdd("t", ("b",)))))
     assert s.dump() == {"k": "v", "cores": {"h1": 2.0}, "s": {"a"}, "t": {"b"}} and s.commands == 6
+
+
+def odd_command(rng):
+    """A command of a kind ``sim.memstore_fast`` reads directly, with arguments it reads
+    itself or must hand to ``execute`` (ints, bytes, None, NaN, nothing to write)."""
+    key = rng.choice((*KEYS, b"h", 7))
+    text = rng.choice(("a", "b", "c", "d"))
+    odd = rng.choice((text, text, text, 3, 2.5, b"e", None, True))
+    score = rng.choice((1.0, 2.5, -0.0, float("inf"), float("nan"), 4, "5", None))
+    members = rng.choice(((text,), (text, "b"), (), (odd,), (text, odd)))
+    return rng.choice([
+        lambda: fx.ZAdd(key, {text: score, **({odd: 1.0} if rng.random() < 0.3 else {})}), lambda: fx.ZAdd(key, {}),
+        lambda: fx.HSet(key, {text: odd}), lambda: fx.HSet(key, {odd: text, "f": "g"}), lambda: fx.HSet(key, {}),
+        lambda: fx.HGetAll(key), lambda: fx.RPush(key, members), lambda: fx.SAdd(key, members),
+        lambda: fx.SRem(key, members), lambda: fx.ZRem(key, members), lambda: fx.SetNX(key, text),
+    ])()
+
+
+def odd_outcome(run, command):
+    try:
+        return ("ok", run(command))
+    except Exception as e:  # ResponseError, DataError: the same class and text on both paths
+        return (type(e).__name__, str(e))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_memory_store_fast_commands_answer_as_execute(seed):
+    """The commands MemoryStore reads straight from their effects give what ``execute``
+    gives: value and type, error, store contents and command count; during an outage too."""
+    fast, slow = MemoryStore(seed), MemoryStore(seed)
+    rng = random.Random(seed)
+    for i in range(400):
+        command = odd_command(rng)
+        fast.down = slow.down = i % 97 == 96
+        first, second = odd_outcome(fast.executor(type(command)), command), odd_outcome(slow.execute, command)
+        assert (first, type(first[1])) == (second, type(second[1])), command
+    assert fast.dump() == slow.dump() and fast.commands == slow.commands
+    assert any(fast.executor(kind) != fast.execute for kind in (fx.ZAdd, fx.HSet))  # the fast path was taken
+
+
+def test_transactions_take_the_fast_path_with_the_same_outcome():
+    """A transaction's ops run through the store's executors: the same results as one by one."""
+    fast, slow = MemoryStore(1), MemoryStore(1)
+    ops = (fx.HSet("i", {"state": "running"}), fx.RPush("t", ("a",)), fx.ZAdd("z", {"h": 1.5}), fx.SAdd("s", ("x",)))
+    assert fast.transaction(fx.Transaction(ops, (fx.Guard("i", "state", None),))) == [slow.execute(op) for op in ops]
+    assert fast.transaction(fx.Transaction(ops, (fx.Guard("i", "state", None),))) is None
+    assert fast.dump() == slow.dump()

@@ -1,0 +1,121 @@
+"""The hot commands of ``sim.memstore.MemoryStore``, read straight from their effects.
+
+``MemoryStore.execute`` takes any store effect the way Redis takes a command: the
+``args`` tuple, the command table, the arity check, every argument converted as redis-py
+would send it. For the commands the main job sends most (heartbeats' ZADD, the instance
+records' HSET, HGETALL and RPUSH, the pools' SADD, SREM and ZREM), a function here reads
+the effect's fields directly when they already are what Redis would read (str keys,
+members and values; float scores that are not NaN; at least one of each) and otherwise
+hands the effect to ``execute``, so an unusual argument meets exactly Redis's rules and
+errors. Each function counts the command and honours the outage switch as ``execute``
+does; ``tests/unit/test_memstore_fast.py`` holds the two paths to the same answers,
+errors and store contents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from common.effects import HGetAll, HSet, RPush, SAdd, SRem, ZAdd, ZRem
+from sim.memstore_values import RedisSet, SortedSet
+
+
+def _all_text(values) -> bool:
+    for value in values:  # noqa: SIM110 (a loop costs less than all() over a generator)
+        if type(value) is not str:
+            return False
+    return True
+
+
+def zadd(store, effect: ZAdd):
+    key, mapping = effect.key, effect.mapping
+    if store.down or type(key) is not str or not mapping:
+        return store.execute(effect)
+    for member, score in mapping.items():
+        if type(member) is not str or type(score) is not float or score != score:
+            return store.execute(effect)
+    store.commands += 1
+    zset = store._created(key, SortedSet)
+    before = len(zset.scores)
+    for member, score in mapping.items():
+        zset.set(member, score)
+    return len(zset.scores) - before
+
+
+def hset(store, effect: HSet):
+    key, mapping = effect.key, effect.mapping
+    if store.down or type(key) is not str or not mapping or not _all_text(mapping) or not _all_text(mapping.values()):
+        return store.execute(effect)
+    store.commands += 1
+    fields = store._created(key, dict)
+    before = len(fields)
+    fields.update(mapping)
+    return len(fields) - before
+
+
+def hgetall(store, effect: HGetAll):
+    key = effect.key
+    if store.down or type(key) is not str:
+        return store.execute(effect)
+    store.commands += 1
+    fields = store._typed(key, dict)
+    return {} if fields is None else dict(fields)
+
+
+def rpush(store, effect: RPush):
+    key, values = effect.key, effect.values
+    if store.down or type(key) is not str or not values or not _all_text(values):
+        return store.execute(effect)
+    store.commands += 1
+    items = store._created(key, list)
+    items.extend(values)
+    return len(items)
+
+
+def sadd(store, effect: SAdd):
+    key, members = effect.key, effect.members
+    if store.down or type(key) is not str or not members or not _all_text(members):
+        return store.execute(effect)
+    store.commands += 1
+    add = store._created(key, RedisSet).add
+    added = 0
+    for member in members:
+        added += add(member)
+    return added
+
+
+def srem(store, effect: SRem):
+    return _remove(store, effect, RedisSet)
+
+
+def zrem(store, effect: ZRem):
+    return _remove(store, effect, SortedSet)
+
+
+def _remove(store, effect: SRem | ZRem, kind: type):
+    key, members = effect.key, effect.members
+    if store.down or type(key) is not str or not members or not _all_text(members):
+        return store.execute(effect)
+    store.commands += 1
+    found = store._typed(key, kind)
+    if found is None:
+        return 0
+    removed = 0
+    for member in members:
+        removed += found.remove(member)
+    if not found:
+        del store.data[key]
+    return removed
+
+
+#: Store effect class -> its direct function ``(store, effect)``.
+FAST: dict[type, Callable[[Any, Any], Any]] = {
+    ZAdd: zadd,
+    HSet: hset,
+    HGetAll: hgetall,
+    RPush: rpush,
+    SAdd: sadd,
+    SRem: srem,
+    ZRem: zrem,
+}
