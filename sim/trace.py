@@ -11,18 +11,23 @@ or by other agents) give different ones.
 The text of an effect comes from a *describer* made once per effect class:
 
 - an effect without fields: its constant text (``Now()``);
-- ``ZAdd`` with float scores: its key and members; the scores go to ``stamps``;
-- ``Transaction``: the texts of its ops (described as above) and its guards' fields;
+- ``ZAdd`` with float scores: its key and members, flat; the scores go to ``stamps``;
+- ``Transaction``: its ops and guards, flat (an op without a flat form by its repr);
 - any other effect: its dataclass repr (without the recursion guard dataclasses wrap
   around it: an effect never contains itself, and the text is the same).
+
+A *flat* text is the effect's name and its string fields joined by control characters,
+without a repr (a container's repr costs about as much per item as a Python call); it
+is used only when every part is a str holding no separator and no newline, so it reads
+back into exactly those parts; otherwise the effect's repr is its text.
 
 Floats go to ``stamps``, a stream of IEEE doubles, because printing a float (the
 shortest digits that read back as it) costs more than the rest of a line, while its 8
 bytes identify it exactly. The two streams are hashed apart and the fingerprint is the
 hash of both digests. Both can be read back: two lines per effect, and each line's text
 says how many doubles it added (one time per effect, then one per score it names).
-Lines never contain a newline: agent names are topics and host names, and texts are
-reprs.
+Lines never contain a newline: agent names are topics and host names, reprs escape
+newlines, and flat texts are checked.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from common.effects import Transaction, ZAdd
+from common.effects import Del, HDel, HSet, RPush, SAdd, SRem, Transaction, ZAdd, ZRem
 
 #: Effects folded into the hashes at once (bounds the pending text to about 1 MB).
 TRACE_BATCH = 4096
@@ -101,14 +106,72 @@ class Trace:
         for score in scores:
             if type(score) is not float:
                 return repr_of(effect)
+        text = _flat(["ZAdd", effect.key, *mapping])
+        if text is None:
+            return repr_of(effect)
         self.stamps.extend(scores)
-        return f"ZAdd {effect.key!r} {tuple(mapping)!r}"
+        return text
 
     def _transaction(self, tx: Transaction) -> str:
+        flat = _flat_transaction(tx)
+        if flat is not None:
+            return flat
         describer = self.describer
         ops = ";".join([describer(type(op))(op) for op in tx.ops])
         guards = repr([(guard.key, guard.field, guard.expected) for guard in tx.guards])
         return f"Transaction [{ops}] {guards}"
+
+
+#: A flat text's separators: between the ops and guards of a transaction, and between
+#: the parts of one. No repr holds them (it escapes control characters).
+_ITEM, _PART = "\x1e", "\x1f"
+
+#: Store op class -> its parts (strings, or a TypeError when one is not): the op's name,
+#: then its fields; a mapping's keys, then its values. The number of parts tells how many.
+_FLAT_OPS: dict[type, Callable[[Any], list[str]]] = {
+    HSet: lambda op: ["HSet", op.key, *op.mapping, *op.mapping.values()],
+    RPush: lambda op: ["RPush", op.key, *op.values],
+    SAdd: lambda op: ["SAdd", op.key, *op.members],
+    SRem: lambda op: ["SRem", op.key, *op.members],
+    ZRem: lambda op: ["ZRem", op.key, *op.members],
+    HDel: lambda op: ["HDel", op.key, *op.fields],
+    Del: lambda op: ["Del", *op.keys],
+}
+
+
+def _flat(parts: list) -> str | None:
+    """``parts`` joined by ``_PART``, or None when one is not a str or holds a separator."""
+    try:
+        text = _PART.join(parts)
+    except TypeError:
+        return None
+    return text if text.count(_PART) == len(parts) - 1 and _ITEM not in text and "\n" not in text else None
+
+
+def _flat_transaction(tx: Transaction) -> str | None:
+    """A transaction's text without a repr: each op and guard as its parts joined by
+    ``_PART`` (an op without a flat form as its repr, one part), the items joined by
+    ``_ITEM``. None when a part is not a str or holds a separator (then the text could
+    not be read back): the caller describes it by reprs."""
+    items = []
+    parts = 0
+    for op in tx.ops:
+        flat = _FLAT_OPS.get(type(op))
+        op_parts = flat(op) if flat is not None else [repr_of(op)]
+        parts += len(op_parts)
+        items.append(op_parts)
+    for guard in tx.guards:
+        expected = guard.expected
+        items.append(["Guard", guard.key, guard.field] if expected is None else
+                     ["Guard=", guard.key, guard.field, expected])
+        parts += len(items[-1])
+    try:
+        text = _ITEM.join([_PART.join(item) for item in items])
+    except TypeError:
+        return None
+    if text.count(_PART) != parts - len(items) or text.count(_ITEM) != len(items) - 1 or "\n" in text:
+        return None
+    return "Transaction" + _ITEM + text
 
 
 def _unguarded_repr(kind: type) -> Describer:
