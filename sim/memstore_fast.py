@@ -3,7 +3,7 @@
 ``MemoryStore.execute`` takes any store effect the way Redis takes a command: the
 ``args`` tuple, the command table, the arity check, every argument converted as redis-py
 would send it. For the commands the main job sends most (heartbeats' ZADD, the instance
-records' HSET, HGETALL and RPUSH, the pools' SADD, SREM and ZREM), a function here reads
+records' HSET, HGET, HGETALL and RPUSH, the pools' SADD, SREM and ZREM), a function here reads
 the effect's fields directly when they already are what Redis would read (str keys,
 members and values; float scores that are not NaN; at least one of each) and otherwise
 hands the effect to ``execute``, so an unusual argument meets exactly Redis's rules and
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from common.effects import HGetAll, HSet, RPush, SAdd, SRem, ZAdd, ZRem
+from common.effects import HGet, HGetAll, HSet, RPush, SAdd, SRem, ZAdd, ZRem
 from sim.memstore_values import RedisSet, SortedSet
 
 
@@ -61,6 +61,15 @@ def hgetall(store, effect: HGetAll):
     store.commands += 1
     fields = store._typed(key, dict)
     return {} if fields is None else dict(fields)
+
+
+def hget(store, effect: HGet):
+    key, name = effect.key, effect.field
+    if store.down or type(key) is not str or type(name) is not str:
+        return store.execute(effect)
+    store.commands += 1
+    fields = store._typed(key, dict)
+    return None if fields is None else fields.get(name)
 
 
 def rpush(store, effect: RPush):
@@ -114,6 +123,7 @@ FAST: dict[type, Callable[[Any, Any], Any]] = {
     ZAdd: zadd,
     HSet: hset,
     HGetAll: hgetall,
+    HGet: hget,
     RPush: rpush,
     SAdd: sadd,
     SRem: srem,

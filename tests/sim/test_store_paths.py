@@ -99,7 +99,7 @@ def odd_command(rng):
     return rng.choice([
         lambda: fx.ZAdd(key, {text: score, **({odd: 1.0} if rng.random() < 0.3 else {})}), lambda: fx.ZAdd(key, {}),
         lambda: fx.HSet(key, {text: odd}), lambda: fx.HSet(key, {odd: text, "f": "g"}), lambda: fx.HSet(key, {}),
-        lambda: fx.HGetAll(key), lambda: fx.RPush(key, members), lambda: fx.SAdd(key, members),
+        lambda: fx.HGetAll(key), lambda: fx.HGet(key, odd), lambda: fx.RPush(key, members), lambda: fx.SAdd(key, members),
         lambda: fx.SRem(key, members), lambda: fx.ZRem(key, members), lambda: fx.SetNX(key, text),
     ])()
 
