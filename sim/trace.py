@@ -75,7 +75,8 @@ class Trace:
         lines, stamps = self.lines, self.stamps
         if lines:
             self._folded += len(lines) // 2
-            self._text.update(("\n".join(lines) + "\n").encode())
+            self._text.update("\n".join(lines).encode())
+            self._text.update(b"\n")
             lines.clear()
         if stamps:
             if sys.byteorder != "little":  # the same bytes on every machine
