@@ -1,7 +1,9 @@
 """Floating (public) addresses: allocated to a project, associated with an instance.
 
 Each network host owns a pool of floating addresses (``nova-manage floating create
-<host> <range>`` in 2010), a Redis SET of free addresses. A project allocates one: in
+<host> <range>`` in 2010): the free ones are a sorted set scored by address, so an
+allocation reads a bounded window of them (ZRANGEBYSCORE ... LIMIT), never the whole
+pool. A project allocates one: in
 one guarded transaction a free address leaves the pool, gets its record and counts
 against the project's ``floating_ips`` quota (HINCRBY, checked against the total it
 returns and given back when over). It associates it with one of its running instances
@@ -32,6 +34,9 @@ from common.effects import (
     SRem,
     Transaction,
     UnbindFloating,
+    ZAdd,
+    ZRangeByScore,
+    ZRem,
 )
 from common.errors import InvalidParameterValue, NoMoreAddresses, NotFound, QuotaExceeded
 
@@ -41,6 +46,11 @@ def floating_addresses(cidr: str) -> tuple[str, ...]:
         return tuple(str(a) for a in ipaddress.ip_network(cidr, strict=True).hosts())
     except ValueError as e:
         raise InvalidParameterValue(f"bad floating range {cidr!r}: {e}") from None
+
+
+def pool_score(address: str) -> int:
+    """An address's score in a host's free pool: the address as a number."""
+    return int(ipaddress.ip_address(address))
 
 
 def create_floating_ips(host: str, cidr: str):
@@ -55,7 +65,7 @@ def create_floating_ips(host: str, cidr: str):
     done = yield Transaction(
         ops=(
             SAdd(keys.floating_addresses(host), fresh),
-            SAdd(keys.floating_available(host), fresh),
+            ZAdd(keys.floating_available(host), {a: pool_score(a) for a in fresh}),
             SAdd(keys.FLOATING_HOSTS, (host,)),
         )
     )
@@ -71,7 +81,7 @@ def give_back(host: str, address: str, project_id: str, extra_ops: tuple = ()):
             Del((keys.floatingip(address),)),
             SRem(keys.project_floatingips(project_id), (address,)),
             HIncrBy(keys.project_usage(project_id), "floating_ips", -1),
-            SAdd(keys.floating_available(host), (address,)),
+            ZAdd(keys.floating_available(host), {address: pool_score(address)}),
             *extra_ops,
         ),
         guards=(
@@ -86,6 +96,9 @@ def give_back(host: str, address: str, project_id: str, extra_ops: tuple = ()):
 #: Free addresses tried by one allocation when others take them first; each try is a
 #: different address, so running out of tries needs that many concurrent allocations.
 MAX_PICKS = 8
+#: Free addresses one allocation reads (the lowest), to choose among: bounded, so an
+#: allocation costs the same in a pool of 100 or 65,000.
+FREE_WINDOW = 4 * MAX_PICKS
 
 
 class FloatingIps:
@@ -107,7 +120,8 @@ class FloatingIps:
                                              webhooks.hooks_read(project_id)))
         if int(used or 0) >= quota:  # refused before looking at the pool, as 2010's API did
             raise QuotaExceeded(f"project {project_id} may hold {quota} floating addresses")
-        free = set((yield SMembers(keys.floating_available(self.host))))
+        window = yield ZRangeByScore(keys.floating_available(self.host), "-inf", "+inf", FREE_WINDOW)
+        free = {address for address, _ in window}
         for _ in range(MAX_PICKS):
             if not free:
                 break
@@ -118,7 +132,7 @@ class FloatingIps:
             events = yield from self._event_ops(record, webhooks.FLOATING_ALLOCATED)
             got = yield Transaction(
                 ops=(
-                    SRem(keys.floating_available(self.host), (address,)),
+                    ZRem(keys.floating_available(self.host), (address,)),
                     HSet(keys.floatingip(address), record),
                     SAdd(keys.project_floatingips(project_id), (address,)),
                     HIncrBy(keys.project_usage(project_id), "floating_ips", 1),

@@ -400,9 +400,14 @@ def i5_requests_settled(s: Snapshot) -> Verdict:
 def _dead_queues(s: Snapshot) -> set[str]:
     """The ``<topic>.<host>`` queues of dead hosts."""
     out = set()
+    dead: dict[str, frozenset[str]] = {}  # per topic: read once, not once per queue
     for queue in s.queues:
         topic, dot, host = queue.partition(".")
-        if dot and host in dead_hosts(s, topic):
+        if not dot:
+            continue
+        if topic not in dead:
+            dead[topic] = dead_hosts(s, topic)
+        if host in dead[topic]:
             out.add(queue)
     return out
 

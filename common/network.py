@@ -43,7 +43,7 @@ import functools
 import ipaddress
 from dataclasses import dataclass
 
-from common import keys, lifecycle, webhooks
+from common import address_sweep, keys, lifecycle, webhooks
 from common.effects import (
     Call,
     Del,
@@ -58,9 +58,8 @@ from common.effects import (
     HSet,
     Now,
     SAdd,
-    SCard,
     SetNX,
-    SMembers,
+    Sleep,
     SPop,
     SRem,
     Transaction,
@@ -83,8 +82,10 @@ RECLAIM_BATCH = 200
 #: (only after a leak sweep returned it while its allocation was stalled: rare).
 MAX_ALLOCATE_ATTEMPTS = 3
 
-#: Leaked addresses one sweep returns per network (same reason as RECLAIM_BATCH).
-SWEEP_BATCH = 200
+#: Seconds a network host gathers allocations into one hosts-file rewrite (a read of the
+#: whole dhcphosts hash and a HUP): at most ~one per window, not one per allocation. A
+#: guest asks for its lease only once booted, tens of seconds later.
+DHCP_BATCH_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,9 @@ class FlatManager(FloatingIps):
         self.held: dict[str, float] = {}
         #: A heartbeat found this host's entry gone: check the store (common.recovery).
         self.store_check_due = False
+        #: Networks with a hosts-file rewrite waiting to read the store: an allocation
+        #: recorded before that read is in it, so its own rewrite can be skipped.
+        self.dhcp_due: set[str] = set()
 
     @property
     def dhcp(self) -> bool:
@@ -288,7 +292,7 @@ class FlatManager(FloatingIps):
     def init_host(self):
         """Start-up of a network worker: rebuild what it serves (after a restart the
         bridges and dnsmasq may be gone); every step is idempotent."""
-        self.served, self.held = set(), {}
+        self.served, self.held, self.dhcp_due = set(), {}, set()
         for spec in self._specs.values():
             owner = yield HGet(keys.network(spec.network_id), "host")
             if owner == self.host:
@@ -357,14 +361,26 @@ class FlatManager(FloatingIps):
         raise NoMoreAddresses(f"network {network_id}: {MAX_ALLOCATE_ATTEMPTS} addresses in a row were taken twice")
 
     def setup_fixed_ip(self, context, network_id: str, address: str = ""):
-        """On the network's host, after an allocation: refresh DHCP (flat: nothing)."""
-        if self.dhcp:
-            yield from self._update_dhcp(self._spec(network_id))
+        """On the network's host, after an allocation (a cast: nobody waits): refresh
+        DHCP (flat: nothing). The allocations of the next ``DHCP_BATCH_SECONDS`` share
+        one rewrite: the first waits, the others find it due and return, and it reads
+        the store after all of them recorded their addresses."""
+        if not self.dhcp:
+            return
+        spec = self._spec(network_id)
+        if network_id in self.dhcp_due:
+            return
+        self.dhcp_due.add(network_id)
+        try:
+            yield Sleep(DHCP_BATCH_SECONDS)
+        finally:
+            self.dhcp_due.discard(network_id)  # before the read: a later allocation needs its own
+        yield from self._update_dhcp(spec)
 
     def _update_dhcp(self, spec):
         lines = yield HGetAll(keys.network_dhcp_hosts(spec.network_id))
         hosts = []
-        for address in sorted(lines, key=ipaddress.ip_address):
+        for address in sorted(lines, key=_address_order):
             mac, _, hostname = lines[address].partition(",")
             hosts.append(DhcpHost(mac, hostname, address))
         yield UpdateDhcp(spec.bridge, spec.gateway, spec.dhcp_start, tuple(hosts))
@@ -486,7 +502,6 @@ class FlatManager(FloatingIps):
                                   guards=(Guard(keys.fixedip(address), "state", state),))
         return reclaimed
 
-
     def sweep_leaked_addresses(self, grace: float):
         """Return to the pool the addresses a crash left nowhere: popped by an
         allocation that died before recording it. An address counts once it has been
@@ -498,36 +513,7 @@ class FlatManager(FloatingIps):
         address is never held twice; ``grace`` only spares it a retry. Cheap when
         nothing is missing: two SCARDs per network. Returns how many it returned.
         """
-        now = float((yield Now()))
-        returned = 0
-        for spec in self._specs.values():
-            nid, suspects = spec.network_id, keys.leak_suspects(spec.network_id)
-            free = yield SCard(keys.available(nid))
-            held = yield SCard(keys.network_fixedips(nid))
-            if free + held >= len(spec.addresses):
-                yield Del((suspects,))
-                continue
-            held_until = yield HGet(keys.network(nid), "held_until")
-            if held_until and float(held_until) > now:
-                continue  # re-created after a loss: its pool is held back on purpose (common.recovery)
-            free_set = set((yield SMembers(keys.available(nid))))
-            held_set = set((yield SMembers(keys.network_fixedips(nid))))
-            missing = [a for a in spec.addresses if a not in free_set and a not in held_set]
-            seen = dict((yield ZRangeByScore(suspects, "-inf", "+inf")))
-            gone = tuple(a for a in seen if a not in missing)
-            if gone:
-                yield ZRem(suspects, gone)
-            new = {a: now for a in missing if a not in seen}
-            if new and grace > 0:
-                yield ZAdd(suspects, new)
-            due = [a for a in missing if now - seen.get(a, now) >= grace][:SWEEP_BATCH]
-            for address in due:
-                done = yield Transaction(
-                    ops=(SAdd(keys.available(nid), (address,)), ZRem(suspects, (address,))),
-                    guards=(Guard(keys.fixedip(address), "address", None),),
-                )
-                returned += done is not None
-        return returned
+        return (yield from address_sweep.sweep(self.specs(), grace))
 
 
 class FlatDHCPManager(FlatManager):
@@ -574,6 +560,14 @@ class VlanManager(FlatDHCPManager):
         spec = self._spec(network_id)
         vlan_interface = yield EnsureVlan(spec.vlan, self.config.bridge_interface)
         yield EnsureBridge(spec.bridge, vlan_interface)
+
+
+def _address_order(address: str) -> tuple[int, ...]:
+    """Numeric address order, without ``ipaddress``'s cost (a hosts file sorts thousands)."""
+    parts = address.split(".")
+    if len(parts) == 4:
+        return (4, *map(int, parts))
+    return (6, int(ipaddress.ip_address(address)))
 
 
 def _prefixlen(spec: NetworkSpec) -> int:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from common import assembly, keys
-from common.effects import HGetAll, SMembers
+from common.effects import HGetAll, SMembers, ZRangeByScore
 from common.invariants import MAX_VIOLATIONS, Verdict
 from real.guests import read_guests
 from real.linux_net.commands import Commands
@@ -79,7 +79,7 @@ class FloatingProbe:
     def _associated(self) -> dict[str, str]:
         host = assembly.FLOATING_HOST
         every = self.store.execute(SMembers(keys.floating_addresses(host)))
-        free = self.store.execute(SMembers(keys.floating_available(host)))
+        free = [a for a, _ in self.store.execute(ZRangeByScore(keys.floating_available(host), "-inf", "+inf"))]
         found = {}
         for address in sorted(set(every) - set(free)):
             record = self.store.execute(HGetAll(keys.floatingip(address)))

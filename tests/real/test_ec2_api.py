@@ -265,14 +265,14 @@ class Cloud:
     def snapshot(self):
         """What bad input must not change."""
         from common import keypairs, keys
-        from common.effects import HGetAll, SCard, SMembers
+        from common.effects import HGetAll, SCard, SMembers, ZRangeByScore
 
         execute = self.store.execute
         networks = sorted(execute(SMembers(keys.NETWORKS)))
         return {
             "instances": execute(SMembers(keys.INSTANCES)),
             "fixed_free": {n: execute(SCard(keys.available(n))) for n in networks},
-            "floating_free": execute(SCard(keys.floating_available("net1"))),
+            "floating_free": len(execute(ZRangeByScore(keys.floating_available("net1"), "-inf", "+inf"))),
             "floating_held": execute(SMembers(keys.project_floatingips(PROJECT))),
             # Counters: a reservation undone leaves "0" where there was nothing.
             "usage": {k: int(v) for k, v in execute(HGetAll(keys.project_usage(PROJECT))).items() if int(v)},

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from common import keys
-from common.effects import SCard
+from common.effects import SCard, ZRangeByScore
 from real.cli import main
 from real.store import RedisStore
 
@@ -41,7 +41,7 @@ def test_floating_create_adds_only_new_addresses(config, capsys):
     assert novalab("manage", "--config", path, "floating", "create", "net1", "4.4.4.0/29") == 0
     assert novalab("manage", "--config", path, "floating", "create", "net1", "4.4.4.0/29") == 0
     assert "added 0" in capsys.readouterr().out
-    assert store.execute(SCard(keys.floating_available("net1"))) == 6
+    assert len(store.execute(ZRangeByScore(keys.floating_available("net1"), "-inf", "+inf"))) == 6
 
 
 def test_floating_create_with_a_bad_range_exits_2(config, capsys):

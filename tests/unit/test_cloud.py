@@ -741,7 +741,7 @@ def test_allocate_address_tries_the_next_host_when_one_pool_is_empty():
 def test_allocate_address_goes_to_a_host_that_owns_floating_addresses(hosts):
     """Each worker allocates from its own pool, so the call goes to one host of floating:hosts (never the
     shared 'network' topic, which a host without floating addresses could take)."""
-    store = TinyStore({keys.FLOATING_HOSTS: set(hosts), **{keys.floating_available(h): {FLOAT} for h in hosts}})
+    store = TinyStore({keys.FLOATING_HOSTS: set(hosts), **{keys.floating_available(h): {FLOAT: 1.0} for h in hosts}})
     effects, _ = drive(cloud().allocate_address(CTX), store)
     assert Choose(tuple(sorted(hosts))) in effects
     calls = [e for e in effects if isinstance(e, Call)]

@@ -1,6 +1,8 @@
 """Floating addresses on the network host: allocate against quota, associate with a running
 instance of the same project (bind + NAT), disassociate, release."""
 
+import ipaddress
+
 import pytest
 from records import IID, KEY, record
 from scripted import finish, run, step
@@ -26,9 +28,12 @@ from common.effects import (
     SRem,
     Transaction,
     UnbindFloating,
+    ZAdd,
+    ZRangeByScore,
+    ZRem,
 )
 from common.errors import InvalidParameterValue, NoMoreAddresses, NotFound, QuotaExceeded
-from common.floating import FloatingIps, create_floating_ips
+from common.floating import FREE_WINDOW, FloatingIps, create_floating_ips, pool_score
 
 CTX = RequestContext("alice", "p1")
 OTHER = RequestContext("bob", "p2")
@@ -59,7 +64,7 @@ def taken(address=FLOAT, project="p1"):
     usage = keys.project_usage(project)
     return Transaction(
         ops=(
-            SRem(keys.floating_available("net1"), (address,)),
+            ZRem(keys.floating_available("net1"), (address,)),
             HSet(keys.floatingip(address), {**allocated(project_id=project), "address": address}),
             SAdd(keys.project_floatingips(project), (address,)),
             HIncrBy(usage, "floating_ips", 1),
@@ -77,19 +82,34 @@ def given_back(address=FLOAT, project="p1"):
             Del((keys.floatingip(address),)),
             SRem(keys.project_floatingips(project), (address,)),
             HIncrBy(usage, "floating_ips", -1),
-            SAdd(keys.floating_available("net1"), (address,)),
+            ZAdd(keys.floating_available("net1"), {address: pool_score(address)}),
         ),
         guards=(Guard(keys.floatingip(address), "project_id", project), Guard(keys.floatingip(address), "instance_id", ""),
                 Guard(keys.floatingip(address), "host", "net1")),
     )
 
 
+def free(*addresses):
+    """A window of the free pool as ZRANGEBYSCORE ... WITHSCORES returns it."""
+    return [(a, float(pool_score(a))) for a in sorted(addresses, key=pool_score)]
+
+
+def test_allocate_reads_a_bounded_window_of_a_large_pool():
+    """A pool of 65,000 free addresses: the allocation reads FREE_WINDOW of them, the lowest."""
+    pool = {str(ipaddress.ip_address(0x04040000 + k)): 0x04040000 + k for k in range(1, 65_000)}
+    store = TinyStore({keys.floating_available("net1"): pool, keys.FLOATING_HOSTS: {"net1"}})
+    effects, address = drive(host().allocate_floating_ip(CTX, "p1", 2), store)
+    window = next(e for e in effects if isinstance(e, ZRangeByScore))
+    assert window.count == FREE_WINDOW and pool_score(address) < 0x04040000 + FREE_WINDOW + 1
+    assert address not in store.data[keys.floating_available("net1")]
+
+
 def test_allocate_takes_the_address_and_the_quota_in_one_transaction():
     """Check the count, read the free pool, choose one, then pool, record and quota change together."""
     gen = host().allocate_floating_ip(CTX, "p1", 2)
     assert step(gen) == Transaction(ops=(HGet(USAGE, "floating_ips"), HGetAll(keys.webhooks("p1"))))
-    assert step(gen, ["1", {}]) == SMembers(keys.floating_available("net1"))
-    assert step(gen, {"4.4.4.3", FLOAT}) == Choose((FLOAT, "4.4.4.3"))
+    assert step(gen, ["1", {}]) == ZRangeByScore(keys.floating_available("net1"), "-inf", "+inf", FREE_WINDOW)
+    assert step(gen, free(FLOAT, "4.4.4.3")) == Choose((FLOAT, "4.4.4.3"))
     assert step(gen, FLOAT) == taken()
     assert finish(gen, [1, 5, 1, 2, 7, 0]) == FLOAT
 
@@ -107,7 +127,7 @@ def test_allocate_over_quota_by_a_race_gives_the_address_back():
     gen = host().allocate_floating_ip(CTX, "p1", 2)
     step(gen)
     step(gen, ["1", {}])
-    step(gen, {FLOAT})
+    step(gen, free(FLOAT))
     step(gen, FLOAT)
     assert step(gen, [1, 5, 1, 3, 7, 0]) == given_back()
     with pytest.raises(QuotaExceeded, match="p1 may hold 2"):
@@ -119,7 +139,7 @@ def test_allocate_picks_another_address_when_one_is_taken_meanwhile():
     gen = host().allocate_floating_ip(CTX, "p1", 2)
     step(gen)
     step(gen, [None, {}])
-    step(gen, {"4.4.4.3", FLOAT})
+    step(gen, free(FLOAT, "4.4.4.3"))
     step(gen, FLOAT)
     assert step(gen, None) == Choose(("4.4.4.3",))
     assert step(gen, "4.4.4.3") == taken("4.4.4.3")
@@ -131,12 +151,12 @@ def test_allocate_from_an_empty_pool_raises_and_writes_nothing():
     step(gen)
     step(gen, [None, {}])
     with pytest.raises(NoMoreAddresses, match="net1"):
-        step(gen, set())
+        step(gen, [])
 
 
 def test_an_allocation_whose_answer_is_lost_leaves_an_allocated_address_and_a_matching_count():
     """The transaction ran but its caller saw a timeout: I7 and I2 still hold (the address is the project's)."""
-    store = TinyStore({keys.floating_available("net1"): {FLOAT}, keys.floating_addresses("net1"): {FLOAT},
+    store = TinyStore({keys.floating_available("net1"): {FLOAT: pool_score(FLOAT)}, keys.floating_addresses("net1"): {FLOAT},
                        keys.FLOATING_HOSTS: {"net1"}})
     gen = host().allocate_floating_ip(CTX, "p1", 2)
     effect = next(gen)
@@ -305,7 +325,7 @@ def test_create_floating_ips_seeds_the_hosts_pool():
     """Every host address of the range is known and free; the host is indexed."""
     store = TinyStore({})
     assert drive(create_floating_ips("net1", "4.4.4.0/29"), store)[1] == 6
-    assert store.data[keys.floating_available("net1")] == {f"4.4.4.{k}" for k in range(1, 7)}
+    assert set(store.data[keys.floating_available("net1")]) == {f"4.4.4.{k}" for k in range(1, 7)}
     assert store.data[keys.FLOATING_HOSTS] == {"net1"}
 
 
@@ -317,7 +337,7 @@ def test_create_floating_ips_reads_the_hosts_addresses_then_adds_only_new_ones_a
     fresh = ("4.4.4.3", "4.4.4.4", "4.4.4.5", "4.4.4.6")
     assert step(gen, {"4.4.4.1", "4.4.4.2"}) == Transaction(ops=(
         SAdd(keys.floating_addresses("net1"), fresh),
-        SAdd(keys.floating_available("net1"), fresh),
+        ZAdd(keys.floating_available("net1"), {a: pool_score(a) for a in fresh}),
         SAdd(keys.FLOATING_HOSTS, ("net1",)),
     ))
     assert finish(gen, [4, 4, 0]) == 4

@@ -24,6 +24,7 @@ from common.effects import (
     SAdd,
     SCard,
     SetNX,
+    Sleep,
     SPop,
     SRem,
     Transaction,
@@ -34,6 +35,7 @@ from common.effects import (
 )
 from common.errors import InvalidParameterValue, NoMoreAddresses, NoMoreNetworks, NotFound
 from common.network import (
+    DHCP_BATCH_SECONDS,
     FLAT,
     FLATDHCP,
     RECLAIM_BATCH,
@@ -698,6 +700,7 @@ def test_reclaim_racing_a_fresh_deallocation_waits_for_the_new_timeout():
 def test_setup_fixed_ip_writes_hosts_sorted_by_address():
     """The hosts file lists the dhcphosts hash by numeric address order, hostname the instance id."""
     gen = manager(FLATDHCP).setup_fixed_ip(CTX, FLAT, "10.0.0.9")
+    assert step(gen) == Sleep(DHCP_BATCH_SECONDS)
     assert step(gen) == HGetAll(keys.network_dhcp_hosts(FLAT))
     update = step(gen, {"10.0.0.10": "02:16:3e:00:00:0a,i-b", "10.0.0.9": "02:16:3e:00:00:09,i-a",
                         "10.0.0.2": "02:16:3e:00:00:02,i-c"})
@@ -707,6 +710,17 @@ def test_setup_fixed_ip_writes_hosts_sorted_by_address():
         DhcpHost("02:16:3e:00:00:0a", "i-b", "10.0.0.10"),
     ))
     assert finish(gen) is None
+
+
+def test_setup_fixed_ip_batches_rewrites_per_network():
+    """Allocations while a rewrite waits share it; one after its read gets its own."""
+    net = manager(FLATDHCP)
+    first = net.setup_fixed_ip(CTX, FLAT, "10.0.0.9")
+    assert step(first) == Sleep(DHCP_BATCH_SECONDS)
+    assert finish(net.setup_fixed_ip(CTX, FLAT, "10.0.0.10")) is None  # covered by the waiting one
+    assert step(first) == HGetAll(keys.network_dhcp_hosts(FLAT))
+    later = net.setup_fixed_ip(CTX, FLAT, "10.0.0.11")
+    assert step(later) == Sleep(DHCP_BATCH_SECONDS)  # the first read already: it waits for its own
 
 
 def test_flat_setup_fixed_ip_does_nothing():
