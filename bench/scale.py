@@ -3,7 +3,7 @@
 Run by hand, never by the test suite:
 
     python bench/scale.py [--sizes 50,500,2000,10000] [--schedulers queue,chance,simple]
-                          [--managers flat,flatdhcp,vlan] [--launches-per-host 2] [--json FILE]
+                          [--managers flat,flatdhcp,vlan] [--launches-per-host 1] [--json FILE]
 
 A matrix: every scheduler x network manager x size. For each cell and size N (hosts),
 scenarios/500-hosts.yaml is scaled with ``common.scenario.with_overrides`` to a constant
@@ -53,9 +53,10 @@ DEFAULT_SCENARIO = ROOT / "scenarios" / "500-hosts.yaml"
 DEFAULT_SIZES = (50, 500, 2000, 10000)
 SCHEDULERS = ("queue", "chance", "simple")
 MANAGERS = ("flat", "flatdhcp", "vlan")
-#: Launches per host. 2 keeps the full default matrix (36 runs, 12,550 hosts per cell)
-#: to about 20 minutes on a 2-core machine once every cell is flat (module README).
-DEFAULT_LAUNCHES_PER_HOST = 2
+#: Launches per host. A host's heartbeats over a run cost ~270 effects whatever k is, a
+#: launch ~70: k = 1 keeps the full default matrix (36 runs, 12,550 hosts per cell) to
+#: about half an hour on a 2-core machine once every cell is flat (bench/README.md).
+DEFAULT_LAUNCHES_PER_HOST = 1
 #: Arrivals per second per host (the base scenario's 5/s over 500 hosts).
 ARRIVALS_PER_HOST = 5 / 500
 #: Fraction of launches that also allocate and associate a floating address (vlan).
