@@ -36,6 +36,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -178,20 +179,26 @@ def simulate_cell(spec: dict) -> dict:
     label = f"{spec['scheduler']}/{spec['manager']} {spec['hosts']:,} hosts"
     requests = scenario.workload.requests
     started = time.perf_counter()
-    last = [started]
+    seen = {"issued": 0, "finished": 0, "now": 0.0}
+    stop = threading.Event()
 
-    def heartbeat(issued, finished, now):
-        t = time.perf_counter()
-        if t - last[0] >= HEARTBEAT:
-            last[0] = t
-            log(f"  {label}: {issued:,}/{requests:,} issued, {finished:,} finished, "
-                f"sim t={now:,.0f} s, {t - started:,.0f} s wall")
+    def progress(issued, finished, now):
+        seen.update(issued=issued, finished=finished, now=now)
 
+    def heartbeat():  # on the wall clock, so a long stretch without progress (the audit) still shows
+        while not stop.wait(HEARTBEAT):
+            log(f"  {label}: {seen['issued']:,}/{requests:,} issued, {seen['finished']:,} finished, "
+                f"sim t={seen['now']:,.0f} s, {time.perf_counter() - started:,.0f} s wall")
+
+    threading.Thread(target=heartbeat, daemon=True).start()
     profiler = cProfile.Profile() if spec.get("profile") else None
     if profiler is not None:
         profiler.enable()
     cpu_started = time.process_time()
-    result = simulate(scenario, spec["seed"], progress=heartbeat)
+    try:
+        result = simulate(scenario, spec["seed"], progress=progress)
+    finally:
+        stop.set()
     cpu = time.process_time() - cpu_started
     if profiler is not None:
         profiler.disable()

@@ -74,9 +74,10 @@ from common.floating import FloatingIps
 FLAT, FLATDHCP, VLAN = "flat", "flatdhcp", "vlan"
 MANAGERS = (FLAT, FLATDHCP, VLAN)
 
-#: Deallocated addresses one reclaim pass returns; the next pass takes the rest, so one
-#: pass never holds a network worker for long.
+#: Deallocated addresses one reclaim read returns, and reads one pass makes at most
+#: (the next pass takes the rest), so one pass never holds a network worker for long.
 RECLAIM_BATCH = 200
+RECLAIM_BATCHES = 50
 
 #: Tries of allocate_fixed_ip when the popped address turns out to be someone else's
 #: (only after a leak sweep returned it while its allocation was stalled: rare).
@@ -485,22 +486,32 @@ class FlatManager(FloatingIps):
 
     def reclaim_fixed_ips(self):
         """Periodic (DHCP managers): addresses deallocated longer than the timeout go
-        back to the pool, in bounded batches. Returns how many it reclaimed."""
+        back to the pool, in batches of RECLAIM_BATCH, up to RECLAIM_BATCHES of them a
+        pass (one batch a pass would cap a cloud's reuse at 200 addresses a period
+        however large it grows). Returns how many it reclaimed."""
         now = yield Now()
-        due = yield ZRangeByScore(keys.DEALLOCATED, "-inf", repr(now - self.config.disassociate_timeout), RECLAIM_BATCH)
+        cutoff = repr(now - self.config.disassociate_timeout)
         reclaimed = 0
-        for address, since in due:
-            nid = self._network_of(address)
-            # Guarded on the deallocation we read: a fresher one waits its own timeout.
-            if (yield from self._to_pool(address, nid, Guard(keys.fixedip(address), "state", "deallocated"),
-                                         Guard(keys.fixedip(address), "deallocated_at", repr(since)))):
-                reclaimed += 1
-                continue
-            state = yield HGet(keys.fixedip(address), "state")
-            if state != "deallocated":  # handed out again meanwhile: drop the stale entry
-                yield Transaction(ops=(ZRem(keys.DEALLOCATED, (address,)),),
-                                  guards=(Guard(keys.fixedip(address), "state", state),))
+        for _ in range(RECLAIM_BATCHES):
+            due = yield ZRangeByScore(keys.DEALLOCATED, "-inf", cutoff, RECLAIM_BATCH)
+            for address, since in due:
+                reclaimed += yield from self._reclaim(address, since)
+            if len(due) < RECLAIM_BATCH:
+                break
         return reclaimed
+
+    def _reclaim(self, address: str, since: float):
+        """-> 1 when ``address``, deallocated at ``since``, went back to its pool."""
+        nid = self._network_of(address)
+        # Guarded on the deallocation we read: a fresher one waits its own timeout.
+        if (yield from self._to_pool(address, nid, Guard(keys.fixedip(address), "state", "deallocated"),
+                                     Guard(keys.fixedip(address), "deallocated_at", repr(since)))):
+            return 1
+        state = yield HGet(keys.fixedip(address), "state")
+        if state != "deallocated":  # handed out again meanwhile: drop the stale entry
+            yield Transaction(ops=(ZRem(keys.DEALLOCATED, (address,)),),
+                              guards=(Guard(keys.fixedip(address), "state", state),))
+        return 0
 
     def sweep_leaked_addresses(self, grace: float):
         """Return to the pool the addresses a crash left nowhere: popped by an

@@ -630,6 +630,20 @@ def test_reclaim_returns_due_addresses_in_one_batch():
     assert finish(gen, [1] * 6) == 2
 
 
+def test_reclaim_reads_another_batch_after_a_full_one():
+    """A full batch means more may be due: the pass reads again, up to RECLAIM_BATCHES reads."""
+    gen = manager(FLATDHCP, fixed_range="10.0.0.0/23", disassociate_timeout=600.0).reclaim_fixed_ips()
+    step(gen)
+    read = ZRangeByScore(keys.DEALLOCATED, "-inf", "400.0", RECLAIM_BATCH)
+    assert step(gen, 1000.0) == read
+    full = [(f"10.0.{k // 250}.{k % 250 + 2}", 100.0) for k in range(RECLAIM_BATCH)]
+    step(gen, full)
+    for _ in range(RECLAIM_BATCH - 1):
+        step(gen, [1] * 6)
+    assert step(gen, [1] * 6) == read  # the second read
+    assert finish(gen, []) == RECLAIM_BATCH
+
+
 @pytest.mark.parametrize("state", ["allocated", "leased", None], ids=["allocated", "leased", "gone"])
 def test_reclaim_drops_an_address_reallocated_meanwhile(state):
     """An address no longer deallocated is not freed, only dropped from the waiting set, guarded on the
