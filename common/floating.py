@@ -56,19 +56,19 @@ def pool_score(address: str) -> int:
 def create_floating_ips(host: str, cidr: str):
     """Add the addresses of ``cidr`` that ``host`` does not have yet to its pool, in one
     transaction (addresses it already has, free or allocated, are left as they are).
-    Returns how many were new."""
+    Returns how many were new. A free pool that an older store keeps as a set moves into
+    the sorted one first, so upgrading a site loses no free address."""
     addresses = floating_addresses(cidr)
     known = yield SMembers(keys.floating_addresses(host))
+    legacy = yield SMembers(keys.legacy_floating_available(host))
     fresh = tuple(a for a in addresses if a not in known)
-    if not fresh:
+    if not fresh and not legacy:
         return 0
-    done = yield Transaction(
-        ops=(
-            SAdd(keys.floating_addresses(host), fresh),
-            ZAdd(keys.floating_available(host), {a: pool_score(a) for a in fresh}),
-            SAdd(keys.FLOATING_HOSTS, (host,)),
-        )
-    )
+    moved = (ZAdd(keys.floating_available(host), {a: pool_score(a) for a in legacy}),
+             Del((keys.legacy_floating_available(host),))) if legacy else ()
+    added = (SAdd(keys.floating_addresses(host), fresh),
+             ZAdd(keys.floating_available(host), {a: pool_score(a) for a in fresh})) if fresh else ()
+    done = yield Transaction(ops=(*moved, *added, SAdd(keys.FLOATING_HOSTS, (host,))))
     return len(fresh) if done is not None else 0
 
 

@@ -40,7 +40,7 @@ key                                type    contents
                                            when; reclaimed after the lease timeout
 ``floating:hosts``                 set     network hosts that own floating addresses
 ``floating:<host>:addresses``      set     every floating address of a host
-``floating:<host>:available``      set     its free floating addresses (SPOP)
+``floating:<host>:free``           zset    its free floating addresses, scored by address
 ``floatingip:<address>``           hash    host, project_id, instance_id, fixed_ip
 ``project:<pid>:floatingips``      set     floating addresses a project holds
 ``heartbeats:<topic>``             zset    host -> time of its last heartbeat
@@ -174,6 +174,11 @@ def floating_addresses(host: str) -> str:
 
 
 def floating_available(host: str) -> str:
+    return f"floating:{host}:free"
+
+
+def legacy_floating_available(host: str) -> str:
+    """The free pool as a set, as stores written before it became a sorted set hold it."""
     return f"floating:{host}:available"
 
 

@@ -334,8 +334,9 @@ def test_create_floating_ips_reads_the_hosts_addresses_then_adds_only_new_ones_a
     and the host to floating:hosts; returns how many were new."""
     gen = create_floating_ips("net1", "4.4.4.0/29")
     assert step(gen) == SMembers(keys.floating_addresses("net1"))
+    assert step(gen, {"4.4.4.1", "4.4.4.2"}) == SMembers(keys.legacy_floating_available("net1"))
     fresh = ("4.4.4.3", "4.4.4.4", "4.4.4.5", "4.4.4.6")
-    assert step(gen, {"4.4.4.1", "4.4.4.2"}) == Transaction(ops=(
+    assert step(gen, set()) == Transaction(ops=(
         SAdd(keys.floating_addresses("net1"), fresh),
         ZAdd(keys.floating_available("net1"), {a: pool_score(a) for a in fresh}),
         SAdd(keys.FLOATING_HOSTS, ("net1",)),
@@ -345,8 +346,18 @@ def test_create_floating_ips_reads_the_hosts_addresses_then_adds_only_new_ones_a
 
 def test_create_floating_ips_of_a_known_range_writes_nothing():
     """Every address already known (free or allocated): no transaction, 0."""
-    effects, result = run(create_floating_ips("net1", "4.4.4.0/30"), {"4.4.4.1", "4.4.4.2"})
-    assert effects == [SMembers(keys.floating_addresses("net1"))] and result == 0
+    effects, result = run(create_floating_ips("net1", "4.4.4.0/30"), {"4.4.4.1", "4.4.4.2"}, set())
+    assert effects == [SMembers(keys.floating_addresses("net1")), SMembers(keys.legacy_floating_available("net1"))]
+    assert result == 0
+
+
+def test_create_floating_ips_moves_an_older_stores_free_set_into_the_sorted_pool():
+    """A store written when the free pool was a set keeps every free address after an upgrade."""
+    store = TinyStore({keys.floating_addresses("net1"): {"4.4.4.1", "4.4.4.2"},
+                       keys.legacy_floating_available("net1"): {"4.4.4.2"}})
+    assert drive(create_floating_ips("net1", "4.4.4.0/30"), store)[1] == 0
+    assert set(store.data[keys.floating_available("net1")]) == {"4.4.4.2"}
+    assert keys.legacy_floating_available("net1") not in store.data
 
 
 def test_create_floating_ips_of_a_wider_range_keeps_allocated_addresses_out_of_the_pool():
