@@ -342,6 +342,10 @@ class SimRuntime:
     def now(self) -> float:
         return float(self.env.now)  # SimPy's clock stays an int until a fractional delay
 
+    def now_handler(self, agent, effect) -> float:
+        """``Now``'s handler in ``drive`` (``Now.bind``): ``now()`` in one call."""
+        return float(self.env.now)
+
     def sleep(self, seconds: float):
         yield self.env.timeout(seconds)
 

@@ -140,9 +140,10 @@ class StoreFront:
             self.commands += 1
             self.unavailable("batch")
         results, error = [], None
+        executor = self.executor
         for op in batch.ops:
             try:
-                results.append(self.execute(op))
+                results.append(executor(type(op))(op))
             except ResponseError as e:
                 error = error or e
         if error is not None:

@@ -12,7 +12,8 @@ The text of an effect comes from a *describer* made once per effect class:
 
 - an effect without fields: its constant text (``Now()``);
 - ``ZAdd`` with float scores: its key and members, flat; the scores go to ``stamps``;
-- ``Transaction``: its ops and guards, flat (an op without a flat form by its repr);
+- ``Transaction`` and ``Batch``: their ops (and guards), flat (a ZAdd's scores to
+  ``stamps``; an op without a flat form by its repr);
 - any other effect: its dataclass repr (without the recursion guard dataclasses wrap
   around it: an effect never contains itself, and the text is the same).
 
@@ -39,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from common.effects import Del, HDel, HSet, RPush, SAdd, SRem, Transaction, ZAdd, ZRem
+from common.effects import Batch, Del, HDel, HSet, RPush, SAdd, SRem, Transaction, ZAdd, ZRem
 
 #: Effects folded into the hashes at once (bounds the pending text to about 1 MB).
 TRACE_BATCH = 4096
@@ -96,17 +97,20 @@ class Trace:
             return self._zadd
         if kind is Transaction:
             return self._transaction
+        if kind is Batch:
+            return self._batch
         if is_dataclass(kind) and not fields(kind):
             text = f"{kind.__qualname__}()"
-            return lambda effect: text
+            # str.format of a text without braces is that text, whatever it is given: the
+            # describer of the commonest effect (Now) without a Python call.
+            return text.format if "{" not in text and "}" not in text else lambda effect: text
         return _unguarded_repr(kind)
 
     def _zadd(self, effect: ZAdd) -> str:
         mapping = effect.mapping
         scores = tuple(mapping.values())
-        for score in scores:
-            if type(score) is not float:
-                return repr_of(effect)
+        if not _all_floats(scores):
+            return repr_of(effect)
         text = _flat(["ZAdd", effect.key, *mapping])
         if text is None:
             return repr_of(effect)
@@ -114,13 +118,52 @@ class Trace:
         return text
 
     def _transaction(self, tx: Transaction) -> str:
-        flat = _flat_transaction(tx)
+        flat = self._flat_ops("Transaction", tx.ops, tx.guards)
         if flat is not None:
             return flat
         describer = self.describer
         ops = ";".join([describer(type(op))(op) for op in tx.ops])
         guards = repr([(guard.key, guard.field, guard.expected) for guard in tx.guards])
         return f"Transaction [{ops}] {guards}"
+
+    def _batch(self, batch: Batch) -> str:
+        flat = self._flat_ops("Batch", batch.ops, ())
+        return repr_of(batch) if flat is None else flat
+
+    def _flat_ops(self, name: str, ops: tuple, guards: tuple) -> str | None:
+        """A transaction's or batch's text without a repr: each op and guard as its parts
+        joined by ``_PART`` (a ZAdd with float scores as its key and members, its scores
+        to ``stamps``; an op without a flat form as its repr, one part), the items joined
+        by ``_ITEM``. None when a part is not a str or holds a separator (then the text
+        could not be read back): the caller describes it by reprs."""
+        items = []
+        scores: list[float] = []
+        parts = 0
+        for op in ops:
+            flat = _FLAT_OPS.get(type(op))
+            if flat is not None:
+                op_parts = flat(op)
+            elif type(op) is ZAdd and _all_floats(op.mapping.values()):
+                op_parts = ["ZAdd", op.key, *op.mapping]
+                scores += op.mapping.values()
+            else:
+                op_parts = [repr_of(op)]
+            parts += len(op_parts)
+            items.append(op_parts)
+        for guard in guards:
+            expected = guard.expected
+            items.append(["Guard", guard.key, guard.field] if expected is None else
+                         ["Guard=", guard.key, guard.field, expected])
+            parts += len(items[-1])
+        try:
+            text = _ITEM.join([_PART.join(item) for item in items])
+        except TypeError:
+            return None
+        if text.count(_PART) != parts - len(items) or text.count(_ITEM) != len(items) - 1 or "\n" in text:
+            return None
+        if scores:
+            self.stamps.extend(scores)
+        return name + _ITEM + text
 
 
 #: A flat text's separators: between the ops and guards of a transaction, and between
@@ -149,30 +192,11 @@ def _flat(parts: list) -> str | None:
     return text if text.count(_PART) == len(parts) - 1 and _ITEM not in text and "\n" not in text else None
 
 
-def _flat_transaction(tx: Transaction) -> str | None:
-    """A transaction's text without a repr: each op and guard as its parts joined by
-    ``_PART`` (an op without a flat form as its repr, one part), the items joined by
-    ``_ITEM``. None when a part is not a str or holds a separator (then the text could
-    not be read back): the caller describes it by reprs."""
-    items = []
-    parts = 0
-    for op in tx.ops:
-        flat = _FLAT_OPS.get(type(op))
-        op_parts = flat(op) if flat is not None else [repr_of(op)]
-        parts += len(op_parts)
-        items.append(op_parts)
-    for guard in tx.guards:
-        expected = guard.expected
-        items.append(["Guard", guard.key, guard.field] if expected is None else
-                     ["Guard=", guard.key, guard.field, expected])
-        parts += len(items[-1])
-    try:
-        text = _ITEM.join([_PART.join(item) for item in items])
-    except TypeError:
-        return None
-    if text.count(_PART) != parts - len(items) or text.count(_ITEM) != len(items) - 1 or "\n" in text:
-        return None
-    return "Transaction" + _ITEM + text
+def _all_floats(values) -> bool:
+    for value in values:  # noqa: SIM110 (a loop costs less than all() over a generator)
+        if type(value) is not float:
+            return False
+    return True
 
 
 def _unguarded_repr(kind: type) -> Describer:

@@ -21,7 +21,11 @@ class Now(RuntimeEffect):
 
     @classmethod
     def bind(cls, performer: Any) -> Callable[[Any, Any], Any]:
-        # The commonest effect (a heartbeat, every transition): one call, not three.
+        # The commonest effect (a heartbeat, every transition): one call, not three; a
+        # performer may offer that call itself, already taking (agent, effect).
+        handler = getattr(performer, "now_handler", None)
+        if handler is not None:
+            return handler
         now = performer.now
         return lambda agent, effect: now()
 

@@ -25,6 +25,11 @@ DIFFERENT = [
     (fx.Transaction(ops=(fx.RPush("k", ("1",)),)), fx.Transaction(ops=(fx.RPush("k", (1,)),))),  # type: ignore[arg-type]
     (fx.Transaction(ops=(fx.HIncrBy("k", "f", 1),)), fx.Transaction(ops=(fx.HIncrBy("k", "f", 2),))),
     (fx.Now(), fx.NewId("i")),
+    (fx.Batch((fx.ZAdd("z", {"h": 1.0}), fx.HGet("p", "h"))), fx.Batch((fx.ZAdd("z", {"h": 2.0}), fx.HGet("p", "h")))),
+    (fx.Batch((fx.ZAdd("z", {"h": 1.0}),)), fx.Batch((fx.ZAdd("z", {"h": 1}),))),
+    (fx.Batch((fx.ZAdd("z", {"h": 1.0}),)), fx.Transaction(ops=(fx.ZAdd("z", {"h": 1.0}),))),
+    (fx.Batch((fx.ZAdd("z", {"a": 1.0, "b": 2.0}),)), fx.Batch((fx.ZAdd("z", {"a": 1.0}), fx.ZAdd("b", {})))),
+    (fx.Batch((fx.HGet("p", "h"),)), fx.Batch((fx.HGet("p", "g"),))),
 ]
 
 
