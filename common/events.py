@@ -2,7 +2,10 @@
 
 from dataclasses import dataclass
 
+from common.effects.quick_init import quick_init
 
+
+@quick_init  # one per transition: the cheaper __init__ of the effects
 @dataclass(frozen=True)
 class InstanceStateChanged:
     instance_id: str
@@ -12,6 +15,7 @@ class InstanceStateChanged:
     host: str = ""
 
 
+@quick_init
 @dataclass(frozen=True)
 class RequestRejected:
     """An API request refused before anything was created."""

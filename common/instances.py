@@ -113,20 +113,22 @@ def transition(record: dict, event: str, fields: dict | None = None, extra_ops: 
         extra_ops = (*extra_ops, ZRem(keys.BUILDING, (instance_id,)))
     if record.get(webhooks.MARK) and dst in webhooks.INSTANCE_EVENTS:
         extra_ops = (*extra_ops, *(yield from _event_ops({**record, **(fields or {})}, current, dst, now)))
+    key, fields = keys.instance(instance_id), fields or {}
+    guards = [Guard(key, "state", current)]
+    for name in GUARDED_FIELDS:  # a loop, not a generator: one transition per state change
+        if name in record:
+            guards.append(Guard(key, name, record[name]))
     done = yield Transaction(
         ops=(
-            HSet(keys.instance(instance_id), {"state": dst, "updated_at": repr(now), **(fields or {})}),
+            HSet(key, {"state": dst, "updated_at": repr(now), **fields}),
             RPush(keys.transitions(instance_id), (lifecycle.encode_transition(current, dst, now),)),
             *extra_ops,
         ),
-        guards=(
-            Guard(keys.instance(instance_id), "state", current),
-            *(Guard(keys.instance(instance_id), name, record[name]) for name in GUARDED_FIELDS if name in record),
-        ),
+        guards=tuple(guards),
     )
     if done is None:
         return None
-    host = (fields or {}).get("host", record.get("host", ""))
+    host = fields.get("host", record.get("host", ""))
     yield Record(InstanceStateChanged(instance_id, current, dst, now, host))
     return dst
 

@@ -94,10 +94,14 @@ def envelope(method: str, args: Mapping[str, Any], context=None, msg_id: str | N
     return message
 
 
+#: The wire form's encoder, made once: ``json.dumps`` with options builds one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def encode(message: dict) -> str:
     """The wire form. Raises PoisonMessage for what JSON cannot carry."""
     try:
-        body = json.dumps(message, separators=(",", ":"), sort_keys=True)
+        body = _ENCODER.encode(message)
     except (TypeError, ValueError) as e:
         raise PoisonMessage(f"message is not JSON-serialisable: {e}") from None
     if len(body) > MAX_BODY_BYTES:
@@ -200,7 +204,7 @@ def poison_body(body: str, kind: str) -> bytes:
 
 def encode_unchecked(message: dict) -> bytes:
     """The wire form without the body limit: only for building poison on purpose."""
-    return json.dumps(message, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return _ENCODER.encode(message).encode("utf-8")
 
 
 def reply(result=None, failure: BaseException | None = None) -> dict:

@@ -98,17 +98,12 @@ class MemoryStore(StoreFront):
         super().__init__()
         self.data: dict[str, Any] = {}
         self.rng = random.Random(seed)
-        #: Store effect class -> the function running it (``executor``).
-        self._executors: dict[type, Callable[[Any], Any]] = {}
 
-    def executor(self, kind: type) -> Callable[[Any], Any]:
+    def make_executor(self, kind: type) -> Callable[[Any], Any]:
         """The hot commands read straight from their effects (``sim.memstore_fast``);
         the others through ``execute``."""
-        run = self._executors.get(kind)
-        if run is None:
-            fast = FAST.get(kind)
-            run = self._executors[kind] = self.execute if fast is None else partial(fast, self)
-        return run
+        fast = FAST.get(kind)
+        return self.execute if fast is None else partial(fast, self)
 
     def execute(self, command):
         self.commands += 1

@@ -7,9 +7,10 @@ records' HSET, HGET, HGETALL and RPUSH, the pools' SADD, SREM and ZREM), a funct
 the effect's fields directly when they already are what Redis would read (str keys,
 members and values; float scores that are not NaN; at least one of each) and otherwise
 hands the effect to ``execute``, so an unusual argument meets exactly Redis's rules and
-errors. Each function counts the command and honours the outage switch as ``execute``
-does; ``tests/unit/test_memstore_fast.py`` holds the two paths to the same answers,
-errors and store contents.
+errors (a key of another type too: ``execute`` raises WRONGTYPE). Each function
+counts the command and honours the outage switch as ``execute`` does;
+``tests/sim/test_store_paths.py`` holds the two paths to the same answers, errors and
+store contents.
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ def zadd(store, effect: ZAdd):
     for member, score in mapping.items():
         if type(member) is not str or type(score) is not float or score != score:
             return store.execute(effect)
+    zset = store.data.get(key)
+    if type(zset) is not SortedSet:
+        if zset is not None:  # WRONGTYPE, raised as execute raises it
+            return store.execute(effect)
+        zset = store.data[key] = SortedSet()
     store.commands += 1
-    zset = store._created(key, SortedSet)
     before = len(zset.scores)
     for member, score in mapping.items():
         zset.set(member, score)
@@ -47,8 +52,12 @@ def hset(store, effect: HSet):
     key, mapping = effect.key, effect.mapping
     if store.down or type(key) is not str or not mapping or not _all_text(mapping) or not _all_text(mapping.values()):
         return store.execute(effect)
+    fields = store.data.get(key)
+    if type(fields) is not dict:
+        if fields is not None:
+            return store.execute(effect)
+        fields = store.data[key] = {}
     store.commands += 1
-    fields = store._created(key, dict)
     before = len(fields)
     fields.update(mapping)
     return len(fields) - before
@@ -58,18 +67,28 @@ def hgetall(store, effect: HGetAll):
     key = effect.key
     if store.down or type(key) is not str:
         return store.execute(effect)
+    fields = store.data.get(key)
+    if fields is None:
+        store.commands += 1
+        return {}
+    if type(fields) is not dict:
+        return store.execute(effect)
     store.commands += 1
-    fields = store._typed(key, dict)
-    return {} if fields is None else dict(fields)
+    return dict(fields)
 
 
 def hget(store, effect: HGet):
     key, name = effect.key, effect.field
     if store.down or type(key) is not str or type(name) is not str:
         return store.execute(effect)
+    fields = store.data.get(key)
+    if fields is None:
+        store.commands += 1
+        return None
+    if type(fields) is not dict:
+        return store.execute(effect)
     store.commands += 1
-    fields = store._typed(key, dict)
-    return None if fields is None else fields.get(name)
+    return fields.get(name)
 
 
 def rpush(store, effect: RPush):

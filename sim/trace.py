@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from common.effects import Batch, Del, HDel, HSet, RPush, SAdd, SRem, Transaction, ZAdd, ZRem
+from common import effects as fx
 
 #: Effects folded into the hashes at once (bounds the pending text to about 1 MB).
 TRACE_BATCH = 4096
@@ -93,20 +93,18 @@ class Trace:
         return describe
 
     def _make_describer(self, kind: type) -> Describer:
-        if kind is ZAdd:
+        if kind is fx.ZAdd:
             return self._zadd
-        if kind is Transaction:
+        if kind is fx.Transaction:
             return self._transaction
-        if kind is Batch:
+        if kind is fx.Batch:
             return self._batch
         if is_dataclass(kind) and not fields(kind):
             text = f"{kind.__qualname__}()"
-            # str.format of a text without braces is that text, whatever it is given: the
-            # describer of the commonest effect (Now) without a Python call.
-            return text.format if "{" not in text and "}" not in text else lambda effect: text
+            return lambda effect: text
         return _unguarded_repr(kind)
 
-    def _zadd(self, effect: ZAdd) -> str:
+    def _zadd(self, effect: fx.ZAdd) -> str:
         mapping = effect.mapping
         scores = tuple(mapping.values())
         if not _all_floats(scores):
@@ -117,7 +115,7 @@ class Trace:
         self.stamps.extend(scores)
         return text
 
-    def _transaction(self, tx: Transaction) -> str:
+    def _transaction(self, tx: fx.Transaction) -> str:
         flat = self._flat_ops("Transaction", tx.ops, tx.guards)
         if flat is not None:
             return flat
@@ -126,7 +124,7 @@ class Trace:
         guards = repr([(guard.key, guard.field, guard.expected) for guard in tx.guards])
         return f"Transaction [{ops}] {guards}"
 
-    def _batch(self, batch: Batch) -> str:
+    def _batch(self, batch: fx.Batch) -> str:
         flat = self._flat_ops("Batch", batch.ops, ())
         return repr_of(batch) if flat is None else flat
 
@@ -139,26 +137,30 @@ class Trace:
         items = []
         scores: list[float] = []
         parts = 0
-        for op in ops:
-            flat = _FLAT_OPS.get(type(op))
-            if flat is not None:
-                op_parts = flat(op)
-            elif type(op) is ZAdd and _all_floats(op.mapping.values()):
-                op_parts = ["ZAdd", op.key, *op.mapping]
-                scores += op.mapping.values()
-            else:
-                op_parts = [repr_of(op)]
-            parts += len(op_parts)
-            items.append(op_parts)
-        for guard in guards:
-            expected = guard.expected
-            items.append(["Guard", guard.key, guard.field] if expected is None else
-                         ["Guard=", guard.key, guard.field, expected])
-            parts += len(items[-1])
+        flat_ops, join = _FLAT_OPS.get, _PART.join
         try:
-            text = _ITEM.join([_PART.join(item) for item in items])
-        except TypeError:
+            for op in ops:
+                flat = flat_ops(type(op))
+                if flat is not None:
+                    op_parts = flat(op)
+                elif type(op) is fx.ZAdd and _all_floats(op.mapping.values()):
+                    op_parts = ["ZAdd", op.key, *op.mapping]
+                    scores += op.mapping.values()
+                else:
+                    op_parts = [repr_of(op)]
+                parts += len(op_parts)
+                items.append(join(op_parts))
+            for guard in guards:
+                expected = guard.expected
+                if expected is None:
+                    items.append(join(("Guard", guard.key, guard.field)))
+                    parts += 3
+                else:
+                    items.append(join(("Guard=", guard.key, guard.field, expected)))
+                    parts += 4
+        except TypeError:  # a part that is not a str
             return None
+        text = _ITEM.join(items)
         if text.count(_PART) != parts - len(items) or text.count(_ITEM) != len(items) - 1 or "\n" in text:
             return None
         if scores:
@@ -173,13 +175,22 @@ _ITEM, _PART = "\x1e", "\x1f"
 #: Store op class -> its parts (strings, or a TypeError when one is not): the op's name,
 #: then its fields; a mapping's keys, then its values. The number of parts tells how many.
 _FLAT_OPS: dict[type, Callable[[Any], list[str]]] = {
-    HSet: lambda op: ["HSet", op.key, *op.mapping, *op.mapping.values()],
-    RPush: lambda op: ["RPush", op.key, *op.values],
-    SAdd: lambda op: ["SAdd", op.key, *op.members],
-    SRem: lambda op: ["SRem", op.key, *op.members],
-    ZRem: lambda op: ["ZRem", op.key, *op.members],
-    HDel: lambda op: ["HDel", op.key, *op.fields],
-    Del: lambda op: ["Del", *op.keys],
+    fx.HSet: lambda op: ["HSet", op.key, *op.mapping, *op.mapping.values()],
+    fx.RPush: lambda op: ["RPush", op.key, *op.values],
+    fx.SAdd: lambda op: ["SAdd", op.key, *op.members],
+    fx.SRem: lambda op: ["SRem", op.key, *op.members],
+    fx.ZRem: lambda op: ["ZRem", op.key, *op.members],
+    fx.HDel: lambda op: ["HDel", op.key, *op.fields],
+    fx.Del: lambda op: ["Del", *op.keys],
+    fx.Get: lambda op: ["Get", op.key],
+    fx.SetNX: lambda op: ["SetNX", op.key, op.value],
+    fx.HGet: lambda op: ["HGet", op.key, op.field],
+    fx.HGetAll: lambda op: ["HGetAll", op.key],
+    fx.SMembers: lambda op: ["SMembers", op.key],
+    fx.SCard: lambda op: ["SCard", op.key],
+    fx.SPop: lambda op: ["SPop", op.key],
+    fx.ZScore: lambda op: ["ZScore", op.key, op.member],
+    fx.ZMScore: lambda op: ["ZMScore", op.key, *op.members],
 }
 
 

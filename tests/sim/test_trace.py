@@ -30,6 +30,9 @@ DIFFERENT = [
     (fx.Batch((fx.ZAdd("z", {"h": 1.0}),)), fx.Transaction(ops=(fx.ZAdd("z", {"h": 1.0}),))),
     (fx.Batch((fx.ZAdd("z", {"a": 1.0, "b": 2.0}),)), fx.Batch((fx.ZAdd("z", {"a": 1.0}), fx.ZAdd("b", {})))),
     (fx.Batch((fx.HGet("p", "h"),)), fx.Batch((fx.HGet("p", "g"),))),
+    (fx.Batch((fx.HGet("p", "h"),)), fx.Batch((fx.ZScore("p", "h"),))),
+    (fx.Batch((fx.SCard("p"),)), fx.Batch((fx.SMembers("p"),))),
+    (fx.Transaction(ops=(fx.SetNX("k", "v"),)), fx.Transaction(ops=(fx.SetNX("k", "w"),))),
 ]
 
 
