@@ -3,7 +3,8 @@
 ``MemoryStore.execute`` takes any store effect the way Redis takes a command: the
 ``args`` tuple, the command table, the arity check, every argument converted as redis-py
 would send it. For the commands the main job sends most (heartbeats' ZADD, the instance
-records' HSET, HGET, HGETALL and RPUSH, the pools' SADD, SREM and ZREM), a function here reads
+records' HSET, HGET, HGETALL and RPUSH, the pools' SADD, SREM and ZREM, the usage
+counters' HINCRBY and ZINCRBY), a function here reads
 the effect's fields directly when they already are what Redis would read (str keys,
 members and values; float scores that are not NaN; at least one of each) and otherwise
 hands the effect to ``execute``, so an unusual argument meets exactly Redis's rules and
@@ -18,8 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from common.effects import HGet, HGetAll, HSet, RPush, SAdd, SRem, ZAdd, ZRem
-from sim.memstore_values import RedisSet, SortedSet
+from redis.exceptions import ResponseError
+
+from common.effects import HGet, HGetAll, HIncrBy, HSet, RPush, SAdd, SRem, ZAdd, ZIncrBy, ZRem
+from sim.memstore_values import INT64, RedisSet, SortedSet, integer
 
 
 def _all_text(values) -> bool:
@@ -137,6 +140,52 @@ def _remove(store, effect: SRem | ZRem, kind: type):
     return removed
 
 
+#: The integers a double holds exactly: a ZINCRBY amount past them goes through ``execute``.
+_EXACT = 2**53
+
+
+def hincrby(store, effect: HIncrBy):
+    key, name, amount = effect.key, effect.field, effect.amount
+    if store.down or type(key) is not str or type(name) is not str or type(amount) is not int:
+        return store.execute(effect)
+    fields = store.data.get(key)
+    current = 0
+    if fields is not None:
+        if type(fields) is not dict:
+            return store.execute(effect)
+        value = fields.get(name)
+        if value is not None:
+            try:
+                current = integer(value)
+            except ResponseError:
+                return store.execute(effect)
+    total = current + amount
+    if not INT64[0] <= amount <= INT64[1] or not INT64[0] <= total <= INT64[1]:
+        return store.execute(effect)
+    if fields is None:
+        fields = store.data[key] = {}
+    store.commands += 1
+    fields[name] = str(total)
+    return total
+
+
+def zincrby(store, effect: ZIncrBy):
+    key, amount, member = effect.key, effect.amount, effect.member
+    kind = type(amount)
+    if store.down or type(key) is not str or type(member) is not str or not (
+            (kind is int and -_EXACT <= amount <= _EXACT) or (kind is float and amount - amount == 0.0)):
+        return store.execute(effect)  # also a NaN or infinite amount
+    zset = store.data.get(key)
+    if type(zset) is not SortedSet:
+        if zset is not None:
+            return store.execute(effect)
+        zset = store.data[key] = SortedSet()
+    score = amount + zset.scores.get(member, 0.0)
+    store.commands += 1
+    zset.set(member, score)
+    return score
+
+
 #: Store effect class -> its direct function ``(store, effect)``.
 FAST: dict[type, Callable[[Any, Any], Any]] = {
     ZAdd: zadd,
@@ -147,4 +196,6 @@ FAST: dict[type, Callable[[Any, Any], Any]] = {
     SAdd: sadd,
     SRem: srem,
     ZRem: zrem,
+    HIncrBy: hincrby,
+    ZIncrBy: zincrby,
 }
