@@ -22,11 +22,23 @@ class Effect:
         """-> ``handler(agent, effect)`` performing effects of this class with
         ``performer``: what a runtime's table calls. Hot effects override it to skip
         a call."""
+        return _through_perform_with(performer)
 
-        def handler(agent: Any, effect: Effect) -> Any:
-            return effect.perform_with(performer, agent)
 
-        return handler
+def _through_perform_with(performer: Any) -> Callable[[Any, Any], Any]:
+    def handler(agent: Any, effect: Effect) -> Any:
+        return effect.perform_with(performer, agent)
+
+    return handler
+
+
+def _direct(cls: type, family: type, performer: Any, method: str) -> Callable[[Any, Any], Any]:
+    """``bind`` for a family whose ``perform_with`` is ``performer.<method>(agent, effect)``:
+    that bound method itself (one call, not three), unless ``cls`` performs otherwise."""
+    direct = getattr(performer, method, None)
+    if direct is None or cls.perform_with is not family.perform_with:  # type: ignore[attr-defined]
+        return _through_perform_with(performer)
+    return direct
 
 
 class StoreEffect(Effect):
@@ -64,6 +76,10 @@ class DirectoryEffect(Effect):
     def perform_with(self, performer: Any, agent: Any) -> Any:
         return performer.perform(agent, self)
 
+    @classmethod
+    def bind(cls, performer: Any) -> Callable[[Any, Any], Any]:
+        return _direct(cls, DirectoryEffect, performer, "perform")
+
 
 class ImageEffect(Effect):
     """Family: the compute host's image cache. Performer: ``ImageFetcher``."""
@@ -72,6 +88,10 @@ class ImageEffect(Effect):
 
     def perform_with(self, performer: Any, agent: Any) -> Any:
         return performer.perform(agent, self)
+
+    @classmethod
+    def bind(cls, performer: Any) -> Callable[[Any, Any], Any]:
+        return _direct(cls, ImageEffect, performer, "perform")
 
 
 class KeyPairEffect(Effect):
@@ -88,6 +108,10 @@ class ApiEffect(Effect):
     def perform_with(self, performer: Any, agent: Any) -> Any:
         return performer.perform(agent, self)
 
+    @classmethod
+    def bind(cls, performer: Any) -> Callable[[Any, Any], Any]:
+        return _direct(cls, ApiEffect, performer, "perform")
+
 
 class TaskEffect(Effect):
     """Family: starting sub-workflows as tasks of their own and waiting for them (fork
@@ -98,6 +122,10 @@ class TaskEffect(Effect):
     def perform_with(self, performer: Any, agent: Any) -> Any:
         return performer.perform(agent, self)
 
+    @classmethod
+    def bind(cls, performer: Any) -> Callable[[Any, Any], Any]:
+        return _direct(cls, TaskEffect, performer, "perform")
+
 
 class WebEffect(Effect):
     """Family: requests to web hook receivers (HTTP POST). Performer: ``WebPerformer``."""
@@ -106,6 +134,10 @@ class WebEffect(Effect):
 
     def perform_with(self, performer: Any, agent: Any) -> Any:
         return performer.post(agent, self)
+
+    @classmethod
+    def bind(cls, performer: Any) -> Callable[[Any, Any], Any]:
+        return _direct(cls, WebEffect, performer, "post")
 
 
 class RuntimeEffect(Effect):
