@@ -472,3 +472,28 @@ def test_a_calibrated_scenario_not_read_from_a_file_is_refused():
     """Without a way to read beside the scenario, naming a calibration is an error, not ignored."""
     with pytest.raises(ScenarioError, match=r"calibration: 'cal\.yaml' cannot be read"):
         parse_yaml(yaml.safe_dump({**BASE, "calibration": "cal.yaml"}), "t.yaml")
+
+
+def test_the_largest_scenario_is_at_the_bounds_and_its_networks_fit():
+    """scenarios/10k-hosts.yaml loads through the file loader, sits at the host and
+    request bounds, and each project's network holds its share of the peak (instances
+    alive plus addresses waiting out the reclaim timeout) with room to spare."""
+    from common import network
+    from common.scenario_bounds import MAX_HOSTS, MAX_REQUESTS
+    from sim.scenario_file import load
+
+    scenario, _ = load(Path(__file__).resolve().parents[2] / "scenarios" / "10k-hosts.yaml")
+    cloud, spec = scenario.cloud, scenario.workload
+    assert (cloud.hosts.count, spec.requests) == (MAX_HOSTS, MAX_REQUESTS)
+    assert (cloud.scheduler, cloud.network.manager, spec.floating_ips) == ("simple", "vlan", 0.33)
+    networks = network.plan(cloud.network.config())
+    assert len(networks) >= len(cloud.projects)
+    mean_life = spec.lifetime.mean
+    share = spec.arrivals.rate / len(cloud.projects)
+    peak = share * (mean_life + cloud.network.disassociate_timeout)
+    assert peak < 0.8 * min(len(n.addresses) for n in networks)
+    # Simple never refuses when the peak fits in the cloud's cores with room to spare.
+    types = cloud.instance_types
+    weights = spec.instance_types
+    mean_vcpus = sum(types[t].vcpus * w for t, w in weights.items()) / sum(weights.values())
+    assert spec.arrivals.rate * mean_life * mean_vcpus < 0.8 * cloud.hosts.count * cloud.hosts.vcpus
