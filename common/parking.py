@@ -30,6 +30,9 @@ from __future__ import annotations
 from common import keys
 from common.effects import Guard, HDel, HSet, Transaction, ZIncrBy, ZMScore
 
+#: The topic whose hosts are parked: ``compute:cores`` and ``compute:parked`` name its hosts.
+TOPIC = "compute"
+
 #: Added to a parked host's score in ``compute:cores``: far above any max_cores, and a
 #: power of two well inside a double's 53 bits, so integer vCPU counts stay exact.
 PARKED_OFFSET = float(2**30)

@@ -14,11 +14,13 @@ from common.effects import Batch, HGet, Now, ZAdd, ZCount, ZRange, ZScore
 
 def report_state(topic: str, host: str):
     """One heartbeat: one round trip, because 500 hosts send one every report_interval.
-    It also reads whether the scheduler parked this host (``common.parking``) and, in
-    the rare case it did, takes it out with one more.
+    A compute host's beat also reads whether the scheduler parked it (``common.parking``)
+    and, in the rare case it did, takes it out with one more.
     -> 1 when the host's entry was not there before (its first beat, or the store lost
     it: common.recovery), else 0."""
     now = yield Now()
+    if topic != parking.TOPIC:  # the note names a compute host: another service of that name must not unpark it
+        return (yield ZAdd(keys.heartbeats(topic), {host: now}))
     added, parked = yield Batch((ZAdd(keys.heartbeats(topic), {host: now}), HGet(keys.COMPUTE_PARKED, host)))
     if parked is not None:
         yield from parking.unpark(host, parked)

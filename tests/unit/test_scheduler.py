@@ -349,6 +349,15 @@ def test_a_parked_host_comes_back_with_its_next_heartbeat():
     assert decide(store)[0] == "h0007"
 
 
+
+def test_another_services_heartbeat_under_the_same_host_name_leaves_a_dead_compute_parked():
+    """A network worker named like a dead compute host (2010's one --host per machine) beats on: the compute stays parked."""
+    store = memory_store(3)
+    store.execute(fx.ZAdd(HB, {"h0007": 10.0}))  # the compute on h0007 is silent for 90 s
+    decide(store)
+    drive(service.report_state("network", "h0007"), MemoryStoreAnswers(store))
+    assert store.execute(fx.ZScore(keys.COMPUTE_CORES, "h0007")) == PARKED_OFFSET + 1.0
+
 class MemoryStoreAnswers:
     """tiny_store.drive's store interface over a MemoryStore, at time 100."""
 
