@@ -104,13 +104,16 @@ def _holding(records: Mapping[str, dict[str, str] | None]) -> dict[str, dict[str
     }
 
 
-def dead_hosts(s: Snapshot, topic: str) -> frozenset[str]:
+def dead_hosts(s: Snapshot, topic: str, known: Iterable[str] = ()) -> frozenset[str]:
     """Hosts of ``topic`` silent past service_down_time: unreachable, so nothing on them
-    can be checked; each reconciles its host when it starts again."""
+    can be checked; each reconciles its host when it starts again. Of the ``known``
+    hosts, those missing from the heartbeats others wrote are dead too: the store lost
+    their entry and they never beat again (a live one does within a report interval)."""
     beats = s.store.get(keys.heartbeats(topic))
     if not isinstance(beats, Mapping):
         return frozenset()
-    return frozenset(host for host, at in beats.items() if s.now - float(at) >= s.service_down_time)
+    silent = {host for host, at in beats.items() if s.now - float(at) >= s.service_down_time}
+    return frozenset(silent.union(host for host in known if host not in beats))
 
 
 def _verdict(name: str, title: str, violations: list[str]) -> Verdict:
@@ -330,7 +333,7 @@ def i3_domains_match_records(s: Snapshot) -> Verdict:
     """I3: every hypervisor domain has a live record on its host, and every running
     record a domain; on every host that is not dead (``dead_hosts``)."""
     violations: list[str] = []
-    dead = dead_hosts(s, "compute")
+    dead = dead_hosts(s, "compute", s.domains)
     for host in sorted(set(s.domains) - dead):
         for name in sorted(s.domains[host]):
             rec = _hash(s.store, keys.instance(name))
@@ -399,17 +402,12 @@ def i5_requests_settled(s: Snapshot) -> Verdict:
 
 def _dead_queues(s: Snapshot) -> set[str]:
     """The ``<topic>.<host>`` queues of dead hosts."""
-    out = set()
-    dead: dict[str, frozenset[str]] = {}  # per topic: read once, not once per queue
+    by_topic: dict[str, set[str]] = {}  # per topic: read once, not once per queue
     for queue in s.queues:
         topic, dot, host = queue.partition(".")
-        if not dot:
-            continue
-        if topic not in dead:
-            dead[topic] = dead_hosts(s, topic)
-        if host in dead[topic]:
-            out.add(queue)
-    return out
+        if dot:
+            by_topic.setdefault(topic, set()).add(host)
+    return {f"{topic}.{host}" for topic, hosts in by_topic.items() for host in hosts & dead_hosts(s, topic, hosts)}
 
 
 def stranded_messages(s: Snapshot) -> int:

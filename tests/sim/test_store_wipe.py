@@ -143,3 +143,12 @@ def test_a_wipe_after_the_last_request_is_waited_out_and_no_pool_ends_held():
     result = Simulation(scenario, 164).run()
     assert [v.name for v in result.verdicts if not v.ok] == []
     assert keys.HELD_NETWORKS not in result.snapshot.store and result.summary["recovered"]["pools"] == 1
+
+
+def test_a_host_dead_for_good_before_a_wipe_is_still_dead_to_the_audit():
+    """A compute killed for good, then a wipe takes its heartbeat entry: its domains and queue stay unaudited."""
+    loaded, _ = load(SCENARIOS / "5-hosts.yaml")
+    scenario = with_overrides(loaded, {"faults": [{"at": 10, "kill": "compute", "host": 2},
+                                                  {"at": 120, "store_wipe": True}]})
+    result = Simulation(scenario, 3).run()
+    assert [v.name for v in result.verdicts if not v.ok] == []
