@@ -10,6 +10,8 @@
 
   - each lease a guest took is its instance's ``fixed_ip`` with its network's gateway
     as the router (and the guest has the instance's MAC);
+  - a guest has an instance record, unless a store loss took it (counted as
+    ``guests_lost_with_store``: I3 checks that its domain did not outlive it);
   - a guest that lived ``LEASE_PATIENCE`` wall seconds got a lease;
   - dnsmasq's lease hook reached a network host (``lease_fixed_ip`` handled) when
     any guest leased;
@@ -125,13 +127,20 @@ def _lease_events(logs: Path) -> int:
     return count
 
 
-def _guest_violations(guests, store, now: float) -> tuple[list[str], int]:
-    violations, leased = [], 0
+def _guest_violations(guests, store, now: float) -> tuple[list[str], int, int]:
+    """-> (violations, guests leased, guests whose record a store loss took)."""
+    violations, leased, lost = [], 0, 0
+    # After a store loss records are not rebuilt (common.recovery), so a guest without
+    # one is not checked here; I3 checks that no domain outlived its record.
+    store_lost = bool((store.get(keys.RECOVERED) or {}).get("losses_noticed"))
     for guest in guests:
         iid, where = guest["instance"], guest["host"]
         record = store.get(f"instance:{iid}")
         if not isinstance(record, dict):
-            violations.append(f"guest {iid} on {where} has no instance record")
+            if store_lost:
+                lost += 1
+            else:
+                violations.append(f"guest {iid} on {where} has no instance record")
             continue
         if record.get("mac_address") != guest["mac"]:
             violations.append(f"guest {iid} on {where} has MAC {guest['mac']}, its record {record.get('mac_address')}")
@@ -151,7 +160,7 @@ def _guest_violations(guests, store, now: float) -> tuple[list[str], int]:
                               f"not its network's gateway {gateway or '(none recorded)'}")
         elif not addresses and lived >= LEASE_PATIENCE:
             violations.append(f"guest {iid} on {where} got no DHCP lease in {lived:.0f} s")
-    return violations, leased
+    return violations, leased, lost
 
 
 def _bound_violations(network, store) -> list[str]:
@@ -177,7 +186,7 @@ def _bound_violations(network, store) -> list[str]:
 def audit(network, store, logs: Path, probe: FloatingProbe | None) -> tuple[Verdict, dict]:
     """The ``NET`` verdict and the summary's ``network`` entry (module docstring)."""
     guests = read_guests(network.state_dir(h) for h in network.hosts)
-    violations, leased = _guest_violations(guests, store, time.time())
+    violations, leased, lost = _guest_violations(guests, store, time.time())
     events = _lease_events(logs)
     if leased and not events:
         violations.append(f"{leased} guests leased but no network host heard of a lease: dnsmasq's hook "
@@ -196,7 +205,7 @@ def audit(network, store, logs: Path, probe: FloatingProbe | None) -> tuple[Verd
                       ok=not violations, violations=tuple(shown))
     report = {
         **network.describe(), "skipped": skipped,
-        "guests": len(guests), "guests_leased": leased, "lease_events": events,
+        "guests": len(guests), "guests_leased": leased, "guests_lost_with_store": lost, "lease_events": events,
         "floating_probes": {"reached": len(probe.reached) if probe else 0, "failed": len(probe.failed) if probe else 0,
                             "disassociated_first": probe.gone if probe else 0},
     }

@@ -275,6 +275,8 @@ def _network_rows(net: dict, add):
     """A real run's own network (real.run_network): namespaces, guests, probes, skips."""
     add("network", "namespaces", f"{net['fabric']} and {len(net['hosts'])} hosts")
     add("network", "guests leased / plugged", f"{net['guests_leased']:,} / {net['guests']:,}")
+    if net.get("guests_lost_with_store"):
+        add("network", "guests whose record a store loss took", f"{net['guests_lost_with_store']:,}")
     add("network", "lease events heard (dnsmasq hook)", f"{net['lease_events']:,}")
     probes = net["floating_probes"]
     add("network", "floating pings from outside reached / failed", f"{probes['reached']:,} / {probes['failed']:,}")
