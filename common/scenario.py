@@ -59,6 +59,12 @@ class Hosts(_Model):
     workers: Workers = 4
 
 
+def _ipv4_only(net) -> None:
+    """2010's network managers speak IPv4 only: address pools, dnsmasq ranges and NAT rules."""
+    if net.version != 4:
+        raise ValueError("expected an IPv4 network: the 2010 network managers have no IPv6")
+
+
 class Network(_Model):
     manager: Literal["flat", "flatdhcp", "vlan"] = "flat"
     fixed_range: Text = "10.0.0.0/16"
@@ -93,6 +99,7 @@ class Network(_Model):
             net = ipaddress.ip_network(value, strict=True)
         except ValueError as e:
             raise ValueError(f"expected a network in CIDR form such as 4.4.4.0/24 ({e})") from None
+        _ipv4_only(net)
         if net.num_addresses > 1 << 16:
             raise ValueError("floating ranges larger than /16 are not supported")
         return value
@@ -104,6 +111,7 @@ class Network(_Model):
             net = ipaddress.ip_network(value, strict=True)
         except ValueError as e:
             raise ValueError(f"expected a network in CIDR form such as 10.0.0.0/16 ({e})") from None
+        _ipv4_only(net)
         if net.num_addresses < 4:
             raise ValueError("the network needs at least 4 addresses (network, gateway, one host, broadcast)")
         if net.num_addresses > 1 << 20:

@@ -115,12 +115,19 @@ def test_bad_distribution_parameters():
         ("banana", "expected a network in CIDR form"),
         ("10.0.0.0/31", "needs at least 4 addresses"),
         ("10.0.0.0/8", "larger than /12"),
+        ("fd00::/120", "expected an IPv4 network"),
     ],
 )
 def test_bad_cidr(cidr, what):
     """cloud.network.fixed_range must be a network of sensible size."""
     text = problem(cloud__network={"fixed_range": cidr})
     assert text.startswith("cloud.network.fixed_range: ") and what in text and repr(cidr) in text
+
+
+def test_ipv6_floating_range():
+    """cloud.network.floating_range must be IPv4, as every 2010 network manager is."""
+    text = problem(cloud__network={"floating_range": "2001:db8::/120"})
+    assert text.startswith("cloud.network.floating_range: ") and "expected an IPv4 network" in text
 
 
 def test_unknown_scheduler():
