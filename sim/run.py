@@ -20,7 +20,7 @@ from common.errors import NovaError
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
 from sim import api as sim_api
 from sim import directory as sim_directory
-from sim import faults, store_stall, tasks
+from sim import collector, faults, store_stall, tasks
 from sim import images as image_cache
 from sim import webhooks as sim_webhooks
 from sim.broker import Broker
@@ -281,7 +281,8 @@ def _pending():
 
 def simulate(scenario, seed: int | None = None, progress=None) -> SimResult:
     seed = scenario.seed if seed is None else seed
-    return Simulation(scenario, seed).run(progress)
+    with collector.tuned():
+        return Simulation(scenario, seed).run(progress)
 
 
 def _credentials(scenario, rng) -> dict[str, tuple[str, str]]:
