@@ -19,8 +19,8 @@ from common.effects import ZRangeByScore
 from common.errors import NovaError
 from common.workload import WORKLOAD_STREAM, Workload, workload_user
 from sim import api as sim_api
-from sim import directory as sim_directory
 from sim import collector, faults, store_stall, tasks
+from sim import directory as sim_directory
 from sim import images as image_cache
 from sim import webhooks as sim_webhooks
 from sim.broker import Broker
