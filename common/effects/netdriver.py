@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from common.effects.families import NetDriverEffect
 
@@ -32,8 +33,10 @@ class EnsureBridge(NetDriverEffect):
     address: str | None = None
 
 
-@dataclass(frozen=True)
-class DhcpHost:
+class DhcpHost(NamedTuple):
+    """One line of a hosts file. A tuple of three strings: a network's hosts file is
+    rebuilt whole on each change (thousands of lines), and tuples compare and join in C."""
+
     mac: str
     hostname: str
     address: str
@@ -53,7 +56,7 @@ class UpdateDhcp(NetDriverEffect):
 
     def __repr__(self):
         # The hosts file can hold thousands of lines: a trace line names a digest.
-        digest = zlib.crc32("\n".join(f"{h.mac},{h.hostname},{h.address}" for h in self.hosts).encode())
+        digest = zlib.crc32("\n".join(map(",".join, self.hosts)).encode())
         return (f"UpdateDhcp(bridge={self.bridge!r}, gateway={self.gateway!r}, "
                 f"dhcp_start={self.dhcp_start!r}, hosts=<{len(self.hosts)} lines {digest:08x}>)")
 

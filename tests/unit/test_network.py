@@ -726,6 +726,26 @@ def test_setup_fixed_ip_writes_hosts_sorted_by_address():
     assert finish(gen) is None
 
 
+def test_a_rewrite_shows_an_address_handed_to_another_instance():
+    """An address whose line changed between two rewrites is written with its new line."""
+    net = manager(FLATDHCP)
+    for instance, mac in (("i-a", "02:16:3e:00:00:09"), ("i-b", "02:16:3e:00:00:0b")):
+        gen = net.setup_fixed_ip(CTX, FLAT, "10.0.0.9")
+        step(gen)
+        step(gen)
+        update = step(gen, {"10.0.0.9": f"{mac},{instance}", "10.0.0.2": "02:16:3e:00:00:02,i-c"})
+        assert update.hosts[1] == DhcpHost(mac, instance, "10.0.0.9")
+
+
+def test_hosts_sort_ipv4_by_number_before_ipv6():
+    """Order is numeric within each family (10.0.0.9 before 10.0.0.10), IPv4 first."""
+    gen = manager(FLATDHCP).setup_fixed_ip(CTX, FLAT, "10.0.0.9")
+    step(gen)
+    step(gen)
+    update = step(gen, {"fd00::2": "m6,i-6", "10.0.0.10": "m10,i-10", "10.0.0.9": "m9,i-9", "9.255.255.255": "m1,i-1"})
+    assert [host.address for host in update.hosts] == ["9.255.255.255", "10.0.0.9", "10.0.0.10", "fd00::2"]
+
+
 def test_setup_fixed_ip_batches_rewrites_per_network():
     """Allocations while a rewrite waits share it; one after its read gets its own."""
     net = manager(FLATDHCP)
