@@ -44,10 +44,10 @@ import ipaddress
 from dataclasses import dataclass
 
 from common import address_sweep, keys, lifecycle, webhooks
+from common.dhcp_hosts import HostsFile
 from common.effects import (
     Call,
     Del,
-    DhcpHost,
     EnsureBridge,
     EnsureVlan,
     Get,
@@ -219,9 +219,7 @@ class FlatManager(FloatingIps):
         #: Networks with a hosts-file rewrite waiting to read the store: an allocation
         #: recorded before that read is in it, so its own rewrite can be skipped.
         self.dhcp_due: set[str] = set()
-        #: Hosts-file lines by address as the store last had them, and the addresses' order.
-        self._dhcp_lines: dict[str, tuple[str, DhcpHost]] = {}
-        self._address_keys = _AddressOrder()
+        self._hosts_file = HostsFile()
 
     @property
     def dhcp(self) -> bool:
@@ -382,21 +380,9 @@ class FlatManager(FloatingIps):
         yield from self._update_dhcp(spec)
 
     def _update_dhcp(self, spec):
-        """Rewrite the network's hosts file whole from the store, as 2010 did. A busy
-        network is rewritten every DHCP_BATCH_SECONDS with thousands of lines, most the
-        same as last time: their order keys and lines are kept from one rewrite to the
-        next (bounded by the addresses of this host's networks)."""
+        """Rewrite the network's hosts file whole from the store, as 2010 did."""
         lines = yield HGetAll(keys.network_dhcp_hosts(spec.network_id))
-        known = self._dhcp_lines
-        hosts = []
-        for address in sorted(lines, key=self._address_keys.__getitem__):
-            value = lines[address]
-            entry = known.get(address)
-            if entry is None or entry[0] != value:
-                mac, _, hostname = value.partition(",")
-                entry = known[address] = (value, DhcpHost(mac, hostname, address))
-            hosts.append(entry[1])
-        yield UpdateDhcp(spec.bridge, spec.gateway, spec.dhcp_start, tuple(hosts))
+        yield UpdateDhcp(spec.bridge, spec.gateway, spec.dhcp_start, self._hosts_file.hosts(lines))
 
     def release_instance_address(self, record: dict):
         """Give back the fixed address ``record`` holds, if any (idempotent)."""
@@ -583,21 +569,6 @@ class VlanManager(FlatDHCPManager):
         spec = self._spec(network_id)
         vlan_interface = yield EnsureVlan(spec.vlan, self.config.bridge_interface)
         yield EnsureBridge(spec.bridge, vlan_interface)
-
-
-class _AddressOrder(dict):
-    """address -> its numeric order as one int (IPv4 before IPv6), computed once per
-    address: a hosts file sorts thousands, and ints compare faster than tuples."""
-
-    def __missing__(self, address: str) -> int:
-        parts = address.split(".")
-        if len(parts) == 4:
-            a, b, c, d = map(int, parts)
-            key = (a << 24) | (b << 16) | (c << 8) | d
-        else:
-            key = (1 << 128) + int(ipaddress.ip_address(address))
-        self[address] = key
-        return key
 
 
 def _prefixlen(spec: NetworkSpec) -> int:
