@@ -268,10 +268,12 @@ def measure(spec: dict, repeat: int, timeout: float) -> dict:
         samples.append(row)
     best = dict(min(samples, key=lambda s: s["wall_seconds"]))
     best["baseline_wall_seconds"] = min(s["baseline_wall_seconds"] for s in samples)
+    # CPU on its own: the fastest wall sample is not always the one other jobs disturbed least.
+    best["cpu_seconds"] = min(s["cpu_seconds"] for s in samples)
     best["ok"] = all(s["ok"] for s in samples)
     best["deterministic"] = len({s["fingerprint"] for s in samples}) == 1
     best["samples"] = [{k: s[k] for k in ("wall_seconds", "run_wall_seconds", "baseline_wall_seconds",
-                                          "peak_rss_mb", "fingerprint")} for s in samples]
+                                          "cpu_seconds", "peak_rss_mb", "fingerprint")} for s in samples]
     if repeat > 1:
         best["wall_seconds_median"] = statistics.median(s["wall_seconds"] for s in samples)
     return best
@@ -392,7 +394,7 @@ def parse_args(argv):
     parser.add_argument("--managers", default=",".join(MANAGERS), help="default: %(default)s")
     parser.add_argument("--launches-per-host", type=int, default=DEFAULT_LAUNCHES_PER_HOST,
                         help="launches per host, k (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per size; the fastest is reported (default: 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size; the fastest wall and the least CPU are reported (default: 1)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_RUN_TIMEOUT,
                         help="wall seconds one run may take before it is killed (default: %(default)g)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write every number to this file")
