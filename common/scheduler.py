@@ -16,17 +16,19 @@ has no memory for (the instance goes to ``error``: spawn failed).
 
 A decision costs O(log N) store work in a bounded number of round trips, whatever the
 number of hosts N: ``chance`` counts the live hosts and reads the one at a drawn rank
-(``common.service``); ``simple`` reads only the first few hosts with room and their
-heartbeats, and parks the dead ones it meets (``common.parking``) so that they stop
-hiding the live ones.
+(``common.service``); ``simple`` reads only the first few hosts with room, with their
+heartbeats and claimed memory in one round trip, parks the dead ones it meets
+(``common.parking``) so that they stop hiding the live ones, and passes over those
+without the memory, reading further when a whole read was passed over.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from common import instances, keys, lifecycle, parking, rpc, service
-from common.effects import Cast, Choose, Guard, HSet, Now, Transaction, ZIncrBy, ZMScore, ZRangeByScore
+from common.effects import Batch, Cast, Choose, Guard, HSet, Now, Transaction, ZIncrBy, ZMScore, ZRangeByScore
 from common.errors import Unroutable
 
 QUEUE, CHANCE, SIMPLE = "queue", "chance", "simple"
@@ -118,32 +120,47 @@ class SchedulerManager:
 
     def _simple(self, topic: str, record: dict):
         """The least loaded live host with room: read the first hosts with room by
-        claimed vCPUs and their heartbeats (one ZMSCORE), claim the live ones in order;
-        park the dead ones (common.parking) and read again, so that this read and every
-        later decision find the live hosts behind them. Bounded: ``MAX_PAGES`` reads,
-        each twice the one before (a crowd of newly dead hosts is parked in a few),
-        and ``MAX_CANDIDATES`` claims."""
+        claimed vCPUs, and their heartbeats and claimed memory (one round trip), claim
+        the live ones with memory to spare in order; park the dead ones
+        (common.parking) and read again, so that this read and every later decision
+        find the live hosts behind them. A host without the memory is passed over
+        without a claim, and the next read looks further, so hosts full on memory at a
+        low vCPU count do not hide those with room. Bounded: ``MAX_PAGES`` reads, each
+        twice the one before (a crowd of newly dead hosts is parked in a few), and
+        ``MAX_CANDIDATES`` claims."""
         down_time = self.config.service_down_time
         limit, vcpus = self.config.max_cores, int(record["vcpus"])
+        memory_limit, memory = self.config.max_memory_mb, int(record.get("memory_mb") or 0)
+        fits_memory = memory_limit and memory
         now = yield Now()
-        tried: set[str] = set()
+        passed: set[str] = set()  # tried, or without the memory
+        claims = 0
         for page in range(MAX_PAGES):
             rows = yield ZRangeByScore(keys.COMPUTE_CORES, "-inf", repr(float(limit - vcpus)), PAGE << page)
-            hosts = tuple(host for host, _ in rows if host not in tried)
+            hosts = tuple(host for host, _ in rows if host not in passed)
             if not hosts:
                 return None
-            beats = yield ZMScore(keys.heartbeats(topic), hosts)
+            if fits_memory:
+                beats, claimed = yield Batch((ZMScore(keys.heartbeats(topic), hosts),
+                                              ZMScore(keys.COMPUTE_MEMORY, hosts)))
+            else:
+                beats, claimed = (yield ZMScore(keys.heartbeats(topic), hosts)), ()
             up = {host for host, beat in zip(hosts, beats, strict=True) if service.service_is_up(beat, now, down_time)}
             if len(up) < len(hosts):
                 yield from self._park(topic, tuple(host for host in hosts if host not in up), now)
-            for host in (host for host in hosts if host in up):
-                if len(tried) == MAX_CANDIDATES:
+            for host, used in itertools.zip_longest(hosts, claimed):
+                if host not in up:
+                    continue
+                passed.add(host)
+                if fits_memory and (used or 0) + memory > memory_limit:
+                    continue  # no room for its memory now: not worth a claim
+                if claims == MAX_CANDIDATES:
                     return None
-                tried.add(host)
+                claims += 1
                 if (yield from self._claim(record, host)):
                     return host
-            if len(up) == len(hosts):
-                return None  # every host with room was tried
+            if len(rows) < PAGE << page:
+                return None  # every host with room was read
         return None
 
     def _claim(self, record: dict, host: str):

@@ -9,6 +9,7 @@ from common import effects as fx
 from common import keys, parking, service
 from common.context import RequestContext
 from common.effects import (
+    Batch,
     Cast,
     Choose,
     Guard,
@@ -49,17 +50,19 @@ def placed(host, at=100.0):
     )
 
 
-def start_simple(gen, rows, live=("h1", "h2"), topic="compute"):
-    """Read the record, answer the room query with ``rows`` and the heartbeat query with a fresh beat for
-    the ``live`` hosts (none for the others); -> the effect after that."""
+def start_simple(gen, rows, live=("h1", "h2"), topic="compute", used=None):
+    """Read the record, answer the room query with ``rows``, and the heartbeat and memory query with a
+    fresh beat for the ``live`` hosts (none for the others) and ``used`` MiB (default: none claimed);
+    -> the effect after that."""
     assert step(gen) == HGetAll(KEY)
     assert step(gen, record("scheduling")) == Now()
     assert step(gen, 100.0) == ZRangeByScore(keys.COMPUTE_CORES, "-inf", "6.0", PAGE)
     if not rows:
         return step(gen, rows)
     hosts = tuple(host for host, _ in rows)
-    assert step(gen, rows) == ZMScore(keys.heartbeats(topic), hosts)
-    return step(gen, [95.0 if host in live else None for host in hosts])
+    assert step(gen, rows) == Batch((ZMScore(keys.heartbeats(topic), hosts), ZMScore(keys.COMPUTE_MEMORY, hosts)))
+    used = used or {}
+    return step(gen, [[95.0 if host in live else None for host in hosts], [used.get(host) for host in hosts]])
 
 
 def park(*hosts, topic="compute", at=100.0):
@@ -125,12 +128,26 @@ def test_no_candidates_fails_and_deallocates():
 
 
 def test_all_candidates_down_fails():
-    """Every candidate down is the same as none: it is parked, and the next read finds no room."""
+    """Every candidate down is the same as none: it is parked, and a read short of its limit saw them all."""
     gen = scheduler().run_instance(CTX, IID)
     assert start_simple(gen, [("h1", 0.0)], live=[]) == park("h1")
-    assert step(gen, [1, PARKED_OFFSET, [None]]) == ZRangeByScore(keys.COMPUTE_CORES, "-inf", "6.0", 2 * PAGE)
-    assert step(gen, []) == Now()
+    assert step(gen, [1, PARKED_OFFSET, [None]]) == Now()
     assert step(gen, 100.0) == cas("scheduling", "error", 100.0, noted(), settle(), error=NO_HOST)
+
+
+def test_a_full_page_of_dead_hosts_is_parked_and_the_next_page_read():
+    """A read that came back full of dead hosts parks them and reads twice as many."""
+    hosts = [f"d{k:02}" for k in range(PAGE)]
+    gen = scheduler().run_instance(CTX, IID)
+    assert start_simple(gen, [(h, 0.0) for h in hosts], live=[]) == park(*hosts)
+    answer = [1, *(PARKED_OFFSET for _ in hosts), [None] * PAGE]
+    assert step(gen, answer) == ZRangeByScore(keys.COMPUTE_CORES, "-inf", "6.0", 2 * PAGE)
+
+
+def test_simple_passes_over_a_host_without_the_memory_without_claiming_it():
+    """A live host with vCPUs to spare but its memory taken is skipped; the next one is claimed."""
+    gen = scheduler().run_instance(CTX, IID)
+    assert start_simple(gen, [("h1", 0.0), ("h2", 4.0)], used={"h1": 7000.0}) == ZIncrBy(keys.COMPUTE_CORES, 2, "h2")
 
 
 def test_a_host_that_beat_while_being_parked_is_taken_out_at_once():
@@ -377,3 +394,15 @@ def test_a_decision_reads_the_same_few_rows_with_1000_hosts_as_with_20(driver):
     small, large = decide(memory_store(20), driver), decide(memory_store(1000), driver)
     assert small[0] and large[0]
     assert large[1:] == small[1:] and large[2] <= 2 * PAGE + 2
+
+
+def test_simple_finds_memory_behind_pages_of_hosts_full_on_memory():
+    """Hosts whose memory is taken at few vCPUs do not hide one with room further on (NoValidHost before)."""
+    store = MemoryStore()
+    full = [f"m{k:02}" for k in range(2 * PAGE)]
+    store.execute(fx.ZAdd(keys.COMPUTE_CORES, dict.fromkeys(full, 1.0) | {"roomy": 5.0}))
+    store.execute(fx.ZAdd(keys.COMPUTE_MEMORY, dict.fromkeys(full, 8192.0) | {"roomy": 0.0}))
+    store.execute(fx.ZAdd(HB, dict.fromkeys([*full, "roomy"], 99.0)))
+    store.execute(fx.HSet(KEY, record("scheduling")))
+    assert decide(store)[0] == "roomy"
+    assert store.execute(fx.ZScore(keys.COMPUTE_MEMORY, "m00")) == 8192.0  # passed over, never claimed
