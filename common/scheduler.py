@@ -24,7 +24,6 @@ without the memory, reading further when a whole read was passed over.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 from common import instances, keys, lifecycle, parking, rpc, service
@@ -131,7 +130,6 @@ class SchedulerManager:
         down_time = self.config.service_down_time
         limit, vcpus = self.config.max_cores, int(record["vcpus"])
         memory_limit, memory = self.config.max_memory_mb, int(record.get("memory_mb") or 0)
-        fits_memory = memory_limit and memory
         now = yield Now()
         passed: set[str] = set()  # tried, or without the memory
         claims = 0
@@ -140,19 +138,19 @@ class SchedulerManager:
             hosts = tuple(host for host, _ in rows if host not in passed)
             if not hosts:
                 return None
-            if fits_memory:
-                beats, claimed = yield Batch((ZMScore(keys.heartbeats(topic), hosts),
-                                              ZMScore(keys.COMPUTE_MEMORY, hosts)))
+            if memory_limit and memory:
+                beats, used = yield Batch((ZMScore(keys.heartbeats(topic), hosts), ZMScore(keys.COMPUTE_MEMORY, hosts)))
+                roomy = {host for host, mib in zip(hosts, used, strict=True) if (mib or 0) + memory <= memory_limit}
             else:
-                beats, claimed = (yield ZMScore(keys.heartbeats(topic), hosts)), ()
+                beats, roomy = (yield ZMScore(keys.heartbeats(topic), hosts)), set(hosts)
             up = {host for host, beat in zip(hosts, beats, strict=True) if service.service_is_up(beat, now, down_time)}
             if len(up) < len(hosts):
                 yield from self._park(topic, tuple(host for host in hosts if host not in up), now)
-            for host, used in itertools.zip_longest(hosts, claimed):
+            for host in hosts:
                 if host not in up:
                     continue
                 passed.add(host)
-                if fits_memory and (used or 0) + memory > memory_limit:
+                if host not in roomy:
                     continue  # no room for its memory now: not worth a claim
                 if claims == MAX_CANDIDATES:
                     return None
