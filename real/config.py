@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+)
 
 from common.mapped_directory import AttributeMap
 
@@ -52,6 +60,9 @@ class DaemonConfig(BaseModel):
     time_origin: float | None = None
     scheduler_driver: Literal["chance", "simple"] = "simple"
     max_cores: PositiveInt = 16
+    #: MiB of memory each compute host offers: the simple scheduler's second capacity
+    #: (the scenario's cloud.hosts.memory_mb, ``deploy up --memory-mb``); 0: not checked.
+    max_memory_mb: NonNegativeInt = 0
     network_manager: Literal["flat", "flatdhcp", "vlan"] = "flat"
     fixed_range: str = "10.0.0.0/16"
     flat_network_bridge: str = "br100"
@@ -163,7 +174,7 @@ class DaemonConfig(BaseModel):
 
         return Settings(
             network=self.network_config(), scheduler_driver=self.scheduler_driver, max_cores=self.max_cores,
-            service_down_time=self.service_down_time, floating_range=self.floating_range,
+            host_memory_mb=self.max_memory_mb, service_down_time=self.service_down_time, floating_range=self.floating_range,
             report_interval=self.report_interval, periodic_interval=self.periodic_interval,
             domain_sync_interval=self.domain_sync_interval, webhooks=self.webhook_config(),
         )
@@ -205,6 +216,7 @@ FROM_SCENARIO = {
     "workers": "cloud.hosts.workers",
     "scheduler_driver": "cloud.scheduler",
     "max_cores": "max_cores",
+    "max_memory_mb": "cloud.hosts.memory_mb",
     "network_manager": "cloud.network.manager",
     "fixed_range": "cloud.network.fixed_range",
     "flat_network_bridge": "cloud.network.bridge",

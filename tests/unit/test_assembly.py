@@ -58,8 +58,9 @@ def test_a_daemon_configured_from_a_scenario_runs_the_managers_the_sim_runs(name
     daemon = DaemonConfig.from_scenario(s).settings()
     sim = assembly.Settings.from_scenario(s)
     for field in ("network", "max_cores", "service_down_time", "floating_range", "report_interval",
-                  "periodic_interval", "domain_sync_interval"):
+                  "periodic_interval", "domain_sync_interval", "host_memory_mb"):
         assert getattr(daemon, field) == getattr(sim, field), field
+    assert daemon.scheduler_config() == sim.scheduler_config()
 
 
 def test_every_scenario_path_of_the_daemon_table_exists():
