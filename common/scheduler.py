@@ -132,9 +132,13 @@ class SchedulerManager:
         memory_limit, memory = self.config.max_memory_mb, int(record.get("memory_mb") or 0)
         now = yield Now()
         passed: set[str] = set()  # tried, or without the memory
-        claims = 0
+        claims = offset = 0
         for page in range(MAX_PAGES):
-            rows = yield ZRangeByScore(keys.COMPUTE_CORES, "-inf", repr(float(limit - vcpus)), PAGE << page)
+            count = PAGE << page
+            # Each read goes on where the last one ended (the live hosts it read stay in
+            # the range; the dead ones were parked out of it), so the reads see 1,008
+            # hosts, not the first 512 again and again.
+            rows = yield ZRangeByScore(keys.COMPUTE_CORES, "-inf", repr(float(limit - vcpus)), count, offset)
             hosts = tuple(host for host, _ in rows if host not in passed)
             if not hosts:
                 return None
@@ -144,6 +148,7 @@ class SchedulerManager:
             else:
                 beats, roomy = (yield ZMScore(keys.heartbeats(topic), hosts)), set(hosts)
             up = {host for host, beat in zip(hosts, beats, strict=True) if service.service_is_up(beat, now, down_time)}
+            offset += len(rows) - (len(hosts) - len(up))
             if len(up) < len(hosts):
                 yield from self._park(topic, tuple(host for host in hosts if host not in up), now)
             for host in hosts:
@@ -157,7 +162,7 @@ class SchedulerManager:
                 claims += 1
                 if (yield from self._claim(record, host)):
                     return host
-            if len(rows) < PAGE << page:
+            if len(rows) < count:
                 return None  # every host with room was read
         return None
 

@@ -261,18 +261,20 @@ class ZScore(StoreCommand):
 
 @dataclass(frozen=True)
 class ZRangeByScore(StoreCommand):
-    """ZRANGEBYSCORE key min max WITHSCORES [LIMIT 0 count] -> [(member, score)],
-    lowest score first. Idempotent. ``min``/``max`` take Redis syntax ("-inf", "(5")."""
+    """ZRANGEBYSCORE key min max WITHSCORES [LIMIT offset count] -> [(member, score)],
+    lowest score first, the first ``offset`` of them skipped (only with a ``count``).
+    Idempotent. ``min``/``max`` take Redis syntax ("-inf", "(5")."""
 
     command: ClassVar[str] = "ZRANGEBYSCORE"
     key: str
     min: str
     max: str
     count: int | None = None
+    offset: int = 0
 
     @property
     def args(self):
-        limit = ("LIMIT", 0, self.count) if self.count is not None else ()
+        limit = ("LIMIT", self.offset, self.count) if self.count is not None else ()
         return (self.key, self.min, self.max, "WITHSCORES", *limit)
 
 

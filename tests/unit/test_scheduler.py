@@ -406,3 +406,16 @@ def test_simple_finds_memory_behind_pages_of_hosts_full_on_memory():
     store.execute(fx.HSet(KEY, record("scheduling")))
     assert decide(store)[0] == "roomy"
     assert store.execute(fx.ZScore(keys.COMPUTE_MEMORY, "m00")) == 8192.0  # passed over, never claimed
+
+
+def test_each_read_goes_on_where_the_last_ended_so_the_reads_see_1008_hosts():
+    """600 hosts full on memory ahead of the one with room: the reads go on from where the
+    last one ended (16 + 32 + ... + 512 = 1,008 hosts), not over the first 512 again
+    (NoValidHost before, though a host had room)."""
+    store = MemoryStore()
+    full = [f"m{k:03}" for k in range(600)]
+    store.execute(fx.ZAdd(keys.COMPUTE_CORES, dict.fromkeys(full, 1.0) | {"roomy": 5.0}))
+    store.execute(fx.ZAdd(keys.COMPUTE_MEMORY, dict.fromkeys(full, 8192.0) | {"roomy": 0.0}))
+    store.execute(fx.ZAdd(HB, dict.fromkeys([*full, "roomy"], 99.0)))
+    store.execute(fx.HSet(KEY, record("scheduling")))
+    assert decide(store)[0] == "roomy"
