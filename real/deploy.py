@@ -212,7 +212,7 @@ class Deployment:
             slapd = self._start_slapd(config)
             state["processes"].append("slapd")
             self._save_state(state)
-            config = self._finish_config(config, slapd, state, memory_mb)
+            config = self._finish_config(config, slapd, state, vcpus, memory_mb)
             workers = self._start_all(vcpus, memory_mb, started, state)
             self._wait(config, workers, started, timeout)
             registered = deploy_images.register_default_images(config)
@@ -309,7 +309,7 @@ class Deployment:
         self._record("slapd", slapd.process.pid)
         return slapd
 
-    def _finish_config(self, config, slapd, state, memory_mb):
+    def _finish_config(self, config, slapd, state, vcpus, memory_mb):
         amqp_url = config.amqp_url
         vhost = f"novalab-deploy-{self._tag}"
         try:
@@ -323,7 +323,8 @@ class Deployment:
         config = config.model_copy(update={
             "amqp_url": amqp_url, "ldap_url": slapd.url, "ldap_bind_dn": slapd.bind_dn,
             "ldap_password": slapd.password, "ldap_root": slapd.root,
-            "max_memory_mb": memory_mb,  # the simple scheduler places by the hosts' memory too
+            # The simple scheduler's capacities: what each compute host offers.
+            "max_cores": vcpus, "max_memory_mb": memory_mb,
         })
         access, secret = deploy_images.service_account(config)
         config = config.model_copy(update={"s3_url": self.s3_url(config), "s3_access_key": access,

@@ -93,8 +93,9 @@ def test_status_lists_every_process_with_its_heartbeat(cloud, capsys):
         if name in ("network-net1", "compute-host1", "scheduler-sched1"):
             assert " s ago" in line, line
     assert cloud.config.bind_floating is False and cloud.config.network_manager == "flat"
-    # the scheduler places by the hosts' memory (--memory-mb) as the sim does, not by vCPUs alone
-    assert cloud.config.max_memory_mb == 32768 and cloud.config.settings().scheduler_config().max_memory_mb == 32768
+    # the scheduler places by the hosts' vCPUs and memory (--vcpus, --memory-mb) as the sim does
+    scheduler = cloud.config.settings().scheduler_config()
+    assert (scheduler.max_cores, scheduler.max_memory_mb) == (16, 32768)
     assert oct(cloud.config_path.stat().st_mode & 0o777) == "0o600"  # it holds the directory's password
 
 
